@@ -1,0 +1,93 @@
+// Command moeforge turns Hugging Face checkpoints into fine-grained
+// Mixture-of-Experts models, quantizes them with GPTQ and verifies them.
+//
+// This package is thin: it parses flags, calls the libraries and maps errors
+// to exit codes (0 success, 1 failure such as a parity check that failed,
+// 2 usage or input error).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+
+	"github.com/spf13/cobra"
+
+	"github.com/moeforge/moeforge/internal/gemm"
+)
+
+// commands holds the constructors of the subcommands; each command's file
+// registers itself from init so that files do not have to touch each other.
+var commands []func() *cobra.Command
+
+func addCommand(f func() *cobra.Command) { commands = append(commands, f) }
+
+// failure marks an error as a failed check (exit code 1) rather than bad
+// input or usage (exit code 2).
+type failure struct{ err error }
+
+func (f failure) Error() string { return f.err.Error() }
+func (f failure) Unwrap() error { return f.err }
+
+// failed wraps err so that the process exits with code 1.
+func failed(err error) error { return failure{err} }
+
+// errSilentFailure exits with code 1 without printing anything more: the
+// command has already reported what failed.
+var errSilentFailure = errors.New("check failed")
+
+type globalOptions struct {
+	quiet   bool
+	threads int
+}
+
+var global globalOptions
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "moeforge",
+		Short: "Build fine-grained MoE models from Hugging Face checkpoints, quantize them with GPTQ, verify them",
+		Long: `moeforge turns dense Qwen2 checkpoints into fine-grained Qwen2-MoE models (exact and
+training-oriented initializations), splits coarse MoE experts into finer ones, quantizes MoE
+checkpoints with GPTQ int4 in the AutoGPTQ layout, and verifies any two checkpoints against
+each other by running the full forward pass on the same tokens.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRun: func(cmd *cobra.Command, args []string) {
+			gemm.SetThreads(global.threads)
+		},
+	}
+	root.PersistentFlags().BoolVarP(&global.quiet, "quiet", "q", false, "print only results and errors")
+	root.PersistentFlags().IntVar(&global.threads, "threads", 0, "cap on worker threads (0 = all cores)")
+	for _, f := range commands {
+		root.AddCommand(f())
+	}
+	return root
+}
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+// run executes the command line and returns the process exit code.
+func run(args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	root := newRootCmd()
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, errSilentFailure) {
+		return 1
+	}
+	fmt.Fprintln(os.Stderr, "moeforge: "+err.Error())
+	var f failure
+	if errors.As(err, &f) {
+		return 1
+	}
+	return 2
+}

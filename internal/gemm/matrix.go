@@ -1,0 +1,138 @@
+// Package gemm holds the matrix products of the forward pass and of GPTQ.
+//
+// The central operation is C = A·Bᵀ where A [m, k] holds activations (one row
+// per token) and B [n, k] is a weight in the checkpoint layout [out, in]. B may
+// be stored as float32, bfloat16, float16 or GPTQ int4; it is widened to
+// float32 panel by panel inside the product, never as a whole.
+package gemm
+
+import (
+	"fmt"
+
+	"github.com/moeforge/moeforge/internal/half"
+)
+
+// Matrix is a read-only weight matrix of Rows() × Cols() elements ([out, in]).
+type Matrix interface {
+	Rows() int
+	Cols() int
+	// Widen writes the float32 value of rows [r0, r1) × columns [c0, c1) into
+	// dst, row-major with row stride ld (ld ≥ c1−c0).
+	Widen(dst []float32, ld, r0, r1, c0, c1 int)
+}
+
+// F32 is a row-major float32 matrix.
+type F32 struct {
+	Data []float32
+	N, K int
+}
+
+// Rows returns N.
+func (m F32) Rows() int { return m.N }
+
+// Cols returns K.
+func (m F32) Cols() int { return m.K }
+
+// Widen copies a block.
+func (m F32) Widen(dst []float32, ld, r0, r1, c0, c1 int) {
+	for r := r0; r < r1; r++ {
+		copy(dst[(r-r0)*ld:(r-r0)*ld+c1-c0], m.Data[r*m.K+c0:r*m.K+c1])
+	}
+}
+
+// BF16 is a row-major bfloat16 matrix (raw bit patterns).
+type BF16 struct {
+	Data []uint16
+	N, K int
+}
+
+// Rows returns N.
+func (m BF16) Rows() int { return m.N }
+
+// Cols returns K.
+func (m BF16) Cols() int { return m.K }
+
+// Widen converts a block to float32.
+func (m BF16) Widen(dst []float32, ld, r0, r1, c0, c1 int) {
+	for r := r0; r < r1; r++ {
+		half.WidenBF16(dst[(r-r0)*ld:(r-r0)*ld+c1-c0], m.Data[r*m.K+c0:r*m.K+c1])
+	}
+}
+
+// F16 is a row-major IEEE binary16 matrix (raw bit patterns).
+type F16 struct {
+	Data []uint16
+	N, K int
+}
+
+// Rows returns N.
+func (m F16) Rows() int { return m.N }
+
+// Cols returns K.
+func (m F16) Cols() int { return m.K }
+
+// Widen converts a block to float32.
+func (m F16) Widen(dst []float32, ld, r0, r1, c0, c1 int) {
+	for r := r0; r < r1; r++ {
+		half.WidenF16(dst[(r-r0)*ld:(r-r0)*ld+c1-c0], m.Data[r*m.K+c0:r*m.K+c1])
+	}
+}
+
+// Int4 is a GPTQ 4-bit matrix in the AutoGPTQ "gptq" (v1) layout for a linear
+// layer with weight [N=out, K=in]:
+//
+//	QWeight [K/8, N]          nibble j of word [r, c] = code of input 8r+j, output c
+//	QZeros  [groups, N/8]     nibble j of word [g, c] = zero−1 of group g, output 8c+j
+//	Scales  [groups, N]       float16 bit patterns
+//	GIdx    [K]               group of each input
+//
+// W[c, i] = scale[g, c] · (q[i, c] − (zero_nibble[g, c] + 1)), g = GIdx[i].
+type Int4 struct {
+	QWeight []int32
+	QZeros  []int32
+	Scales  []uint16
+	GIdx    []int32
+	N, K    int
+}
+
+// Rows returns N (output features).
+func (m Int4) Rows() int { return m.N }
+
+// Cols returns K (input features).
+func (m Int4) Cols() int { return m.K }
+
+// Widen dequantizes a block.
+func (m Int4) Widen(dst []float32, ld, r0, r1, c0, c1 int) {
+	for i := c0; i < c1; i++ {
+		word := m.QWeight[(i/8)*m.N:]
+		shift := uint(i%8) * 4
+		g := int(m.GIdx[i])
+		zrow := m.QZeros[g*(m.N/8):]
+		srow := m.Scales[g*m.N:]
+		for c := r0; c < r1; c++ {
+			q := int32(uint32(word[c])>>shift) & 15
+			z := int32(uint32(zrow[c/8])>>(uint(c%8)*4))&15 + 1
+			dst[(c-r0)*ld+i-c0] = half.F16ToF32(srow[c]) * float32(q-z)
+		}
+	}
+}
+
+// Check validates the dimensions of an Int4 matrix and its tensors.
+func (m Int4) Check() error {
+	if m.K%8 != 0 || m.N%8 != 0 {
+		return fmt.Errorf("int4 matrix [%d, %d]: both dimensions must be multiples of 8", m.N, m.K)
+	}
+	if len(m.QWeight) != m.K/8*m.N || len(m.GIdx) != m.K {
+		return fmt.Errorf("int4 matrix [%d, %d]: qweight has %d words, g_idx %d entries", m.N, m.K, len(m.QWeight), len(m.GIdx))
+	}
+	groups := len(m.Scales) / max(m.N, 1)
+	if groups*m.N != len(m.Scales) || len(m.QZeros) != groups*m.N/8 {
+		return fmt.Errorf("int4 matrix [%d, %d]: %d scales and %d zero words do not form whole groups", m.N, m.K, len(m.Scales), len(m.QZeros))
+	}
+	for i, g := range m.GIdx {
+		if g < 0 || int(g) >= groups {
+			return fmt.Errorf("int4 matrix: g_idx[%d] = %d outside [0, %d)", i, g, groups)
+		}
+	}
+	return nil
+}
