@@ -12,10 +12,12 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
 	"github.com/moeforge/moeforge/internal/gemm"
+	"github.com/moeforge/moeforge/internal/outdir"
 )
 
 // commands holds the constructors of the subcommands; each command's file
@@ -73,8 +75,21 @@ func main() {
 
 // run executes the command line and returns the process exit code.
 func run(args []string) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// On SIGINT/SIGTERM remove every unfinished output directory and exit:
+	// outputs are only ever renamed into place when complete.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		if _, ok := <-sigs; ok {
+			cancel()
+			outdir.RemovePending()
+			fmt.Fprintln(os.Stderr, "moeforge: interrupted; unfinished outputs removed")
+			os.Exit(130)
+		}
+	}()
 	root := newRootCmd()
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)

@@ -1,0 +1,317 @@
+package hf
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/moeforge/moeforge/formats/safetensors"
+)
+
+// Checkpoint is an opened Hugging Face checkpoint directory: its config and
+// its lazily read, memory-mapped tensors.
+type Checkpoint struct {
+	Dir     string
+	Config  *Config
+	Weights *safetensors.Set
+	// Unexpected lists tensors the config does not account for (transformers
+	// would warn about them as unexpected keys).
+	Unexpected []string
+}
+
+// LinearWeights are the tensors of one linear layer: a float Weight [out, in],
+// or the GPTQ tensors; Bias is nil when the layer has none.
+type LinearWeights struct {
+	Name    string
+	Weight  *safetensors.Tensor
+	Bias    *safetensors.Tensor
+	QWeight *safetensors.Tensor
+	QZeros  *safetensors.Tensor
+	Scales  *safetensors.Tensor
+	GIdx    *safetensors.Tensor
+}
+
+// Quantized reports whether the layer is stored as GPTQ int4.
+func (l *LinearWeights) Quantized() bool { return l.QWeight != nil }
+
+// Open opens dir, parses its config and checks that the weights hold every
+// tensor the config needs, with the right shapes.
+func Open(dir string) (*Checkpoint, error) {
+	cfg, err := ReadConfig(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			if st, serr := os.Stat(dir); serr != nil || !st.IsDir() {
+				return nil, fmt.Errorf("%s: no such checkpoint directory", dir)
+			}
+			return nil, fmt.Errorf("%s: no config.json: not a Hugging Face checkpoint directory", dir)
+		}
+		return nil, err
+	}
+	set, err := safetensors.OpenDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	ck := &Checkpoint{Dir: dir, Config: cfg, Weights: set}
+	if err := ck.validate(); err != nil {
+		set.Close()
+		return nil, err
+	}
+	return ck, nil
+}
+
+// Close releases the memory maps.
+func (ck *Checkpoint) Close() error { return ck.Weights.Close() }
+
+// Tensor returns a tensor by name or an error naming it and the directory.
+func (ck *Checkpoint) Tensor(name string) (*safetensors.Tensor, error) {
+	t, ok := ck.Weights.Tensor(name)
+	if !ok {
+		return nil, fmt.Errorf("%s: missing tensor %s", ck.Dir, name)
+	}
+	return t, nil
+}
+
+// Linear resolves the tensors of a linear layer by its canonical module path
+// (the per-expert name for experts). Experts stored in the fused layout are
+// returned as views into the fused tensors.
+func (ck *Checkpoint) Linear(l Linear) (*LinearWeights, error) {
+	lw := &LinearWeights{Name: l.Name}
+	if t, ok := ck.Weights.Tensor(l.Name + ".weight"); ok {
+		lw.Weight = t
+	} else if t, ok := ck.Weights.Tensor(l.Name + ".qweight"); ok {
+		lw.QWeight = t
+		var err error
+		for _, p := range []struct {
+			suffix string
+			dst    **safetensors.Tensor
+		}{{".qzeros", &lw.QZeros}, {".scales", &lw.Scales}, {".g_idx", &lw.GIdx}} {
+			if *p.dst, err = ck.Tensor(l.Name + p.suffix); err != nil {
+				return nil, err
+			}
+		}
+	} else if l.Kind == KindExpert {
+		w, err := ck.fusedExpert(l)
+		if err != nil {
+			return nil, err
+		}
+		lw.Weight = w
+	} else {
+		return nil, fmt.Errorf("%s: missing tensor %s.weight", ck.Dir, l.Name)
+	}
+	if l.Bias {
+		b, err := ck.Tensor(l.Name + ".bias")
+		if err != nil {
+			return nil, err
+		}
+		lw.Bias = b
+	}
+	return lw, nil
+}
+
+// fusedExpert returns a view of expert l.Expert's projection in the fused layout.
+func (ck *Checkpoint) fusedExpert(l Linear) (*safetensors.Tensor, error) {
+	c := ck.Config
+	gateUp, down := c.FusedExpertTensors(l.Layer)
+	name := gateUp
+	if l.Proj == DownProj {
+		name = down
+	}
+	t, ok := ck.Weights.Tensor(name)
+	if !ok {
+		return nil, fmt.Errorf("%s: missing tensor %s.weight (and no fused %s)", ck.Dir, l.Name, name)
+	}
+	E, H, I := c.NumExperts, c.HiddenSize, c.MoEIntermediateSize
+	want := []int{E, 2 * I, H}
+	if l.Proj == DownProj {
+		want = []int{E, H, I}
+	}
+	if !slices.Equal(t.Shape, want) {
+		return nil, fmt.Errorf("%s: %s has shape %v, want %v (num_experts=%d, hidden_size=%d, expert width=%d)", ck.Dir, name, t.Shape, want, E, H, I)
+	}
+	switch l.Proj {
+	case GateProj:
+		return t.Sub(l.Expert*2*I*H, []int{I, H})
+	case UpProj:
+		return t.Sub(l.Expert*2*I*H+I*H, []int{I, H})
+	}
+	return t.Sub(l.Expert*H*I, []int{H, I})
+}
+
+func (ck *Checkpoint) validate() error {
+	c := ck.Config
+	used := map[string]bool{}
+	check := func(t *safetensors.Tensor, want []int, hint string) error {
+		if !t.DType.IsFloat() {
+			return fmt.Errorf("%s: tensor %s has dtype %s, want a float type", ck.Dir, t.Name, t.DType)
+		}
+		if !slices.Equal(t.Shape, want) {
+			return fmt.Errorf("%s: tensor %s has shape %v, want %v (%s)", ck.Dir, t.Name, t.Shape, want, hint)
+		}
+		return nil
+	}
+	plain := func(name string, want []int, hint string) error {
+		t, err := ck.Tensor(name)
+		if err != nil {
+			return err
+		}
+		used[name] = true
+		return check(t, want, hint)
+	}
+	h := c.HiddenSize
+	hiddenHint := fmt.Sprintf("config hidden_size=%d", h)
+	if err := plain(EmbedTokens, []int{c.VocabSize, h}, fmt.Sprintf("config vocab_size=%d, hidden_size=%d", c.VocabSize, h)); err != nil {
+		return err
+	}
+	if err := plain(FinalNorm, []int{h}, hiddenHint); err != nil {
+		return err
+	}
+	linears := []Linear{}
+	for i := 0; i < c.NumHiddenLayers; i++ {
+		for _, n := range []string{InputNorm(i), PostAttentionNorm(i)} {
+			if err := plain(n, []int{h}, hiddenHint); err != nil {
+				return err
+			}
+		}
+		linears = append(linears, c.LayerLinears(i)...)
+	}
+	if !c.TieWordEmbeddings {
+		linears = append(linears, Linear{Name: LMHead, Out: c.VocabSize, In: h, Kind: KindLMHead, Layer: -1, Expert: -1})
+	}
+	for _, l := range linears {
+		lw, err := ck.Linear(l)
+		if err != nil {
+			if l.Kind == KindLMHead {
+				return fmt.Errorf("%w (tie_word_embeddings is false)", err)
+			}
+			return err
+		}
+		hint := linearHint(c, l)
+		if lw.Weight != nil {
+			used[l.Name+".weight"] = true
+			if err := check(lw.Weight, []int{l.Out, l.In}, hint); err != nil {
+				return err
+			}
+		} else {
+			if err := checkGPTQ(ck.Dir, lw, l); err != nil {
+				return err
+			}
+			for _, s := range []string{".qweight", ".qzeros", ".scales", ".g_idx"} {
+				used[l.Name+s] = true
+			}
+		}
+		if lw.Bias != nil {
+			used[l.Name+".bias"] = true
+			if err := check(lw.Bias, []int{l.Out}, hint); err != nil {
+				return err
+			}
+		}
+	}
+	for _, i := range c.MoELayers() {
+		gu, d := c.FusedExpertTensors(i)
+		used[gu], used[d] = true, true
+	}
+	for _, n := range ck.Weights.Names() {
+		if !used[n] {
+			ck.Unexpected = append(ck.Unexpected, n)
+		}
+	}
+	return nil
+}
+
+func linearHint(c *Config, l Linear) string {
+	switch l.Kind {
+	case KindExpert:
+		return fmt.Sprintf("config hidden_size=%d, expert width=%d", c.HiddenSize, c.MoEIntermediateSize)
+	case KindSharedExpert:
+		return fmt.Sprintf("config hidden_size=%d, shared_expert_intermediate_size=%d", c.HiddenSize, c.SharedExpertIntermediateSize)
+	case KindMLP:
+		return fmt.Sprintf("config hidden_size=%d, intermediate_size=%d", c.HiddenSize, c.IntermediateSize)
+	case KindRouter:
+		return fmt.Sprintf("config num_experts=%d, hidden_size=%d", c.NumExperts, c.HiddenSize)
+	case KindAttention:
+		return fmt.Sprintf("config hidden_size=%d, heads=%d, kv heads=%d, head_dim=%d", c.HiddenSize, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
+	}
+	return fmt.Sprintf("config hidden_size=%d, vocab_size=%d", c.HiddenSize, c.VocabSize)
+}
+
+// checkGPTQ checks the shapes and dtypes of a GPTQ linear (FORMATS.md).
+func checkGPTQ(dir string, lw *LinearWeights, l Linear) error {
+	if l.In%8 != 0 || l.Out%8 != 0 {
+		return fmt.Errorf("%s: %s is GPTQ-quantized but [%d, %d] is not a multiple of 8", dir, l.Name, l.Out, l.In)
+	}
+	groups := 0
+	if len(lw.Scales.Shape) == 2 {
+		groups = lw.Scales.Shape[0]
+	}
+	want := []struct {
+		t     *safetensors.Tensor
+		dtype safetensors.DType
+		shape []int
+	}{
+		{lw.QWeight, safetensors.I32, []int{l.In / 8, l.Out}},
+		{lw.QZeros, safetensors.I32, []int{groups, l.Out / 8}},
+		{lw.Scales, safetensors.F16, []int{groups, l.Out}},
+		{lw.GIdx, safetensors.I32, []int{l.In}},
+	}
+	for _, w := range want {
+		if w.t.DType != w.dtype || !slices.Equal(w.t.Shape, w.shape) || groups < 1 || groups > l.In {
+			return fmt.Errorf("%s: tensor %s is %s %v, want %s %v (GPTQ layer [out=%d, in=%d])", dir, w.t.Name, w.t.DType, w.t.Shape, w.dtype, w.shape, l.Out, l.In)
+		}
+	}
+	return nil
+}
+
+// IsWeightFile reports whether a file name is part of a checkpoint's weights
+// or config (everything else travels unchanged to converted checkpoints).
+func IsWeightFile(name string) bool {
+	switch {
+	case name == "config.json", name == safetensors.IndexFile, name == "quantize_config.json":
+		return true
+	case strings.HasSuffix(name, ".safetensors"), strings.HasSuffix(name, ".bin"), strings.HasSuffix(name, ".pt"),
+		strings.HasSuffix(name, ".gguf"), name == "pytorch_model.bin.index.json":
+		return true
+	}
+	return false
+}
+
+// CopyExtraFiles copies every regular non-weight file of src (tokenizer
+// files, generation_config.json, chat template, README, …) into dst, and
+// returns their names.
+func CopyExtraFiles(src, dst string) ([]string, error) {
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		return nil, err
+	}
+	var copied []string
+	for _, e := range entries {
+		if !e.Type().IsRegular() || IsWeightFile(e.Name()) || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		if err := copyFile(filepath.Join(src, e.Name()), filepath.Join(dst, e.Name())); err != nil {
+			return nil, err
+		}
+		copied = append(copied, e.Name())
+	}
+	return copied, nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}

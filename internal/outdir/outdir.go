@@ -1,0 +1,129 @@
+// Package outdir creates output directories atomically: everything is written
+// into a temporary sibling directory that is renamed into place only when the
+// work succeeded, and removed on error or interrupt.
+package outdir
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+)
+
+// Dir is an output directory being written.
+type Dir struct {
+	final string
+	tmp   string
+	force bool
+	done  bool
+}
+
+var (
+	mu      sync.Mutex
+	pending = map[string]bool{}
+)
+
+// Create prepares an output directory for final. It refuses an existing
+// non-empty final unless force is set (the old content is replaced on Commit).
+// final's parent directory must exist.
+func Create(final string, force bool) (*Dir, error) {
+	final = filepath.Clean(final)
+	if st, err := os.Stat(final); err == nil {
+		if !st.IsDir() {
+			return nil, fmt.Errorf("output %s exists and is not a directory", final)
+		}
+		entries, err := os.ReadDir(final)
+		if err != nil {
+			return nil, err
+		}
+		if len(entries) > 0 && !force {
+			return nil, fmt.Errorf("output directory %s exists and is not empty (use --force to replace it)", final)
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	parent := filepath.Dir(final)
+	if st, err := os.Stat(parent); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("output %s: parent directory %s does not exist", final, parent)
+	}
+	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(final)+".tmp-")
+	if err != nil {
+		return nil, err
+	}
+	mu.Lock()
+	pending[tmp] = true
+	mu.Unlock()
+	return &Dir{final: final, tmp: tmp, force: force}, nil
+}
+
+// Path is the temporary directory to write into.
+func (d *Dir) Path() string { return d.tmp }
+
+// Final is the directory the output will have after Commit.
+func (d *Dir) Final() string { return d.final }
+
+// Commit syncs the temporary directory and renames it to its final name.
+func (d *Dir) Commit() error {
+	if d.done {
+		return errors.New("output directory already committed or aborted")
+	}
+	if f, err := os.Open(d.tmp); err == nil {
+		f.Sync()
+		f.Close()
+	}
+	if err := os.Chmod(d.tmp, 0o755); err != nil {
+		return err
+	}
+	var old string
+	if _, err := os.Stat(d.final); err == nil {
+		// Empty or --force: move the old directory aside first.
+		old = d.tmp + ".old"
+		if err := os.Rename(d.final, old); err != nil {
+			return err
+		}
+	}
+	if err := os.Rename(d.tmp, d.final); err != nil {
+		if old != "" {
+			os.Rename(old, d.final)
+		}
+		return err
+	}
+	if old != "" {
+		os.RemoveAll(old)
+	}
+	d.finish()
+	if parent, err := os.Open(filepath.Dir(d.final)); err == nil {
+		parent.Sync()
+		parent.Close()
+	}
+	return nil
+}
+
+// Abort removes the temporary directory. It is safe to call after Commit
+// (it then does nothing), so callers can defer it.
+func (d *Dir) Abort() {
+	if d.done {
+		return
+	}
+	os.RemoveAll(d.tmp)
+	d.finish()
+}
+
+func (d *Dir) finish() {
+	d.done = true
+	mu.Lock()
+	delete(pending, d.tmp)
+	mu.Unlock()
+}
+
+// RemovePending removes every temporary directory not yet committed or
+// aborted. The command line calls it when interrupted.
+func RemovePending() {
+	mu.Lock()
+	defer mu.Unlock()
+	for tmp := range pending {
+		os.RemoveAll(tmp)
+		delete(pending, tmp)
+	}
+}

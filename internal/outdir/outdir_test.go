@@ -1,0 +1,61 @@
+package outdir
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestCommitAndAbort(t *testing.T) {
+	parent := t.TempDir()
+	final := filepath.Join(parent, "out")
+
+	d, err := Create(final, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(d.Path(), "a"), []byte("x"), 0o644)
+	if err := d.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	d.Abort() // no-op after commit
+	if _, err := os.Stat(filepath.Join(final, "a")); err != nil {
+		t.Fatalf("committed file missing: %v", err)
+	}
+
+	if _, err := Create(final, false); err == nil {
+		t.Fatal("non-empty output accepted without force")
+	}
+
+	d, err = Create(final, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(d.Path(), "b"), []byte("y"), 0o644)
+	d.Abort()
+	entries, _ := os.ReadDir(parent)
+	if len(entries) != 1 {
+		t.Fatalf("abort left %d entries in the parent, want only the committed output", len(entries))
+	}
+	if _, err := os.Stat(filepath.Join(final, "a")); err != nil {
+		t.Fatal("abort touched the existing output")
+	}
+
+	d, _ = Create(final, true)
+	os.WriteFile(filepath.Join(d.Path(), "c"), []byte("z"), 0o644)
+	if err := d.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(final, "a")); err == nil {
+		t.Fatal("--force commit kept the old content")
+	}
+
+	d, _ = Create(filepath.Join(parent, "other"), false)
+	RemovePending()
+	if _, err := os.Stat(d.Path()); !os.IsNotExist(err) {
+		t.Fatal("RemovePending left the temporary directory")
+	}
+	if _, err := Create(filepath.Join(parent, "missing", "x"), false); err == nil {
+		t.Fatal("missing parent accepted")
+	}
+}
