@@ -19,17 +19,16 @@ func Threads() int {
 	return runtime.GOMAXPROCS(0)
 }
 
-// panelRows is how many rows of B are widened at once.
-const panelRows = 64
-
 // MulT computes C[m, n] = A[m, k] · Bᵀ, or C += A·Bᵀ when accumulate is set.
 // A is row-major with stride k, C row-major with stride n = b.Rows().
+//
+// B is widened (or dequantized) to float32 panel by panel inside the product;
+// a single row of A (m = 1) takes a matrix-vector path that reads B once.
 func MulT(c, a []float32, b Matrix, m int, accumulate bool) {
 	n, k := b.Rows(), b.Cols()
 	if m == 0 || n == 0 {
 		return
 	}
-	_ = a[m*k-1]
 	_ = c[m*n-1]
 	if k == 0 {
 		if !accumulate {
@@ -37,65 +36,12 @@ func MulT(c, a []float32, b Matrix, m int, accumulate bool) {
 		}
 		return
 	}
-	panels := (n + panelRows - 1) / panelRows
-	workers := min(Threads(), panels)
-	var next atomic.Int32
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]float32, panelRows*k)
-			for {
-				p := int(next.Add(1)) - 1
-				if p >= panels {
-					return
-				}
-				r0 := p * panelRows
-				r1 := min(r0+panelRows, n)
-				if f, ok := b.(F32); ok {
-					buf = f.Data[r0*k : r1*k]
-				} else {
-					b.Widen(buf, k, r0, r1, 0, k)
-				}
-				mulPanel(c, a, buf, m, n, k, r0, r1, accumulate)
-			}
-		}()
+	_ = a[m*k-1]
+	kern := active.Load()
+	if m == 1 && gemv(kern, c[:n], a[:k], b, accumulate) {
+		return
 	}
-	wg.Wait()
-}
-
-// mulPanel computes columns [r0, r1) of C from a widened panel of B.
-func mulPanel(c, a, panel []float32, m, n, k, r0, r1 int, accumulate bool) {
-	for i := 0; i < m; i++ {
-		ai := a[i*k : i*k+k]
-		ci := c[i*n : i*n+n]
-		for j := r0; j < r1; j++ {
-			bj := panel[(j-r0)*k : (j-r0)*k+k]
-			s := dot(ai, bj)
-			if accumulate {
-				ci[j] += s
-			} else {
-				ci[j] = s
-			}
-		}
-	}
-}
-
-func dot(a, b []float32) float32 {
-	b = b[:len(a)]
-	var s0, s1, s2, s3 float32
-	i := 0
-	for ; i+4 <= len(a); i += 4 {
-		s0 += a[i] * b[i]
-		s1 += a[i+1] * b[i+1]
-		s2 += a[i+2] * b[i+2]
-		s3 += a[i+3] * b[i+3]
-	}
-	for ; i < len(a); i++ {
-		s0 += a[i] * b[i]
-	}
-	return (s0 + s1) + (s2 + s3)
+	product(kern, c, n, rowsF32{a, k}, operandOf(b), m, n, k, accumulate)
 }
 
 // MulTF32 is MulT for plain float32 slices: C[m, n] (+)= A[m, k] · B[n, k]ᵀ.
@@ -103,22 +49,158 @@ func MulTF32(c, a, b []float32, m, n, k int, accumulate bool) {
 	MulT(c, a, F32{Data: b, N: n, K: k}, m, accumulate)
 }
 
-// SyrkAdd accumulates H[k, k] += Xᵀ·X for X [n, k] (row-major), in float64.
-// Both triangles of H are written.
-func SyrkAdd(h []float64, x []float32, n, k int) {
-	if n == 0 {
-		return
+// workspace holds one worker's packing buffers.
+type workspace struct {
+	ap, bp, tmp, edge []float32
+	sc                []float32
+	zs                []int32
+	ct                []float32 // tile of C (SyrkAdd)
+}
+
+var workspaces sync.Pool
+
+func getWorkspace(k *kernel, tileCols int) *workspace {
+	ws, _ := workspaces.Get().(*workspace)
+	if ws == nil {
+		ws = new(workspace)
 	}
-	// Transpose X so that each Hessian entry is a dot product of two columns.
-	xt := make([]float32, k*n)
-	for r := 0; r < n; r++ {
-		for c := 0; c < k; c++ {
-			xt[c*n+r] = x[r*k+c]
+	ws.ap = grow(ws.ap, k.mc*k.kc)
+	ws.bp = grow(ws.bp, roundUp(tileCols, k.nr)*k.kc)
+	ws.tmp = grow(ws.tmp, k.nr*k.kc)
+	ws.edge = grow(ws.edge, k.mr*k.nr)
+	return ws
+}
+
+func (ws *workspace) int4Tables(groups, cols int) ([]float32, []int32) {
+	ws.sc = grow(ws.sc, groups*cols)
+	if cap(ws.zs) < groups*cols {
+		ws.zs = make([]int32, groups*cols)
+	}
+	return ws.sc, ws.zs[:groups*cols]
+}
+
+func grow(s []float32, n int) []float32 {
+	if cap(s) < n {
+		return make([]float32, n)
+	}
+	return s[:n]
+}
+
+func roundUp(x, m int) int { return (x + m - 1) / m * m }
+
+func ceilDiv(x, m int) int { return (x + m - 1) / m }
+
+// tile computes C[i0:i1, j0:j1] (+)= A[i0:i1, :]·B[j0:j1, :]ᵀ over depth
+// [0, depth). c holds element (i0, j0) at c[0] with row stride ldc.
+func (ws *workspace) tile(k *kernel, c []float32, ldc int, a, b operand, i0, i1, j0, j1, depth int, acc bool) {
+	mr, nr := k.mr, k.nr
+	for p0 := 0; p0 < depth; p0 += k.kc {
+		p1 := min(p0+k.kc, depth)
+		kc := p1 - p0
+		accum := acc || p0 > 0
+		b.pack(k, ws, ws.bp, j0, j1, p0, p1, nr)
+		for ic := i0; ic < i1; ic += k.mc {
+			ie := min(ic+k.mc, i1)
+			a.pack(k, ws, ws.ap, ic, ie, p0, p1, mr)
+			for jr := j0; jr < j1; jr += nr {
+				bpanel := &ws.bp[(jr-j0)*kc]
+				cols := min(nr, j1-jr)
+				for ir := ic; ir < ie; ir += mr {
+					apanel := &ws.ap[(ir-ic)*kc]
+					rows := min(mr, ie-ir)
+					off := (ir-i0)*ldc + jr - j0
+					if rows == mr && cols == nr {
+						k.micro(kc, apanel, bpanel, &c[off], ldc, accum)
+						continue
+					}
+					k.micro(kc, apanel, bpanel, &ws.edge[0], nr, false)
+					for i := 0; i < rows; i++ {
+						src := ws.edge[i*nr : i*nr+cols]
+						dst := c[off+i*ldc : off+i*ldc+cols]
+						if accum {
+							for j, v := range src {
+								dst[j] += v
+							}
+						} else {
+							copy(dst, src)
+						}
+					}
+				}
+			}
 		}
 	}
-	block := make([]float32, k*k)
-	MulTF32(block, xt, xt, k, k, n, false)
-	for i := range h[:k*k] {
-		h[i] += float64(block[i])
+}
+
+// grid splits C[m, n] into tm × tn tiles of rows × cols (multiples of the
+// register tile) so that the workers have enough, evenly sized work.
+func grid(k *kernel, m, n, workers int) (rows, cols int) {
+	tm, tn := 1, ceilDiv(n, k.nc)
+	canN := func(t int) bool { return ceilDiv(n, t) >= 2*k.nr }
+	canM := func(t int) bool { return ceilDiv(m, t) >= 2*k.mr }
+	for tm*tn < workers {
+		switch {
+		case canN(tn + 1):
+			tn++
+		case canM(tm + 1):
+			tm++
+		default:
+			goto done
+		}
 	}
+	// With few tiles, make their number a multiple of the workers.
+	if t := tm * tn; workers > 1 && t < 4*workers && t%workers != 0 {
+		want := roundUp(t, workers)
+		if canN(want / tm) {
+			tn = want / tm
+		} else if canM(want / tn) {
+			tm = want / tn
+		}
+	}
+done:
+	return roundUp(ceilDiv(m, tm), k.mr), roundUp(ceilDiv(n, tn), k.nr)
+}
+
+// product computes C[m, n] (+)= A·Bᵀ over depth kk with the given kernel, C
+// row-major with stride ldc, spreading tiles of C over Threads() goroutines.
+func product(k *kernel, c []float32, ldc int, a, b operand, m, n, kk int, acc bool) {
+	workers := Threads()
+	if 2*m*n*kk < 1<<18 {
+		workers = 1
+	}
+	rows, cols := grid(k, m, n, workers)
+	tm, tn := ceilDiv(m, rows), ceilDiv(n, cols)
+	tiles := tm * tn
+	workers = min(workers, tiles)
+	run := func(ws *workspace, t int) {
+		ti, tj := t/tn, t%tn
+		i0, j0 := ti*rows, tj*cols
+		i1, j1 := min(i0+rows, m), min(j0+cols, n)
+		ws.tile(k, c[i0*ldc+j0:], ldc, a, b, i0, i1, j0, j1, kk, acc)
+	}
+	if workers <= 1 {
+		ws := getWorkspace(k, cols)
+		for t := 0; t < tiles; t++ {
+			run(ws, t)
+		}
+		workspaces.Put(ws)
+		return
+	}
+	var next atomic.Int32
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ws := getWorkspace(k, cols)
+			for {
+				t := int(next.Add(1)) - 1
+				if t >= tiles {
+					break
+				}
+				run(ws, t)
+			}
+			workspaces.Put(ws)
+		}()
+	}
+	wg.Wait()
 }

@@ -1,0 +1,173 @@
+package gemm
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/moeforge/moeforge/internal/half"
+)
+
+// microFunc computes one register tile of C: C[mr, nr] = Σ_p a[p]ᵀ·b[p] for
+// kc steps of packed A (mr floats a step) and packed B (nr floats a step),
+// adding into C instead when acc is set. C has row stride ldc floats.
+// kc ≥ 1 and the whole mr × nr tile lies inside C.
+type microFunc func(kc int, a, b, c *float32, ldc int, acc bool)
+
+// kernel is one implementation of the products: a micro-kernel with its
+// register tile and cache blocking, and the widening loops used by packing.
+type kernel struct {
+	name   string
+	mr, nr int // register tile of C
+	kc     int // depth of a packed block (B micro-panel kc×nr stays in L1)
+	mc     int // rows of A packed at once (mc×kc stays in L2), multiple of mr
+	nc     int // widest tile of C a worker packs B for, multiple of nr
+	micro  microFunc
+	// widenBF16/widenF16 convert len(src) elements into dst.
+	widenBF16 func(dst []float32, src []uint16)
+	widenF16  func(dst []float32, src []uint16)
+	// dot returns Σ a[i]·b[i] over len(a) elements (len(b) ≥ len(a)).
+	dot func(a, b []float32) float32
+	// int4Rows is the inner loop of the int4 matrix-vector product.
+	int4Rows func(y, a []float32, qw []int32, n, q0 int, gidx []int32, sc []float32, zs []int32, cols int)
+}
+
+// goKernel is the portable implementation, used where no SIMD kernel exists
+// and selectable everywhere (SetImpl("go")) so that tests cover it.
+var goKernel = &kernel{
+	name: "go", mr: 4, nr: 4, kc: 256, mc: 128, nc: 512,
+	micro:     microGo4x4,
+	widenBF16: widenBF16Go,
+	widenF16:  half.WidenF16,
+	dot:       dotGo,
+	int4Rows:  int4RowsGo,
+}
+
+// kernels lists the implementations this machine can run, best first.
+var kernels = append(archKernels(), goKernel)
+
+var active atomic.Pointer[kernel]
+
+func init() {
+	active.Store(kernels[0])
+	if name := os.Getenv("MOEFORGE_GEMM"); name != "" {
+		if err := SetImpl(name); err != nil {
+			fmt.Fprintf(os.Stderr, "gemm: MOEFORGE_GEMM: %v\n", err)
+		}
+	}
+}
+
+// Impls lists the kernel implementations available on this machine, best
+// first: a subset of "avx512", "avx2" and always "go".
+func Impls() []string {
+	names := make([]string, len(kernels))
+	for i, k := range kernels {
+		names[i] = k.name
+	}
+	return names
+}
+
+// Impl returns the name of the implementation in use.
+func Impl() string { return active.Load().name }
+
+// SetImpl selects an implementation by name (see Impls); "" or "auto" picks the
+// best one. The environment variable MOEFORGE_GEMM does the same at start-up.
+// It is meant for tests and benchmarks: products already running keep theirs.
+func SetImpl(name string) error {
+	if name == "" || name == "auto" {
+		active.Store(kernels[0])
+		return nil
+	}
+	for _, k := range kernels {
+		if k.name == name {
+			active.Store(k)
+			return nil
+		}
+	}
+	return fmt.Errorf("gemm implementation %q is not available here (have %v)", name, Impls())
+}
+
+// microGo4x4 is the portable micro-kernel, 4×4 with scalar accumulators.
+func microGo4x4(kc int, a, b, c *float32, ldc int, acc bool) {
+	A := unsafe.Slice(a, 4*kc)
+	B := unsafe.Slice(b, 4*kc)
+	var c00, c01, c02, c03, c10, c11, c12, c13 float32
+	var c20, c21, c22, c23, c30, c31, c32, c33 float32
+	for p := 0; p+4 <= len(A) && p+4 <= len(B); p += 4 {
+		ap := A[p : p+4 : p+4]
+		bp := B[p : p+4 : p+4]
+		b0, b1, b2, b3 := bp[0], bp[1], bp[2], bp[3]
+		a0 := ap[0]
+		c00 += a0 * b0
+		c01 += a0 * b1
+		c02 += a0 * b2
+		c03 += a0 * b3
+		a1 := ap[1]
+		c10 += a1 * b0
+		c11 += a1 * b1
+		c12 += a1 * b2
+		c13 += a1 * b3
+		a2 := ap[2]
+		c20 += a2 * b0
+		c21 += a2 * b1
+		c22 += a2 * b2
+		c23 += a2 * b3
+		a3 := ap[3]
+		c30 += a3 * b0
+		c31 += a3 * b1
+		c32 += a3 * b2
+		c33 += a3 * b3
+	}
+	C := unsafe.Slice(c, 3*ldc+4)
+	r0 := C[0:4:4]
+	r1 := C[ldc : ldc+4 : ldc+4]
+	r2 := C[2*ldc : 2*ldc+4 : 2*ldc+4]
+	r3 := C[3*ldc : 3*ldc+4 : 3*ldc+4]
+	if acc {
+		c00 += r0[0]
+		c01 += r0[1]
+		c02 += r0[2]
+		c03 += r0[3]
+		c10 += r1[0]
+		c11 += r1[1]
+		c12 += r1[2]
+		c13 += r1[3]
+		c20 += r2[0]
+		c21 += r2[1]
+		c22 += r2[2]
+		c23 += r2[3]
+		c30 += r3[0]
+		c31 += r3[1]
+		c32 += r3[2]
+		c33 += r3[3]
+	}
+	r0[0], r0[1], r0[2], r0[3] = c00, c01, c02, c03
+	r1[0], r1[1], r1[2], r1[3] = c10, c11, c12, c13
+	r2[0], r2[1], r2[2], r2[3] = c20, c21, c22, c23
+	r3[0], r3[1], r3[2], r3[3] = c30, c31, c32, c33
+}
+
+func widenBF16Go(dst []float32, src []uint16) {
+	dst = dst[:len(src)]
+	for i, h := range src {
+		dst[i] = math.Float32frombits(uint32(h) << 16)
+	}
+}
+
+func dotGo(a, b []float32) float32 {
+	b = b[:len(a)]
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+4 <= len(a); i += 4 {
+		s0 += a[i] * b[i]
+		s1 += a[i+1] * b[i+1]
+		s2 += a[i+2] * b[i+2]
+		s3 += a[i+3] * b[i+3]
+	}
+	for ; i < len(a); i++ {
+		s0 += a[i] * b[i]
+	}
+	return (s0 + s1) + (s2 + s3)
+}

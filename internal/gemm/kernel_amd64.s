@@ -1,0 +1,401 @@
+//go:build amd64 && !purego
+
+#include "textflag.h"
+
+// ---------------------------------------------------------------------------
+// AVX2+FMA micro-kernel, 6 rows × 16 columns.
+//
+// func kern6x16AVX2(kc int, a, b, c *float32, ldc int, acc bool)
+//
+// a: packed A micro-panel, kc steps of 6 floats; b: packed B micro-panel, kc
+// steps of 16 floats. C[6,16] (row stride ldc floats) is overwritten with
+// Σ_p a[p]ᵀ·b[p], or has it added when acc is set. kc ≥ 1.
+//
+// Registers: Y0,Y1 hold one step of B, Y2,Y3 broadcast elements of A,
+// Y4..Y15 the 12 accumulators (row i in Y(4+2i), Y(5+2i)).
+
+#define STEP6x16(ao, bo) \
+	VMOVUPS bo(DI), Y0; \
+	VMOVUPS bo+32(DI), Y1; \
+	VBROADCASTSS ao(SI), Y2; \
+	VFMADD231PS Y0, Y2, Y4; \
+	VFMADD231PS Y1, Y2, Y5; \
+	VBROADCASTSS ao+4(SI), Y3; \
+	VFMADD231PS Y0, Y3, Y6; \
+	VFMADD231PS Y1, Y3, Y7; \
+	VBROADCASTSS ao+8(SI), Y2; \
+	VFMADD231PS Y0, Y2, Y8; \
+	VFMADD231PS Y1, Y2, Y9; \
+	VBROADCASTSS ao+12(SI), Y3; \
+	VFMADD231PS Y0, Y3, Y10; \
+	VFMADD231PS Y1, Y3, Y11; \
+	VBROADCASTSS ao+16(SI), Y2; \
+	VFMADD231PS Y0, Y2, Y12; \
+	VFMADD231PS Y1, Y2, Y13; \
+	VBROADCASTSS ao+20(SI), Y3; \
+	VFMADD231PS Y0, Y3, Y14; \
+	VFMADD231PS Y1, Y3, Y15
+
+#define ROWACC16(r0, r1) \
+	VADDPS (DX), r0, r0; \
+	VADDPS 32(DX), r1, r1; \
+	VMOVUPS r0, (DX); \
+	VMOVUPS r1, 32(DX); \
+	ADDQ R8, DX
+
+#define ROWST16(r0, r1) \
+	VMOVUPS r0, (DX); \
+	VMOVUPS r1, 32(DX); \
+	ADDQ R8, DX
+
+TEXT ·kern6x16AVX2(SB), NOSPLIT, $0-41
+	MOVQ kc+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ b+16(FP), DI
+	MOVQ c+24(FP), DX
+	MOVQ ldc+32(FP), R8
+	SHLQ $2, R8
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+	VXORPS Y12, Y12, Y12
+	VXORPS Y13, Y13, Y13
+	VXORPS Y14, Y14, Y14
+	VXORPS Y15, Y15, Y15
+	CMPQ CX, $4
+	JLT  tail
+
+loop4:
+	STEP6x16(0, 0)
+	STEP6x16(24, 64)
+	STEP6x16(48, 128)
+	STEP6x16(72, 192)
+	ADDQ $96, SI
+	ADDQ $256, DI
+	SUBQ $4, CX
+	CMPQ CX, $4
+	JGE  loop4
+
+tail:
+	TESTQ CX, CX
+	JZ    store
+
+loop1:
+	STEP6x16(0, 0)
+	ADDQ $24, SI
+	ADDQ $64, DI
+	DECQ CX
+	JNZ  loop1
+
+store:
+	MOVBLZX acc+40(FP), AX
+	TESTQ   AX, AX
+	JZ      overwrite
+	ROWACC16(Y4, Y5)
+	ROWACC16(Y6, Y7)
+	ROWACC16(Y8, Y9)
+	ROWACC16(Y10, Y11)
+	ROWACC16(Y12, Y13)
+	ROWACC16(Y14, Y15)
+	VZEROUPPER
+	RET
+
+overwrite:
+	ROWST16(Y4, Y5)
+	ROWST16(Y6, Y7)
+	ROWST16(Y8, Y9)
+	ROWST16(Y10, Y11)
+	ROWST16(Y12, Y13)
+	ROWST16(Y14, Y15)
+	VZEROUPPER
+	RET
+
+// ---------------------------------------------------------------------------
+// AVX-512 micro-kernel, 14 rows × 32 columns. Same contract as kern6x16AVX2
+// with steps of 14 floats of A and 32 floats of B.
+//
+// Registers: Z0,Z1 one step of B, Z2,Z3 broadcast elements of A, Z4..Z31 the
+// 28 accumulators (row i in Z(4+2i), Z(5+2i)).
+
+#define FMA2(ao, bc, r0, r1) \
+	VBROADCASTSS ao(SI), bc; \
+	VFMADD231PS Z0, bc, r0; \
+	VFMADD231PS Z1, bc, r1
+
+#define STEP14x32(ao, bo) \
+	VMOVUPS bo(DI), Z0; \
+	VMOVUPS bo+64(DI), Z1; \
+	FMA2(ao, Z2, Z4, Z5); \
+	FMA2(ao+4, Z3, Z6, Z7); \
+	FMA2(ao+8, Z2, Z8, Z9); \
+	FMA2(ao+12, Z3, Z10, Z11); \
+	FMA2(ao+16, Z2, Z12, Z13); \
+	FMA2(ao+20, Z3, Z14, Z15); \
+	FMA2(ao+24, Z2, Z16, Z17); \
+	FMA2(ao+28, Z3, Z18, Z19); \
+	FMA2(ao+32, Z2, Z20, Z21); \
+	FMA2(ao+36, Z3, Z22, Z23); \
+	FMA2(ao+40, Z2, Z24, Z25); \
+	FMA2(ao+44, Z3, Z26, Z27); \
+	FMA2(ao+48, Z2, Z28, Z29); \
+	FMA2(ao+52, Z3, Z30, Z31)
+
+#define ROWACC32(r0, r1) \
+	VADDPS (DX), r0, r0; \
+	VADDPS 64(DX), r1, r1; \
+	VMOVUPS r0, (DX); \
+	VMOVUPS r1, 64(DX); \
+	ADDQ R8, DX
+
+#define ROWST32(r0, r1) \
+	VMOVUPS r0, (DX); \
+	VMOVUPS r1, 64(DX); \
+	ADDQ R8, DX
+
+TEXT ·kern14x32AVX512(SB), NOSPLIT, $0-41
+	MOVQ kc+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ b+16(FP), DI
+	MOVQ c+24(FP), DX
+	MOVQ ldc+32(FP), R8
+	SHLQ $2, R8
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	VPXORD Z19, Z19, Z19
+	VPXORD Z20, Z20, Z20
+	VPXORD Z21, Z21, Z21
+	VPXORD Z22, Z22, Z22
+	VPXORD Z23, Z23, Z23
+	VPXORD Z24, Z24, Z24
+	VPXORD Z25, Z25, Z25
+	VPXORD Z26, Z26, Z26
+	VPXORD Z27, Z27, Z27
+	VPXORD Z28, Z28, Z28
+	VPXORD Z29, Z29, Z29
+	VPXORD Z30, Z30, Z30
+	VPXORD Z31, Z31, Z31
+	CMPQ CX, $2
+	JLT  tail512
+
+loop512x2:
+	STEP14x32(0, 0)
+	STEP14x32(56, 128)
+	ADDQ $112, SI
+	ADDQ $256, DI
+	SUBQ $2, CX
+	CMPQ CX, $2
+	JGE  loop512x2
+
+tail512:
+	TESTQ CX, CX
+	JZ    store512
+	STEP14x32(0, 0)
+
+store512:
+	MOVBLZX acc+40(FP), AX
+	TESTQ   AX, AX
+	JZ      overwrite512
+	ROWACC32(Z4, Z5)
+	ROWACC32(Z6, Z7)
+	ROWACC32(Z8, Z9)
+	ROWACC32(Z10, Z11)
+	ROWACC32(Z12, Z13)
+	ROWACC32(Z14, Z15)
+	ROWACC32(Z16, Z17)
+	ROWACC32(Z18, Z19)
+	ROWACC32(Z20, Z21)
+	ROWACC32(Z22, Z23)
+	ROWACC32(Z24, Z25)
+	ROWACC32(Z26, Z27)
+	ROWACC32(Z28, Z29)
+	ROWACC32(Z30, Z31)
+	VZEROUPPER
+	RET
+
+overwrite512:
+	ROWST32(Z4, Z5)
+	ROWST32(Z6, Z7)
+	ROWST32(Z8, Z9)
+	ROWST32(Z10, Z11)
+	ROWST32(Z12, Z13)
+	ROWST32(Z14, Z15)
+	ROWST32(Z16, Z17)
+	ROWST32(Z18, Z19)
+	ROWST32(Z20, Z21)
+	ROWST32(Z22, Z23)
+	ROWST32(Z24, Z25)
+	ROWST32(Z26, Z27)
+	ROWST32(Z28, Z29)
+	ROWST32(Z30, Z31)
+	VZEROUPPER
+	RET
+
+// ---------------------------------------------------------------------------
+// Peak-throughput loops: n iterations of independent, register-resident FMA
+// chains (operands are zero, so no special values arise).
+
+// func peakAVX2(n int)  — 12 ymm chains: 192 flops per iteration.
+TEXT ·peakAVX2(SB), NOSPLIT, $0-8
+	MOVQ   n+0(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+	VXORPS Y14, Y14, Y14
+	VXORPS Y15, Y15, Y15
+	TESTQ  CX, CX
+	JLE    peak2done
+
+peak2loop:
+	VFMADD231PS Y14, Y15, Y0
+	VFMADD231PS Y14, Y15, Y1
+	VFMADD231PS Y14, Y15, Y2
+	VFMADD231PS Y14, Y15, Y3
+	VFMADD231PS Y14, Y15, Y4
+	VFMADD231PS Y14, Y15, Y5
+	VFMADD231PS Y14, Y15, Y6
+	VFMADD231PS Y14, Y15, Y7
+	VFMADD231PS Y14, Y15, Y8
+	VFMADD231PS Y14, Y15, Y9
+	VFMADD231PS Y14, Y15, Y10
+	VFMADD231PS Y14, Y15, Y11
+	DECQ        CX
+	JNZ         peak2loop
+
+peak2done:
+	VZEROUPPER
+	RET
+
+// func peakAVX512(n int)  — 24 zmm chains: 768 flops per iteration.
+TEXT ·peakAVX512(SB), NOSPLIT, $0-8
+	MOVQ   n+0(FP), CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	VPXORD Z19, Z19, Z19
+	VPXORD Z20, Z20, Z20
+	VPXORD Z21, Z21, Z21
+	VPXORD Z22, Z22, Z22
+	VPXORD Z23, Z23, Z23
+	VPXORD Z30, Z30, Z30
+	VPXORD Z31, Z31, Z31
+	TESTQ  CX, CX
+	JLE    peak5done
+
+peak5loop:
+	VFMADD231PS Z30, Z31, Z0
+	VFMADD231PS Z30, Z31, Z1
+	VFMADD231PS Z30, Z31, Z2
+	VFMADD231PS Z30, Z31, Z3
+	VFMADD231PS Z30, Z31, Z4
+	VFMADD231PS Z30, Z31, Z5
+	VFMADD231PS Z30, Z31, Z6
+	VFMADD231PS Z30, Z31, Z7
+	VFMADD231PS Z30, Z31, Z8
+	VFMADD231PS Z30, Z31, Z9
+	VFMADD231PS Z30, Z31, Z10
+	VFMADD231PS Z30, Z31, Z11
+	VFMADD231PS Z30, Z31, Z12
+	VFMADD231PS Z30, Z31, Z13
+	VFMADD231PS Z30, Z31, Z14
+	VFMADD231PS Z30, Z31, Z15
+	VFMADD231PS Z30, Z31, Z16
+	VFMADD231PS Z30, Z31, Z17
+	VFMADD231PS Z30, Z31, Z18
+	VFMADD231PS Z30, Z31, Z19
+	VFMADD231PS Z30, Z31, Z20
+	VFMADD231PS Z30, Z31, Z21
+	VFMADD231PS Z30, Z31, Z22
+	VFMADD231PS Z30, Z31, Z23
+	DECQ        CX
+	JNZ         peak5loop
+
+peak5done:
+	VZEROUPPER
+	RET
+
+// ---------------------------------------------------------------------------
+// Widening conversions (AVX2, F16C). n must be a multiple of 8.
+
+// func widenBF16AVX2(dst *float32, src *uint16, n int)
+TEXT ·widenBF16AVX2(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	SHRQ $3, CX
+	JZ   wbdone
+
+wbloop:
+	VPMOVZXWD (SI), Y0
+	VPSLLD    $16, Y0, Y0
+	VMOVUPS   Y0, (DI)
+	ADDQ      $16, SI
+	ADDQ      $32, DI
+	DECQ      CX
+	JNZ       wbloop
+
+wbdone:
+	VZEROUPPER
+	RET
+
+// func widenF16F16C(dst *float32, src *uint16, n int)
+TEXT ·widenF16F16C(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	SHRQ $3, CX
+	JZ   wfdone
+
+wfloop:
+	VCVTPH2PS (SI), Y0
+	VMOVUPS   Y0, (DI)
+	ADDQ      $16, SI
+	ADDQ      $32, DI
+	DECQ      CX
+	JNZ       wfloop
+
+wfdone:
+	VZEROUPPER
+	RET

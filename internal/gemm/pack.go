@@ -1,0 +1,182 @@
+package gemm
+
+import (
+	"github.com/moeforge/moeforge/internal/half"
+)
+
+// An operand is one factor of a product seen as rows × depth (the depth is the
+// summed dimension). pack writes rows [r0, r1) × depth [p0, p1) as panels of w
+// rows: panel q, at dst[q·w·(p1−p0):], holds for each depth step p the values
+// of rows r0+q·w … r0+q·w+w−1, rows past r1 being zero.
+type operand interface {
+	pack(k *kernel, ws *workspace, dst []float32, r0, r1, p0, p1, w int)
+}
+
+// rowsF32 is a row-major float32 operand: element (r, p) at data[r·ld+p].
+type rowsF32 struct {
+	data []float32
+	ld   int
+}
+
+func (o rowsF32) pack(_ *kernel, _ *workspace, dst []float32, r0, r1, p0, p1, w int) {
+	kc := p1 - p0
+	for q := r0; q < r1; q += w {
+		panel := dst[(q-r0)*kc : (q-r0)*kc+w*kc]
+		rows := min(w, r1-q)
+		for i := 0; i < rows; i++ {
+			scatterRow(panel, o.data[(q+i)*o.ld+p0:(q+i)*o.ld+p1], i, w)
+		}
+		zeroRows(panel, rows, w, kc)
+	}
+}
+
+// colsF32 is a column-major float32 operand: element (r, p) at data[p·ld+r].
+// Its panels are plain copies.
+type colsF32 struct {
+	data []float32
+	ld   int
+}
+
+func (o colsF32) pack(_ *kernel, _ *workspace, dst []float32, r0, r1, p0, p1, w int) {
+	kc := p1 - p0
+	for q := r0; q < r1; q += w {
+		panel := dst[(q-r0)*kc : (q-r0)*kc+w*kc]
+		rows := min(w, r1-q)
+		for p := 0; p < kc; p++ {
+			src := o.data[(p0+p)*o.ld+q : (p0+p)*o.ld+q+rows]
+			d := panel[p*w : p*w+w]
+			copy(d, src)
+			clear(d[rows:])
+		}
+	}
+}
+
+// widened is an operand whose rows are first widened to float32 (w rows at a
+// time, into the workspace) and then transposed into the panel.
+type widened struct {
+	m    Matrix
+	kind int // widenBF16, widenF16 or widenAny
+}
+
+const (
+	widenAny = iota
+	widenBF16
+	widenF16
+)
+
+func (o widened) pack(k *kernel, ws *workspace, dst []float32, r0, r1, p0, p1, w int) {
+	kc := p1 - p0
+	tmp := ws.tmp[:w*kc]
+	for q := r0; q < r1; q += w {
+		panel := dst[(q-r0)*kc : (q-r0)*kc+w*kc]
+		rows := min(w, r1-q)
+		switch o.kind {
+		case widenBF16:
+			b := o.m.(BF16)
+			for i := 0; i < rows; i++ {
+				k.widenBF16(tmp[i*kc:(i+1)*kc], b.Data[(q+i)*b.K+p0:(q+i)*b.K+p1])
+			}
+		case widenF16:
+			b := o.m.(F16)
+			for i := 0; i < rows; i++ {
+				k.widenF16(tmp[i*kc:(i+1)*kc], b.Data[(q+i)*b.K+p0:(q+i)*b.K+p1])
+			}
+		default:
+			o.m.Widen(tmp, kc, q, q+rows, p0, p1)
+		}
+		for i := 0; i < rows; i++ {
+			scatterRow(panel, tmp[i*kc:(i+1)*kc], i, w)
+		}
+		zeroRows(panel, rows, w, kc)
+	}
+}
+
+// scatterRow writes src[p] to panel[p·w+i].
+func scatterRow(panel, src []float32, i, w int) {
+	if len(src) == 0 {
+		return
+	}
+	_ = panel[(len(src)-1)*w+i]
+	j := i
+	for _, v := range src {
+		panel[j] = v
+		j += w
+	}
+}
+
+// zeroRows clears rows [rows, w) of a panel of kc steps.
+func zeroRows(panel []float32, rows, w, kc int) {
+	if rows == w {
+		return
+	}
+	for p := 0; p < kc; p++ {
+		clear(panel[p*w+rows : p*w+w])
+	}
+}
+
+// int4Op packs a GPTQ matrix straight from its nibbles: for an input p the
+// codes of consecutive outputs are consecutive words of QWeight, which is the
+// panel layout already.
+type int4Op struct{ m Int4 }
+
+func (o int4Op) pack(_ *kernel, ws *workspace, dst []float32, r0, r1, p0, p1, w int) {
+	m := o.m
+	kc := p1 - p0
+	groups := len(m.Scales) / m.N
+	cols := r1 - r0
+	// Per-group scales (float32) and zeros for outputs [r0, r1).
+	sc, zs := ws.int4Tables(groups, cols)
+	for g := 0; g < groups; g++ {
+		srow := m.Scales[g*m.N+r0 : g*m.N+r1]
+		for c, h := range srow {
+			sc[g*cols+c] = half.F16ToF32(h)
+		}
+		zrow := m.QZeros[g*(m.N/8):]
+		for c := r0; c < r1; c++ {
+			zs[g*cols+c-r0] = int32(uint32(zrow[c/8])>>(uint(c%8)*4)&15) + 1
+		}
+	}
+	for q := r0; q < r1; q += w {
+		panel := dst[(q-r0)*kc : (q-r0)*kc+w*kc]
+		rows := min(w, r1-q)
+		for p := p0; p < p1; p++ {
+			g := int(m.GIdx[p])
+			words := m.QWeight[(p/8)*m.N+q : (p/8)*m.N+q+rows]
+			shift := uint(p%8) * 4
+			s := sc[g*cols+q-r0 : g*cols+q-r0+rows]
+			z := zs[g*cols+q-r0 : g*cols+q-r0+rows]
+			d := panel[(p-p0)*w : (p-p0)*w+w]
+			for i, wd := range words {
+				d[i] = s[i] * float32(int32(uint32(wd)>>shift&15)-z[i])
+			}
+			clear(d[rows:])
+		}
+	}
+}
+
+// operandOf returns the packing operand for a weight matrix.
+func operandOf(b Matrix) operand {
+	switch m := b.(type) {
+	case F32:
+		return rowsF32{m.Data, m.K}
+	case *F32:
+		return rowsF32{m.Data, m.K}
+	case BF16:
+		return widened{m, widenBF16}
+	case *BF16:
+		return widened{*m, widenBF16}
+	case F16:
+		return widened{m, widenF16}
+	case *F16:
+		return widened{*m, widenF16}
+	case Int4:
+		if m.N%8 == 0 && m.N > 0 {
+			return int4Op{m}
+		}
+	case *Int4:
+		if m.N%8 == 0 && m.N > 0 {
+			return int4Op{*m}
+		}
+	}
+	return widened{b, widenAny}
+}

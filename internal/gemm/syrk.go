@@ -1,0 +1,86 @@
+package gemm
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// syrkChunk is how many rows of X are summed in float32 before the partial
+// product is added into the float64 H.
+const syrkChunk = 2048
+
+// SyrkAdd accumulates H[k, k] += Xᵀ·X for X [n, k] (row-major), in float64.
+// Both triangles of H are written.
+//
+// Only the tiles of the upper triangle are computed (with the SIMD kernel,
+// packing X directly since its columns are the rows of both factors); each
+// tile is summed in float32 over at most syrkChunk rows of X at a time, added
+// into H and mirrored into the lower triangle.
+func SyrkAdd(h []float64, x []float32, n, k int) {
+	if n == 0 || k == 0 {
+		return
+	}
+	_ = h[k*k-1]
+	_ = x[n*k-1]
+	kern := active.Load()
+	// Square tiles of H whose side is a multiple of both register dimensions.
+	side := max(kern.mc, 128)
+	side = roundUp(side, kern.nr)
+	for side%kern.mr != 0 {
+		side += kern.nr
+	}
+	tk := ceilDiv(k, side)
+	type pair struct{ ti, tj int }
+	var tiles []pair
+	for ti := 0; ti < tk; ti++ {
+		for tj := ti; tj < tk; tj++ {
+			tiles = append(tiles, pair{ti, tj})
+		}
+	}
+	workers := min(Threads(), len(tiles))
+	var next atomic.Int32
+	var wg sync.WaitGroup
+	work := func() {
+		ws := getWorkspace(kern, side)
+		ws.ct = grow(ws.ct, side*side)
+		for {
+			t := int(next.Add(1)) - 1
+			if t >= len(tiles) {
+				break
+			}
+			i0, j0 := tiles[t].ti*side, tiles[t].tj*side
+			i1, j1 := min(i0+side, k), min(j0+side, k)
+			w := j1 - j0
+			ct := ws.ct[:(i1-i0)*w]
+			for r0 := 0; r0 < n; r0 += syrkChunk {
+				r1 := min(r0+syrkChunk, n)
+				rows := colsF32{x[r0*k:], k}
+				ws.tile(kern, ct, w, rows, rows, i0, i1, j0, j1, r1-r0, false)
+				for i := i0; i < i1; i++ {
+					src := ct[(i-i0)*w : (i-i0+1)*w]
+					jStart := j0
+					if i0 == j0 {
+						jStart = i // diagonal tile: upper part only
+					}
+					for j := jStart; j < j1; j++ {
+						v := float64(src[j-j0])
+						h[i*k+j] += v
+						if i != j {
+							h[j*k+i] += v
+						}
+					}
+				}
+			}
+		}
+		workspaces.Put(ws)
+	}
+	if workers <= 1 {
+		work()
+		return
+	}
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); work() }()
+	}
+	wg.Wait()
+}
