@@ -1,0 +1,122 @@
+package model
+
+import (
+	"math"
+	"sort"
+)
+
+// forward computes Down(silu(Gate x) ⊙ Up x) for x [rows, hidden].
+func (f *FFN) forward(x []float32, rows int, hooks *Hooks) []float32 {
+	g := apply(f.Gate, x, rows, hooks)
+	u := apply(f.Up, x, rows, hooks)
+	for i, v := range g {
+		g[i] = silu(v) * u[i]
+	}
+	return apply(f.Down, g, rows, hooks)
+}
+
+func silu(x float32) float32 { return x / (1 + float32(math.Exp(-float64(x)))) }
+
+func sigmoid(x float32) float32 { return 1 / (1 + float32(math.Exp(-float64(x)))) }
+
+// Route computes the routing of x [rows, hidden]: router logits [rows, E],
+// and for each token the top-k experts (best first, ties to the lower index)
+// with their weights: softmax over all experts, renormalized over the top-k
+// when NormTopK.
+func (e *MoE) Route(logits []float32, rows int) (experts []int32, weights []float32) {
+	E, K := len(e.Experts), e.TopK
+	experts = make([]int32, rows*K)
+	weights = make([]float32, rows*K)
+	probs := make([]float64, E)
+	idx := make([]int, E)
+	for r := 0; r < rows; r++ {
+		lr := logits[r*E : (r+1)*E]
+		maxl := math.Inf(-1)
+		for _, v := range lr {
+			maxl = math.Max(maxl, float64(v))
+		}
+		var sum float64
+		for i, v := range lr {
+			probs[i] = math.Exp(float64(v) - maxl)
+			sum += probs[i]
+		}
+		for i := range probs {
+			probs[i] /= sum
+			idx[i] = i
+		}
+		sort.SliceStable(idx, func(a, b int) bool { return probs[idx[a]] > probs[idx[b]] })
+		top := 1.0
+		if e.NormTopK {
+			top = 0
+			for j := 0; j < K; j++ {
+				top += probs[idx[j]]
+			}
+		}
+		for j := 0; j < K; j++ {
+			experts[r*K+j] = int32(idx[j])
+			weights[r*K+j] = float32(probs[idx[j]] / top)
+		}
+	}
+	return experts, weights
+}
+
+// forward runs the sparse block on x [rows, hidden]. Tokens are grouped by
+// expert: each expert runs one product over the rows routed to it.
+func (e *MoE) forward(layer int, x []float32, rows int, hooks *Hooks) []float32 {
+	h := e.Router.In()
+	logits := apply(e.Router, x, rows, hooks)
+	experts, weights := e.Route(logits, rows)
+	if hooks != nil && hooks.Routing != nil {
+		hooks.Routing(layer, logits, experts, weights)
+	}
+	out := make([]float32, rows*h)
+	// Group (token, weight) pairs by expert.
+	K := e.TopK
+	counts := make([]int, len(e.Experts))
+	for _, ex := range experts {
+		counts[ex]++
+	}
+	tokens := make([][]int32, len(e.Experts))
+	ws := make([][]float32, len(e.Experts))
+	for i, c := range counts {
+		tokens[i] = make([]int32, 0, c)
+		ws[i] = make([]float32, 0, c)
+	}
+	for r := 0; r < rows; r++ {
+		for j := 0; j < K; j++ {
+			ex := experts[r*K+j]
+			tokens[ex] = append(tokens[ex], int32(r))
+			ws[ex] = append(ws[ex], weights[r*K+j])
+		}
+	}
+	var buf []float32
+	for ex, toks := range tokens {
+		if len(toks) == 0 {
+			continue
+		}
+		buf = buf[:0]
+		for _, r := range toks {
+			buf = append(buf, x[int(r)*h:(int(r)+1)*h]...)
+		}
+		y := e.Experts[ex].forward(buf, len(toks), hooks)
+		for i, r := range toks {
+			w := ws[ex][i]
+			dst := out[int(r)*h : (int(r)+1)*h]
+			for d, v := range y[i*h : (i+1)*h] {
+				dst[d] += w * v
+			}
+		}
+	}
+	if e.Shared != nil {
+		y := e.Shared.forward(x, rows, hooks)
+		g := apply(e.SharedGate, x, rows, hooks)
+		for r := 0; r < rows; r++ {
+			s := sigmoid(g[r])
+			dst := out[r*h : (r+1)*h]
+			for d, v := range y[r*h : (r+1)*h] {
+				dst[d] += s * v
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,40 @@
+package model
+
+import "math"
+
+// LogSoftmax returns log p(v) for one row of logits, in float64.
+func LogSoftmax(logits []float32) []float64 {
+	out := make([]float64, len(logits))
+	lse := LogSumExp(logits)
+	for i, v := range logits {
+		out[i] = float64(v) - lse
+	}
+	return out
+}
+
+// LogSumExp is log Σ exp(logits) in float64.
+func LogSumExp(logits []float32) float64 {
+	m := math.Inf(-1)
+	for _, v := range logits {
+		m = math.Max(m, float64(v))
+	}
+	var s float64
+	for _, v := range logits {
+		s += math.Exp(float64(v) - m)
+	}
+	return m + math.Log(s)
+}
+
+// NextTokenNLL returns, for one sequence with logits [T, vocab], the negative
+// log-likelihood of ids[t+1] given positions ≤ t, for t in [0, T−1).
+func NextTokenNLL(logits []float32, vocab int, ids []int) []float64 {
+	if len(ids) < 2 {
+		return nil
+	}
+	nll := make([]float64, len(ids)-1)
+	for t := range nll {
+		row := logits[t*vocab : (t+1)*vocab]
+		nll[t] = LogSumExp(row) - float64(row[ids[t+1]])
+	}
+	return nll
+}
