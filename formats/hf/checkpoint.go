@@ -130,7 +130,7 @@ func (ck *Checkpoint) fusedExpert(l Linear) (*safetensors.Tensor, error) {
 		want = []int{E, H, I}
 	}
 	if !slices.Equal(t.Shape, want) {
-		return nil, fmt.Errorf("%s: %s has shape %v, want %v (num_experts=%d, hidden_size=%d, expert width=%d)", ck.Dir, name, t.Shape, want, E, H, I)
+		return nil, fmt.Errorf("%s: tensor %s has shape %v, want %v (config num_experts=%d, hidden_size=%d, %s=%d)", ck.Dir, name, t.Shape, want, E, H, c.expertWidthKey(), I)
 	}
 	switch l.Proj {
 	case GateProj:
@@ -139,6 +139,20 @@ func (ck *Checkpoint) fusedExpert(l Linear) (*safetensors.Tensor, error) {
 		return t.Sub(l.Expert*2*I*H+I*H, []int{I, H})
 	}
 	return t.Sub(l.Expert*H*I, []int{H, I})
+}
+
+// linears lists every linear layer of the model: each decoder layer's, then
+// lm_head unless the embeddings are tied.
+func (ck *Checkpoint) linears() []Linear {
+	c := ck.Config
+	var ls []Linear
+	for i := 0; i < c.NumHiddenLayers; i++ {
+		ls = append(ls, c.LayerLinears(i)...)
+	}
+	if !c.TieWordEmbeddings {
+		ls = append(ls, Linear{Name: LMHead, Out: c.VocabSize, In: c.HiddenSize, Kind: KindLMHead, Layer: -1, Expert: -1})
+	}
+	return ls
 }
 
 func (ck *Checkpoint) validate() error {
@@ -169,19 +183,14 @@ func (ck *Checkpoint) validate() error {
 	if err := plain(FinalNorm, []int{h}, hiddenHint); err != nil {
 		return err
 	}
-	linears := []Linear{}
 	for i := 0; i < c.NumHiddenLayers; i++ {
 		for _, n := range []string{InputNorm(i), PostAttentionNorm(i)} {
 			if err := plain(n, []int{h}, hiddenHint); err != nil {
 				return err
 			}
 		}
-		linears = append(linears, c.LayerLinears(i)...)
 	}
-	if !c.TieWordEmbeddings {
-		linears = append(linears, Linear{Name: LMHead, Out: c.VocabSize, In: h, Kind: KindLMHead, Layer: -1, Expert: -1})
-	}
-	for _, l := range linears {
+	for _, l := range ck.linears() {
 		lw, err := ck.Linear(l)
 		if err != nil {
 			if l.Kind == KindLMHead {
@@ -222,10 +231,11 @@ func (ck *Checkpoint) validate() error {
 	return nil
 }
 
+// linearHint names the config keys that determine a linear layer's shape.
 func linearHint(c *Config, l Linear) string {
 	switch l.Kind {
 	case KindExpert:
-		return fmt.Sprintf("config hidden_size=%d, expert width=%d", c.HiddenSize, c.MoEIntermediateSize)
+		return fmt.Sprintf("config hidden_size=%d, %s=%d", c.HiddenSize, c.expertWidthKey(), c.MoEIntermediateSize)
 	case KindSharedExpert:
 		return fmt.Sprintf("config hidden_size=%d, shared_expert_intermediate_size=%d", c.HiddenSize, c.SharedExpertIntermediateSize)
 	case KindMLP:
@@ -233,7 +243,9 @@ func linearHint(c *Config, l Linear) string {
 	case KindRouter:
 		return fmt.Sprintf("config num_experts=%d, hidden_size=%d", c.NumExperts, c.HiddenSize)
 	case KindAttention:
-		return fmt.Sprintf("config hidden_size=%d, heads=%d, kv heads=%d, head_dim=%d", c.HiddenSize, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
+		return fmt.Sprintf("config hidden_size=%d, num_attention_heads=%d, num_key_value_heads=%d, head_dim=%d", c.HiddenSize, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
+	case KindSharedExpertGate:
+		return fmt.Sprintf("config hidden_size=%d", c.HiddenSize)
 	}
 	return fmt.Sprintf("config hidden_size=%d, vocab_size=%d", c.HiddenSize, c.VocabSize)
 }

@@ -77,6 +77,34 @@ type Quantization struct {
 	ModulesInBlock   [][]string `json:"modules_in_block_to_quantize,omitempty"`
 }
 
+// merge overlays q's fields on the quantization_config read from the file
+// (raw, possibly nil), so that keys moeforge does not interpret (e.g.
+// model_file_base_name, meta) are written back unchanged.
+func (q *Quantization) merge(raw json.RawMessage) (map[string]json.RawMessage, error) {
+	out := map[string]json.RawMessage{}
+	if len(raw) > 0 {
+		json.Unmarshal(raw, &out) // a non-object was rejected by ParseConfig; start afresh if so
+		if out == nil {
+			out = map[string]json.RawMessage{}
+		}
+	}
+	b, err := json.Marshal(q)
+	if err != nil {
+		return nil, err
+	}
+	var typed map[string]json.RawMessage
+	if err := json.Unmarshal(b, &typed); err != nil {
+		return nil, err
+	}
+	if q.ModulesInBlock == nil {
+		delete(out, "modules_in_block_to_quantize")
+	}
+	for k, v := range typed {
+		out[k] = v
+	}
+	return out, nil
+}
+
 // ReadConfig parses dir/config.json, or path itself when it is a file.
 func ReadConfig(path string) (*Config, error) {
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
@@ -215,10 +243,10 @@ func (c *Config) validate() error {
 	}
 	if c.IsMoE() {
 		if c.NumExperts <= 0 || c.NumExpertsPerTok <= 0 || c.NumExpertsPerTok > c.NumExperts {
-			return fmt.Errorf("num_experts_per_tok=%d must be in [1, num_experts=%d]", c.NumExpertsPerTok, c.NumExperts)
+			return fmt.Errorf("num_experts_per_tok=%d must be in [1, %s=%d]", c.NumExpertsPerTok, c.expertsKey(), c.NumExperts)
 		}
 		if c.MoEIntermediateSize <= 0 {
-			return fmt.Errorf("expert width (moe_intermediate_size) must be positive, is %d", c.MoEIntermediateSize)
+			return fmt.Errorf("%s=%d (the expert width) must be positive", c.expertWidthKey(), c.MoEIntermediateSize)
 		}
 		if c.DecoderSparseStep <= 0 {
 			return fmt.Errorf("decoder_sparse_step=%d must be positive", c.DecoderSparseStep)
@@ -233,6 +261,22 @@ func (c *Config) validate() error {
 		return fmt.Errorf("negative intermediate size")
 	}
 	return nil
+}
+
+// expertsKey is the config key holding the number of routed experts.
+func (c *Config) expertsKey() string {
+	if c.ModelType == Mixtral {
+		return "num_local_experts"
+	}
+	return "num_experts"
+}
+
+// expertWidthKey is the config key holding the routed experts' width.
+func (c *Config) expertWidthKey() string {
+	if c.ModelType == Mixtral {
+		return "intermediate_size"
+	}
+	return "moe_intermediate_size"
 }
 
 // IsMoE reports whether the architecture has routed experts.
@@ -347,7 +391,11 @@ func (c *Config) Marshal() ([]byte, error) {
 		set(c.dtypeKey, c.DType)
 	}
 	if c.Quantization != nil {
-		set("quantization_config", c.Quantization)
+		q, err := c.Quantization.merge(c.raw["quantization_config"])
+		if err != nil {
+			return nil, err
+		}
+		set("quantization_config", q)
 	} else {
 		delete(out, "quantization_config")
 	}
@@ -381,6 +429,9 @@ func (c *Config) ConvertTo(a Arch) error {
 	}
 	c.ModelType = a
 	c.Architectures = []string{spec.className}
+	if c.IsMoE() && c.DecoderSparseStep == 0 {
+		c.DecoderSparseStep = 1 // every layer sparse unless the caller says otherwise
+	}
 	return nil
 }
 

@@ -52,6 +52,9 @@ func OpenDir(dir string) (*Set, error) {
 	if errors.Is(err, os.ErrNotExist) {
 		single := filepath.Join(dir, SingleFile)
 		if _, err := os.Stat(single); err != nil {
+			if _, err := os.Stat(single + ".zst"); err == nil {
+				return nil, fmt.Errorf("%s: %s is zstd-compressed (%s.zst): decompress it first (zstd -d)", dir, SingleFile, SingleFile)
+			}
 			others, _ := filepath.Glob(filepath.Join(dir, "*.safetensors"))
 			if len(others) > 0 {
 				return nil, fmt.Errorf("%s: no %s or %s, but %d other .safetensors files: sharded checkpoint without its index?", dir, SingleFile, IndexFile, len(others))
@@ -95,6 +98,9 @@ func OpenDir(dir string) (*Set, error) {
 		if err != nil {
 			closeAll()
 			if errors.Is(err, os.ErrNotExist) {
+				if _, zerr := os.Stat(filepath.Join(dir, s+".zst")); zerr == nil {
+					return nil, fmt.Errorf("%s: lists shard %s, which is zstd-compressed (%s.zst): decompress it first (zstd -d)", indexPath, s, s)
+				}
 				return nil, fmt.Errorf("%s: lists shard %s, which does not exist", indexPath, s)
 			}
 			return nil, err
