@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-
-	"golang.org/x/text/unicode/norm"
 )
 
 // fileJSON is the part of tokenizer.json that matters for encoding and
@@ -355,7 +353,7 @@ func (t *Tokenizer) setAdded(added []addedToken) error {
 			// added tokens; its content is normalized too.
 			pat := a.Content
 			if t.nfc {
-				pat = norm.NFC.String(pat)
+				pat = nfc(pat)
 			}
 			normd = append(normd, a)
 			normPat = append(normPat, pat)

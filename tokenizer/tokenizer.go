@@ -20,8 +20,6 @@ import (
 	"strings"
 	"sync"
 	"unicode/utf8"
-
-	"golang.org/x/text/unicode/norm"
 )
 
 // Tokenizer encodes text to token ids and back. It is safe for concurrent
@@ -93,7 +91,7 @@ func (t *Tokenizer) Encode(text string) []int {
 		}
 		s := seg.text
 		if t.nfc {
-			s = norm.NFC.String(s)
+			s = nfc(s)
 		}
 		if t.normAdded.empty() {
 			ids = t.encodeText(ids, s)
