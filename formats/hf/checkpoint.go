@@ -130,7 +130,7 @@ func (ck *Checkpoint) fusedExpert(l Linear) (*safetensors.Tensor, error) {
 		want = []int{E, H, I}
 	}
 	if !slices.Equal(t.Shape, want) {
-		return nil, fmt.Errorf("%s: tensor %s has shape %v, want %v (config num_experts=%d, hidden_size=%d, %s=%d)", ck.Dir, name, t.Shape, want, E, H, c.expertWidthKey(), I)
+		return nil, fmt.Errorf("%s: tensor %s has shape %v, want %v (config %s=%d, hidden_size=%d, %s=%d)", ck.Dir, name, t.Shape, want, c.expertsKey(), E, H, c.expertWidthKey(), I)
 	}
 	switch l.Proj {
 	case GateProj:
@@ -241,7 +241,7 @@ func linearHint(c *Config, l Linear) string {
 	case KindMLP:
 		return fmt.Sprintf("config hidden_size=%d, intermediate_size=%d", c.HiddenSize, c.IntermediateSize)
 	case KindRouter:
-		return fmt.Sprintf("config num_experts=%d, hidden_size=%d", c.NumExperts, c.HiddenSize)
+		return fmt.Sprintf("config %s=%d, hidden_size=%d", c.expertsKey(), c.NumExperts, c.HiddenSize)
 	case KindAttention:
 		return fmt.Sprintf("config hidden_size=%d, num_attention_heads=%d, num_key_value_heads=%d, head_dim=%d", c.HiddenSize, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim)
 	case KindSharedExpertGate:

@@ -180,7 +180,7 @@ func TestOpenErrors(t *testing.T) {
 			dir := rewriteCheckpoint(t, materialized(t, "fixtures/mixtral_tiny/model"), keep)
 			editConfig(t, dir, func(c *Config) { c.NumExperts = 4; c.NumExpertsPerTok = 2 })
 			return dir
-		}, []string{"model.layers.0.block_sparse_moe.gate.weight", "num_experts=4"}},
+		}, []string{"model.layers.0.block_sparse_moe.gate.weight", "num_local_experts=4"}},
 		{"integer dtype", func(t *testing.T) string {
 			return rewriteCheckpoint(t, dense, func(ts []*safetensors.Tensor) []*safetensors.Tensor {
 				for i, tt := range ts {

@@ -90,22 +90,15 @@ func rewriteCheckpoint(t *testing.T, src string, edit func([]*safetensors.Tensor
 // copyNonWeights copies config.json and the other non-weight files.
 func copyNonWeights(t *testing.T, src, dst string) {
 	t.Helper()
-	entries, err := os.ReadDir(src)
+	if _, err := CopyExtraFiles(src, dst); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(src, "config.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, e := range entries {
-		n := e.Name()
-		if n != "config.json" && IsWeightFile(n) {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join(src, n))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dst, n), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
+	if err := os.WriteFile(filepath.Join(dst, "config.json"), data, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
 
