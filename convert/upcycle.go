@@ -1,0 +1,689 @@
+package convert
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+
+	"github.com/moeforge/moeforge/formats/hf"
+	"github.com/moeforge/moeforge/formats/safetensors"
+)
+
+// Mode is an upcycling initialization (ALGORITHMS.md §1).
+type Mode string
+
+// The upcycling modes.
+const (
+	// SharedExact: the dense FFN becomes the shared expert (gate 0, so
+	// sigmoid = ½, and down_proj × 2); the routed experts are FFN pieces
+	// with a zero down_proj, silent until trained. Exact.
+	SharedExact Mode = "shared-exact"
+	// VirtualGroup: E = R·G experts, R replicas of the FFN's G pieces, a
+	// replica's pieces adjacent and sharing one router row; K = k·G,
+	// norm_topk_prob, down_proj × G. Exact.
+	VirtualGroup Mode = "virtual-group"
+	// HybridExact: the Qwen1.5-MoE shape: s = S/I pieces form the shared
+	// expert (gate 0, down × 2), the other G−s form virtual groups
+	// (down × (G−s)). Exact.
+	HybridExact Mode = "hybrid-exact"
+	// MegatronScaled: virtual-group's experts and router without
+	// renormalization; every expert's gate, up and down × (R·G/k)^(1/3)
+	// (arXiv 2410.07524). Approximate.
+	MegatronScaled Mode = "megatron-scaled"
+	// Qwen2Report: shuffled FFN copies sliced into experts, a fraction of
+	// each expert re-initialized, random router (Qwen2 technical report).
+	// Approximate.
+	Qwen2Report Mode = "qwen2-report"
+)
+
+// Modes lists every mode.
+var Modes = []Mode{SharedExact, VirtualGroup, HybridExact, MegatronScaled, Qwen2Report}
+
+// ParseMode checks a --init value.
+func ParseMode(s string) (Mode, error) {
+	for _, m := range Modes {
+		if string(m) == s {
+			return m, nil
+		}
+	}
+	names := make([]string, len(Modes))
+	for i, m := range Modes {
+		names[i] = string(m)
+	}
+	return "", fmt.Errorf("unknown --init mode %q (want one of %s)", s, strings.Join(names, ", "))
+}
+
+// Exact reports whether the mode reproduces the dense model's logits.
+func (m Mode) Exact() bool { return m == SharedExact || m == VirtualGroup || m == HybridExact }
+
+// grouped reports whether the experts are replicas of the FFN's pieces
+// routed as groups (one router row per replica).
+func (m Mode) grouped() bool { return m == VirtualGroup || m == HybridExact || m == MegatronScaled }
+
+// UpcycleOptions are the choices of an upcycling. Zero values take the
+// documented defaults.
+type UpcycleOptions struct {
+	Mode Mode
+	// Experts is the number of routed experts E. Default: 4 × the number
+	// of distinct routed pieces of one FFN (4 replicas in grouped modes).
+	Experts int
+	// TopK is num_experts_per_tok K. Default: the number of distinct routed
+	// pieces of one FFN (one replica), so that a token activates about one
+	// FFN's worth of routed parameters.
+	TopK int
+	// ExpertSize is moe_intermediate_size I. Default: F/4.
+	ExpertSize int
+	// SharedSize is the shared expert's width in neurons. Default: F for
+	// shared-exact, half the pieces (⌊G/2⌋·I) for hybrid-exact, I otherwise.
+	SharedSize int
+	// NormTopKProb, when non-nil, is the requested norm_topk_prob. Modes
+	// that need a value (virtual-group, hybrid-exact: true; megatron-scaled:
+	// false) refuse a conflicting one; the others default to false.
+	NormTopKProb *bool
+	// ReinitFraction, when non-nil, is the share of each expert's parameters
+	// redrawn at random (default 0.5 for qwen2-report, 0 otherwise; exact
+	// modes refuse anything but 0).
+	ReinitFraction *float64
+	// Shuffle permutes each FFN's intermediate dimension (seeded) before it
+	// is cut into pieces; the dense function is unchanged. qwen2-report
+	// always shuffles its copies.
+	Shuffle bool
+	// Seed drives every random choice.
+	Seed uint64
+	// MoELayers lists the layers that become MoE (the others keep their
+	// dense MLP). Empty: the layers selected by DecoderSparseStep.
+	MoELayers []int
+	// DecoderSparseStep makes layers i with (i+1) % step == 0 MoE (0 = 1,
+	// every layer). Exclusive with MoELayers.
+	DecoderSparseStep int
+	// PadZeros allows an FFN width that is not a multiple of ExpertSize: each
+	// FFN is padded with zero neurons to a whole number of pieces. Without
+	// it such a width is refused (qwen2-report slices and needs no padding).
+	PadZeros bool
+	// DType is the output dtype ("" = the input's).
+	DType safetensors.DType
+}
+
+// upcycler holds a validated upcycling layout and produces its tensors.
+type upcycler struct {
+	in   *hf.Checkpoint
+	opts UpcycleOptions
+	mode Mode
+	h    int
+
+	F, I, G int // FFN width, expert width, pieces per FFN (⌈F/I⌉)
+	pad     int // zero neurons appended per FFN
+	s       int // shared pieces (hybrid-exact)
+	gr      int // distinct routed pieces per FFN
+	E, K, S int
+	R, k    int // replicas and selected replicas (grouped modes)
+	norm    bool
+	reinit  float64
+	shuffle bool
+	copies  int // qwen2-report
+
+	routedDown, sharedDown float32 // down_proj factors; 0 = silent
+	expertScale            float32 // megatron-scaled: on gate, up and down
+	initStd                float64 // router init std (config initializer_range)
+
+	// One layer's neuron sources, cached: producers run layer by layer.
+	cacheLayer int
+	cacheExp   [][]int32
+	cacheSh    []int32
+	stds       map[string]float64
+}
+
+// Upcycle plans the conversion of a dense qwen2 checkpoint into a
+// qwen2_moe checkpoint by the recipe of opts.Mode (ALGORITHMS.md §1).
+// Invalid combinations are refused with an error that proposes a valid one.
+func Upcycle(in *hf.Checkpoint, opts UpcycleOptions) (*Plan, error) {
+	c := in.Config
+	if c.ModelType != hf.Qwen2 {
+		hint := ""
+		if c.IsMoE() {
+			hint = " (to make its experts finer, use convert split)"
+		}
+		return nil, fmt.Errorf("%s: upcycle needs a dense qwen2 checkpoint, this one is %s%s", in.Dir, c.ModelType, hint)
+	}
+	if c.Quantization != nil {
+		return nil, fmt.Errorf("%s: the checkpoint is GPTQ-quantized; upcycle needs float weights (upcycle first, then quantize)", in.Dir)
+	}
+	if _, err := ParseMode(string(opts.Mode)); err != nil {
+		return nil, err
+	}
+	u := &upcycler{in: in, opts: opts, mode: opts.Mode, h: c.HiddenSize, cacheLayer: -1, stds: map[string]float64{}}
+	if err := u.resolve(c); err != nil {
+		return nil, fmt.Errorf("upcycle %s: %w", u.mode, err)
+	}
+	moe, step, mlpOnly, err := selectLayers(c.NumHiddenLayers, opts.MoELayers, opts.DecoderSparseStep)
+	if err != nil {
+		return nil, err
+	}
+
+	out := c.Clone()
+	if err := out.ConvertTo(hf.Qwen2MoE); err != nil {
+		return nil, err
+	}
+	out.QKVBias = true // qwen2 attention always has q/k/v biases
+	out.NumExperts, out.NumExpertsPerTok = u.E, u.K
+	out.MoEIntermediateSize, out.SharedExpertIntermediateSize = u.I, u.S
+	out.NormTopKProb = u.norm
+	out.DecoderSparseStep, out.MLPOnlyLayers = step, mlpOnly
+	if opts.DType != "" {
+		out.DType = configDType(opts.DType)
+	}
+	// Keys Qwen2MoeConfig has that a qwen2 config lacks, at transformers' defaults.
+	if _, ok := out.Raw("output_router_logits"); !ok {
+		out.SetRaw("output_router_logits", false)
+	}
+	if _, ok := out.Raw("router_aux_loss_coef"); !ok {
+		out.SetRaw("router_aux_loss_coef", 0.001)
+	}
+	if got, _ := layerSplit(out); !slices.Equal(got, moe) {
+		return nil, fmt.Errorf("internal error: config selects MoE layers %v, want %v", got, moe)
+	}
+
+	b := newBuilder(in, out, opts.DType)
+	for _, i := range moe {
+		if err := u.planLayer(b, i); err != nil {
+			return nil, err
+		}
+	}
+	sum := u.summary(c, out)
+	p, err := b.plan(sum)
+	if err != nil {
+		return nil, err
+	}
+	sum.finish(p)
+	if opts.DType != "" {
+		for _, t := range in.Weights.Names() {
+			if tt, _ := in.Weights.Tensor(t); tt.DType.Size() > opts.DType.Size() {
+				sum.note("--dtype %s is narrower than the input (%s): weights are rounded, so the output reproduces the input rounded to %s, not the input itself",
+					configDType(opts.DType), tt.DType, configDType(opts.DType))
+				break
+			}
+		}
+	}
+	if len(in.Unexpected) > 0 {
+		sum.note("%d input tensors the config does not use were left out (e.g. %s)", len(in.Unexpected), in.Unexpected[0])
+	}
+	return p, nil
+}
+
+// resolve applies defaults and refuses invalid combinations.
+func (u *upcycler) resolve(c *hf.Config) error {
+	o := u.opts
+	u.F = c.IntermediateSize
+	F := u.F
+	u.I = o.ExpertSize
+	if u.I == 0 {
+		if F%4 != 0 {
+			return fmt.Errorf("intermediate_size %d is not a multiple of 4: pass --expert-size (e.g. %s)", F, divisorHint(F, F/4))
+		}
+		u.I = F / 4
+	}
+	I := u.I
+	if I < 1 {
+		return fmt.Errorf("--expert-size %d must be positive", I)
+	}
+	if I > F && u.mode != Qwen2Report {
+		return fmt.Errorf("--expert-size %d is wider than the FFN (intermediate_size %d): use at most %d", I, F, F)
+	}
+	u.G = ceilDiv(F, I)
+	if F%I != 0 && u.mode != Qwen2Report {
+		if !o.PadZeros {
+			return fmt.Errorf("intermediate_size %d is not a multiple of --expert-size %d (%d = %d×%d + %d): pass --pad zero to append %d zero neurons to every FFN (%d pieces of %d), or use an expert size that divides %d, e.g. %s",
+				F, I, F, F/I, I, F%I, u.G*I-F, u.G, I, F, divisorHint(F, I))
+		}
+		u.pad = u.G*I - F
+	}
+	if o.ReinitFraction != nil && (*o.ReinitFraction < 0 || *o.ReinitFraction > 1 || math.IsNaN(*o.ReinitFraction)) {
+		return fmt.Errorf("--reinit-fraction %g must be in [0, 1]", *o.ReinitFraction)
+	}
+	if u.mode.Exact() && o.ReinitFraction != nil && *o.ReinitFraction != 0 {
+		return fmt.Errorf("--reinit-fraction %g would break exactness: %s is exact, use megatron-scaled or qwen2-report for a re-initialized start", *o.ReinitFraction, u.mode)
+	}
+	if o.ReinitFraction != nil {
+		u.reinit = *o.ReinitFraction
+	} else if u.mode == Qwen2Report {
+		u.reinit = 0.5
+	}
+	u.shuffle = o.Shuffle || u.mode == Qwen2Report
+	u.initStd = 0.02
+	if raw, ok := c.Raw("initializer_range"); ok {
+		if _, err := fmt.Sscan(string(raw), &u.initStd); err != nil || !(u.initStd > 0) {
+			return fmt.Errorf("config initializer_range=%s: want a positive number", raw)
+		}
+	}
+
+	// Shared expert width.
+	G := u.G
+	u.S = o.SharedSize
+	if u.S < 0 {
+		return fmt.Errorf("--shared-size %d must be positive", u.S)
+	}
+	switch u.mode {
+	case SharedExact:
+		if u.S == 0 {
+			u.S = F
+		}
+		if u.S < F {
+			return fmt.Errorf("shared-exact puts the whole FFN into the shared expert, so --shared-size must be at least intermediate_size %d (got %d); to put only part of it there use hybrid-exact, e.g. --shared-size %d", F, u.S, (G/2)*I)
+		}
+	case HybridExact:
+		if G < 2 {
+			return fmt.Errorf("hybrid-exact needs at least 2 pieces per FFN, but intermediate_size %d / --expert-size %d gives %d: use a smaller expert size, e.g. %d", F, I, G, max(F/4, 1))
+		}
+		if u.S == 0 {
+			u.S = (G / 2) * I
+		}
+		if u.S%I != 0 || u.S/I < 1 || u.S/I >= G {
+			return fmt.Errorf("hybrid-exact moves whole pieces into the shared expert: --shared-size must be a multiple of --expert-size %d between %d and %d (1 to %d of the %d pieces), e.g. %d; got %d",
+				I, I, (G-1)*I, G-1, G, (G/2)*I, u.S)
+		}
+		u.s = u.S / I
+	default:
+		if u.S == 0 {
+			u.S = I
+		}
+	}
+
+	// Routed experts.
+	u.gr = G - u.s
+	u.E, u.K = o.Experts, o.TopK
+	if u.E == 0 {
+		u.E = 4 * u.gr
+	}
+	if u.K == 0 {
+		u.K = u.gr
+	}
+	if u.E < 1 || u.K < 1 {
+		return fmt.Errorf("--experts %d and --top-k %d must be positive", u.E, u.K)
+	}
+	if u.K > u.E {
+		return fmt.Errorf("--top-k %d is more than --experts %d", u.K, u.E)
+	}
+	if u.mode.grouped() {
+		what := fmt.Sprintf("the %d routed pieces of each FFN", u.gr)
+		if u.E%u.gr != 0 {
+			return fmt.Errorf("--experts %d is not a multiple of %s (experts are whole replicas of them): use --experts %s", u.E, what, multiplesHint(u.E, u.gr))
+		}
+		if u.K%u.gr != 0 {
+			return fmt.Errorf("--top-k %d is not a multiple of %s (a token must select whole replicas): use --top-k %s", u.K, what, multiplesHint(u.K, u.gr))
+		}
+		u.R, u.k = u.E/u.gr, u.K/u.gr
+	}
+
+	// norm_topk_prob.
+	req := o.NormTopKProb
+	switch u.mode {
+	case VirtualGroup, HybridExact:
+		if req != nil && !*req {
+			return fmt.Errorf("%s is exact only with norm_topk_prob=true (the selected replicas' weights must sum to 1); drop --norm-topk-prob=false, or use megatron-scaled for the unnormalized recipe", u.mode)
+		}
+		u.norm = true
+	case MegatronScaled:
+		if req != nil && *req {
+			return fmt.Errorf("megatron-scaled is defined with norm_topk_prob=false (softmax over all experts, then top-k); drop --norm-topk-prob, or use virtual-group for the normalized, exact recipe")
+		}
+		u.norm = false
+	default:
+		u.norm = req != nil && *req
+	}
+
+	// Scale factors.
+	u.expertScale = 1
+	u.sharedDown = 0 // silent
+	switch u.mode {
+	case SharedExact:
+		u.routedDown, u.sharedDown = 0, 2
+	case VirtualGroup:
+		u.routedDown = float32(u.gr)
+	case HybridExact:
+		u.routedDown, u.sharedDown = float32(u.gr), 2
+	case MegatronScaled:
+		u.routedDown = 1
+		u.expertScale = float32(math.Cbrt(float64(u.E) * float64(G) / float64(u.K)))
+	case Qwen2Report:
+		u.routedDown, u.sharedDown = 1, 1
+		u.copies = ceilDiv(u.E*I+u.S, F)
+	}
+	return nil
+}
+
+// selectLayers resolves which layers become MoE and how the config says so.
+func selectLayers(L int, list []int, step int) (moe []int, sparseStep int, mlpOnly []int, err error) {
+	if len(list) > 0 && step > 0 {
+		return nil, 0, nil, fmt.Errorf("give either --moe-layers or --decoder-sparse-step, not both")
+	}
+	mlpOnly = []int{}
+	if len(list) > 0 {
+		set := map[int]bool{}
+		for _, l := range list {
+			if l < 0 || l >= L {
+				return nil, 0, nil, fmt.Errorf("--moe-layers names layer %d, but the model has layers 0-%d", l, L-1)
+			}
+			set[l] = true
+		}
+		for i := 0; i < L; i++ {
+			if set[i] {
+				moe = append(moe, i)
+			} else {
+				mlpOnly = append(mlpOnly, i)
+			}
+		}
+		return moe, 1, mlpOnly, nil
+	}
+	if step == 0 {
+		step = 1
+	}
+	if step < 0 || step > L {
+		return nil, 0, nil, fmt.Errorf("--decoder-sparse-step %d must be between 1 and the number of layers (%d)", step, L)
+	}
+	for i := 0; i < L; i++ {
+		if (i+1)%step == 0 {
+			moe = append(moe, i)
+		}
+	}
+	return moe, step, mlpOnly, nil
+}
+
+// planLayer registers the computed tensors of MoE layer i.
+func (u *upcycler) planLayer(b *builder, i int) error {
+	out := b.out
+	dense := map[hf.Proj]*safetensors.Tensor{}
+	for _, p := range hf.FFNProjs {
+		t, err := u.in.Tensor(hf.MLPLinear(i, p) + ".weight")
+		if err != nil {
+			return err
+		}
+		dense[p] = t
+	}
+	downDType := b.outDType(dense[hf.DownProj].DType)
+	if u.mode.Exact() {
+		fix := "pass --dtype f32"
+		if u.routedDown != 0 && !isPow2(float64(u.routedDown)) {
+			fix += fmt.Sprintf(", or choose --expert-size/--shared-size so that the routed pieces per FFN (now %d) are a power of two", u.gr)
+		}
+		for _, f := range []float32{u.routedDown, u.sharedDown} {
+			if f == 0 {
+				continue
+			}
+			if err := checkScale(float64(f), downDType, string(u.mode), fix); err != nil {
+				return err
+			}
+		}
+	}
+	h := u.h
+	b.compute(out.RouterLinear(i)+".weight", dense[hf.GateProj], []int{u.E, h}, func() ([]float32, error) { return u.router(i), nil })
+	b.compute(out.SharedExpertGateLinear(i)+".weight", dense[hf.GateProj], []int{1, h}, func() ([]float32, error) {
+		return make([]float32, h), nil // sigmoid(0) = ½
+	})
+	for _, p := range hf.FFNProjs {
+		shape := []int{u.S, h}
+		if p == hf.DownProj {
+			shape = []int{h, u.S}
+		}
+		name := out.SharedExpertLinear(i, p) + ".weight"
+		b.compute(name, dense[p], shape, func() ([]float32, error) { return u.ffn(i, -1, p, name) })
+		for e := 0; e < u.E; e++ {
+			shape := []int{u.I, h}
+			if p == hf.DownProj {
+				shape = []int{h, u.I}
+			}
+			name := out.ExpertLinear(i, e, p) + ".weight"
+			b.compute(name, dense[p], shape, func() ([]float32, error) { return u.ffn(i, e, p, name) })
+		}
+	}
+	return nil
+}
+
+// router draws the router of layer i: rows ~ N(0, initializer_range²). In
+// the grouped modes one row is drawn per replica and repeated for its
+// adjacent pieces, so that they tie exactly and are selected together.
+func (u *upcycler) router(layer int) []float32 {
+	r := newRNG(u.opts.Seed, fmt.Sprintf("router/%d", layer))
+	if !u.mode.grouped() {
+		return normalRows(r, u.E, u.h, u.initStd)
+	}
+	rows := normalRows(r, u.R, u.h, u.initStd)
+	out := make([]float32, 0, u.E*u.h)
+	for rep := 0; rep < u.R; rep++ {
+		for j := 0; j < u.gr; j++ {
+			out = append(out, rows[rep*u.h:(rep+1)*u.h]...)
+		}
+	}
+	return out
+}
+
+// ffn computes projection p of routed expert e (or of the shared expert
+// when e < 0) in layer i.
+func (u *upcycler) ffn(layer, e int, p hf.Proj, name string) ([]float32, error) {
+	experts, shared := u.neurons(layer)
+	src := shared
+	if e >= 0 {
+		src = experts[e]
+	}
+	t, err := u.in.Tensor(hf.MLPLinear(layer, p) + ".weight")
+	if err != nil {
+		return nil, err
+	}
+	m, err := newMatrix(t)
+	if err != nil {
+		return nil, err
+	}
+	scale := float32(1)
+	switch {
+	case e >= 0 && p == hf.DownProj:
+		scale = u.routedDown * u.expertScale
+	case e >= 0:
+		scale = u.expertScale
+	case p == hf.DownProj:
+		scale = u.sharedDown
+	}
+	reinit := u.reinit > 0 && scale != 0 && (e >= 0 || u.mode == Qwen2Report)
+	gs := scale
+	if reinit {
+		gs = 1 // re-initialize the unscaled piece, then scale it
+	}
+	var v []float32
+	if p == hf.DownProj {
+		v = m.gatherCols(src, gs)
+	} else {
+		v = m.gatherRows(src, gs)
+	}
+	if reinit {
+		key := fmt.Sprintf("%d/%s", layer, p)
+		std, ok := u.stds[key]
+		if !ok {
+			std = m.std()
+			u.stds[key] = std
+		}
+		r := newRNG(u.opts.Seed, "reinit/"+name)
+		for i := range v {
+			if uniform(r) < u.reinit {
+				v[i] = float32(normal(r) * std)
+			}
+			v[i] *= scale
+		}
+	}
+	return v, nil
+}
+
+// neurons returns, for layer i, the dense FFN neuron behind every neuron of
+// every routed expert and of the shared expert (−1: a zero padding neuron).
+// Replicas share their slices.
+func (u *upcycler) neurons(layer int) (experts [][]int32, shared []int32) {
+	if u.cacheLayer == layer {
+		return u.cacheExp, u.cacheSh
+	}
+	F, I := u.F, u.I
+	perm := func(copy int) []int32 {
+		if !u.shuffle {
+			p := make([]int32, F)
+			for i := range p {
+				p[i] = int32(i)
+			}
+			return p
+		}
+		key := fmt.Sprintf("shuffle/%d", layer)
+		if u.mode == Qwen2Report {
+			key = fmt.Sprintf("shuffle/%d/%d", layer, copy)
+		}
+		return permutation(newRNG(u.opts.Seed, key), F)
+	}
+	experts = make([][]int32, u.E)
+	if u.mode == Qwen2Report {
+		// Concatenate `copies` independently shuffled copies of the FFN;
+		// expert e takes virtual neurons [e·I, (e+1)·I), the shared expert
+		// the S after them; the rest is discarded.
+		perms := make([][]int32, u.copies)
+		for c := range perms {
+			perms[c] = perm(c)
+		}
+		at := func(v int) int32 { return perms[v/F][v%F] }
+		slice := func(v0, n int) []int32 {
+			s := make([]int32, n)
+			for t := range s {
+				s[t] = at(v0 + t)
+			}
+			return s
+		}
+		for e := range experts {
+			experts[e] = slice(e*I, I)
+		}
+		shared = slice(u.E*I, u.S)
+	} else {
+		p := perm(0)
+		at := func(v int) int32 { // the shuffled FFN, padded with zero neurons
+			if v < F {
+				return p[v]
+			}
+			return -1
+		}
+		pieces := make([][]int32, u.G)
+		for j := range pieces {
+			pieces[j] = make([]int32, I)
+			for t := range pieces[j] {
+				pieces[j][t] = at(j*I + t)
+			}
+		}
+		switch u.mode {
+		case SharedExact:
+			for e := range experts {
+				experts[e] = pieces[e%u.G]
+			}
+			shared = make([]int32, u.S)
+			for v := range shared {
+				shared[v] = at(v)
+			}
+		case HybridExact:
+			for e := range experts {
+				experts[e] = pieces[u.s+e%u.gr] // replica e/gr, piece s + e%gr
+			}
+			for j := 0; j < u.s; j++ {
+				shared = append(shared, pieces[j]...)
+			}
+		default: // virtual-group, megatron-scaled
+			for e := range experts {
+				experts[e] = pieces[e%u.gr] // replica e/G, piece e%G
+			}
+			// The shared expert is silent (zero down_proj); its gate and up
+			// rows are FFN neurons (cycled) so that training can wake it.
+			shared = make([]int32, u.S)
+			for v := range shared {
+				shared[v] = p[v%F]
+			}
+		}
+	}
+	u.cacheLayer, u.cacheExp, u.cacheSh = layer, experts, shared
+	return experts, shared
+}
+
+// summary describes the layout.
+func (u *upcycler) summary(in, out *hf.Config) *Summary {
+	moe, dense := layerSplit(out)
+	s := &Summary{
+		Recipe: "upcycle", Input: u.in.Dir, InputArch: in.ModelType, OutputArch: out.ModelType,
+		Exact: u.mode.Exact(), MoELayers: moe, DenseLayers: dense,
+		Experts: u.E, TopK: u.K, ExpertSize: u.I, SharedSize: u.S, NormTopKProb: u.norm,
+		ParamsBefore: paramsOf(in),
+	}
+	us := &UpcycleSummary{
+		Mode: u.mode, FFNSize: u.F, PiecesPerFFN: u.G, SharedPieces: u.s, PaddingNeurons: u.pad,
+		RoutedDownScale: float64(u.routedDown), SharedDownScale: float64(u.sharedDown), ExpertScale: float64(u.expertScale),
+		Shuffle: u.shuffle, ReinitFraction: u.reinit, Seed: u.opts.Seed,
+	}
+	if u.mode != Qwen2Report {
+		us.RoutedPieces = u.gr
+	}
+	if u.mode.grouped() {
+		us.Replicas, us.SelectedReplicas = u.R, u.k
+		us.RouterInit = fmt.Sprintf("one row per replica ~ N(0, %g²) (initializer_range), repeated for its %d adjacent pieces", u.initStd, u.gr)
+	} else {
+		us.RouterInit = fmt.Sprintf("every row ~ N(0, %g²) (initializer_range)", u.initStd)
+	}
+	switch u.mode {
+	case SharedExact:
+		us.SharedExpert = fmt.Sprintf("the whole FFN (%d neurons", u.F)
+		if u.S > u.F {
+			us.SharedExpert += fmt.Sprintf(" + %d zero neurons", u.S-u.F)
+		}
+		us.SharedExpert += "), gate 0 (sigmoid ½), down_proj ×2; routed experts silent (down_proj 0)"
+	case HybridExact:
+		us.SharedExpert = fmt.Sprintf("pieces 0-%d of the FFN (%d neurons), gate 0 (sigmoid ½), down_proj ×2", u.s-1, u.S)
+	case Qwen2Report:
+		us.SharedExpert = fmt.Sprintf("%d neurons sliced from the shuffled FFN copies after the experts, gate 0 (sigmoid ½)", u.S)
+		us.Copies = u.copies
+		us.DiscardedNeurons = u.copies*u.F - u.E*u.I - u.S
+	default:
+		us.SharedExpert = fmt.Sprintf("silent: %d FFN neurons in gate/up, down_proj 0, gate 0", u.S)
+	}
+	if u.reinit > 0 {
+		us.Reinit = "each element independently with probability reinit_fraction, redrawn ~ N(0, σ²), σ = std of the dense layer's projection it comes from; before any scaling"
+	}
+	s.Upcycle = us
+	if u.pad > 0 {
+		s.note("intermediate_size %d is not a multiple of %d: every FFN was padded with %d zero neurons to %d pieces (zero neurons add nothing)", u.F, u.I, u.pad, u.G)
+	}
+	if u.mode == Qwen2Report {
+		s.note("qwen2-report: the FFN was replicated %d times, each copy shuffled, and sliced into %d experts of %d and a shared expert of %d; %d neurons per layer were discarded",
+			u.copies, u.E, u.I, u.S, us.DiscardedNeurons)
+	}
+	return s
+}
+
+func ceilDiv(a, b int) int { return (a + b - 1) / b }
+
+// divisorHint proposes divisors of n close to want: "1376 (4 pieces) or 2752 (2 pieces)".
+func divisorHint(n, want int) string {
+	below, above := 0, 0
+	for d := 1; d <= n; d++ {
+		if n%d != 0 {
+			continue
+		}
+		if d <= want {
+			below = d
+		} else if above == 0 {
+			above = d
+		}
+	}
+	var opts []string
+	for _, d := range []int{below, above} {
+		if d > 0 {
+			opts = append(opts, fmt.Sprintf("%d (%d pieces)", d, n/d))
+		}
+	}
+	return strings.Join(opts, " or ")
+}
+
+// multiplesHint proposes the multiples of m around v: "8 or 12".
+func multiplesHint(v, m int) string {
+	lo := v / m * m
+	hi := lo + m
+	if lo == 0 {
+		return fmt.Sprint(hi)
+	}
+	return fmt.Sprintf("%d or %d", lo, hi)
+}
