@@ -1,0 +1,340 @@
+// Package quantize implements GPTQ int4 quantization (Frantar et al., 2022;
+// reference code IST-DASLab/gptq and AutoGPTQ) and round-to-nearest, on one
+// matrix (GPTQ, RTN) and on a whole model (Model): calibration activations
+// are run layer by layer through the already-quantized model, each
+// true-sequential group of linears gets its Hessian from its inputs, routed
+// experts from the tokens routed to them, and the result is streamed into an
+// AutoGPTQ-layout checkpoint with a per-module report.
+package quantize
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sort"
+	"sync"
+
+	"github.com/moeforge/moeforge/formats/gptq"
+	"github.com/moeforge/moeforge/internal/gemm"
+	"github.com/moeforge/moeforge/internal/linalg"
+)
+
+// blockSize is the number of columns between lazy batch updates (the
+// reference's blocksize).
+const blockSize = 128
+
+// innerBlock is the number of columns updated eagerly one by one inside a
+// block; after each inner block its errors reach the rest of the block
+// through one matrix product. Mathematically this is the reference's
+// per-column update of the whole block, reordered.
+const innerBlock = 16
+
+// maxDampRaises is how many times the damping is multiplied by 10 when the
+// Cholesky factorization fails before giving up.
+const maxDampRaises = 4
+
+// Result is a quantized matrix and what GPTQ measured on it.
+type Result struct {
+	Layer *gptq.Layer
+	// Loss is the reference's error estimate Σ (w − q)² / (2·Hinv_ii²) over
+	// every weight (0 for RTN).
+	Loss float64
+	// Damp is the damping fraction λ finally used; DampRaises counts the
+	// times it was raised (×10) because H + λ·mean(diag)·I was not
+	// numerically positive definite.
+	Damp       float64
+	DampRaises int
+	// Dead counts inputs whose Hessian diagonal was 0 (never active in the
+	// calibration data): their weights are set to 0, as the reference does.
+	Dead int
+}
+
+// GPTQ quantizes w [out, in] (row-major, the checkpoint layout) to 4 bits
+// with the Hessian h = 2/n·Σ xxᵀ [in, in] of its calibration inputs. It
+// follows fasterquant of the reference code step by step:
+//
+//  1. dead inputs (H_ii = 0) get H_ii = 1 and a zero weight column;
+//  2. with static groups, every natural group's grid is computed now;
+//  3. with act-order, inputs are permuted by descending diag(H) (stable);
+//  4. H += λ·mean(diag H)·I, and Hinv = upper Cholesky factor of H⁻¹
+//     (λ ×10 and retry when the factorization fails);
+//  5. columns are walked in blocks of 128: at each group start the grid is
+//     computed from the current (already error-updated) weights of the
+//     group, w is quantized to q = clamp(round(w/s)+z, 0, 15), the error
+//     e = (w − s(q−z))/Hinv_ii is propagated to the remaining columns of
+//     the block, and after the block to all later columns at once
+//     (W[:, end:] −= E·Hinv[block, end:]).
+//
+// The reference computes a group's grid from its global weight matrix, in
+// which columns of the current block have not yet received that block's
+// earlier errors when groups are smaller than a block; here the grid always
+// sees the current weights, as the algorithm describes. h is not modified.
+func GPTQ(w []float32, out, in int, h []float64, cfg Config) (*Result, error) {
+	return gptqThreads(w, out, in, h, cfg, gemm.Threads())
+}
+
+// gptqThreads is GPTQ with the column loop split over up to threads
+// goroutines (products and factorizations use gemm.Threads()).
+func gptqThreads(w []float32, out, in int, h []float64, cfg Config, threads int) (*Result, error) {
+	if err := cfg.check(out, in); err != nil {
+		return nil, err
+	}
+	if len(w) != out*in {
+		return nil, fmt.Errorf("weight has %d values, want %d×%d", len(w), out, in)
+	}
+	if len(h) != in*in {
+		return nil, fmt.Errorf("Hessian has %d values, want %d×%d", len(h), in, in)
+	}
+	if i := nonFinite32(w); i >= 0 {
+		return nil, fmt.Errorf("weight [%d, %d] is %v", i/in, i%in, w[i])
+	}
+	if i := nonFinite64(h); i >= 0 {
+		return nil, fmt.Errorf("Hessian entry [%d, %d] is %v (calibration activations overflow)", i/in, i%in, h[i])
+	}
+	H := slices.Clone(h)
+	wt := transpose(w, out, in)
+	res := &Result{}
+	for i := 0; i < in; i++ {
+		if H[i*in+i] == 0 {
+			H[i*in+i] = 1
+			clear(wt[i*out : (i+1)*out])
+			res.Dead++
+		}
+	}
+	gw := cfg.groupWidth(in)
+	groups := gptq.NumGroups(in, cfg.GroupSize)
+	layer := gptq.NewLayer(out, in, groups)
+	sf := make([]float32, groups*out) // float32 values of the scales
+	if cfg.StaticGroups {
+		for g := 0; g < groups; g++ {
+			err := findParams(wt, out, g*gw, min((g+1)*gw, in), 0, out, cfg.Sym, layer.Scales[g*out:], sf[g*out:], layer.Zeros[g*out:])
+			if err != nil {
+				return nil, err
+			}
+		}
+	}
+	perm := make([]int, in)
+	for i := range perm {
+		perm[i] = i
+	}
+	if cfg.DescAct {
+		sort.SliceStable(perm, func(a, b int) bool { return H[perm[a]*in+perm[a]] > H[perm[b]*in+perm[b]] })
+		H = permuteSym(H, in, perm)
+		wt = permuteRows(wt, out, perm)
+	}
+	u, lam, raises, err := inverseFactor(H, in, cfg.Damp)
+	if err != nil {
+		return nil, err
+	}
+	res.Damp, res.DampRaises = lam, raises
+	ut := make([]float32, in*in)
+	for i, v := range u {
+		ut[i] = float32(v)
+	}
+	u = nil
+
+	groupOf := func(j int) int {
+		if cfg.StaticGroups {
+			return perm[j] / gw
+		}
+		return j / gw
+	}
+	threads = max(1, min(threads, out/64))
+	chunk := (out/threads + 7) / 8 * 8
+	losses := make([]float64, threads)
+	errs := make([]error, threads)
+	eb := make([]float32, blockSize*out) // errors of the current block, one row per column
+	var wg sync.WaitGroup
+	for b0 := 0; b0 < in; b0 += blockSize {
+		b1 := min(b0+blockSize, in)
+		for i0 := b0; i0 < b1; i0 += innerBlock {
+			i1 := min(i0+innerBlock, b1)
+			cols := func(t, c0, c1 int) {
+				for j := i0; j < i1; j++ {
+					g := groupOf(j)
+					if !cfg.StaticGroups && j%gw == 0 {
+						if err := findParams(wt, out, j, min(j+gw, in), c0, c1, cfg.Sym, layer.Scales[g*out:], sf[g*out:], layer.Zeros[g*out:]); err != nil {
+							errs[t] = err
+							return
+						}
+					}
+					d := ut[j*in+j]
+					row := wt[j*out : (j+1)*out]
+					e := eb[(j-b0)*out : (j-b0+1)*out]
+					codes := layer.Codes[perm[j]*out : (perm[j]+1)*out]
+					s, z := sf[g*out:(g+1)*out], layer.Zeros[g*out:(g+1)*out]
+					var loss float64
+					for c := c0; c < c1; c++ {
+						q := code(row[c], s[c], z[c])
+						codes[c] = q
+						ec := (row[c] - s[c]*float32(int32(q)-int32(z[c]))) / d
+						e[c] = ec
+						loss += float64(ec) * float64(ec)
+					}
+					losses[t] += loss / 2
+					for k := j + 1; k < i1; k++ {
+						f := ut[j*in+k]
+						axpy(wt[k*out+c0:k*out+c1], e[c0:c1], -f)
+					}
+				}
+			}
+			if threads == 1 {
+				cols(0, 0, out)
+			} else {
+				for t := 0; t < threads; t++ {
+					c0, c1 := t*chunk, min((t+1)*chunk, out)
+					if c0 >= c1 {
+						continue
+					}
+					wg.Add(1)
+					go func() { defer wg.Done(); cols(t, c0, c1) }()
+				}
+				wg.Wait()
+			}
+			if err := errors.Join(errs...); err != nil {
+				return nil, err
+			}
+			if i1 < b1 {
+				propagate(wt, ut, eb[(i0-b0)*out:], out, in, i0, i1, b1)
+			}
+		}
+		if b1 < in {
+			propagate(wt, ut, eb, out, in, b0, b1, in)
+		}
+	}
+	for _, l := range losses {
+		res.Loss += l
+	}
+	if math.IsNaN(res.Loss) || math.IsInf(res.Loss, 0) {
+		return nil, fmt.Errorf("GPTQ loss is %v: the weight updates overflowed", res.Loss)
+	}
+	if cfg.StaticGroups || !cfg.DescAct {
+		layer.GIdx = gptq.GroupIndex(in, cfg.GroupSize, nil)
+	} else {
+		layer.GIdx = gptq.GroupIndex(in, cfg.GroupSize, perm)
+	}
+	res.Layer = layer
+	return res, nil
+}
+
+// propagate applies the errors e of columns [k0, k1) (rows of e, stride
+// out) to the columns [r0, r1) of wt: wt[r, :] −= Σ_k Hinv[k, r]·e[k, :].
+func propagate(wt, ut, e []float32, out, in, k0, k1, r1 int) {
+	r0 := k1
+	m, kk := r1-r0, k1-k0
+	a := make([]float32, m*kk) // a[r, k] = −Hinv[k0+k, r0+r]
+	for k := 0; k < kk; k++ {
+		src := ut[(k0+k)*in+r0 : (k0+k)*in+r1]
+		for r, v := range src {
+			a[r*kk+k] = -v
+		}
+	}
+	b := make([]float32, out*kk) // b[c, k] = e[k, c]
+	for k := 0; k < kk; k++ {
+		for c, v := range e[k*out : (k+1)*out] {
+			b[c*kk+k] = v
+		}
+	}
+	gemm.MulTF32(wt[r0*out:r1*out], a, b, m, out, kk, true)
+}
+
+// inverseFactor dampens H (in place: H_ii = H_ii + λ·mean(diag H)) and
+// returns the upper Cholesky factor of its inverse, raising λ ×10 (at most
+// maxDampRaises times) while the factorization fails.
+func inverseFactor(H []float64, n int, damp float64) (u []float64, lam float64, raises int, err error) {
+	diag := make([]float64, n)
+	var mean float64
+	for i := range diag {
+		diag[i] = H[i*n+i]
+		mean += diag[i]
+	}
+	mean /= float64(n)
+	lam = damp
+	for {
+		for i, d := range diag {
+			H[i*n+i] = d + lam*mean
+		}
+		u, err = linalg.CholeskyInverseUpper(H, n)
+		if err == nil {
+			return u, lam, raises, nil
+		}
+		var npd *linalg.NotPositiveDefiniteError
+		if !errors.As(err, &npd) || raises == maxDampRaises {
+			return nil, lam, raises, fmt.Errorf("Hessian is not positive definite even with damping %g: %w", lam, err)
+		}
+		lam *= 10
+		raises++
+	}
+}
+
+// axpy computes y += a·x.
+func axpy(y, x []float32, a float32) {
+	x = x[:len(y)]
+	i := 0
+	for ; i+4 <= len(y); i += 4 {
+		y[i] += a * x[i]
+		y[i+1] += a * x[i+1]
+		y[i+2] += a * x[i+2]
+		y[i+3] += a * x[i+3]
+	}
+	for ; i < len(y); i++ {
+		y[i] += a * x[i]
+	}
+}
+
+// transpose returns the [cols, rows] transpose of the row-major m [rows, cols].
+func transpose(m []float32, rows, cols int) []float32 {
+	t := make([]float32, rows*cols)
+	const tile = 32
+	for r0 := 0; r0 < rows; r0 += tile {
+		for c0 := 0; c0 < cols; c0 += tile {
+			for r := r0; r < min(r0+tile, rows); r++ {
+				for c := c0; c < min(c0+tile, cols); c++ {
+					t[c*rows+r] = m[r*cols+c]
+				}
+			}
+		}
+	}
+	return t
+}
+
+// permuteSym returns P·H·Pᵀ: entry [a, b] = H[perm[a], perm[b]].
+func permuteSym(h []float64, n int, perm []int) []float64 {
+	p := make([]float64, n*n)
+	for a, pa := range perm {
+		src := h[pa*n : (pa+1)*n]
+		dst := p[a*n : (a+1)*n]
+		for b, pb := range perm {
+			dst[b] = src[pb]
+		}
+	}
+	return p
+}
+
+// permuteRows returns the rows of m [len(perm), w] in the order perm.
+func permuteRows(m []float32, w int, perm []int) []float32 {
+	p := make([]float32, len(m))
+	for a, pa := range perm {
+		copy(p[a*w:(a+1)*w], m[pa*w:(pa+1)*w])
+	}
+	return p
+}
+
+func nonFinite32(v []float32) int {
+	for i, x := range v {
+		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+			return i
+		}
+	}
+	return -1
+}
+
+func nonFinite64(v []float64) int {
+	for i, x := range v {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return i
+		}
+	}
+	return -1
+}

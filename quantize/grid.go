@@ -1,0 +1,156 @@
+package quantize
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/moeforge/moeforge/formats/gptq"
+	"github.com/moeforge/moeforge/internal/half"
+)
+
+// Config holds the settings of GPTQ (or RTN) on one matrix.
+type Config struct {
+	// GroupSize is the number of consecutive inputs (in quantization order)
+	// sharing a scale and zero point; -1 means one group spanning all inputs.
+	// It must be -1, a power of two from 8 to 64, or a multiple of 128, so
+	// that every group starts where all earlier columns' updates have been
+	// applied (see GPTQ).
+	GroupSize int
+	// Sym selects the symmetric grid (zero point 8); otherwise asymmetric.
+	Sym bool
+	// DescAct quantizes inputs in order of descending Hessian diagonal
+	// (act-order); the weight is not permuted on disk, g_idx records it.
+	DescAct bool
+	// StaticGroups computes every group's grid up front from the original
+	// weights (natural input groups) instead of at the group's first column.
+	StaticGroups bool
+	// Damp is damp_percent: λ in H += λ·mean(diag H)·I.
+	Damp float64
+}
+
+// checkGroupSize validates a group size (see Config.GroupSize).
+func checkGroupSize(g int) error {
+	switch {
+	case g == -1:
+		return nil
+	case g >= 8 && g < blockSize && blockSize%g == 0 && g%8 == 0:
+		return nil
+	case g > 0 && g%blockSize == 0:
+		return nil
+	}
+	return fmt.Errorf("group size %d: want -1, 8, 16, 32, 64 or a multiple of %d", g, blockSize)
+}
+
+// check validates the settings for a matrix [out, in].
+func (c Config) check(out, in int) error {
+	if err := checkGroupSize(c.GroupSize); err != nil {
+		return err
+	}
+	if !(c.Damp > 0 && c.Damp < 1) {
+		return fmt.Errorf("damp %g: want a value in (0, 1)", c.Damp)
+	}
+	if out <= 0 || in <= 0 || out%8 != 0 || in%8 != 0 {
+		return fmt.Errorf("matrix [%d, %d]: GPTQ int4 needs both dimensions to be positive multiples of 8", out, in)
+	}
+	return nil
+}
+
+// groupWidth is the number of inputs per group for a matrix with in inputs.
+func (c Config) groupWidth(in int) int {
+	if c.GroupSize <= 0 || c.GroupSize >= in {
+		return in
+	}
+	return c.GroupSize
+}
+
+// gridError reports a group whose scale cannot be stored as float16.
+type gridError struct {
+	output int
+	scale  float32
+}
+
+func (e *gridError) Error() string {
+	return fmt.Sprintf("output %d: scale %g overflows float16 (weights beyond ±%g cannot be stored in GPTQ int4)", e.output, e.scale, 65504*7.5)
+}
+
+// findParams computes the grid of one group for outputs [c0, c1) from the
+// rows [r0, r1) of wt [in, out] (transposed weight: row i holds input i of
+// every output). It writes float16 scales into sc, their float32 values
+// into sf and zero points into zs, all indexed by output.
+//
+// The rule is ALGORITHMS.md §3 step 7 (AutoGPTQ's find_params with the range
+// always including 0): symmetric s = 2·max|w|/15, z = 8; asymmetric
+// s = (max − min)/15, z = round(−min/s); an all-zero range uses [−1, 1]. The
+// scale is rounded to float16 here, before any weight is quantized with it,
+// so the stored grid is the grid GPTQ used. Two cases the reference leaves
+// undefined are pinned down: a scale that rounds to float16 zero becomes
+// the smallest subnormal (2⁻²⁴), and since the v1 layout stores zero−1 in
+// four bits an asymmetric zero of 0 (min ≈ 0) is not representable, so such
+// a group uses z = 1 and s = max/14, whose grid [−s, 14·s] still spans it.
+func findParams(wt []float32, out, r0, r1, c0, c1 int, sym bool, sc []uint16, sf []float32, zs []uint8) error {
+	n := c1 - c0
+	xmin := make([]float32, n)
+	xmax := make([]float32, n)
+	for r := r0; r < r1; r++ {
+		row := wt[r*out+c0 : r*out+c1]
+		for c, v := range row {
+			if v < xmin[c] {
+				xmin[c] = v
+			}
+			if v > xmax[c] {
+				xmax[c] = v
+			}
+		}
+	}
+	for k := 0; k < n; k++ {
+		c := c0 + k
+		lo, hi := xmin[k], xmax[k]
+		var s float32
+		var z uint8
+		if sym {
+			amax := max(-lo, hi)
+			if amax == 0 {
+				amax = 1
+			}
+			s = 2 * amax / gptq.MaxQ
+			z = (gptq.MaxQ + 1) / 2
+		} else {
+			if lo == 0 && hi == 0 {
+				lo, hi = -1, 1
+			}
+			s = (hi - lo) / gptq.MaxQ
+			zf := math.RoundToEven(float64(-lo / s))
+			switch {
+			case zf < 1:
+				z = 1
+				s = hi / (gptq.MaxQ - 1)
+			case zf > gptq.MaxQ:
+				z = gptq.MaxQ
+			default:
+				z = uint8(zf)
+			}
+		}
+		h := half.F32ToF16(s)
+		if h&0x7fff >= 0x7c00 {
+			return &gridError{output: c, scale: s}
+		}
+		if h&0x7fff == 0 {
+			h = 1
+		}
+		sc[c], sf[c], zs[c] = h, half.F16ToF32(h), z
+	}
+	return nil
+}
+
+// code quantizes w on the grid (s, z): clamp(round(w/s) + z, 0, 15), with
+// round half to even as torch.round.
+func code(w, s float32, z uint8) uint8 {
+	r := math.RoundToEven(float64(w/s)) + float64(z)
+	if r <= 0 {
+		return 0
+	}
+	if r >= gptq.MaxQ {
+		return gptq.MaxQ
+	}
+	return uint8(r)
+}
