@@ -4,6 +4,8 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+
+	"github.com/moeforge/moeforge/internal/half"
 )
 
 var threads atomic.Int32
@@ -64,24 +66,46 @@ func getWorkspace(k *kernel, tileCols int) *workspace {
 	if ws == nil {
 		ws = new(workspace)
 	}
-	ws.ap = grow(ws.ap, k.mc*k.kc)
-	ws.bp = grow(ws.bp, roundUp(tileCols, k.nr)*k.kc)
+	ws.ap = growSlack(ws.ap, k.mc*k.kc)
+	ws.bp = growSlack(ws.bp, roundUp(tileCols, k.nr)*k.kc)
 	ws.tmp = grow(ws.tmp, k.nr*k.kc)
 	ws.edge = grow(ws.edge, k.mr*k.nr)
 	return ws
 }
 
-func (ws *workspace) int4Tables(groups, cols int) ([]float32, []int32) {
+// int4Tables returns the scales (as float32) and zeros (nibble + 1) of every
+// group for outputs [r0, r1), laid out [group][r1−r0].
+func (ws *workspace) int4Tables(m *Int4, r0, r1 int) ([]float32, []int32) {
+	groups := len(m.Scales) / m.N
+	cols := r1 - r0
 	ws.sc = grow(ws.sc, groups*cols)
 	if cap(ws.zs) < groups*cols {
 		ws.zs = make([]int32, groups*cols)
 	}
-	return ws.sc, ws.zs[:groups*cols]
+	sc, zs := ws.sc, ws.zs[:groups*cols]
+	for g := 0; g < groups; g++ {
+		half.WidenF16(sc[g*cols:(g+1)*cols], m.Scales[g*m.N+r0:g*m.N+r1])
+		zrow := m.QZeros[g*(m.N/8):]
+		z := zs[g*cols : (g+1)*cols]
+		for c := range z {
+			j := r0 + c
+			z[c] = int32(uint32(zrow[j/8])>>(uint(j%8)*4)&15) + 1
+		}
+	}
+	return sc, zs
 }
 
 func grow(s []float32, n int) []float32 {
 	if cap(s) < n {
 		return make([]float32, n)
+	}
+	return s[:n]
+}
+
+// growSlack is grow with 16 floats of spare capacity (see kernel.packRows).
+func growSlack(s []float32, n int) []float32 {
+	if cap(s) < n+16 {
+		return make([]float32, n, n+16)
 	}
 	return s[:n]
 }

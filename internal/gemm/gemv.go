@@ -1,10 +1,6 @@
 package gemm
 
-import (
-	"sync"
-
-	"github.com/moeforge/moeforge/internal/half"
-)
+import "sync"
 
 // gemv computes c[n] (+)= B·a for a single row a (m = 1), reading B once, and
 // reports whether it handled b's type.
@@ -25,13 +21,13 @@ func gemv(k *kernel, c, a []float32, b Matrix, acc bool) bool {
 				store(j, k.dot(a, m.Data[j*kk:(j+1)*kk]))
 			}
 		}
-	case BF16, F16:
-		conv, data := k.widenBF16, []uint16(nil)
-		if f, ok := m.(F16); ok {
-			conv, data = k.widenF16, f.Data
-		} else {
-			data = m.(BF16).Data
+	case BF16:
+		rows = func(_ *workspace, r0, r1 int) {
+			for j := r0; j < r1; j++ {
+				store(j, k.dotBF16(a, m.Data[j*kk:(j+1)*kk]))
+			}
 		}
+	case F16:
 		rows = func(ws *workspace, r0, r1 int) {
 			const chunk = 1024
 			tmp := ws.tmp[:min(chunk, kk)]
@@ -39,7 +35,7 @@ func gemv(k *kernel, c, a []float32, b Matrix, acc bool) bool {
 				var s float32
 				for p := 0; p < kk; p += chunk {
 					e := min(p+chunk, kk)
-					conv(tmp[:e-p], data[j*kk+p:j*kk+e])
+					k.widenF16(tmp[:e-p], m.Data[j*kk+p:j*kk+e])
 					s += k.dot(a[p:e], tmp[:e-p])
 				}
 				store(j, s)
@@ -49,6 +45,7 @@ func gemv(k *kernel, c, a []float32, b Matrix, acc bool) bool {
 		if m.N%8 != 0 || m.K%8 != 0 {
 			return false
 		}
+		mustCheck(m)
 		rows = func(ws *workspace, r0, r1 int) {
 			gemvInt4(k, ws, c, a, m, r0, r1, acc)
 		}
@@ -91,21 +88,10 @@ func gemv(k *kernel, c, a []float32, b Matrix, acc bool) bool {
 // consecutive outputs are consecutive words of QWeight.
 func gemvInt4(k *kernel, ws *workspace, c, a []float32, m Int4, r0, r1 int, acc bool) {
 	const chunk = 512 // outputs per pass: accumulators and tables stay in L1/L2
-	groups := len(m.Scales) / m.N
 	for q0 := r0; q0 < r1; q0 += chunk {
 		q1 := min(q0+chunk, r1)
 		cols := q1 - q0
-		sc, zs := ws.int4Tables(groups, cols)
-		for g := 0; g < groups; g++ {
-			srow := m.Scales[g*m.N+q0 : g*m.N+q1]
-			for j, h := range srow {
-				sc[g*cols+j] = half.F16ToF32(h)
-			}
-			zrow := m.QZeros[g*(m.N/8):]
-			for j := q0; j < q1; j++ {
-				zs[g*cols+j-q0] = int32(uint32(zrow[j/8])>>(uint(j%8)*4)&15) + 1
-			}
-		}
+		sc, zs := ws.int4Tables(&m, q0, q1)
 		ws.ct = grow(ws.ct, cols)
 		y := ws.ct
 		clear(y)
@@ -124,16 +110,21 @@ func gemvInt4(k *kernel, ws *workspace, c, a []float32, m Int4, r0, r1 int, acc 
 // int4RowsGo adds Σ_i a[i]·W[q0+j, i] to y[j] for j < cols, with the group
 // tables sc, zs laid out [group][cols].
 func int4RowsGo(y, a []float32, qw []int32, n, q0 int, gidx []int32, sc []float32, zs []int32, cols int) {
+	int4RowsGoRange(y, a, qw, n, q0, gidx, sc, zs, cols, 0, cols)
+}
+
+// int4RowsGoRange is int4RowsGo for the outputs j in [c0, c1).
+func int4RowsGoRange(y, a []float32, qw []int32, n, q0 int, gidx []int32, sc []float32, zs []int32, cols, c0, c1 int) {
+	yy := y[c0:c1]
 	for r := 0; r < len(gidx)/8; r++ {
-		words := qw[r*n+q0 : r*n+q0+cols]
+		words := qw[r*n+q0+c0 : r*n+q0+c1]
 		for j := 0; j < 8; j++ {
 			i := 8*r + j
 			ai := a[i]
 			g := int(gidx[i])
-			s := sc[g*cols : g*cols+cols]
-			z := zs[g*cols : g*cols+cols]
+			s := sc[g*cols+c0 : g*cols+c1]
+			z := zs[g*cols+c0 : g*cols+c1]
 			shift := uint(j) * 4
-			yy := y[:cols]
 			for c, w := range words {
 				yy[c] += ai * (s[c] * float32(int32(uint32(w)>>shift&15)-z[c]))
 			}

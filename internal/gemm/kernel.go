@@ -32,6 +32,16 @@ type kernel struct {
 	dot func(a, b []float32) float32
 	// int4Rows is the inner loop of the int4 matrix-vector product.
 	int4Rows func(y, a []float32, qw []int32, n, q0 int, gidx []int32, sc []float32, zs []int32, cols int)
+	// dotBF16 returns Σ a[i]·widen(b[i]) over len(a) elements.
+	dotBF16 func(a []float32, b []uint16) float32
+	// int4Panel dequantizes outputs [q, q+rows) × inputs [p0, p1) of m into
+	// d[(p−p0)·w + c], c < rows, with per-group tables sc, zs of row stride
+	// ldt whose column t0 is output q (see int4Op).
+	int4Panel func(d []float32, w int, m *Int4, q, rows int, sc []float32, zs []int32, ldt, t0, p0, p1 int)
+	// packRows packs a full panel: panel[p·w+i] = src[i·ld+p] for i < w,
+	// p < kc. The panel slice may be written up to 8 floats past its length
+	// (within its capacity; packing buffers have that slack).
+	packRows func(panel, src []float32, ld, w, kc int)
 }
 
 // goKernel is the portable implementation, used where no SIMD kernel exists
@@ -43,6 +53,9 @@ var goKernel = &kernel{
 	widenF16:  half.WidenF16,
 	dot:       dotGo,
 	int4Rows:  int4RowsGo,
+	packRows:  packRowsGo,
+	dotBF16:   dotBF16Go,
+	int4Panel: int4PanelGo,
 }
 
 // kernels lists the implementations this machine can run, best first.
@@ -168,6 +181,28 @@ func dotGo(a, b []float32) float32 {
 	}
 	for ; i < len(a); i++ {
 		s0 += a[i] * b[i]
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+func packRowsGo(panel, src []float32, ld, w, kc int) {
+	for i := 0; i < w; i++ {
+		scatterRow(panel, src[i*ld:i*ld+kc], i, w)
+	}
+}
+
+func dotBF16Go(a []float32, b []uint16) float32 {
+	b = b[:len(a)]
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+4 <= len(a); i += 4 {
+		s0 += a[i] * math.Float32frombits(uint32(b[i])<<16)
+		s1 += a[i+1] * math.Float32frombits(uint32(b[i+1])<<16)
+		s2 += a[i+2] * math.Float32frombits(uint32(b[i+2])<<16)
+		s3 += a[i+3] * math.Float32frombits(uint32(b[i+3])<<16)
+	}
+	for ; i < len(a); i++ {
+		s0 += a[i] * math.Float32frombits(uint32(b[i])<<16)
 	}
 	return (s0 + s1) + (s2 + s3)
 }

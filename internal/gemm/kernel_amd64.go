@@ -22,6 +22,9 @@ func widenBF16AVX2(dst *float32, src *uint16, n int)
 //go:noescape
 func widenF16F16C(dst *float32, src *uint16, n int)
 
+//go:noescape
+func transpose8AVX2(dst *float32, w int, src *float32, offs *[8]int, blocks int)
+
 func peakAVX2(n int)
 
 func peakAVX512(n int)
@@ -39,8 +42,11 @@ func archKernels() []*kernel {
 			micro:     kern14x32AVX512,
 			widenBF16: widenBF16SIMD,
 			widenF16:  widenF16SIMD,
-			dot:       dotGo,
-			int4Rows:  int4RowsGo,
+			dot:       dotSIMD,
+			dotBF16:   dotBF16SIMD,
+			int4Rows:  int4RowsSIMD,
+			int4Panel: int4PanelSIMD,
+			packRows:  packRowsAVX2,
 		})
 	}
 	if hasAVX2 {
@@ -49,8 +55,11 @@ func archKernels() []*kernel {
 			micro:     kern6x16AVX2,
 			widenBF16: widenBF16SIMD,
 			widenF16:  widenF16SIMD,
-			dot:       dotGo,
-			int4Rows:  int4RowsGo,
+			dot:       dotSIMD,
+			dotBF16:   dotBF16SIMD,
+			int4Rows:  int4RowsSIMD,
+			int4Panel: int4PanelSIMD,
+			packRows:  packRowsAVX2,
 		})
 	}
 	return ks
@@ -88,4 +97,114 @@ func peakLoop(n int) float64 {
 		return float64(n) * 12 * 8 * 2
 	}
 	return peakGo(n)
+}
+
+// packRowsAVX2 is packRowsGo with 8×8 register transposes: row groups of 8
+// are done from the last (possibly partial, whose 8-wide stores spill into the
+// next step) to the first, then the steps past the last multiple of 8.
+func packRowsAVX2(panel, src []float32, ld, w, kc int) {
+	blocks := kc / 8
+	if blocks == 0 {
+		packRowsGo(panel, src, ld, w, kc)
+		return
+	}
+	_ = src[(w-1)*ld+kc-1]
+	// The last 8-wide store ends at most 7 floats past the panel's end.
+	_ = panel[:cap(panel)][(blocks*8-1)*w+((w-1)/8)*8+7]
+	var offs [8]int
+	for g := (w - 1) / 8 * 8; g >= 0; g -= 8 {
+		rows := min(8, w-g)
+		for r := range offs {
+			offs[r] = (g + min(r, rows-1)) * ld
+		}
+		transpose8AVX2(&panel[g], w, &src[0], &offs, blocks)
+	}
+	for p := blocks * 8; p < kc; p++ {
+		d := panel[p*w : p*w+w]
+		for i := range d {
+			d[i] = src[i*ld+p]
+		}
+	}
+}
+
+//go:noescape
+func dotAVX2(a, b *float32, n int) float32
+
+//go:noescape
+func dotBF16AVX2(a *float32, b *uint16, n int) float32
+
+//go:noescape
+func int4PanelAVX2(dst *float32, w int, qw *int32, n int, gidx *int32, sc *float32, zs *int32, ldt int, p0, p1 int)
+
+//go:noescape
+func int4DotAVX2(y *float32, a *float32, qw *int32, n int, gidx *int32, sc *float32, zs *int32, ldt int, rows int)
+
+func dotSIMD(a, b []float32) float32 {
+	n := len(a) &^ 31
+	var s float32
+	if n > 0 {
+		_ = b[n-1]
+		s = dotAVX2(&a[0], &b[0], n)
+	}
+	if n < len(a) {
+		s += dotGo(a[n:], b[n:len(a)])
+	}
+	return s
+}
+
+func dotBF16SIMD(a []float32, b []uint16) float32 {
+	n := len(a) &^ 31
+	var s float32
+	if n > 0 {
+		_ = b[n-1]
+		s = dotBF16AVX2(&a[0], &b[0], n)
+	}
+	if n < len(a) {
+		s += dotBF16Go(a[n:], b[n:len(a)])
+	}
+	return s
+}
+
+// int4PanelSIMD dequantizes inputs [p0, p1) of outputs [q, q+rows) into a
+// panel of width w (rows ≤ w), 16 outputs at a time; see int4PanelGo.
+func int4PanelSIMD(d []float32, w int, m *Int4, q, rows int, sc []float32, zs []int32, ldt, t0, p0, p1 int) {
+	full := rows &^ 15
+	if full > 0 && p1 > p0 {
+		_ = m.QWeight[(p1-1)/8*m.N+q+full-1]
+		_ = m.GIdx[p1-1]
+		_ = d[(p1-p0-1)*w+full-1]
+		for c := 0; c < full; c += 16 {
+			// Each group's 16-entry rows must be inside the tables.
+			_ = sc[(len(sc)/ldt-1)*ldt+t0+c+15]
+			_ = zs[(len(zs)/ldt-1)*ldt+t0+c+15]
+			int4PanelAVX2(&d[c], w, &m.QWeight[q+c], m.N, &m.GIdx[0], &sc[t0+c], &zs[t0+c], ldt, p0, p1)
+		}
+	}
+	if full < rows {
+		int4PanelGo(d[full:], w, m, q+full, rows-full, sc, zs, ldt, t0+full, p0, p1)
+	}
+}
+
+// int4RowsSIMD is int4RowsGo with 16 outputs at a time in registers.
+func int4RowsSIMD(y, a []float32, qw []int32, n, q0 int, gidx []int32, sc []float32, zs []int32, cols int) {
+	full := cols &^ 15
+	k := len(gidx)
+	if full > 0 && k > 0 {
+		_ = a[k-1]
+		_ = qw[(k/8-1)*n+q0+full-1]
+		groups := len(sc) / cols
+		_ = sc[(groups-1)*cols+full-1]
+		_ = zs[(groups-1)*cols+full-1]
+		var tmp [16]float32
+		for c := 0; c < full; c += 16 {
+			int4DotAVX2(&tmp[0], &a[0], &qw[q0+c], n, &gidx[0], &sc[c], &zs[c], cols, k/8)
+			yy := y[c : c+16]
+			for i, v := range tmp {
+				yy[i] += v
+			}
+		}
+	}
+	if full < cols {
+		int4RowsGoRange(y, a, qw, n, q0, gidx, sc, zs, cols, full, cols)
+	}
 }

@@ -399,3 +399,296 @@ wfloop:
 wfdone:
 	VZEROUPPER
 	RET
+
+// ---------------------------------------------------------------------------
+// func transpose8AVX2(dst *float32, w int, src *float32, offs *[8]int, blocks int)
+//
+// Packing transpose: for b < blocks and p < 8, stores the 8 floats
+// src[offs[0]+8b+p], …, src[offs[7]+8b+p] at dst[(8b+p)·w]. Stores are 8 wide
+// and made in increasing order of p, so with w < 8 each one spills into the
+// next step, which a later store overwrites.
+TEXT ·transpose8AVX2(SB), NOSPLIT, $0-40
+	MOVQ dst+0(FP), DI
+	MOVQ w+8(FP), DX
+	SHLQ $2, DX
+	MOVQ src+16(FP), SI
+	MOVQ offs+24(FP), AX
+	MOVQ blocks+32(FP), CX
+	MOVQ 0(AX), R8
+	MOVQ 8(AX), R9
+	MOVQ 16(AX), R10
+	MOVQ 24(AX), R11
+	MOVQ 32(AX), R12
+	MOVQ 40(AX), R13
+	MOVQ 48(AX), BX
+	MOVQ 56(AX), AX
+	TESTQ CX, CX
+	JLE   trdone
+
+trloop:
+	VMOVUPS (SI)(R8*4), Y0
+	VMOVUPS (SI)(R9*4), Y1
+	VMOVUPS (SI)(R10*4), Y2
+	VMOVUPS (SI)(R11*4), Y3
+	VMOVUPS (SI)(R12*4), Y4
+	VMOVUPS (SI)(R13*4), Y5
+	VMOVUPS (SI)(BX*4), Y6
+	VMOVUPS (SI)(AX*4), Y7
+	VUNPCKLPS Y1, Y0, Y8
+	VUNPCKHPS Y1, Y0, Y9
+	VUNPCKLPS Y3, Y2, Y10
+	VUNPCKHPS Y3, Y2, Y11
+	VUNPCKLPS Y5, Y4, Y12
+	VUNPCKHPS Y5, Y4, Y13
+	VUNPCKLPS Y7, Y6, Y14
+	VUNPCKHPS Y7, Y6, Y15
+	VSHUFPS $0x44, Y10, Y8, Y0
+	VSHUFPS $0xEE, Y10, Y8, Y1
+	VSHUFPS $0x44, Y11, Y9, Y2
+	VSHUFPS $0xEE, Y11, Y9, Y3
+	VSHUFPS $0x44, Y14, Y12, Y4
+	VSHUFPS $0xEE, Y14, Y12, Y5
+	VSHUFPS $0x44, Y15, Y13, Y6
+	VSHUFPS $0xEE, Y15, Y13, Y7
+	VPERM2F128 $0x20, Y4, Y0, Y8
+	VPERM2F128 $0x20, Y5, Y1, Y9
+	VPERM2F128 $0x20, Y6, Y2, Y10
+	VPERM2F128 $0x20, Y7, Y3, Y11
+	VPERM2F128 $0x31, Y4, Y0, Y12
+	VPERM2F128 $0x31, Y5, Y1, Y13
+	VPERM2F128 $0x31, Y6, Y2, Y14
+	VPERM2F128 $0x31, Y7, Y3, Y15
+	VMOVUPS Y8, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Y9, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Y10, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Y11, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Y12, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Y13, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Y14, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Y15, (DI)
+	ADDQ    DX, DI
+	ADDQ    $32, SI
+	DECQ    CX
+	JNZ     trloop
+
+trdone:
+	VZEROUPPER
+	RET
+
+// ---------------------------------------------------------------------------
+// Matrix-vector helpers (AVX2).
+
+// func dotAVX2(a, b *float32, n int) float32  — n a multiple of 32.
+TEXT ·dotAVX2(SB), NOSPLIT, $0-28
+	MOVQ   a+0(FP), SI
+	MOVQ   b+8(FP), DI
+	MOVQ   n+16(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	SHRQ   $5, CX
+	JZ     dotsum
+
+dotloop:
+	VMOVUPS     (SI), Y4
+	VMOVUPS     32(SI), Y5
+	VMOVUPS     64(SI), Y6
+	VMOVUPS     96(SI), Y7
+	VFMADD231PS (DI), Y4, Y0
+	VFMADD231PS 32(DI), Y5, Y1
+	VFMADD231PS 64(DI), Y6, Y2
+	VFMADD231PS 96(DI), Y7, Y3
+	ADDQ        $128, SI
+	ADDQ        $128, DI
+	DECQ        CX
+	JNZ         dotloop
+
+dotsum:
+	VADDPS       Y1, Y0, Y0
+	VADDPS       Y3, Y2, Y2
+	VADDPS       Y2, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VZEROUPPER
+	MOVSS        X0, ret+24(FP)
+	RET
+
+// func dotBF16AVX2(a *float32, b *uint16, n int) float32  — n a multiple of 32.
+TEXT ·dotBF16AVX2(SB), NOSPLIT, $0-28
+	MOVQ   a+0(FP), SI
+	MOVQ   b+8(FP), DI
+	MOVQ   n+16(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	SHRQ   $5, CX
+	JZ     dbsum
+
+dbloop:
+	VPMOVZXWD   (DI), Y4
+	VPMOVZXWD   16(DI), Y5
+	VPMOVZXWD   32(DI), Y6
+	VPMOVZXWD   48(DI), Y7
+	VPSLLD      $16, Y4, Y4
+	VPSLLD      $16, Y5, Y5
+	VPSLLD      $16, Y6, Y6
+	VPSLLD      $16, Y7, Y7
+	VFMADD231PS (SI), Y4, Y0
+	VFMADD231PS 32(SI), Y5, Y1
+	VFMADD231PS 64(SI), Y6, Y2
+	VFMADD231PS 96(SI), Y7, Y3
+	ADDQ        $128, SI
+	ADDQ        $64, DI
+	DECQ        CX
+	JNZ         dbloop
+
+dbsum:
+	VADDPS       Y1, Y0, Y0
+	VADDPS       Y3, Y2, Y2
+	VADDPS       Y2, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VZEROUPPER
+	MOVSS        X0, ret+24(FP)
+	RET
+
+// func int4PanelAVX2(dst *float32, w int, qw *int32, n int, gidx *int32, sc *float32, zs *int32, ldt int, p0, p1 int)
+//
+// Dequantizes 16 consecutive outputs (qw, sc and zs point at the first) for
+// inputs p in [p0, p1): dst[(p−p0)·w + c] = sc[g·ldt+c]·float(nibble(qw[(p/8)·n+c], p%8) − zs[g·ldt+c])
+// with g = gidx[p].
+TEXT ·int4PanelAVX2(SB), NOSPLIT, $0-80
+	MOVQ dst+0(FP), DI
+	MOVQ w+8(FP), R13
+	SHLQ $2, R13
+	MOVQ qw+16(FP), SI
+	MOVQ n+24(FP), R8
+	SHLQ $2, R8
+	MOVQ gidx+32(FP), R9
+	MOVQ sc+40(FP), R10
+	MOVQ zs+48(FP), R11
+	MOVQ ldt+56(FP), R12
+	SHLQ $2, R12
+	MOVQ p0+64(FP), CX
+	MOVQ p1+72(FP), BX
+	SUBQ CX, BX
+	JLE  i4pdone
+	MOVL         $15, AX
+	VMOVD        AX, X15
+	VPBROADCASTD X15, Y15
+
+i4ploop:
+	MOVQ      CX, AX
+	ANDQ      $7, AX
+	SHLQ      $2, AX
+	VMOVQ     AX, X14
+	MOVLQSX   (R9)(CX*4), AX
+	IMULQ     R12, AX
+	MOVQ      CX, DX
+	SHRQ      $3, DX
+	IMULQ     R8, DX
+	VMOVDQU   (SI)(DX*1), Y0
+	VMOVDQU   32(SI)(DX*1), Y1
+	VPSRLD    X14, Y0, Y0
+	VPSRLD    X14, Y1, Y1
+	VPAND     Y15, Y0, Y0
+	VPAND     Y15, Y1, Y1
+	VPSUBD    (R11)(AX*1), Y0, Y0
+	VPSUBD    32(R11)(AX*1), Y1, Y1
+	VCVTDQ2PS Y0, Y0
+	VCVTDQ2PS Y1, Y1
+	VMULPS    (R10)(AX*1), Y0, Y0
+	VMULPS    32(R10)(AX*1), Y1, Y1
+	VMOVUPS   Y0, (DI)
+	VMOVUPS   Y1, 32(DI)
+	ADDQ      R13, DI
+	INCQ      CX
+	DECQ      BX
+	JNZ       i4ploop
+
+i4pdone:
+	VZEROUPPER
+	RET
+
+// One input of the int4 matrix-vector product: j is the input's index within
+// its word (0…7), acc0/acc1 the accumulators it adds to.
+#define I4STEP(j, acc0, acc1) \
+	MOVLQSX      (j*4)(R9), AX; \
+	IMULQ        R12, AX; \
+	VBROADCASTSS (j*4)(DX), Y4; \
+	VPSRLD       $(4*j), Y2, Y5; \
+	VPSRLD       $(4*j), Y3, Y6; \
+	VPAND        Y15, Y5, Y5; \
+	VPAND        Y15, Y6, Y6; \
+	VPSUBD       (R11)(AX*1), Y5, Y5; \
+	VPSUBD       32(R11)(AX*1), Y6, Y6; \
+	VCVTDQ2PS    Y5, Y5; \
+	VCVTDQ2PS    Y6, Y6; \
+	VMULPS       (R10)(AX*1), Y5, Y5; \
+	VMULPS       32(R10)(AX*1), Y6, Y6; \
+	VFMADD231PS  Y5, Y4, acc0; \
+	VFMADD231PS  Y6, Y4, acc1
+
+// func int4DotAVX2(y *float32, a *float32, qw *int32, n int, gidx *int32, sc *float32, zs *int32, ldt int, rows int)
+//
+// y[c] = Σ_{i<8·rows} a[i]·sc[g·ldt+c]·(nibble(qw[(i/8)·n+c], i%8) − zs[g·ldt+c]),
+// g = gidx[i], for the 16 outputs c < 16 that qw, sc and zs point at.
+TEXT ·int4DotAVX2(SB), NOSPLIT, $0-72
+	MOVQ y+0(FP), DI
+	MOVQ a+8(FP), DX
+	MOVQ qw+16(FP), SI
+	MOVQ n+24(FP), R8
+	SHLQ $2, R8
+	MOVQ gidx+32(FP), R9
+	MOVQ sc+40(FP), R10
+	MOVQ zs+48(FP), R11
+	MOVQ ldt+56(FP), R12
+	SHLQ $2, R12
+	MOVQ rows+64(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	TESTQ CX, CX
+	JLE   i4dstore
+	MOVL         $15, AX
+	VMOVD        AX, X15
+	VPBROADCASTD X15, Y15
+
+i4dloop:
+	VMOVDQU (SI), Y2
+	VMOVDQU 32(SI), Y3
+	I4STEP(0, Y0, Y1)
+	I4STEP(1, Y7, Y8)
+	I4STEP(2, Y0, Y1)
+	I4STEP(3, Y7, Y8)
+	I4STEP(4, Y0, Y1)
+	I4STEP(5, Y7, Y8)
+	I4STEP(6, Y0, Y1)
+	I4STEP(7, Y7, Y8)
+	ADDQ R8, SI
+	ADDQ $32, R9
+	ADDQ $32, DX
+	DECQ CX
+	JNZ  i4dloop
+
+i4dstore:
+	VADDPS  Y7, Y0, Y0
+	VADDPS  Y8, Y1, Y1
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	VZEROUPPER
+	RET

@@ -6,11 +6,7 @@
 // float32 panel by panel inside the product, never as a whole.
 package gemm
 
-import (
-	"fmt"
-
-	"github.com/moeforge/moeforge/internal/half"
-)
+import "fmt"
 
 // Matrix is a read-only weight matrix of Rows() × Cols() elements ([out, in]).
 type Matrix interface {
@@ -55,7 +51,7 @@ func (m BF16) Cols() int { return m.K }
 // Widen converts a block to float32.
 func (m BF16) Widen(dst []float32, ld, r0, r1, c0, c1 int) {
 	for r := r0; r < r1; r++ {
-		half.WidenBF16(dst[(r-r0)*ld:(r-r0)*ld+c1-c0], m.Data[r*m.K+c0:r*m.K+c1])
+		active.Load().widenBF16(dst[(r-r0)*ld:(r-r0)*ld+c1-c0], m.Data[r*m.K+c0:r*m.K+c1])
 	}
 }
 
@@ -74,7 +70,7 @@ func (m F16) Cols() int { return m.K }
 // Widen converts a block to float32.
 func (m F16) Widen(dst []float32, ld, r0, r1, c0, c1 int) {
 	for r := r0; r < r1; r++ {
-		half.WidenF16(dst[(r-r0)*ld:(r-r0)*ld+c1-c0], m.Data[r*m.K+c0:r*m.K+c1])
+		active.Load().widenF16(dst[(r-r0)*ld:(r-r0)*ld+c1-c0], m.Data[r*m.K+c0:r*m.K+c1])
 	}
 }
 
@@ -101,18 +97,36 @@ func (m Int4) Rows() int { return m.N }
 // Cols returns K (input features).
 func (m Int4) Cols() int { return m.K }
 
-// Widen dequantizes a block.
+// Widen dequantizes a block. Scales and zeros are decoded once per call for
+// the block's outputs; each word of QWeight is read once and yields up to 8
+// consecutive values of one output row.
 func (m Int4) Widen(dst []float32, ld, r0, r1, c0, c1 int) {
-	for i := c0; i < c1; i++ {
-		word := m.QWeight[(i/8)*m.N:]
-		shift := uint(i%8) * 4
-		g := int(m.GIdx[i])
-		zrow := m.QZeros[g*(m.N/8):]
-		srow := m.Scales[g*m.N:]
-		for c := r0; c < r1; c++ {
-			q := int32(uint32(word[c])>>shift) & 15
-			z := int32(uint32(zrow[c/8])>>(uint(c%8)*4))&15 + 1
-			dst[(c-r0)*ld+i-c0] = half.F16ToF32(srow[c]) * float32(q-z)
+	if r0 >= r1 || c0 >= c1 {
+		return
+	}
+	cols := r1 - r0
+	ws, _ := workspaces.Get().(*workspace)
+	if ws == nil {
+		ws = new(workspace)
+	}
+	defer workspaces.Put(ws)
+	sc, zs := ws.int4Tables(&m, r0, r1)
+	var srow [8][]float32
+	var zrow [8][]int32
+	for r := c0 / 8; r <= (c1-1)/8; r++ {
+		i0, i1 := max(8*r, c0), min(8*r+8, c1)
+		for i := i0; i < i1; i++ {
+			g := int(m.GIdx[i])
+			srow[i-8*r] = sc[g*cols : (g+1)*cols]
+			zrow[i-8*r] = zs[g*cols : (g+1)*cols]
+		}
+		words := m.QWeight[r*m.N+r0 : r*m.N+r1]
+		for c, w := range words {
+			d := dst[c*ld+i0-c0 : c*ld+i1-c0]
+			for i := range d {
+				j := i0 - 8*r + i
+				d[i] = srow[j][c] * float32(int32(uint32(w)>>(4*uint(j))&15)-zrow[j][c])
+			}
 		}
 	}
 }

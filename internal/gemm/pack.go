@@ -1,9 +1,5 @@
 package gemm
 
-import (
-	"github.com/moeforge/moeforge/internal/half"
-)
-
 // An operand is one factor of a product seen as rows × depth (the depth is the
 // summed dimension). pack writes rows [r0, r1) × depth [p0, p1) as panels of w
 // rows: panel q, at dst[q·w·(p1−p0):], holds for each depth step p the values
@@ -18,11 +14,15 @@ type rowsF32 struct {
 	ld   int
 }
 
-func (o rowsF32) pack(_ *kernel, _ *workspace, dst []float32, r0, r1, p0, p1, w int) {
+func (o rowsF32) pack(k *kernel, _ *workspace, dst []float32, r0, r1, p0, p1, w int) {
 	kc := p1 - p0
 	for q := r0; q < r1; q += w {
 		panel := dst[(q-r0)*kc : (q-r0)*kc+w*kc]
 		rows := min(w, r1-q)
+		if rows == w {
+			k.packRows(panel, o.data[q*o.ld+p0:], o.ld, w, kc)
+			continue
+		}
 		for i := 0; i < rows; i++ {
 			scatterRow(panel, o.data[(q+i)*o.ld+p0:(q+i)*o.ld+p1], i, w)
 		}
@@ -84,6 +84,10 @@ func (o widened) pack(k *kernel, ws *workspace, dst []float32, r0, r1, p0, p1, w
 		default:
 			o.m.Widen(tmp, kc, q, q+rows, p0, p1)
 		}
+		if rows == w {
+			k.packRows(panel, tmp, kc, w, kc)
+			continue
+		}
 		for i := 0; i < rows; i++ {
 			scatterRow(panel, tmp[i*kc:(i+1)*kc], i, w)
 		}
@@ -119,38 +123,39 @@ func zeroRows(panel []float32, rows, w, kc int) {
 // panel layout already.
 type int4Op struct{ m Int4 }
 
-func (o int4Op) pack(_ *kernel, ws *workspace, dst []float32, r0, r1, p0, p1, w int) {
-	m := o.m
+func (o int4Op) pack(k *kernel, ws *workspace, dst []float32, r0, r1, p0, p1, w int) {
+	m := &o.m
 	kc := p1 - p0
-	groups := len(m.Scales) / m.N
 	cols := r1 - r0
-	// Per-group scales (float32) and zeros for outputs [r0, r1).
-	sc, zs := ws.int4Tables(groups, cols)
-	for g := 0; g < groups; g++ {
-		srow := m.Scales[g*m.N+r0 : g*m.N+r1]
-		for c, h := range srow {
-			sc[g*cols+c] = half.F16ToF32(h)
-		}
-		zrow := m.QZeros[g*(m.N/8):]
-		for c := r0; c < r1; c++ {
-			zs[g*cols+c-r0] = int32(uint32(zrow[c/8])>>(uint(c%8)*4)&15) + 1
-		}
-	}
+	sc, zs := ws.int4Tables(m, r0, r1)
 	for q := r0; q < r1; q += w {
 		panel := dst[(q-r0)*kc : (q-r0)*kc+w*kc]
 		rows := min(w, r1-q)
-		for p := p0; p < p1; p++ {
-			g := int(m.GIdx[p])
-			words := m.QWeight[(p/8)*m.N+q : (p/8)*m.N+q+rows]
-			shift := uint(p%8) * 4
-			s := sc[g*cols+q-r0 : g*cols+q-r0+rows]
-			z := zs[g*cols+q-r0 : g*cols+q-r0+rows]
-			d := panel[(p-p0)*w : (p-p0)*w+w]
-			for i, wd := range words {
-				d[i] = s[i] * float32(int32(uint32(wd)>>shift&15)-z[i])
-			}
-			clear(d[rows:])
+		k.int4Panel(panel, w, m, q, rows, sc, zs, cols, q-r0, p0, p1)
+		zeroRows(panel, rows, w, kc)
+	}
+}
+
+// int4PanelGo is the portable kernel.int4Panel.
+func int4PanelGo(d []float32, w int, m *Int4, q, rows int, sc []float32, zs []int32, ldt, t0, p0, p1 int) {
+	for p := p0; p < p1; p++ {
+		g := int(m.GIdx[p])
+		words := m.QWeight[(p/8)*m.N+q : (p/8)*m.N+q+rows]
+		shift := uint(p%8) * 4
+		s := sc[g*ldt+t0 : g*ldt+t0+rows]
+		z := zs[g*ldt+t0 : g*ldt+t0+rows]
+		dd := d[(p-p0)*w : (p-p0)*w+rows]
+		for i, wd := range words {
+			dd[i] = s[i] * float32(int32(uint32(wd)>>shift&15)-z[i])
 		}
+	}
+}
+
+// mustCheck panics when an Int4 matrix is malformed (the SIMD paths index
+// its tables by g_idx without bounds checks).
+func mustCheck(m Int4) {
+	if err := m.Check(); err != nil {
+		panic("gemm: " + err.Error())
 	}
 }
 
@@ -171,10 +176,12 @@ func operandOf(b Matrix) operand {
 		return widened{*m, widenF16}
 	case Int4:
 		if m.N%8 == 0 && m.N > 0 {
+			mustCheck(m)
 			return int4Op{m}
 		}
 	case *Int4:
 		if m.N%8 == 0 && m.N > 0 {
+			mustCheck(*m)
 			return int4Op{*m}
 		}
 	}

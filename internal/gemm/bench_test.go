@@ -1,0 +1,145 @@
+package gemm
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Benchmarks report GFLOPS (2·m·n·k per product). Each product runs with the
+// best SIMD kernel (impl=asm) and with the portable Go kernel (impl=go):
+//
+//	go test -run '^$' -bench . -count 5 ./internal/gemm | tee bench.txt
+//	go run golang.org/x/perf/cmd/benchstat@latest bench.txt
+
+func BenchmarkPeak(b *testing.B) {
+	for _, th := range []int{1, Threads()} {
+		b.Run(fmt.Sprintf("threads=%d", th), func(b *testing.B) {
+			var g float64
+			for b.Loop() {
+				g = PeakGFLOPS(th, 200*time.Millisecond)
+			}
+			b.ReportMetric(g, "GFLOPS")
+			b.ReportMetric(g/float64(th), "GFLOPS/core")
+		})
+	}
+}
+
+// impls yields the sub-benchmark names and implementations to compare.
+func impls() [][2]string {
+	best := Impls()[0]
+	if best == "go" {
+		return [][2]string{{"go", "go"}}
+	}
+	return [][2]string{{"asm", best}, {"go", "go"}}
+}
+
+func benchMulT(b *testing.B, w Matrix, m int) {
+	n, k := w.Rows(), w.Cols()
+	r := rand.New(rand.NewPCG(1, 2))
+	a := randF32(r, m*k)
+	c := make([]float32, m*n)
+	for _, im := range impls() {
+		b.Run("impl="+im[0], func(b *testing.B) {
+			if err := SetImpl(im[1]); err != nil {
+				b.Fatal(err)
+			}
+			defer SetImpl("")
+			for b.Loop() {
+				MulT(c, a, w, m, false)
+			}
+			b.ReportMetric(2*float64(m)*float64(n)*float64(k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOPS")
+		})
+	}
+}
+
+func BenchmarkSquareF32(b *testing.B) {
+	for _, s := range []int{256, 512, 1024, 2048} {
+		r := rand.New(rand.NewPCG(uint64(s), 1))
+		w := F32{Data: randF32(r, s*s), N: s, K: s}
+		b.Run(fmt.Sprintf("n=%d", s), func(b *testing.B) { benchMulT(b, w, s) })
+	}
+}
+
+// Qwen1.5-MoE-A2.7B shapes: expert gate/up [1408, 2048], down [2048, 1408],
+// shared expert [5632, 2048], lm_head [151936, 2048].
+var expertShapes = [][2]int{{1408, 2048}, {2048, 1408}}
+
+var routedTokens = []int{1, 64, 128, 256, 512}
+
+func BenchmarkExpertF32(b *testing.B) {
+	for _, s := range expertShapes {
+		r := rand.New(rand.NewPCG(uint64(s[0]), 1))
+		w := F32{Data: randF32(r, s[0]*s[1]), N: s[0], K: s[1]}
+		for _, m := range routedTokens {
+			b.Run(fmt.Sprintf("%dx%d/m=%d", s[0], s[1], m), func(b *testing.B) { benchMulT(b, w, m) })
+		}
+	}
+}
+
+func BenchmarkExpertBF16(b *testing.B) {
+	for _, s := range expertShapes {
+		r := rand.New(rand.NewPCG(uint64(s[0]), 1))
+		w := BF16{Data: randHalf(r, s[0]*s[1], true), N: s[0], K: s[1]}
+		for _, m := range routedTokens {
+			b.Run(fmt.Sprintf("%dx%d/m=%d", s[0], s[1], m), func(b *testing.B) { benchMulT(b, w, m) })
+		}
+	}
+}
+
+func BenchmarkExpertInt4(b *testing.B) {
+	for _, s := range expertShapes {
+		for _, act := range []bool{false, true} {
+			r := rand.New(rand.NewPCG(uint64(s[0]), 1))
+			w := randInt4(r, s[0], s[1], 128, act)
+			for _, m := range routedTokens {
+				b.Run(fmt.Sprintf("%dx%d/act=%v/m=%d", s[0], s[1], act, m), func(b *testing.B) { benchMulT(b, w, m) })
+			}
+		}
+	}
+}
+
+func BenchmarkSharedExpert(b *testing.B) {
+	r := rand.New(rand.NewPCG(5632, 1))
+	wf := F32{Data: randF32(r, 5632*2048), N: 5632, K: 2048}
+	b.Run("f32/m=256", func(b *testing.B) { benchMulT(b, wf, 256) })
+	wb := BF16{Data: randHalf(r, 5632*2048, true), N: 5632, K: 2048}
+	b.Run("bf16/m=256", func(b *testing.B) { benchMulT(b, wb, 256) })
+}
+
+var lmHead = sync.OnceValue(func() BF16 {
+	const n, k = 151936, 2048
+	r := rand.New(rand.NewPCG(151936, 1))
+	return BF16{Data: randHalf(r, n*k, true), N: n, K: k}
+})
+
+// BenchmarkLMHead uses a bfloat16 lm_head (622 MB; 1.2 GB as float32),
+// allocated on first use.
+func BenchmarkLMHead(b *testing.B) {
+	w := lmHead()
+	for _, m := range []int{1, 16} {
+		b.Run(fmt.Sprintf("bf16/m=%d", m), func(b *testing.B) { benchMulT(b, w, m) })
+	}
+}
+
+func BenchmarkSyrkAdd(b *testing.B) {
+	const n, k = 512, 2048
+	r := rand.New(rand.NewPCG(3, 3))
+	x := randF32(r, n*k)
+	h := make([]float64, k*k)
+	for _, im := range impls() {
+		b.Run("impl="+im[0], func(b *testing.B) {
+			if err := SetImpl(im[1]); err != nil {
+				b.Fatal(err)
+			}
+			defer SetImpl("")
+			for b.Loop() {
+				SyrkAdd(h, x, n, k)
+			}
+			// Useful work: the k(k+1)/2 distinct entries, 2n flops each.
+			b.ReportMetric(float64(n)*float64(k)*float64(k+1)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOPS")
+		})
+	}
+}
