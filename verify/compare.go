@@ -14,34 +14,74 @@ type Progress func(done, total int)
 // metrics. Sequences are run batchSize at a time (1 if batchSize ≤ 0) so that
 // memory stays bounded by one batch's logits.
 func Compare(ctx context.Context, ref, cand *model.Model, seqs [][]int, batchSize int, progress Progress) (Metrics, error) {
-	if ref.Config.VocabSize != cand.Config.VocabSize {
-		return Metrics{}, fmt.Errorf("vocabularies differ: reference has %d tokens, candidate %d", ref.Config.VocabSize, cand.Config.VocabSize)
+	r, err := Run(ctx, ref, cand, seqs, Options{BatchSize: batchSize, Progress: progress})
+	return r.Metrics, err
+}
+
+// Options control Run.
+type Options struct {
+	// BatchSize is the number of sequences run together (1 if ≤ 0).
+	BatchSize int
+	// PerLayer adds the comparison of the hidden state after every layer
+	// and of the expert selection (Result.Layers). It keeps one batch's
+	// reference hidden states for all layers in memory.
+	PerLayer bool
+	// Progress, when set, is told how many sequences are done.
+	Progress Progress
+}
+
+// Result is what Run measured.
+type Result struct {
+	Metrics Metrics
+	// Layers holds one entry per decoder layer with Options.PerLayer.
+	Layers []LayerResult
+}
+
+// Run runs both models on every sequence, batch by batch, and measures the
+// parity metrics and, with opt.PerLayer, the per-layer comparison. The
+// models must pass CheckCompatible.
+func Run(ctx context.Context, ref, cand *model.Model, seqs [][]int, opt Options) (Result, error) {
+	if err := CheckCompatible(ref, cand, opt.PerLayer); err != nil {
+		return Result{}, err
 	}
 	V := ref.Config.VocabSize
 	acc := NewAccumulator(V)
-	batchSize = max(batchSize, 1)
+	var lc *layerCollector
+	var refHooks, candHooks *model.Hooks
+	if opt.PerLayer {
+		lc = newLayerCollector(ref, cand)
+		refHooks, candHooks = lc.refHooks(), lc.candHooks()
+	}
+	batchSize := max(opt.BatchSize, 1)
 	for i := 0; i < len(seqs); i += batchSize {
 		batch := seqs[i:min(i+batchSize, len(seqs))]
-		lr, err := ref.Logits(ctx, &model.Batch{Seqs: batch}, nil)
+		lr, err := ref.Logits(ctx, &model.Batch{Seqs: batch}, refHooks)
 		if err != nil {
-			return Metrics{}, fmt.Errorf("reference: %w", err)
+			return Result{}, fmt.Errorf("reference: %w", err)
 		}
-		lc, err := cand.Logits(ctx, &model.Batch{Seqs: batch}, nil)
+		lcand, err := cand.Logits(ctx, &model.Batch{Seqs: batch}, candHooks)
 		if err != nil {
-			return Metrics{}, fmt.Errorf("candidate: %w", err)
+			return Result{}, fmt.Errorf("candidate: %w", err)
+		}
+		if lc != nil && lc.err != nil {
+			return Result{}, lc.err
 		}
 		row := 0
 		for _, s := range batch {
-			if err := acc.Add(lr[row*V:(row+len(s))*V], lc[row*V:(row+len(s))*V], s); err != nil {
-				return Metrics{}, err
+			if err := acc.Add(lr[row*V:(row+len(s))*V], lcand[row*V:(row+len(s))*V], s); err != nil {
+				return Result{}, err
 			}
 			row += len(s)
 		}
-		if progress != nil {
-			progress(min(i+batchSize, len(seqs)), len(seqs))
+		if opt.Progress != nil {
+			opt.Progress(min(i+batchSize, len(seqs)), len(seqs))
 		}
 	}
-	return acc.Metrics(), nil
+	res := Result{Metrics: acc.Metrics()}
+	if lc != nil {
+		res.Layers = lc.results()
+	}
+	return res, nil
 }
 
 // Perplexity runs one model over the sequences and returns exp(mean

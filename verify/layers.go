@@ -1,0 +1,233 @@
+package verify
+
+import (
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/moeforge/moeforge/model"
+)
+
+// LayerResult compares the hidden state after one decoder layer, and the
+// layer's expert selection when both models route the same way.
+type LayerResult struct {
+	// Layer is the decoder layer's index.
+	Layer int `json:"layer"`
+	// MaxAbsDiff is max |h_cand − h_ref| over all tokens and features of the
+	// hidden state after the layer (after the final norm for the last layer,
+	// as transformers reports hidden_states).
+	MaxAbsDiff float64 `json:"max_abs_diff"`
+	// RelError is MaxAbsDiff / max |h_ref| over the same values.
+	RelError float64 `json:"rel_error"`
+	// Routing is nil unless both layers are MoE with the same number of
+	// experts and the same top-k.
+	Routing *Routing `json:"routing,omitempty"`
+}
+
+// Routing compares the top-k expert sets the two models choose per token.
+type Routing struct {
+	Experts int `json:"experts"`
+	TopK    int `json:"top_k"`
+	// SetAgreement is the share of tokens whose top-k sets are equal
+	// (order ignored).
+	SetAgreement float64 `json:"set_agreement"`
+	// MeanOverlap is the mean over tokens of |A ∩ B| / k.
+	MeanOverlap float64 `json:"mean_overlap"`
+}
+
+// Divergence says where the candidate's hidden states first leave the
+// reference's.
+type Divergence struct {
+	// Layer is the first divergent layer, or -1 when every layer is within
+	// the threshold (or every error is zero).
+	Layer int `json:"layer"`
+	// Rule is "threshold" (first layer whose RelError exceeds Threshold) or
+	// "largest_jump" (no threshold in effect: the layer whose RelError grows
+	// most over the previous layer's).
+	Rule string `json:"rule"`
+	// Threshold is the limit used by the "threshold" rule.
+	Threshold *float64 `json:"threshold,omitempty"`
+}
+
+// FirstDivergence locates the first divergent layer. With a limit, it is
+// the first layer whose relative error exceeds it (or is NaN); without one,
+// the layer with the largest increase of relative error over its
+// predecessor (the first layer's predecessor counts as 0).
+func FirstDivergence(layers []LayerResult, limit *float64) Divergence {
+	if limit != nil {
+		d := Divergence{Layer: -1, Rule: "threshold", Threshold: ptr(*limit)}
+		for _, l := range layers {
+			if l.RelError > *limit || math.IsNaN(l.RelError) {
+				d.Layer = l.Layer
+				break
+			}
+		}
+		return d
+	}
+	d := Divergence{Layer: -1, Rule: "largest_jump"}
+	best, prev := 0.0, 0.0
+	for _, l := range layers {
+		if math.IsNaN(l.RelError) {
+			d.Layer = l.Layer
+			return d
+		}
+		if jump := l.RelError - prev; jump > best {
+			best, d.Layer = jump, l.Layer
+		}
+		prev = l.RelError
+	}
+	return d
+}
+
+// CheckCompatible reports why two models cannot be compared: different
+// vocabularies, or for the per-layer comparison a different number of
+// layers or hidden size.
+func CheckCompatible(ref, cand *model.Model, perLayer bool) error {
+	rc, cc := ref.Config, cand.Config
+	if rc.VocabSize != cc.VocabSize {
+		return fmt.Errorf("vocabularies differ: reference has vocab_size %d, candidate %d; verify compares logits token by token and needs the same vocabulary", rc.VocabSize, cc.VocabSize)
+	}
+	if !perLayer {
+		return nil
+	}
+	if len(ref.Layers) != len(cand.Layers) {
+		return fmt.Errorf("--per-layer needs the same number of layers: reference has num_hidden_layers %d, candidate %d", len(ref.Layers), len(cand.Layers))
+	}
+	if rc.HiddenSize != cc.HiddenSize {
+		return fmt.Errorf("--per-layer needs the same hidden size: reference has hidden_size %d, candidate %d", rc.HiddenSize, cc.HiddenSize)
+	}
+	return nil
+}
+
+// layerCollector accumulates the per-layer comparison over batches: the
+// reference run records its hidden states and expert choices, the candidate
+// run compares against them as they are produced.
+type layerCollector struct {
+	n          int         // layers
+	routed     []bool      // layer i's routing is compared
+	topK       []int       // per layer, when routed
+	experts    []int       // per layer, when routed
+	maxAbs     []float64   // per layer
+	maxRef     []float64   // per layer
+	agree      []int       // tokens with equal top-k sets, per layer
+	overlap    []int       // Σ |A ∩ B|, per layer
+	tokens     []int       // routed tokens compared, per layer
+	refHidden  [][]float32 // this batch's reference hidden states, per layer
+	refExperts [][]int32   // this batch's reference choices, per layer
+	err        error
+}
+
+func newLayerCollector(ref, cand *model.Model) *layerCollector {
+	n := len(ref.Layers)
+	c := &layerCollector{
+		n: n, routed: make([]bool, n), topK: make([]int, n), experts: make([]int, n),
+		maxAbs: make([]float64, n), maxRef: make([]float64, n),
+		agree: make([]int, n), overlap: make([]int, n), tokens: make([]int, n),
+		refHidden: make([][]float32, n), refExperts: make([][]int32, n),
+	}
+	for i := range n {
+		r, k := ref.Layers[i].MoE, cand.Layers[i].MoE
+		if r != nil && k != nil && len(r.Experts) == len(k.Experts) && r.TopK == k.TopK {
+			c.routed[i], c.topK[i], c.experts[i] = true, r.TopK, len(r.Experts)
+		}
+	}
+	return c
+}
+
+// refHooks record the reference run of one batch.
+func (c *layerCollector) refHooks() *model.Hooks {
+	return &model.Hooks{
+		Hidden: func(index int, h []float32) {
+			if i := index - 1; i >= 0 && i < c.n {
+				c.refHidden[i] = append(c.refHidden[i][:0], h...)
+			}
+		},
+		Routing: func(layer int, _ []float32, experts []int32, _ []float32) {
+			if layer >= 0 && layer < c.n && c.routed[layer] {
+				c.refExperts[layer] = append(c.refExperts[layer][:0], experts...)
+			}
+		},
+	}
+}
+
+// candHooks compare the candidate run of the same batch.
+func (c *layerCollector) candHooks() *model.Hooks {
+	return &model.Hooks{
+		Hidden: func(index int, h []float32) {
+			i := index - 1
+			if i < 0 || i >= c.n {
+				return
+			}
+			ref := c.refHidden[i]
+			if len(ref) != len(h) {
+				// Only models CheckCompatible rejects get here.
+				c.err = fmt.Errorf("layer %d: hidden states of %d and %d values", i, len(ref), len(h))
+				return
+			}
+			maxAbs, maxRef := c.maxAbs[i], c.maxRef[i]
+			for j, v := range h {
+				r := float64(ref[j])
+				d := math.Abs(float64(v) - r)
+				if d > maxAbs || d != d {
+					maxAbs = d
+				}
+				maxRef = math.Max(maxRef, math.Abs(r))
+			}
+			c.maxAbs[i], c.maxRef[i] = maxAbs, maxRef
+		},
+		Routing: func(layer int, _ []float32, experts []int32, _ []float32) {
+			if layer < 0 || layer >= c.n || !c.routed[layer] {
+				return
+			}
+			ref, k := c.refExperts[layer], c.topK[layer]
+			if len(ref) != len(experts) {
+				return
+			}
+			for t := 0; t+k <= len(experts); t += k {
+				o := overlap(ref[t:t+k], experts[t:t+k])
+				c.overlap[layer] += o
+				if o == k {
+					c.agree[layer]++
+				}
+				c.tokens[layer]++
+			}
+		},
+	}
+}
+
+// overlap counts the ids of a that also appear in b (both of length k,
+// without repeats).
+func overlap(a, b []int32) int {
+	n := 0
+	for _, x := range a {
+		if slices.Contains(b, x) {
+			n++
+		}
+	}
+	return n
+}
+
+func (c *layerCollector) results() []LayerResult {
+	out := make([]LayerResult, c.n)
+	for i := range out {
+		r := LayerResult{Layer: i, MaxAbsDiff: c.maxAbs[i]}
+		switch {
+		case c.maxRef[i] > 0 || math.IsNaN(c.maxAbs[i]):
+			r.RelError = c.maxAbs[i] / c.maxRef[i]
+		case c.maxAbs[i] > 0:
+			// The reference is all zeros: any difference is total. (The
+			// largest finite value keeps the JSON document valid.)
+			r.RelError = math.MaxFloat64
+		}
+		if c.routed[i] {
+			ro := &Routing{Experts: c.experts[i], TopK: c.topK[i]}
+			if c.tokens[i] > 0 {
+				ro.SetAgreement = float64(c.agree[i]) / float64(c.tokens[i])
+				ro.MeanOverlap = float64(c.overlap[i]) / float64(c.tokens[i]*c.topK[i])
+			}
+			r.Routing = ro
+		}
+		out[i] = r
+	}
+	return out
+}
