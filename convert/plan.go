@@ -36,6 +36,9 @@ type Plan struct {
 
 	src     *hf.Checkpoint
 	produce []func() ([]byte, error)
+	// release[i] lists the input tensors last read by output i: their
+	// mapped pages are released once it is written.
+	release [][]*safetensors.Tensor
 }
 
 // Params counts parameters: all of them and those used per token.
@@ -92,6 +95,9 @@ func (p *Plan) Write(ctx context.Context, dir string, opt WriteOptions) (*WriteR
 			w.Abort()
 			return nil, err
 		}
+		for _, t := range p.release[i] {
+			releasePages(t.Bytes())
+		}
 		res.TensorBytes += info.ByteSize()
 		if opt.Progress != nil {
 			opt.Progress(i+1, len(p.Tensors))
@@ -110,12 +116,14 @@ func (p *Plan) Write(ctx context.Context, dir string, opt WriteOptions) (*WriteR
 }
 
 // source is how one output tensor is obtained: the input tensor of the same
-// name (raw), or a computation in float32 (f32).
+// name (raw), or a computation in float32 (f32) that reads the input
+// tensors listed in reads.
 type source struct {
 	dtype safetensors.DType
 	shape []int
 	raw   *safetensors.Tensor
 	f32   func() ([]float32, error)
+	reads []*safetensors.Tensor
 }
 
 // builder assembles a Plan: computed tensors are registered by name, every
@@ -145,10 +153,10 @@ func (b *builder) outDType(d safetensors.DType) safetensors.DType {
 	return safetensors.F32
 }
 
-// compute registers an output tensor computed in float32; like is the
-// input tensor whose dtype the output keeps.
-func (b *builder) compute(name string, like *safetensors.Tensor, shape []int, f func() ([]float32, error)) {
-	b.computed[name] = &source{dtype: b.outDType(like.DType), shape: shape, f32: f}
+// compute registers an output tensor computed in float32 from the input
+// tensors reads; like is the input tensor whose dtype the output keeps.
+func (b *builder) compute(name string, like *safetensors.Tensor, shape []int, f func() ([]float32, error), reads ...*safetensors.Tensor) {
+	b.computed[name] = &source{dtype: b.outDType(like.DType), shape: shape, f32: f, reads: reads}
 }
 
 // plan lists the output config's tensors in order, each computed or copied
@@ -168,7 +176,7 @@ func (b *builder) plan(summary *Summary) (*Plan, error) {
 			if !slices.Equal(t.Shape, spec.Shape) {
 				return nil, fmt.Errorf("%s: tensor %s has shape %v, want %v", b.in.Dir, spec.Name, t.Shape, spec.Shape)
 			}
-			s = &source{dtype: b.outDType(t.DType), shape: t.Shape, raw: t}
+			s = &source{dtype: b.outDType(t.DType), shape: t.Shape, raw: t, reads: []*safetensors.Tensor{t}}
 		}
 		if !slices.Equal(s.shape, spec.Shape) {
 			return nil, fmt.Errorf("internal error: tensor %s planned with shape %v, config wants %v", spec.Name, s.shape, spec.Shape)
@@ -176,6 +184,23 @@ func (b *builder) plan(summary *Summary) (*Plan, error) {
 		name := spec.Name
 		p.Tensors = append(p.Tensors, safetensors.Info{Name: name, DType: s.dtype, Shape: spec.Shape})
 		p.produce = append(p.produce, func() ([]byte, error) { return s.bytes(name) })
+		p.release = append(p.release, s.reads)
+	}
+	// Keep in release[i] only the tensors that no later output reads.
+	last := map[*safetensors.Tensor]int{}
+	for i, reads := range p.release {
+		for _, t := range reads {
+			last[t] = i
+		}
+	}
+	for i, reads := range p.release {
+		var done []*safetensors.Tensor
+		for _, t := range reads {
+			if last[t] == i && !slices.Contains(done, t) {
+				done = append(done, t)
+			}
+		}
+		p.release[i] = done
 	}
 	if used != len(b.computed) {
 		return nil, fmt.Errorf("internal error: %d computed tensors are not part of the output config", len(b.computed)-used)

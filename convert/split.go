@@ -87,7 +87,7 @@ func Split(in *hf.Checkpoint, opts SplitOptions) (*Plan, error) {
 							return nil, err
 						}
 						return m.gatherCols(span(first, Ip), float32(g)), nil
-					})
+					}, w)
 				} else {
 					b.compute(name, w, []int{Ip, h}, func() ([]float32, error) {
 						m, err := newMatrix(w)
@@ -95,7 +95,7 @@ func Split(in *hf.Checkpoint, opts SplitOptions) (*Plan, error) {
 							return nil, err
 						}
 						return m.gatherRows(span(first, Ip), 1), nil
-					})
+					}, w)
 				}
 			}
 		}
@@ -109,7 +109,7 @@ func Split(in *hf.Checkpoint, opts SplitOptions) (*Plan, error) {
 				return nil, err
 			}
 			return m.gatherRows(rows, 1), nil
-		})
+		}, router)
 	}
 	moe, dense := layerSplit(out)
 	sum := &Summary{

@@ -426,14 +426,14 @@ func (u *upcycler) planLayer(b *builder, i int) error {
 			shape = []int{h, u.S}
 		}
 		name := out.SharedExpertLinear(i, p) + ".weight"
-		b.compute(name, dense[p], shape, func() ([]float32, error) { return u.ffn(i, -1, p, name) })
+		b.compute(name, dense[p], shape, func() ([]float32, error) { return u.ffn(i, -1, p, name) }, dense[p])
 		for e := 0; e < u.E; e++ {
 			shape := []int{u.I, h}
 			if p == hf.DownProj {
 				shape = []int{h, u.I}
 			}
 			name := out.ExpertLinear(i, e, p) + ".weight"
-			b.compute(name, dense[p], shape, func() ([]float32, error) { return u.ffn(i, e, p, name) })
+			b.compute(name, dense[p], shape, func() ([]float32, error) { return u.ffn(i, e, p, name) }, dense[p])
 		}
 	}
 	return nil
