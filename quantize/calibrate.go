@@ -1,0 +1,196 @@
+package quantize
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/moeforge/moeforge/formats/safetensors"
+	"github.com/moeforge/moeforge/verify"
+)
+
+// TextCalibration tokenizes the calibration part of a corpus (the first
+// splitAt fraction of its characters, as the evaluation protocol splits it)
+// with encode and draws n random windows of seqlen tokens from it (seeded).
+func TextCalibration(text string, encode func(string) []int, splitAt float64, n, seqlen int, seed uint64) ([][]int, error) {
+	calib, _, err := verify.SplitText(text, splitAt)
+	if err != nil {
+		return nil, err
+	}
+	tokens := encode(calib)
+	if len(tokens) < seqlen {
+		return nil, fmt.Errorf("the calibration text (first %g of the file) has %d tokens, fewer than one window of %d (lower --seqlen)", splitAt, len(tokens), seqlen)
+	}
+	return verify.RandomWindows(tokens, n, seqlen, seed)
+}
+
+// IDCalibration reads calibration sequences from the input_ids tensor
+// [N, T] (I64 or I32) of a safetensors file; every id must be below vocab.
+func IDCalibration(path string, vocab int) ([][]int, error) {
+	f, err := safetensors.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	t, ok := f.Tensor("input_ids")
+	if !ok {
+		return nil, fmt.Errorf("%s: no tensor input_ids (want token ids [N, T])", path)
+	}
+	if len(t.Shape) != 2 || t.Shape[0] == 0 || t.Shape[1] == 0 {
+		return nil, fmt.Errorf("%s: input_ids has shape %v, want [N, T] with N, T > 0", path, t.Shape)
+	}
+	if t.DType != safetensors.I64 && t.DType != safetensors.I32 {
+		return nil, fmt.Errorf("%s: input_ids has dtype %s, want I64 or I32", path, t.DType)
+	}
+	ids, err := t.Int64s()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	n, T := t.Shape[0], t.Shape[1]
+	seqs := make([][]int, n)
+	for s := range seqs {
+		seqs[s] = make([]int, T)
+		for j := range seqs[s] {
+			id := ids[s*T+j]
+			if id < 0 || id >= int64(vocab) {
+				return nil, fmt.Errorf("%s: input_ids[%d, %d] = %d outside the vocabulary [0, %d)", path, s, j, id, vocab)
+			}
+			seqs[s][j] = int(id)
+		}
+	}
+	return seqs, nil
+}
+
+// activations holds the hidden states [tokens, hidden] of the calibration
+// sequences between decoder layers, in chunks of whole sequences so that a
+// layer's forward pass runs on one chunk at a time. With a spill directory
+// the chunks live zstd-compressed on disk, not in memory.
+type activations struct {
+	hidden int
+	chunks []*chunk
+	spill  string // directory of the chunk files, "" = in memory
+	enc    *zstd.Encoder
+	dec    *zstd.Decoder
+}
+
+type chunk struct {
+	seqs [][]int
+	rows int
+	data []float32 // in memory
+	path string    // spilled
+}
+
+// newActivations groups seqs into chunks of at most chunkTokens tokens (at
+// least one sequence each). spillDir, when set, is a directory under which
+// a private temporary directory is created.
+func newActivations(seqs [][]int, chunkTokens, hidden int, spillDir string) (*activations, error) {
+	a := &activations{hidden: hidden}
+	var cur *chunk
+	for _, s := range seqs {
+		if cur == nil || (cur.rows+len(s) > chunkTokens && cur.rows > 0) {
+			cur = &chunk{}
+			a.chunks = append(a.chunks, cur)
+		}
+		cur.seqs = append(cur.seqs, s)
+		cur.rows += len(s)
+	}
+	if spillDir != "" {
+		if st, err := os.Stat(spillDir); err != nil || !st.IsDir() {
+			return nil, fmt.Errorf("spill directory %s does not exist", spillDir)
+		}
+		dir, err := os.MkdirTemp(spillDir, "moeforge-activations-")
+		if err != nil {
+			return nil, err
+		}
+		a.spill = dir
+		if a.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1)); err != nil {
+			return nil, err
+		}
+		if a.dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1)); err != nil {
+			return nil, err
+		}
+		for i, c := range a.chunks {
+			c.path = filepath.Join(dir, fmt.Sprintf("chunk-%05d.f32.zst", i))
+		}
+	}
+	return a, nil
+}
+
+// load returns a copy of chunk i's hidden states that the caller may modify.
+func (a *activations) load(i int) ([]float32, error) {
+	c := a.chunks[i]
+	if a.spill == "" {
+		return append([]float32(nil), c.data...), nil
+	}
+	f, err := os.Open(c.path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if err := a.dec.Reset(bufio.NewReader(f)); err != nil {
+		return nil, fmt.Errorf("%s: %w", c.path, err)
+	}
+	x := make([]float32, c.rows*a.hidden)
+	buf := make([]byte, 4*4096)
+	for off := 0; off < len(x); {
+		n := min(4096, len(x)-off)
+		if _, err := io.ReadFull(a.dec, buf[:4*n]); err != nil {
+			return nil, fmt.Errorf("%s: %w", c.path, err)
+		}
+		for k := 0; k < n; k++ {
+			x[off+k] = math.Float32frombits(binary.LittleEndian.Uint32(buf[4*k:]))
+		}
+		off += n
+	}
+	return x, nil
+}
+
+// store replaces chunk i's hidden states with x (kept by reference in memory).
+func (a *activations) store(i int, x []float32) error {
+	c := a.chunks[i]
+	if a.spill == "" {
+		c.data = x
+		return nil
+	}
+	f, err := os.Create(c.path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	a.enc.Reset(w)
+	buf := make([]byte, 4*4096)
+	for off := 0; off < len(x); {
+		n := min(4096, len(x)-off)
+		for k := 0; k < n; k++ {
+			binary.LittleEndian.PutUint32(buf[4*k:], math.Float32bits(x[off+k]))
+		}
+		if _, err := a.enc.Write(buf[:4*n]); err != nil {
+			f.Close()
+			return err
+		}
+		off += n
+	}
+	if err := a.enc.Close(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// close removes the spill files.
+func (a *activations) close() {
+	if a.spill != "" {
+		os.RemoveAll(a.spill)
+		a.dec.Close()
+	}
+}

@@ -1,0 +1,221 @@
+package quantize
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+)
+
+// Method is how a module was quantized.
+type Method string
+
+// Quantization methods.
+const (
+	MethodGPTQ Method = "gptq"
+	MethodRTN  Method = "rtn"
+)
+
+// Fallback is what happens to a routed expert that saw fewer calibration
+// tokens than the threshold.
+type Fallback string
+
+// Expert fallbacks.
+const (
+	// FallbackRTN rounds the expert's weights to nearest.
+	FallbackRTN Fallback = "rtn"
+	// FallbackAllTokens runs GPTQ with the expert's Hessian augmented by
+	// every calibration token of the layer (routed or not).
+	FallbackAllTokens Fallback = "all-tokens"
+)
+
+// ModuleReport is what happened to one quantized linear layer.
+type ModuleReport struct {
+	Name   string `json:"name"`
+	Layer  int    `json:"layer"`
+	Expert int    `json:"expert"` // routed expert index, -1 otherwise
+	Group  int    `json:"group"`  // true-sequential group (1-based, see GroupNames)
+	Out    int    `json:"out"`
+	In     int    `json:"in"`
+	// Method is gptq, rtn, or gptq+all-tokens (an expert fallback).
+	Method string `json:"method"`
+	// Tokens is the number of calibration tokens the module's inputs came
+	// from (for a routed expert: tokens routed to it).
+	Tokens int `json:"tokens"`
+	// Fallback is set when the module did not get plain GPTQ because its
+	// expert saw fewer than MinTokens tokens.
+	Fallback  Fallback `json:"fallback,omitempty"`
+	MinTokens int      `json:"min_tokens,omitempty"`
+	// Loss is GPTQ's error estimate Σ (w−q)²/(2·Hinv_ii²) (0 for RTN).
+	Loss       float64 `json:"loss"`
+	Damp       float64 `json:"damp,omitempty"`
+	DampRaises int     `json:"damp_raises,omitempty"`
+	Dead       int     `json:"dead_inputs,omitempty"`
+	Seconds    float64 `json:"seconds"`
+}
+
+// StarvedExpert is a routed expert below the token threshold of some of its
+// projections (the threshold depends on a module's input width by default).
+type StarvedExpert struct {
+	Layer     int      `json:"layer"`
+	Expert    int      `json:"expert"`
+	Tokens    int      `json:"tokens"`
+	MinTokens int      `json:"min_tokens"` // the largest threshold among Modules
+	Fallback  Fallback `json:"fallback"`
+	Modules   []string `json:"modules"` // projections that fell back
+}
+
+// Calibration describes the calibration data.
+type Calibration struct {
+	Source    string `json:"source"`
+	Sequences int    `json:"sequences"`
+	SeqLen    int    `json:"seqlen"`
+	Tokens    int    `json:"tokens"`
+}
+
+// Totals sums the per-module figures.
+type Totals struct {
+	Modules       int     `json:"modules"`
+	GPTQ          int     `json:"gptq"`
+	RTN           int     `json:"rtn"`
+	AllTokens     int     `json:"all_tokens"`
+	StarvedExpert int     `json:"starved_experts"`
+	DampRaised    int     `json:"damp_raised"`
+	Loss          float64 `json:"loss"`
+	Seconds       float64 `json:"seconds"`
+}
+
+// Report is the record of a whole-model quantization (--report).
+type Report struct {
+	Input           string          `json:"input"`
+	Output          string          `json:"output"`
+	Method          Method          `json:"method"`
+	Bits            int             `json:"bits"`
+	GroupSize       int             `json:"group_size"`
+	Sym             bool            `json:"sym"`
+	DescAct         bool            `json:"desc_act"`
+	StaticGroups    bool            `json:"static_groups"`
+	Damp            float64         `json:"damp_percent"`
+	TrueSequential  bool            `json:"true_sequential"`
+	MinExpertTokens string          `json:"min_expert_tokens"`
+	ExpertFallback  Fallback        `json:"expert_fallback"`
+	Calibration     *Calibration    `json:"calibration,omitempty"`
+	GroupNames      []string        `json:"group_names"`
+	Modules         []ModuleReport  `json:"modules"`
+	Starved         []StarvedExpert `json:"starved_experts"`
+	Notices         []string        `json:"notices,omitempty"`
+	Totals          Totals          `json:"totals"`
+	Seconds         float64         `json:"seconds"`
+}
+
+// finish computes the totals and sorts the lists.
+func (r *Report) finish() {
+	sort.SliceStable(r.Modules, func(a, b int) bool {
+		ma, mb := r.Modules[a], r.Modules[b]
+		if ma.Layer != mb.Layer {
+			return ma.Layer < mb.Layer
+		}
+		return ma.Group < mb.Group
+	})
+	sort.Slice(r.Starved, func(a, b int) bool {
+		sa, sb := r.Starved[a], r.Starved[b]
+		if sa.Layer != sb.Layer {
+			return sa.Layer < sb.Layer
+		}
+		return sa.Expert < sb.Expert
+	})
+	t := Totals{StarvedExpert: len(r.Starved)}
+	for _, m := range r.Modules {
+		t.Modules++
+		switch {
+		case m.Fallback == FallbackAllTokens:
+			t.AllTokens++
+		case m.Method == string(MethodRTN):
+			t.RTN++
+		default:
+			t.GPTQ++
+		}
+		if m.DampRaises > 0 {
+			t.DampRaised++
+		}
+		t.Loss += m.Loss
+		t.Seconds += m.Seconds
+	}
+	r.Totals = t
+}
+
+// WriteSummary prints the human summary: settings, per-layer figures, every
+// starved expert with its token count and fallback, raised damping, totals.
+func (r *Report) WriteSummary(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "quantized %s → %s\n", r.Input, r.Output)
+	group := fmt.Sprint(r.GroupSize)
+	fmt.Fprintf(&b, "method %s, %d-bit, group %s, sym %v, desc_act %v, static_groups %v, damp %g, true_sequential %v\n",
+		r.Method, r.Bits, group, r.Sym, r.DescAct, r.StaticGroups, r.Damp, r.TrueSequential)
+	if c := r.Calibration; c != nil {
+		fmt.Fprintf(&b, "calibration: %d sequences × %d tokens (%d tokens) from %s\n", c.Sequences, c.SeqLen, c.Tokens, c.Source)
+	}
+	type layerSum struct {
+		modules, experts, fallbacks int
+		loss, secs                  float64
+		minTok, maxTok              int
+	}
+	var layers []int
+	sums := map[int]*layerSum{}
+	for _, m := range r.Modules {
+		s := sums[m.Layer]
+		if s == nil {
+			s = &layerSum{minTok: -1}
+			sums[m.Layer] = s
+			layers = append(layers, m.Layer)
+		}
+		s.modules++
+		s.loss += m.Loss
+		s.secs += m.Seconds
+		if m.Fallback != "" {
+			s.fallbacks++
+		}
+		if m.Expert >= 0 {
+			s.experts++
+			if s.minTok < 0 || m.Tokens < s.minTok {
+				s.minTok = m.Tokens
+			}
+			s.maxTok = max(s.maxTok, m.Tokens)
+		}
+	}
+	b.WriteString("\n")
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "layer\tmodules\tGPTQ loss\texpert tokens (min–max)\tfallback modules\tseconds\t")
+	for _, l := range layers {
+		s := sums[l]
+		tok := "-"
+		if s.experts > 0 {
+			tok = fmt.Sprintf("%d–%d", s.minTok, s.maxTok)
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%.4g\t%s\t%d\t%.2f\t\n", l, s.modules, s.loss, tok, s.fallbacks, s.secs)
+	}
+	tw.Flush()
+	if len(r.Starved) > 0 {
+		fmt.Fprintf(&b, "\n%d experts saw too few calibration tokens (fallback):\n", len(r.Starved))
+		tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "layer\texpert\ttokens\tthreshold\tfallback\tprojections\t")
+		for _, s := range r.Starved {
+			fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%s\t%s\t\n", s.Layer, s.Expert, s.Tokens, s.MinTokens, s.Fallback, strings.Join(s.Modules, ","))
+		}
+		tw.Flush()
+	}
+	for _, m := range r.Modules {
+		if m.DampRaises > 0 {
+			fmt.Fprintf(&b, "damping raised to %g for %s (Cholesky failed %d times)\n", m.Damp, m.Name, m.DampRaises)
+		}
+	}
+	for _, n := range r.Notices {
+		fmt.Fprintf(&b, "note: %s\n", n)
+	}
+	t := r.Totals
+	fmt.Fprintf(&b, "\ntotal: %d modules (%d GPTQ, %d RTN, %d GPTQ with all-token Hessian), %d starved experts, damping raised for %d; GPTQ loss %.4g; %.1f s quantizing, %.1f s in all\n",
+		t.Modules, t.GPTQ, t.RTN, t.AllTokens, t.StarvedExpert, t.DampRaised, t.Loss, t.Seconds, r.Seconds)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
