@@ -24,7 +24,9 @@ import (
 )
 
 // Plan is a conversion ready to be written: the output config and, in write
-// order, every output tensor with the function that computes it.
+// order, every output tensor with the function that computes it. The input
+// checkpoint must stay open until the plan is written; a plan is written by
+// one goroutine at a time.
 type Plan struct {
 	// Config is the output config.json.
 	Config *hf.Config

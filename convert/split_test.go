@@ -2,11 +2,13 @@ package convert
 
 import (
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/formats/safetensors"
 	"github.com/moeforge/moeforge/internal/fixture"
 )
@@ -113,4 +115,101 @@ func TestSplitDTypeF32(t *testing.T) {
 	if !(m.MaxRelLogitDiff <= exactTol) {
 		t.Errorf("max relative logit difference %.3g > %g", m.MaxRelLogitDiff, exactTol)
 	}
+}
+
+// TestSplitFusedInput splits a checkpoint whose experts are stored in the
+// fused layout (experts.gate_up_proj [E, 2I, H], experts.down_proj
+// [E, H, I]); the output is written per expert and stays exact.
+func TestSplitFusedInput(t *testing.T) {
+	src := filepath.Join(fixture.Dir(t, "fixtures/qwen2_moe_tiny"), "model")
+	in := openCheckpoint(t, src)
+	c := in.Config
+	dir := t.TempDir()
+	if _, err := hf.CopyExtraFiles(src, dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WriteFile(dir); err != nil {
+		t.Fatal(err)
+	}
+	var tensors []*safetensors.Tensor
+	fused := map[string]bool{}
+	for _, i := range c.MoELayers() {
+		gateUp, down := c.FusedExpertTensors(i)
+		var gu, dn []byte
+		for e := 0; e < c.NumExperts; e++ {
+			for _, p := range hf.FFNProjs {
+				n := c.ExpertLinear(i, e, p) + ".weight"
+				fused[n] = true
+				tt, err := in.Tensor(n)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if p == hf.DownProj {
+					dn = append(dn, tt.Bytes()...)
+				} else {
+					gu = append(gu, tt.Bytes()...) // gate rows, then up rows
+				}
+			}
+		}
+		E, I, H := c.NumExperts, c.MoEIntermediateSize, c.HiddenSize
+		a, err := safetensors.NewTensor(gateUp, safetensors.F32, []int{E, 2 * I, H}, gu)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := safetensors.NewTensor(down, safetensors.F32, []int{E, H, I}, dn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tensors = append(tensors, a, b)
+	}
+	for _, n := range in.Weights.Names() {
+		if !fused[n] {
+			tt, _ := in.Weights.Tensor(n)
+			tensors = append(tensors, tt)
+		}
+	}
+	if err := safetensors.WriteFile(filepath.Join(dir, safetensors.SingleFile), tensors, nil); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Split(openCheckpoint(t, dir), SplitOptions{Factor: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := writePlan(t, p, 0)
+	checkLoadable(t, out)
+	m := parity(t, openModel(t, src), openModel(t, out), randomSeqs(c.VocabSize))
+	t.Logf("fused input split by 2: max rel logit diff %.3g", m.MaxRelLogitDiff)
+	if !(m.MaxRelLogitDiff <= exactTol) {
+		t.Errorf("max relative logit difference %.3g > %g", m.MaxRelLogitDiff, exactTol)
+	}
+}
+
+// TestUpcycleThenSplit chains the recipes: the dense model upcycled with
+// only layer 1 sparse, then split by 2 (dense layers copied), still computes
+// the dense model's logits.
+func TestUpcycleThenSplit(t *testing.T) {
+	src := denseTiny(t)
+	p, err := Upcycle(openCheckpoint(t, src), UpcycleOptions{Mode: HybridExact, MoELayers: []int{1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mid := writePlan(t, p, 0)
+	q, err := Split(openCheckpoint(t, mid), SplitOptions{Factor: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(q.Summary.DenseLayers, []int{0, 2}) || q.Config.NumExperts != 16 || q.Config.NumExpertsPerTok != 4 {
+		t.Fatalf("split of the upcycled model: dense layers %v, E=%d, K=%d", q.Summary.DenseLayers, q.Config.NumExperts, q.Config.NumExpertsPerTok)
+	}
+	out := writePlan(t, q, 0)
+	checkLoadable(t, out)
+	cand := openModel(t, out)
+	seqs := randomSeqs(1024)
+	m := parity(t, openModel(t, src), cand, seqs)
+	t.Logf("dense → hybrid-exact (layer 1) → split ×2: max rel logit diff %.3g", m.MaxRelLogitDiff)
+	if !(m.MaxRelLogitDiff <= exactTol) {
+		t.Errorf("max relative logit difference %.3g > %g", m.MaxRelLogitDiff, exactTol)
+	}
+	// Groups are the 2·2 = 4 adjacent experts of one replica.
+	checkGroups(t, cand, seqs, 4)
 }
