@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -17,18 +18,48 @@ import (
 const tol = 1e-5
 
 // forEachImpl runs f with every kernel implementation available here, the
-// portable Go one included, and with 1 and 3 goroutines.
+// portable Go one included, and with 1 and 3 goroutines. When the machine has
+// no AVX-512 it also runs the best kernel's packing code (SIMD transposes and
+// dequantization) with the AVX-512 register tile, 14×32, and a Go
+// micro-kernel, so that the driver and packing of that path are tested too.
 func forEachImpl(t *testing.T, f func(t *testing.T)) {
 	t.Helper()
 	defer SetImpl("")
 	defer SetThreads(0)
-	for _, impl := range Impls() {
+	ks := append([]*kernel(nil), kernels...)
+	if ks[0].mr != 14 {
+		geom := *ks[0]
+		geom.name, geom.mr, geom.nr, geom.mc, geom.nc = "geom14x32", 14, 32, 140, 1024
+		geom.micro = microGeneric(14, 32)
+		ks = append(ks, &geom)
+	}
+	for _, k := range ks {
 		for _, th := range []int{1, 3} {
-			if err := SetImpl(impl); err != nil {
-				t.Fatal(err)
-			}
+			active.Store(k)
 			SetThreads(th)
-			t.Run(fmt.Sprintf("impl=%s/threads=%d", impl, th), f)
+			t.Run(fmt.Sprintf("impl=%s/threads=%d", k.name, th), f)
+		}
+	}
+}
+
+// microGeneric is a plain micro-kernel for any register tile.
+func microGeneric(mr, nr int) microFunc {
+	return func(kc int, a, b, c *float32, ldc int, acc bool) {
+		A := unsafe.Slice(a, mr*kc)
+		B := unsafe.Slice(b, nr*kc)
+		C := unsafe.Slice(c, (mr-1)*ldc+nr)
+		for i := 0; i < mr; i++ {
+			for j := 0; j < nr; j++ {
+				var s float32
+				for p := 0; p < kc; p++ {
+					s += A[p*mr+i] * B[p*nr+j]
+				}
+				if acc {
+					C[i*ldc+j] += s
+				} else {
+					C[i*ldc+j] = s
+				}
+			}
 		}
 	}
 }
@@ -47,6 +78,8 @@ func refWeight(b Matrix) []float64 {
 	n, k := b.Rows(), b.Cols()
 	w := make([]float64, n*k)
 	switch m := b.(type) {
+	case opaque:
+		return refWeight(m.Matrix)
 	case F32:
 		for i, v := range m.Data[:n*k] {
 			w[i] = float64(v)
@@ -135,6 +168,21 @@ func randHalf(r *rand.Rand, n int, bf bool) []uint16 {
 		}
 	}
 	return s
+}
+
+// opaque hides a matrix's type, so that products go through Widen.
+type opaque struct{ Matrix }
+
+func TestMulTOpaque(t *testing.T) {
+	forEachImpl(t, func(t *testing.T) {
+		r := rand.New(rand.NewPCG(9, 9))
+		for _, s := range [][3]int{{1, 40, 24}, {20, 72, 296}} {
+			m, n, k := s[0], s[1], s[2]
+			checkMulT(t, opaque{F32{Data: randF32(r, n*k), N: n, K: k}}, m, true, 1)
+			checkMulT(t, opaque{BF16{Data: randHalf(r, n*k, true), N: n, K: k}}, m, false, 2)
+			checkMulT(t, opaque{randInt4(r, n, k, 32, true)}, m, false, 3)
+		}
+	})
 }
 
 func TestMulTHalf(t *testing.T) {
