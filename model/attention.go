@@ -63,8 +63,32 @@ func (m *Model) NewKVCache() *KVCache {
 	return &KVCache{k: make([][]float32, len(m.Layers)), v: make([][]float32, len(m.Layers))}
 }
 
+// attnChunk is the number of query rows whose scores are computed by one
+// product: a causal chunk only needs the keys up to its last row, so the
+// wasted upper-triangle work is at most one chunk's square per chunk.
+const attnChunk = 64
+
+// attnScratch holds one worker's attention buffers, reused across calls.
+type attnScratch struct {
+	q, k, vt, s, o []float32
+}
+
+var attnScratchPool = sync.Pool{New: func() any { return new(attnScratch) }}
+
+func growF32(s []float32, n int) []float32 {
+	if cap(s) < n {
+		return make([]float32, n)
+	}
+	return s[:n]
+}
+
 // attention computes self-attention of layer l for the normed hidden states
 // x [N, hidden] of the batch; it returns o_proj's output [N, hidden].
+//
+// Each (sequence, head) pair is one task; a task walks its queries in chunks
+// of attnChunk rows and computes the chunk's scores Q·Kᵀ and its output P·V
+// with two matrix products over the keys the chunk can see (causal, and
+// within the layer's sliding window when it has one).
 func (m *Model) attention(l *Layer, x []float32, b *Batch, hooks *Hooks) []float32 {
 	c := m.Config
 	n := len(x) / c.HiddenSize
@@ -86,7 +110,7 @@ func (m *Model) attention(l *Layer, x []float32, b *Batch, hooks *Hooks) []float
 
 	out := make([]float32, n*qw)
 	type task struct{ seq, head int }
-	var tasks []task
+	tasks := make([]task, 0, len(b.Seqs)*nh)
 	starts := make([]int, len(b.Seqs))
 	keys := make([][]float32, len(b.Seqs))
 	vals := make([][]float32, len(b.Seqs))
@@ -123,44 +147,55 @@ func (m *Model) attention(l *Layer, x []float32, b *Batch, hooks *Hooks) []float
 		row += len(s)
 	}
 
-	scale := float32(1 / math.Sqrt(float64(hd)))
-	window := c.SlidingWindow
+	scale := 1 / math.Sqrt(float64(hd))
+	window := l.SlidingWindow
 	group := nh / nkv
 	parallelFor(len(tasks), func(lo, hi int) {
-		var scores []float32
+		ws := attnScratchPool.Get().(*attnScratch)
+		defer attnScratchPool.Put(ws)
 		for _, tk := range tasks[lo:hi] {
 			si, h := tk.seq, tk.head
 			kh := h / group
 			T, P := len(b.Seqs[si]), past[si]
 			ks, vs := keys[si], vals[si]
-			for t := 0; t < T; t++ {
-				qrow := q[(starts[si]+t)*qw+h*hd : (starts[si]+t)*qw+(h+1)*hd]
-				last := P + t // attend to positions [first, last]
-				first := 0
-				if window > 0 && last-window+1 > 0 {
-					first = last - window + 1
+			for t0 := 0; t0 < T; t0 += attnChunk {
+				t1 := min(t0+attnChunk, T)
+				rows := t1 - t0
+				// Keys [first, end) are visible to some row of the chunk.
+				first, end := 0, P+t1
+				if window > 0 {
+					first = max(0, P+t0-window+1)
 				}
-				scores = scores[:0]
-				maxs := float32(math.Inf(-1))
-				for s := first; s <= last; s++ {
-					sc := dot(qrow, ks[s*kw+kh*hd:s*kw+(kh+1)*hd]) * scale
-					scores = append(scores, sc)
-					maxs = max(maxs, sc)
+				span := end - first
+				ws.q = growF32(ws.q, rows*hd)
+				for i := 0; i < rows; i++ {
+					r := starts[si] + t0 + i
+					copy(ws.q[i*hd:(i+1)*hd], q[r*qw+h*hd:r*qw+(h+1)*hd])
 				}
-				var sum float64
-				for i, sc := range scores {
-					e := math.Exp(float64(sc - maxs))
-					scores[i] = float32(e)
-					sum += e
-				}
-				inv := float32(1 / sum)
-				orow := out[(starts[si]+t)*qw+h*hd : (starts[si]+t)*qw+(h+1)*hd]
-				for i, p := range scores {
-					p *= inv
-					vrow := vs[(first+i)*kw+kh*hd : (first+i)*kw+(kh+1)*hd]
-					for d := range orow {
-						orow[d] += p * vrow[d]
+				ws.k = growF32(ws.k, span*hd)
+				ws.vt = growF32(ws.vt, hd*span)
+				for j := 0; j < span; j++ {
+					s := (first + j) * kw
+					copy(ws.k[j*hd:(j+1)*hd], ks[s+kh*hd:s+(kh+1)*hd])
+					for d, val := range vs[s+kh*hd : s+(kh+1)*hd] {
+						ws.vt[d*span+j] = val
 					}
+				}
+				ws.s = growF32(ws.s, rows*span)
+				gemm.MulTF32(ws.s, ws.q, ws.k, rows, span, hd, false)
+				for i := 0; i < rows; i++ {
+					last := P + t0 + i // the row attends to keys [lo, last]
+					lo := 0
+					if window > 0 {
+						lo = max(0, last-window+1)
+					}
+					softmaxMasked(ws.s[i*span:(i+1)*span], lo-first, last-first, scale)
+				}
+				ws.o = growF32(ws.o, rows*hd)
+				gemm.MulTF32(ws.o, ws.s, ws.vt, rows, hd, span, false)
+				for i := 0; i < rows; i++ {
+					r := starts[si] + t0 + i
+					copy(out[r*qw+h*hd:r*qw+(h+1)*hd], ws.o[i*hd:(i+1)*hd])
 				}
 			}
 		}
@@ -168,20 +203,29 @@ func (m *Model) attention(l *Layer, x []float32, b *Batch, hooks *Hooks) []float
 	return apply(l.Attn.O, out, n, hooks)
 }
 
-func dot(a, b []float32) float32 {
-	b = b[:len(a)]
-	var s0, s1, s2, s3 float32
-	i := 0
-	for ; i+4 <= len(a); i += 4 {
-		s0 += a[i] * b[i]
-		s1 += a[i+1] * b[i+1]
-		s2 += a[i+2] * b[i+2]
-		s3 += a[i+3] * b[i+3]
+// softmaxMasked replaces row with softmax(scale·row[lo:hi+1]) in place,
+// computed with float64 exponentials and sum, and zeroes the entries
+// outside [lo, hi].
+func softmaxMasked(row []float32, lo, hi int, scale float64) {
+	clear(row[:lo])
+	clear(row[hi+1:])
+	vals := row[lo : hi+1]
+	maxs := vals[0]
+	for _, v := range vals[1:] {
+		if v > maxs {
+			maxs = v
+		}
 	}
-	for ; i < len(a); i++ {
-		s0 += a[i] * b[i]
+	var sum float64
+	for i, v := range vals {
+		e := math.Exp((float64(v) - float64(maxs)) * scale)
+		vals[i] = float32(e)
+		sum += e
 	}
-	return (s0 + s1) + (s2 + s3)
+	inv := float32(1 / sum)
+	for i := range vals {
+		vals[i] *= inv
+	}
 }
 
 // parallelFor splits [0, n) into contiguous chunks run on up to gemm.Threads() goroutines.

@@ -78,6 +78,9 @@ type Layer struct {
 	Attn      *Attention
 	MLP       *FFN // dense layers
 	MoE       *MoE // sparse layers
+	// SlidingWindow is the number of most recent positions (the token's own
+	// included) each query attends to; 0 means the whole causal context.
+	SlidingWindow int
 }
 
 // Model is a loaded causal language model.
@@ -128,7 +131,7 @@ func Load(ck *hf.Checkpoint) (*Model, error) {
 
 func loadLayer(ck *hf.Checkpoint, i int) (*Layer, error) {
 	c := ck.Config
-	l := &Layer{Index: i}
+	l := &Layer{Index: i, SlidingWindow: slidingWindow(c, i)}
 	var err error
 	if l.InputNorm, err = vectorOf(ck, hf.InputNorm(i)); err != nil {
 		return nil, err

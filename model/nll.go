@@ -14,15 +14,20 @@ func LogSoftmax(logits []float32) []float64 {
 
 // LogSumExp is log Σ exp(logits) in float64.
 func LogSumExp(logits []float32) float64 {
-	m := math.Inf(-1)
-	for _, v := range logits {
-		m = math.Max(m, float64(v))
+	if len(logits) == 0 {
+		return math.Inf(-1)
+	}
+	m := logits[0]
+	for _, v := range logits[1:] {
+		if v > m {
+			m = v
+		}
 	}
 	var s float64
 	for _, v := range logits {
-		s += math.Exp(float64(v) - m)
+		s += math.Exp(float64(v) - float64(m))
 	}
-	return m + math.Log(s)
+	return float64(m) + math.Log(s)
 }
 
 // NextTokenNLL returns, for one sequence with logits [T, vocab], the negative

@@ -19,4 +19,5 @@ var qwen2MoE = archSpec{
 		}
 		return m
 	},
+	window: qwenWindow,
 }
