@@ -42,6 +42,9 @@ type kernel struct {
 	// p < kc. The panel slice may be written up to 8 floats past its length
 	// (within its capacity; packing buffers have that slack).
 	packRows func(panel, src []float32, ld, w, kc int)
+	// packBF16 and packF16 are packRows for 16-bit sources, widening as they
+	// go; nil where the kernel widens rows first and then uses packRows.
+	packBF16, packF16 func(panel []float32, src []uint16, ld, w, kc int)
 }
 
 // goKernel is the portable implementation, used where no SIMD kernel exists

@@ -25,6 +25,12 @@ func widenF16F16C(dst *float32, src *uint16, n int)
 //go:noescape
 func transpose8AVX2(dst *float32, w int, src *float32, offs *[8]int, blocks int)
 
+//go:noescape
+func transpose8BF16AVX2(dst *float32, w int, src *uint16, offs *[8]int, blocks int)
+
+//go:noescape
+func transpose8F16AVX2(dst *float32, w int, src *uint16, offs *[8]int, blocks int)
+
 func peakAVX2(n int)
 
 func peakAVX512(n int)
@@ -47,6 +53,8 @@ func archKernels() []*kernel {
 			int4Rows:  int4RowsSIMD,
 			int4Panel: int4PanelSIMD,
 			packRows:  packRowsAVX2,
+			packBF16:  packBF16AVX2,
+			packF16:   packF16AVX2,
 		})
 	}
 	if hasAVX2 {
@@ -60,6 +68,8 @@ func archKernels() []*kernel {
 			int4Rows:  int4RowsSIMD,
 			int4Panel: int4PanelSIMD,
 			packRows:  packRowsAVX2,
+			packBF16:  packBF16AVX2,
+			packF16:   packF16AVX2,
 		})
 	}
 	return ks
@@ -207,4 +217,37 @@ func int4RowsSIMD(y, a []float32, qw []int32, n, q0 int, gidx []int32, sc []floa
 	if full < cols {
 		int4RowsGoRange(y, a, qw, n, q0, gidx, sc, zs, cols, full, cols)
 	}
+}
+
+// packHalfAVX2 packs a full panel from 16-bit rows with an 8×8 transposing
+// loop (tr) that widens as it loads; see packRowsAVX2.
+func packHalfAVX2(tr func(dst *float32, w int, src *uint16, offs *[8]int, blocks int), widen func(float32, uint16) float32,
+	panel []float32, src []uint16, ld, w, kc int) {
+	blocks := kc / 8
+	if blocks > 0 {
+		_ = src[(w-1)*ld+kc-1]
+		_ = panel[:cap(panel)][(blocks*8-1)*w+((w-1)/8)*8+7]
+		var offs [8]int
+		for g := (w - 1) / 8 * 8; g >= 0; g -= 8 {
+			rows := min(8, w-g)
+			for r := range offs {
+				offs[r] = (g + min(r, rows-1)) * ld
+			}
+			tr(&panel[g], w, &src[0], &offs, blocks)
+		}
+	}
+	for p := blocks * 8; p < kc; p++ {
+		d := panel[p*w : p*w+w]
+		for i := range d {
+			d[i] = widen(0, src[i*ld+p])
+		}
+	}
+}
+
+func packBF16AVX2(panel []float32, src []uint16, ld, w, kc int) {
+	packHalfAVX2(transpose8BF16AVX2, func(_ float32, h uint16) float32 { return half.BF16ToF32(h) }, panel, src, ld, w, kc)
+}
+
+func packF16AVX2(panel []float32, src []uint16, ld, w, kc int) {
+	packHalfAVX2(transpose8F16AVX2, func(_ float32, h uint16) float32 { return half.F16ToF32(h) }, panel, src, ld, w, kc)
 }

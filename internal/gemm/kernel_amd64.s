@@ -2,6 +2,55 @@
 
 #include "textflag.h"
 
+// 8×8 transpose of Y0..Y7 (rows) into Y8..Y15 (columns), stored at DI, DI+DX,
+// …, DI+7·DX (DI advances by 8·DX).
+#define TRANSPOSE8_STORE \
+	VUNPCKLPS Y1, Y0, Y8; \
+	VUNPCKHPS Y1, Y0, Y9; \
+	VUNPCKLPS Y3, Y2, Y10; \
+	VUNPCKHPS Y3, Y2, Y11; \
+	VUNPCKLPS Y5, Y4, Y12; \
+	VUNPCKHPS Y5, Y4, Y13; \
+	VUNPCKLPS Y7, Y6, Y14; \
+	VUNPCKHPS Y7, Y6, Y15; \
+	VSHUFPS $0x44, Y10, Y8, Y0; \
+	VSHUFPS $0xEE, Y10, Y8, Y1; \
+	VSHUFPS $0x44, Y11, Y9, Y2; \
+	VSHUFPS $0xEE, Y11, Y9, Y3; \
+	VSHUFPS $0x44, Y14, Y12, Y4; \
+	VSHUFPS $0xEE, Y14, Y12, Y5; \
+	VSHUFPS $0x44, Y15, Y13, Y6; \
+	VSHUFPS $0xEE, Y15, Y13, Y7; \
+	VPERM2F128 $0x20, Y4, Y0, Y8; \
+	VPERM2F128 $0x20, Y5, Y1, Y9; \
+	VPERM2F128 $0x20, Y6, Y2, Y10; \
+	VPERM2F128 $0x20, Y7, Y3, Y11; \
+	VPERM2F128 $0x31, Y4, Y0, Y12; \
+	VPERM2F128 $0x31, Y5, Y1, Y13; \
+	VPERM2F128 $0x31, Y6, Y2, Y14; \
+	VPERM2F128 $0x31, Y7, Y3, Y15; \
+	VMOVUPS Y8, (DI); \
+	ADDQ    DX, DI; \
+	VMOVUPS Y9, (DI); \
+	ADDQ    DX, DI; \
+	VMOVUPS Y10, (DI); \
+	ADDQ    DX, DI; \
+	VMOVUPS Y11, (DI); \
+	ADDQ    DX, DI; \
+	VMOVUPS Y12, (DI); \
+	ADDQ    DX, DI; \
+	VMOVUPS Y13, (DI); \
+	ADDQ    DX, DI; \
+	VMOVUPS Y14, (DI); \
+	ADDQ    DX, DI; \
+	VMOVUPS Y15, (DI); \
+	ADDQ    DX, DI
+
+#define LOADBF16(off, r) \
+	VPMOVZXWD (SI)(off*2), r; \
+	VPSLLD    $16, r, r
+
+
 // ---------------------------------------------------------------------------
 // AVX2+FMA micro-kernel, 6 rows × 16 columns.
 //
@@ -434,51 +483,90 @@ trloop:
 	VMOVUPS (SI)(R13*4), Y5
 	VMOVUPS (SI)(BX*4), Y6
 	VMOVUPS (SI)(AX*4), Y7
-	VUNPCKLPS Y1, Y0, Y8
-	VUNPCKHPS Y1, Y0, Y9
-	VUNPCKLPS Y3, Y2, Y10
-	VUNPCKHPS Y3, Y2, Y11
-	VUNPCKLPS Y5, Y4, Y12
-	VUNPCKHPS Y5, Y4, Y13
-	VUNPCKLPS Y7, Y6, Y14
-	VUNPCKHPS Y7, Y6, Y15
-	VSHUFPS $0x44, Y10, Y8, Y0
-	VSHUFPS $0xEE, Y10, Y8, Y1
-	VSHUFPS $0x44, Y11, Y9, Y2
-	VSHUFPS $0xEE, Y11, Y9, Y3
-	VSHUFPS $0x44, Y14, Y12, Y4
-	VSHUFPS $0xEE, Y14, Y12, Y5
-	VSHUFPS $0x44, Y15, Y13, Y6
-	VSHUFPS $0xEE, Y15, Y13, Y7
-	VPERM2F128 $0x20, Y4, Y0, Y8
-	VPERM2F128 $0x20, Y5, Y1, Y9
-	VPERM2F128 $0x20, Y6, Y2, Y10
-	VPERM2F128 $0x20, Y7, Y3, Y11
-	VPERM2F128 $0x31, Y4, Y0, Y12
-	VPERM2F128 $0x31, Y5, Y1, Y13
-	VPERM2F128 $0x31, Y6, Y2, Y14
-	VPERM2F128 $0x31, Y7, Y3, Y15
-	VMOVUPS Y8, (DI)
-	ADDQ    DX, DI
-	VMOVUPS Y9, (DI)
-	ADDQ    DX, DI
-	VMOVUPS Y10, (DI)
-	ADDQ    DX, DI
-	VMOVUPS Y11, (DI)
-	ADDQ    DX, DI
-	VMOVUPS Y12, (DI)
-	ADDQ    DX, DI
-	VMOVUPS Y13, (DI)
-	ADDQ    DX, DI
-	VMOVUPS Y14, (DI)
-	ADDQ    DX, DI
-	VMOVUPS Y15, (DI)
-	ADDQ    DX, DI
+	TRANSPOSE8_STORE
 	ADDQ    $32, SI
 	DECQ    CX
 	JNZ     trloop
 
 trdone:
+	VZEROUPPER
+	RET
+
+// func transpose8BF16AVX2(dst *float32, w int, src *uint16, offs *[8]int, blocks int)
+//
+// transpose8AVX2 reading bfloat16 (widened by a shift).
+TEXT ·transpose8BF16AVX2(SB), NOSPLIT, $0-40
+	MOVQ dst+0(FP), DI
+	MOVQ w+8(FP), DX
+	SHLQ $2, DX
+	MOVQ src+16(FP), SI
+	MOVQ offs+24(FP), AX
+	MOVQ blocks+32(FP), CX
+	MOVQ 0(AX), R8
+	MOVQ 8(AX), R9
+	MOVQ 16(AX), R10
+	MOVQ 24(AX), R11
+	MOVQ 32(AX), R12
+	MOVQ 40(AX), R13
+	MOVQ 48(AX), BX
+	MOVQ 56(AX), AX
+	TESTQ CX, CX
+	JLE   trbdone
+
+trbloop:
+	LOADBF16(R8, Y0)
+	LOADBF16(R9, Y1)
+	LOADBF16(R10, Y2)
+	LOADBF16(R11, Y3)
+	LOADBF16(R12, Y4)
+	LOADBF16(R13, Y5)
+	LOADBF16(BX, Y6)
+	LOADBF16(AX, Y7)
+	TRANSPOSE8_STORE
+	ADDQ $16, SI
+	DECQ CX
+	JNZ  trbloop
+
+trbdone:
+	VZEROUPPER
+	RET
+
+// func transpose8F16AVX2(dst *float32, w int, src *uint16, offs *[8]int, blocks int)
+//
+// transpose8AVX2 reading IEEE binary16 (widened with F16C).
+TEXT ·transpose8F16AVX2(SB), NOSPLIT, $0-40
+	MOVQ dst+0(FP), DI
+	MOVQ w+8(FP), DX
+	SHLQ $2, DX
+	MOVQ src+16(FP), SI
+	MOVQ offs+24(FP), AX
+	MOVQ blocks+32(FP), CX
+	MOVQ 0(AX), R8
+	MOVQ 8(AX), R9
+	MOVQ 16(AX), R10
+	MOVQ 24(AX), R11
+	MOVQ 32(AX), R12
+	MOVQ 40(AX), R13
+	MOVQ 48(AX), BX
+	MOVQ 56(AX), AX
+	TESTQ CX, CX
+	JLE   trfdone
+
+trfloop:
+	VCVTPH2PS (SI)(R8*2), Y0
+	VCVTPH2PS (SI)(R9*2), Y1
+	VCVTPH2PS (SI)(R10*2), Y2
+	VCVTPH2PS (SI)(R11*2), Y3
+	VCVTPH2PS (SI)(R12*2), Y4
+	VCVTPH2PS (SI)(R13*2), Y5
+	VCVTPH2PS (SI)(BX*2), Y6
+	VCVTPH2PS (SI)(AX*2), Y7
+	TRANSPOSE8_STORE
+	ADDQ $16, SI
+	DECQ CX
+	JNZ  trfloop
+
+trfdone:
 	VZEROUPPER
 	RET
 

@@ -70,6 +70,18 @@ func (o widened) pack(k *kernel, ws *workspace, dst []float32, r0, r1, p0, p1, w
 	for q := r0; q < r1; q += w {
 		panel := dst[(q-r0)*kc : (q-r0)*kc+w*kc]
 		rows := min(w, r1-q)
+		if rows == w {
+			switch {
+			case o.kind == widenBF16 && k.packBF16 != nil:
+				b := o.m.(BF16)
+				k.packBF16(panel, b.Data[q*b.K+p0:], b.K, w, kc)
+				continue
+			case o.kind == widenF16 && k.packF16 != nil:
+				b := o.m.(F16)
+				k.packF16(panel, b.Data[q*b.K+p0:], b.K, w, kc)
+				continue
+			}
+		}
 		switch o.kind {
 		case widenBF16:
 			b := o.m.(BF16)
