@@ -151,8 +151,8 @@ func TestEOSTokens(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name, config, generation string // generation "" = no generation_config.json
-		want                         []int
-		err                          string
+		want                     []int
+		err                      string
 	}{
 		{"generation_config wins", `,"eos_token_id":0`, `{"eos_token_id": [1021, 1023]}`, []int{1021, 1023}, ""},
 		{"generation_config one id", ``, `{"eos_token_id": 7}`, []int{7}, ""},
