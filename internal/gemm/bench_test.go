@@ -8,7 +8,9 @@ import (
 	"time"
 )
 
-// Benchmarks report GFLOPS (2·m·n·k per product). Each product runs with the
+// Benchmarks report GFLOPS (2·m·n·k per product, over wall time) and
+// GFLOPS/cpu (over the CPU time the process used: the rate per busy core,
+// which other load on the machine disturbs less). Each product runs with the
 // best SIMD kernel (impl=asm) and with the portable Go kernel (impl=go):
 //
 //	go test -run '^$' -bench . -count 5 ./internal/gemm | tee bench.txt
@@ -47,10 +49,11 @@ func benchMulT(b *testing.B, w Matrix, m int) {
 				b.Fatal(err)
 			}
 			defer SetImpl("")
+			cpu0 := cpuTime()
 			for b.Loop() {
 				MulT(c, a, w, m, false)
 			}
-			b.ReportMetric(2*float64(m)*float64(n)*float64(k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOPS")
+			reportFlops(b, 2*float64(m)*float64(n)*float64(k), cpu0)
 		})
 	}
 }
@@ -135,11 +138,22 @@ func BenchmarkSyrkAdd(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer SetImpl("")
+			cpu0 := cpuTime()
 			for b.Loop() {
 				SyrkAdd(h, x, n, k)
 			}
 			// Useful work: the k(k+1)/2 distinct entries, 2n flops each.
-			b.ReportMetric(float64(n)*float64(k)*float64(k+1)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOPS")
+			reportFlops(b, float64(n)*float64(k)*float64(k+1), cpu0)
 		})
+	}
+}
+
+// reportFlops reports GFLOPS and GFLOPS/cpu for b.N operations of the given
+// size, cpu0 being cpuTime() before the loop.
+func reportFlops(b *testing.B, flops float64, cpu0 time.Duration) {
+	total := flops * float64(b.N)
+	b.ReportMetric(total/b.Elapsed().Seconds()/1e9, "GFLOPS")
+	if cpu := cpuTime() - cpu0; cpu > 0 {
+		b.ReportMetric(total/cpu.Seconds()/1e9, "GFLOPS/cpu")
 	}
 }

@@ -115,8 +115,10 @@ func roundUp(x, m int) int { return (x + m - 1) / m * m }
 func ceilDiv(x, m int) int { return (x + m - 1) / m }
 
 // tile computes C[i0:i1, j0:j1] (+)= A[i0:i1, :]·B[j0:j1, :]ᵀ over depth
-// [0, depth). c holds element (i0, j0) at c[0] with row stride ldc.
-func (ws *workspace) tile(k *kernel, c []float32, ldc int, a, b operand, i0, i1, j0, j1, depth int, acc bool) {
+// [0, depth). c holds element (i0, j0) at c[0] with row stride ldc. With
+// upper set, register tiles entirely below the diagonal (j < i) are skipped
+// and their part of c is left as it was.
+func (ws *workspace) tile(k *kernel, c []float32, ldc int, a, b operand, i0, i1, j0, j1, depth int, acc, upper bool) {
 	mr, nr := k.mr, k.nr
 	for p0 := 0; p0 < depth; p0 += k.kc {
 		p1 := min(p0+k.kc, depth)
@@ -132,6 +134,9 @@ func (ws *workspace) tile(k *kernel, c []float32, ldc int, a, b operand, i0, i1,
 				for ir := ic; ir < ie; ir += mr {
 					apanel := &ws.ap[(ir-ic)*kc]
 					rows := min(mr, ie-ir)
+					if upper && jr+cols <= ir {
+						continue
+					}
 					off := (ir-i0)*ldc + jr - j0
 					if rows == mr && cols == nr {
 						k.micro(kc, apanel, bpanel, &c[off], ldc, accum)
@@ -199,7 +204,7 @@ func product(k *kernel, c []float32, ldc int, a, b operand, m, n, kk int, acc bo
 		ti, tj := t/tn, t%tn
 		i0, j0 := ti*rows, tj*cols
 		i1, j1 := min(i0+rows, m), min(j0+cols, n)
-		ws.tile(k, c[i0*ldc+j0:], ldc, a, b, i0, i1, j0, j1, kk, acc)
+		ws.tile(k, c[i0*ldc+j0:], ldc, a, b, i0, i1, j0, j1, kk, acc, false)
 	}
 	if workers <= 1 {
 		ws := getWorkspace(k, cols)

@@ -45,6 +45,10 @@ type kernel struct {
 	// packBF16 and packF16 are packRows for 16-bit sources, widening as they
 	// go; nil where the kernel widens rows first and then uses packRows.
 	packBF16, packF16 func(panel []float32, src []uint16, ld, w, kc int)
+	// packCols packs full panels of a column-major operand: for q < panels,
+	// p < kc, i < w, dst[(q·kc+p)·w+i] = src[p·ld+q·w+i]; it may write up to
+	// 8 floats past the panels (within dst's capacity). nil: use Go.
+	packCols func(dst, src []float32, ld, w, kc, panels int)
 }
 
 // goKernel is the portable implementation, used where no SIMD kernel exists

@@ -31,6 +31,9 @@ func transpose8BF16AVX2(dst *float32, w int, src *uint16, offs *[8]int, blocks i
 //go:noescape
 func transpose8F16AVX2(dst *float32, w int, src *uint16, offs *[8]int, blocks int)
 
+//go:noescape
+func packColsAVX2(dst, src *float32, ld, w, kc, panels int)
+
 func peakAVX2(n int)
 
 func peakAVX512(n int)
@@ -54,6 +57,7 @@ func archKernels() []*kernel {
 			int4Panel: int4PanelSIMD,
 			packRows:  packRowsAVX2,
 			packBF16:  packBF16AVX2,
+			packCols:  packColsSIMD,
 			packF16:   packF16AVX2,
 		})
 	}
@@ -69,6 +73,7 @@ func archKernels() []*kernel {
 			int4Panel: int4PanelSIMD,
 			packRows:  packRowsAVX2,
 			packBF16:  packBF16AVX2,
+			packCols:  packColsSIMD,
 			packF16:   packF16AVX2,
 		})
 	}
@@ -250,4 +255,15 @@ func packBF16AVX2(panel []float32, src []uint16, ld, w, kc int) {
 
 func packF16AVX2(panel []float32, src []uint16, ld, w, kc int) {
 	packHalfAVX2(transpose8F16AVX2, func(_ float32, h uint16) float32 { return half.F16ToF32(h) }, panel, src, ld, w, kc)
+}
+
+// packColsSIMD packs the full panels of a column-major operand; see
+// kernel.packCols.
+func packColsSIMD(dst, src []float32, ld, w, kc, panels int) {
+	if panels <= 0 || kc <= 0 {
+		return
+	}
+	_ = src[(kc-1)*ld+panels*w-1]
+	_ = dst[:cap(dst)][panels*w*kc+7]
+	packColsAVX2(&dst[0], &src[0], ld, w, kc, panels)
 }

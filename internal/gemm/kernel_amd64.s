@@ -780,3 +780,87 @@ i4dstore:
 	VMOVUPS Y1, 32(DI)
 	VZEROUPPER
 	RET
+
+// Lane masks: maskTable<>+4·(8−r) holds r lanes set, then clear ones.
+DATA maskTable<>+0(SB)/4, $0xffffffff
+DATA maskTable<>+4(SB)/4, $0xffffffff
+DATA maskTable<>+8(SB)/4, $0xffffffff
+DATA maskTable<>+12(SB)/4, $0xffffffff
+DATA maskTable<>+16(SB)/4, $0xffffffff
+DATA maskTable<>+20(SB)/4, $0xffffffff
+DATA maskTable<>+24(SB)/4, $0xffffffff
+DATA maskTable<>+28(SB)/4, $0xffffffff
+DATA maskTable<>+32(SB)/4, $0
+DATA maskTable<>+36(SB)/4, $0
+DATA maskTable<>+40(SB)/4, $0
+DATA maskTable<>+44(SB)/4, $0
+DATA maskTable<>+48(SB)/4, $0
+DATA maskTable<>+52(SB)/4, $0
+DATA maskTable<>+56(SB)/4, $0
+DATA maskTable<>+60(SB)/4, $0
+GLOBL maskTable<>(SB), RODATA|NOPTR, $64
+
+// func packColsAVX2(dst, src *float32, ld, w, kc, panels int)
+//
+// Packs panels of a column-major operand: for q < panels, p < kc, i < w,
+// dst[(q·kc+p)·w+i] = src[p·ld+q·w+i]. Loads never pass the w floats of a
+// step (the last partial vector is a masked load); stores are 8 wide and in
+// increasing order, so with w%8 ≠ 0 each spills up to 7 zeros into the next
+// step (overwritten by it) or past the last panel (the caller's slack).
+TEXT ·packColsAVX2(SB), NOSPLIT, $0-48
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ ld+16(FP), R8
+	SHLQ $2, R8
+	MOVQ w+24(FP), R12
+	MOVQ kc+32(FP), R10
+	MOVQ panels+40(FP), BX
+	MOVQ R12, R11
+	SHRQ $3, R11          // full vectors per step
+	MOVQ R12, AX
+	ANDQ $7, AX           // floats in the last, partial vector
+	MOVQ $8, CX
+	SUBQ AX, CX
+	LEAQ maskTable<>(SB), DX
+	VMOVDQU (DX)(CX*4), Y15
+	SHLQ $2, R12          // bytes per step
+	TESTQ BX, BX
+	JLE  pcdone
+	TESTQ R10, R10
+	JLE  pcdone
+
+pcpanel:
+	MOVQ SI, R13
+	MOVQ R10, CX
+
+pcstep:
+	XORQ  DX, DX
+	MOVQ  R11, R9
+	TESTQ R9, R9
+	JZ    pcrem
+
+pcvec:
+	VMOVUPS (R13)(DX*1), Y0
+	VMOVUPS Y0, (DI)(DX*1)
+	ADDQ    $32, DX
+	DECQ    R9
+	JNZ     pcvec
+
+pcrem:
+	TESTQ      AX, AX
+	JZ         pcnext
+	VMASKMOVPS (R13)(DX*1), Y15, Y0
+	VMOVUPS    Y0, (DI)(DX*1)
+
+pcnext:
+	ADDQ R8, R13
+	ADDQ R12, DI
+	DECQ CX
+	JNZ  pcstep
+	ADDQ R12, SI
+	DECQ BX
+	JNZ  pcpanel
+
+pcdone:
+	VZEROUPPER
+	RET

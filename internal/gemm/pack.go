@@ -37,16 +37,30 @@ type colsF32 struct {
 	ld   int
 }
 
-func (o colsF32) pack(_ *kernel, _ *workspace, dst []float32, r0, r1, p0, p1, w int) {
+func (o colsF32) pack(k *kernel, _ *workspace, dst []float32, r0, r1, p0, p1, w int) {
 	kc := p1 - p0
-	for q := r0; q < r1; q += w {
-		panel := dst[(q-r0)*kc : (q-r0)*kc+w*kc]
-		rows := min(w, r1-q)
-		for p := 0; p < kc; p++ {
-			src := o.data[(p0+p)*o.ld+q : (p0+p)*o.ld+q+rows]
-			d := panel[p*w : p*w+w]
-			copy(d, src)
-			clear(d[rows:])
+	full := (r1 - r0) / w // panels without padding
+	if k.packCols != nil {
+		k.packCols(dst, o.data[p0*o.ld+r0:], o.ld, w, kc, full)
+		if full*w == r1-r0 {
+			return
+		}
+		r0 += full * w
+		dst = dst[full*w*kc:]
+		full = 0
+	}
+	for p := 0; p < kc; p++ {
+		src := o.data[(p0+p)*o.ld+r0 : (p0+p)*o.ld+r1]
+		for q := 0; q < full; q++ {
+			d := dst[q*w*kc+p*w : q*w*kc+p*w+w]
+			for i, v := range src[q*w : q*w+w] {
+				d[i] = v
+			}
+		}
+		if rest := src[full*w:]; len(rest) > 0 {
+			d := dst[full*w*kc+p*w : full*w*kc+p*w+w]
+			copy(d, rest)
+			clear(d[len(rest):])
 		}
 	}
 }

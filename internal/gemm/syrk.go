@@ -24,7 +24,7 @@ func SyrkAdd(h []float64, x []float32, n, k int) {
 	_ = x[n*k-1]
 	kern := active.Load()
 	// Square tiles of H whose side is a multiple of both register dimensions.
-	side := max(kern.mc, 128)
+	side := max(kern.mc, 192)
 	side = roundUp(side, kern.nr)
 	for side%kern.mr != 0 {
 		side += kern.nr
@@ -55,21 +55,8 @@ func SyrkAdd(h []float64, x []float32, n, k int) {
 			for r0 := 0; r0 < n; r0 += syrkChunk {
 				r1 := min(r0+syrkChunk, n)
 				rows := colsF32{x[r0*k:], k}
-				ws.tile(kern, ct, w, rows, rows, i0, i1, j0, j1, r1-r0, false)
-				for i := i0; i < i1; i++ {
-					src := ct[(i-i0)*w : (i-i0+1)*w]
-					jStart := j0
-					if i0 == j0 {
-						jStart = i // diagonal tile: upper part only
-					}
-					for j := jStart; j < j1; j++ {
-						v := float64(src[j-j0])
-						h[i*k+j] += v
-						if i != j {
-							h[j*k+i] += v
-						}
-					}
-				}
+				ws.tile(kern, ct, w, rows, rows, i0, i1, j0, j1, r1-r0, false, i0 == j0)
+				addTile(h, k, ct, w, i0, i1, j0, j1)
 			}
 		}
 		workspaces.Put(ws)
@@ -83,4 +70,41 @@ func SyrkAdd(h []float64, x []float32, n, k int) {
 		go func() { defer wg.Done(); work() }()
 	}
 	wg.Wait()
+}
+
+// addTile adds the float32 tile ct (rows [i0, i1) × columns [j0, j1) of XᵀX,
+// row stride w) into H, upper part and its mirror image: on a diagonal tile
+// the entries with j ≥ i, elsewhere (i1 ≤ j0) all of them. The mirror is
+// written row by row of H, reading the tile by columns.
+func addTile(h []float64, k int, ct []float32, w, i0, i1, j0, j1 int) {
+	if i0 == j0 {
+		for i := i0; i < i1; i++ {
+			src := ct[(i-i0)*w+(i-j0) : (i-i0)*w+(j1-j0)]
+			hu := h[i*k+i : i*k+j1]
+			for j, v := range src {
+				hu[j] += float64(v)
+			}
+			for j, v := range src[1:] {
+				h[(i+1+j)*k+i] += float64(v)
+			}
+		}
+		return
+	}
+	for i := i0; i < i1; i++ {
+		src := ct[(i-i0)*w : (i-i0)*w+(j1-j0)]
+		hu := h[i*k+j0 : i*k+j1]
+		for j, v := range src {
+			hu[j] += float64(v)
+		}
+	}
+	// Mirror, 8 rows of H at a time so that both H and the tile are read in
+	// runs.
+	for jb := j0; jb < j1; jb += 8 {
+		je := min(jb+8, j1)
+		for i := i0; i < i1; i++ {
+			for jj, v := range ct[(i-i0)*w+jb-j0 : (i-i0)*w+je-j0] {
+				h[(jb+jj)*k+i] += float64(v)
+			}
+		}
+	}
 }
