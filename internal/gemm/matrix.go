@@ -4,6 +4,23 @@
 // per token) and B [n, k] is a weight in the checkpoint layout [out, in]. B may
 // be stored as float32, bfloat16, float16 or GPTQ int4; it is widened to
 // float32 panel by panel inside the product, never as a whole.
+//
+// Products are cache-blocked in the usual way: a worker owns a tile of C,
+// packs a block of B (kc deep, widened or dequantized on the way) so that each
+// register-tile's slice of it stays in L1, packs blocks of A into L2, and runs
+// a micro-kernel that keeps an mr×nr tile of C in registers. Tiles of C are
+// spread over Threads() goroutines. A single row (m = 1) takes matrix-vector
+// paths that read B once (dequantizing int4 on the fly).
+//
+// Implementations, chosen at start-up from the CPU (golang.org/x/sys/cpu):
+//
+//	avx512  14×32 micro-kernel on zmm registers (AVX-512F), AVX2 packing
+//	avx2    6×16 micro-kernel (AVX2+FMA), SIMD packing, widening, int4 dequant
+//	go      portable Go (4×4), also the only one with -tags purego or off amd64
+//
+// SetImpl (or MOEFORGE_GEMM=avx2, …) forces one; the tests run every
+// available implementation. Accumulation is in float32; results differ from
+// a float64 sum by a few units of float32 rounding relative to Σ|a||b|.
 package gemm
 
 import "fmt"
