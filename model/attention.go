@@ -204,7 +204,7 @@ func (m *Model) attention(l *Layer, x []float32, b *Batch, hooks *Hooks) []float
 }
 
 // softmaxMasked replaces row with softmax(scale·row[lo:hi+1]) in place,
-// computed with float64 exponentials and sum, and zeroes the entries
+// computed with float32-accurate exponentials summed in float64, and zeroes the entries
 // outside [lo, hi].
 func softmaxMasked(row []float32, lo, hi int, scale float64) {
 	clear(row[:lo])
@@ -218,9 +218,9 @@ func softmaxMasked(row []float32, lo, hi int, scale float64) {
 	}
 	var sum float64
 	for i, v := range vals {
-		e := math.Exp((float64(v) - float64(maxs)) * scale)
-		vals[i] = float32(e)
-		sum += e
+		e := exp32(float32((float64(v) - float64(maxs)) * scale))
+		vals[i] = e
+		sum += float64(e)
 	}
 	inv := float32(1 / sum)
 	for i := range vals {

@@ -32,14 +32,22 @@ func LogSumExp(logits []float32) float64 {
 
 // NextTokenNLL returns, for one sequence with logits [T, vocab], the negative
 // log-likelihood of ids[t+1] given positions ≤ t, for t in [0, T−1).
+// Positions are spread over the worker threads when there are many.
 func NextTokenNLL(logits []float32, vocab int, ids []int) []float64 {
 	if len(ids) < 2 {
 		return nil
 	}
 	nll := make([]float64, len(ids)-1)
-	for t := range nll {
-		row := logits[t*vocab : (t+1)*vocab]
-		nll[t] = LogSumExp(row) - float64(row[ids[t+1]])
+	f := func(lo, hi int) {
+		for t := lo; t < hi; t++ {
+			row := logits[t*vocab : (t+1)*vocab]
+			nll[t] = LogSumExp(row) - float64(row[ids[t+1]])
+		}
+	}
+	if len(nll)*vocab < 1<<16 {
+		f(0, len(nll))
+	} else {
+		parallelFor(len(nll), f)
 	}
 	return nll
 }
