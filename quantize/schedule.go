@@ -56,6 +56,8 @@ type Options struct {
 
 	// observe, when set (tests), receives every quantized module.
 	observe func(name string, l *gptq.Layer)
+	// fullPasses (tests) runs every capture pass to the end of the layer.
+	fullPasses bool
 }
 
 // DefaultMinTokens is the default expert token threshold for a module with
@@ -331,7 +333,17 @@ func (r *runner) gptqLayer(l *model.Layer) (map[*model.Linear]*gptq.Layer, error
 				routerCap.Add(x, rows)
 			}
 		}}
-		if err := r.pass(l, hooks, false); err != nil {
+		nd := &need{moe: moe}
+		for lin := range stageCap {
+			if lin.Spec.Kind != hf.KindExpert {
+				nd.Static = append(nd.Static, lin)
+			}
+		}
+		if routerCap != nil {
+			nd.Static = append(nd.Static, moe.Router)
+		}
+		nd.RoutedGate, nd.RoutedDown = moe != nil && inStage[5], moe != nil && inStage[6]
+		if err := r.pass(l, hooks, false, nd); err != nil {
 			return nil, err
 		}
 		// Starved experts' down projections need Σaaᵀ of their intermediate
@@ -353,7 +365,7 @@ func (r *runner) gptqLayer(l *model.Layer) (map[*model.Linear]*gptq.Layer, error
 						hs.Add(expertActivations(moe.Experts[e], x, rows), rows)
 					}
 				}}
-				if err := r.pass(l, hooks, false); err != nil {
+				if err := r.pass(l, hooks, false, &need{Static: []*model.Linear{moe.Router}}); err != nil {
 					return nil, err
 				}
 			}
@@ -385,7 +397,7 @@ func (r *runner) gptqLayer(l *model.Layer) (map[*model.Linear]*gptq.Layer, error
 	}
 	// The layer's output with every quantized weight feeds the next layer.
 	if l.Index < len(r.m.Layers)-1 {
-		if err := r.pass(l, nil, true); err != nil {
+		if err := r.pass(l, nil, true, nil); err != nil {
 			return nil, err
 		}
 	}
@@ -437,10 +449,26 @@ func expertActivations(e *model.FFN, x []float32, rows int) []float32 {
 	return g
 }
 
+// need says which inputs a capture pass waits for: once every linear of
+// Static and, with RoutedGate/RoutedDown, the gate or down projection of
+// every expert the router selected in the chunk has received its input, the
+// rest of the layer's forward pass is skipped.
+type need struct {
+	Static                 []*model.Linear
+	RoutedGate, RoutedDown bool
+	moe                    *model.MoE
+}
+
+// stopPass is panicked by a capture hook when a pass has every input it
+// needs; pass recovers it. Hooks run on the goroutine of the forward pass,
+// between matrix products, so nothing is left half done.
+type stopPass struct{}
+
 // pass runs layer l over every calibration chunk with the given hooks; with
 // keep the outputs replace the stored activations (after a check that they
-// are finite).
-func (r *runner) pass(l *model.Layer, hooks *model.Hooks, keep bool) error {
+// are finite). With a non-nil need, each chunk's forward pass stops once
+// the needed inputs have been captured.
+func (r *runner) pass(l *model.Layer, hooks *model.Hooks, keep bool, nd *need) error {
 	for i, ch := range r.acts.chunks {
 		if err := r.ctx.Err(); err != nil {
 			return err
@@ -449,7 +477,7 @@ func (r *runner) pass(l *model.Layer, hooks *model.Hooks, keep bool) error {
 		if err != nil {
 			return err
 		}
-		r.m.ForwardLayer(l, x, &model.Batch{Seqs: ch.seqs}, hooks)
+		r.forward(l, x, ch.seqs, hooks, nd)
 		if keep {
 			if k := nonFinite32(x); k >= 0 {
 				return fmt.Errorf("%s: output of the quantized layer is %v at token %d, feature %d (weights or activations overflow)",
@@ -461,6 +489,53 @@ func (r *runner) pass(l *model.Layer, hooks *model.Hooks, keep bool) error {
 		}
 	}
 	return nil
+}
+
+// forward runs ForwardLayer on one chunk, stopping early as nd allows.
+func (r *runner) forward(l *model.Layer, x []float32, seqs [][]int, hooks *model.Hooks, nd *need) {
+	if nd == nil || r.opt.fullPasses {
+		r.m.ForwardLayer(l, x, &model.Batch{Seqs: seqs}, hooks)
+		return
+	}
+	pending := map[*model.Linear]bool{}
+	for _, lin := range nd.Static {
+		pending[lin] = true
+	}
+	routed := !(nd.RoutedGate || nd.RoutedDown)
+	wrapped := &model.Hooks{
+		LinearInput: func(lin *model.Linear, x []float32, rows int) {
+			if hooks != nil && hooks.LinearInput != nil {
+				hooks.LinearInput(lin, x, rows)
+			}
+			delete(pending, lin)
+			if routed && len(pending) == 0 {
+				panic(stopPass{})
+			}
+		},
+		Routing: func(layer int, logits []float32, experts []int32, weights []float32) {
+			if hooks != nil && hooks.Routing != nil {
+				hooks.Routing(layer, logits, experts, weights)
+			}
+			for _, e := range experts {
+				ex := nd.moe.Experts[e]
+				if nd.RoutedGate {
+					pending[ex.Gate] = true
+				}
+				if nd.RoutedDown {
+					pending[ex.Down] = true
+				}
+			}
+			routed = true
+		},
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			if _, ok := v.(stopPass); !ok {
+				panic(v)
+			}
+		}
+	}()
+	r.m.ForwardLayer(l, x, &model.Batch{Seqs: seqs}, wrapped)
 }
 
 // job is one module to quantize.

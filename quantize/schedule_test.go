@@ -345,16 +345,34 @@ func findLinear(m *model.Model, name string) *model.Linear {
 	return nil
 }
 
-// TestRunDeterministicAndSpill quantizes twice, once with activations
-// spilled to disk: the outputs must be byte-identical.
+// TestRunDeterministicAndSpill quantizes three times: plainly, with
+// activations spilled to disk, and with every capture pass run to the end of
+// the layer instead of stopping once its inputs are captured. The outputs
+// must be byte-identical.
 func TestRunDeterministicAndSpill(t *testing.T) {
-	src := tinyModel(t, "qwen2_moe_tiny")
-	ck := openCheckpoint(t, src)
-	calib := verify.RandomIDs(6, 40, ck.Config.VocabSize, 5)
-	a, _, _ := quantizeTo(t, src, calib, defaultOptions())
-	opt := defaultOptions()
-	opt.SpillDir = t.TempDir()
-	b, _, _ := quantizeTo(t, src, calib, opt)
+	for _, fixture := range []string{"qwen2_moe_tiny", "mixtral_tiny"} {
+		src := tinyModel(t, fixture)
+		ck := openCheckpoint(t, src)
+		calib := verify.RandomIDs(6, 40, ck.Config.VocabSize, 5)
+		opt := defaultOptions()
+		opt.ExpertFallback = FallbackAllTokens
+		a, _, _ := quantizeTo(t, src, calib, opt)
+		spill := opt
+		spill.SpillDir = t.TempDir()
+		b, _, _ := quantizeTo(t, src, calib, spill)
+		full := opt
+		full.fullPasses = true
+		c, _, _ := quantizeTo(t, src, calib, full)
+		sameFiles(t, a, b, "the in-memory and the spilled run")
+		sameFiles(t, a, c, "runs with and without early-stopped capture passes")
+		if left, _ := os.ReadDir(spill.SpillDir); len(left) != 0 {
+			t.Errorf("spill directory not cleaned: %v", left)
+		}
+	}
+}
+
+func sameFiles(t *testing.T, a, b, what string) {
+	t.Helper()
 	for _, f := range []string{"model.safetensors", "config.json", "quantize_config.json"} {
 		da, err := os.ReadFile(filepath.Join(a, f))
 		if err != nil {
@@ -365,11 +383,8 @@ func TestRunDeterministicAndSpill(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(da, db) {
-			t.Errorf("%s differs between the in-memory and the spilled run", f)
+			t.Errorf("%s differs between %s", f, what)
 		}
-	}
-	if left, _ := os.ReadDir(opt.SpillDir); len(left) != 0 {
-		t.Errorf("spill directory not cleaned: %v", left)
 	}
 }
 

@@ -1,0 +1,245 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/moeforge/moeforge/formats/hf"
+	"github.com/moeforge/moeforge/formats/safetensors"
+	"github.com/moeforge/moeforge/internal/outdir"
+	"github.com/moeforge/moeforge/internal/progress"
+	"github.com/moeforge/moeforge/quantize"
+	"github.com/moeforge/moeforge/tokenizer"
+)
+
+func init() { addCommand(newQuantizeCmd) }
+
+type quantizeFlags struct {
+	in, out        string
+	force          bool
+	method         string
+	bits           int
+	groupSize      int
+	descAct        bool
+	sym            bool
+	damp           float64
+	staticGroups   bool
+	trueSequential bool
+	calib          string
+	calibIDs       string
+	seqlen         int
+	splitAt        float64
+	nsamples       int
+	seed           uint64
+	minTokens      int
+	fallback       string
+	spill          string
+	chunkTokens    int
+	maxShard       string
+	report         string
+	asJSON         bool
+}
+
+func newQuantizeCmd() *cobra.Command {
+	var f quantizeFlags
+	cmd := &cobra.Command{
+		Use:   "quantize --in DIR --out DIR (--calib FILE | --calib-ids FILE | --method rtn) [options]",
+		Short: "Quantize a checkpoint to GPTQ int4 (AutoGPTQ layout), MoE-aware",
+		Long: `quantize writes a GPTQ int4 copy of a float checkpoint (qwen2, qwen2_moe, mixtral) in the
+AutoGPTQ "gptq" (v1) layout that transformers/optimum and vLLM load, and that moeforge's own
+forward pass (logits, eval ppl, generate, verify) runs directly.
+
+GPTQ (ALGORITHMS.md §3) runs layer by layer: the calibration sequences go through the
+already-quantized earlier layers; inside a layer the linears are quantized in the true-sequential
+groups [q,k,v] → [o] → [shared_expert gate,up] → [shared_expert down] → [experts gate,up] →
+[experts down] (dense MLP: [gate,up] → [down]), each group's Hessian taken from inputs computed
+with the earlier groups already quantized. A routed expert's Hessian comes from the tokens the
+router sends to it; experts that see fewer than --min-expert-tokens tokens get --expert-fallback
+(rtn: round to nearest; all-tokens: GPTQ with the Hessian augmented by every token of the
+layer) and are listed. The router (mlp.gate), shared_expert_gate, embeddings, norms and lm_head
+keep their input dtype; biases of quantized layers are stored as float16.
+
+Calibration: --calib FILE is text, tokenized with the checkpoint's tokenizer.json; --nsamples
+random windows of --seqlen tokens (capped at max_position_embeddings) are drawn (--seed) from
+its first --split-at fraction. --calib-ids FILE.safetensors gives the token ids directly
+(input_ids [N, T]). --method rtn needs no calibration.
+
+The summary lists per layer the GPTQ loss, expert token counts and fallbacks, every starved
+expert, and raised damping; --report FILE.json records every module (loss, tokens, damping,
+fallback, time). --json prints that report on stdout instead of the summary.`,
+		Example: `  moeforge quantize --in testdata/models/qwen2_moe_small --out /tmp/moe-gptq \
+      --calib testdata/tinyshakespeare.txt --nsamples 128 --seqlen 256
+  moeforge quantize --in DIR --out OUT --calib corpus.txt --group-size -1 --desc-act --report report.json
+  moeforge quantize --in DIR --out OUT --calib-ids calib.safetensors --expert-fallback all-tokens
+  moeforge quantize --in DIR --out OUT --method rtn`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return runQuantize(cmd, &f) },
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&f.in, "in", "", "input checkpoint directory (float: f32, bf16 or f16)")
+	fs.StringVar(&f.out, "out", "", "output checkpoint directory (must not exist or be empty, unless --force)")
+	fs.BoolVar(&f.force, "force", false, "replace a non-empty output directory")
+	fs.StringVar(&f.method, "method", "gptq", "gptq or rtn (round to nearest, no calibration)")
+	fs.IntVar(&f.bits, "bits", 4, "bits per weight (only 4)")
+	fs.IntVar(&f.groupSize, "group-size", 128, "inputs per scale/zero group: -1 (one group per row), 8, 16, 32, 64 or a multiple of 128")
+	fs.BoolVar(&f.descAct, "desc-act", false, "act-order: quantize inputs by descending Hessian diagonal (g_idx records the order)")
+	fs.BoolVar(&f.sym, "sym", true, "symmetric grid (zero point 8); --sym=false for asymmetric")
+	fs.Float64Var(&f.damp, "damp", 0.01, "damp_percent: H += damp·mean(diag H)·I (raised ×10 when Cholesky fails)")
+	fs.BoolVar(&f.staticGroups, "static-groups", false, "compute every group's grid up front from the original weights")
+	fs.BoolVar(&f.trueSequential, "true-sequential", true, "quantize a layer's linears group by group, each on inputs from the quantized earlier groups")
+	fs.StringVar(&f.calib, "calib", "", "calibration text file (tokenized with the checkpoint's tokenizer)")
+	fs.StringVar(&f.calibIDs, "calib-ids", "", "calibration token ids: safetensors file with input_ids [N, T]")
+	fs.IntVar(&f.seqlen, "seqlen", 2048, "with --calib: tokens per calibration window (capped at max_position_embeddings)")
+	fs.Float64Var(&f.splitAt, "split-at", 0.9, "with --calib: windows come from this first fraction of the text")
+	fs.IntVar(&f.nsamples, "nsamples", 128, "with --calib: number of calibration windows")
+	fs.Uint64Var(&f.seed, "seed", 0, "with --calib: seed of the window positions")
+	fs.IntVar(&f.minTokens, "min-expert-tokens", -1, "experts routed fewer tokens get --expert-fallback (-1: the module's in_features, below which its Hessian is rank-deficient; experts with no token always fall back)")
+	fs.StringVar(&f.fallback, "expert-fallback", "rtn", "for starved experts: rtn or all-tokens")
+	fs.StringVar(&f.spill, "spill", "", "keep calibration activations zstd-compressed in a temporary directory under DIR instead of memory")
+	fs.IntVar(&f.chunkTokens, "chunk-tokens", quantize.DefaultChunkTokens, "calibration tokens per forward pass (bounds activation memory)")
+	fs.StringVar(&f.maxShard, "max-shard-size", "5GB", "largest output shard, e.g. 5GB, 500MB")
+	fs.StringVar(&f.report, "report", "", "write the per-module report as JSON to this file")
+	fs.BoolVar(&f.asJSON, "json", false, "print the report as one JSON document instead of the summary")
+	return cmd
+}
+
+// options validates the flags and turns them into quantize.Options.
+func (f *quantizeFlags) options(cmd *cobra.Command) (quantize.Options, error) {
+	o := quantize.Options{
+		Method: quantize.Method(f.method),
+		Config: quantize.Config{GroupSize: f.groupSize, Sym: f.sym, DescAct: f.descAct, StaticGroups: f.staticGroups, Damp: f.damp},
+		TrueSequential: f.trueSequential, MinExpertTokens: f.minTokens, ExpertFallback: quantize.Fallback(f.fallback),
+		ChunkTokens: f.chunkTokens, SpillDir: f.spill,
+	}
+	changed := cmd.Flags().Changed
+	switch {
+	case f.in == "":
+		return o, errors.New("quantize: --in DIR is required")
+	case f.out == "":
+		return o, errors.New("quantize: --out DIR is required")
+	case f.method != "gptq" && f.method != "rtn":
+		return o, fmt.Errorf("quantize: --method %q: want gptq or rtn", f.method)
+	case f.bits != 4:
+		return o, fmt.Errorf("quantize: --bits %d: only 4-bit GPTQ is supported", f.bits)
+	case f.fallback != string(quantize.FallbackRTN) && f.fallback != string(quantize.FallbackAllTokens):
+		return o, fmt.Errorf("quantize: --expert-fallback %q: want rtn or all-tokens", f.fallback)
+	case !(f.damp > 0 && f.damp < 1):
+		return o, fmt.Errorf("quantize: --damp %g: want a value in (0, 1)", f.damp)
+	case f.calib != "" && f.calibIDs != "":
+		return o, errors.New("quantize: give --calib or --calib-ids, not both")
+	case f.method == "gptq" && f.calib == "" && f.calibIDs == "":
+		return o, errors.New("quantize: GPTQ needs calibration data: --calib FILE (text) or --calib-ids FILE (token ids); or use --method rtn")
+	case f.method == "rtn" && (f.calib != "" || f.calibIDs != "" || f.descAct || f.staticGroups):
+		return o, errors.New("quantize: --method rtn uses no calibration: --calib, --calib-ids, --desc-act and --static-groups apply to gptq only")
+	case f.calibIDs != "" && (changed("seqlen") || changed("nsamples") || changed("split-at") || changed("seed")):
+		return o, errors.New("quantize: --seqlen, --nsamples, --split-at and --seed choose windows of --calib text; --calib-ids gives the sequences")
+	case f.seqlen < 2 || f.nsamples < 1:
+		return o, errors.New("quantize: --seqlen must be at least 2 and --nsamples at least 1")
+	case f.splitAt <= 0 || f.splitAt > 1:
+		return o, fmt.Errorf("quantize: --split-at %g: want a fraction in (0, 1]", f.splitAt)
+	case f.minTokens < -1:
+		return o, fmt.Errorf("quantize: --min-expert-tokens %d: want -1 (default rule) or a count ≥ 0", f.minTokens)
+	case f.chunkTokens < 1:
+		return o, errors.New("quantize: --chunk-tokens must be positive")
+	}
+	var err error
+	if o.MaxShardSize, err = safetensors.ParseSize(f.maxShard); err != nil {
+		return o, fmt.Errorf("quantize: --max-shard-size: %w", err)
+	}
+	return o, nil
+}
+
+// calibration loads the calibration sequences.
+func (f *quantizeFlags) calibration(cmd *cobra.Command, ck *hf.Checkpoint) ([][]int, *quantize.Calibration, error) {
+	if f.method == "rtn" {
+		return nil, nil, nil
+	}
+	if f.calibIDs != "" {
+		seqs, err := quantize.IDCalibration(f.calibIDs, ck.Config.VocabSize)
+		if err != nil {
+			return nil, nil, err
+		}
+		return seqs, &quantize.Calibration{Source: f.calibIDs, Sequences: len(seqs), SeqLen: len(seqs[0]), Tokens: len(seqs) * len(seqs[0])}, nil
+	}
+	text, err := os.ReadFile(f.calib)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--calib: %w", err)
+	}
+	tok, err := tokenizer.Load(ck.Dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--calib needs the checkpoint's tokenizer: %w", err)
+	}
+	seqlen := f.seqlen
+	if maxPos := ck.Config.MaxPositionEmbeddings; maxPos > 0 && seqlen > maxPos {
+		seqlen = maxPos
+		if !global.quiet {
+			fmt.Fprintf(cmd.ErrOrStderr(), "moeforge: --seqlen %d exceeds max_position_embeddings; using %d\n", f.seqlen, maxPos)
+		}
+	}
+	seqs, err := quantize.TextCalibration(string(text), tok.Encode, f.splitAt, f.nsamples, seqlen, f.seed)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", f.calib, err)
+	}
+	return seqs, &quantize.Calibration{Source: fmt.Sprintf("%s (first %g, seed %d)", f.calib, f.splitAt, f.seed), Sequences: len(seqs), SeqLen: seqlen, Tokens: len(seqs) * seqlen}, nil
+}
+
+func runQuantize(cmd *cobra.Command, f *quantizeFlags) error {
+	opt, err := f.options(cmd)
+	if err != nil {
+		return err
+	}
+	ck, err := hf.Open(f.in)
+	if err != nil {
+		return err
+	}
+	defer ck.Close()
+	calib, info, err := f.calibration(cmd, ck)
+	if err != nil {
+		return err
+	}
+	opt.Calibration = info
+	od, err := outdir.Create(f.out, f.force)
+	if err != nil {
+		return err
+	}
+	defer od.Abort()
+	var bar *progress.Bar
+	opt.Progress = func(done, total int, label string) {
+		if bar == nil {
+			bar = newBar("quantize", total, "modules")
+		}
+		bar.Label("quantize " + label)
+		bar.Set(done)
+	}
+	rep, err := quantize.Run(cmd.Context(), ck, od.Path(), calib, opt)
+	bar.Done()
+	if err != nil {
+		return err
+	}
+	if err := od.Commit(); err != nil {
+		return err
+	}
+	rep.Output = f.out
+	if f.report != "" {
+		data, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(f.report, append(data, '\n'), 0o644); err != nil {
+			return fmt.Errorf("--report: %w", err)
+		}
+	}
+	if f.asJSON {
+		return writeJSON(cmd.OutOrStdout(), rep)
+	}
+	if global.quiet {
+		fmt.Fprintln(cmd.OutOrStdout(), filepath.Clean(f.out))
+		return nil
+	}
+	return rep.WriteSummary(cmd.OutOrStdout())
+}
