@@ -111,8 +111,8 @@ fallback, time). --json prints that report on stdout instead of the summary.`,
 // options validates the flags and turns them into quantize.Options.
 func (f *quantizeFlags) options(cmd *cobra.Command) (quantize.Options, error) {
 	o := quantize.Options{
-		Method: quantize.Method(f.method),
-		Config: quantize.Config{GroupSize: f.groupSize, Sym: f.sym, DescAct: f.descAct, StaticGroups: f.staticGroups, Damp: f.damp},
+		Method:         quantize.Method(f.method),
+		Config:         quantize.Config{GroupSize: f.groupSize, Sym: f.sym, DescAct: f.descAct, StaticGroups: f.staticGroups, Damp: f.damp},
 		TrueSequential: f.trueSequential, MinExpertTokens: f.minTokens, ExpertFallback: quantize.Fallback(f.fallback),
 		ChunkTokens: f.chunkTokens, SpillDir: f.spill,
 	}
