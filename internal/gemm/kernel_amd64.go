@@ -63,7 +63,7 @@ func archKernels() []*kernel {
 	}
 	if hasAVX2 {
 		ks = append(ks, &kernel{
-			name: "avx2", mr: 6, nr: 16, kc: 256, mc: 144, nc: 1024,
+			name: "avx2", mr: 6, nr: 16, kc: 256, mc: 144, nc: 512,
 			micro:     kern6x16AVX2,
 			widenBF16: widenBF16SIMD,
 			widenF16:  widenF16SIMD,
