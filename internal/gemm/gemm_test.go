@@ -337,3 +337,27 @@ func TestSetImpl(t *testing.T) {
 		t.Fatalf("Impls() = %v, want the Go kernel last", Impls())
 	}
 }
+
+func TestHessian(t *testing.T) {
+	const k = 21
+	r := rand.New(rand.NewPCG(5, 5))
+	acc := NewHessian(k, 10)
+	want := make([]float64, k*k)
+	for _, n := range []int{0, 3, 7, 1, 25, 4, 10} {
+		x := randF32(r, n*k)
+		acc.Add(x, n)
+		SyrkAdd(want, x, n, k)
+	}
+	if acc.Rows() != 50 || acc.K() != k {
+		t.Fatalf("Rows() = %d, K() = %d", acc.Rows(), acc.K())
+	}
+	got := acc.H()
+	for i := range want {
+		if math.Abs(got[i]-want[i]) > 1e-4*(1+math.Abs(want[i])) {
+			t.Fatalf("H[%d] = %v, want %v", i, got[i], want[i])
+		}
+	}
+	if NewHessian(5632, 0).bufRows < 64 {
+		t.Fatal("default buffer too small")
+	}
+}
