@@ -57,7 +57,7 @@ func quantizable(l *model.Linear) bool {
 // TestQuantizedPreset measures the "quantized" preset on the shared trained
 // models with the §4 protocol windows: round-to-nearest int4 (group 128,
 // symmetric; GPTQ does better) must pass it, and a zero-point bug in one
-// layer or a 2-bit grid must fail it. Run with
+// layer or a 3- or 2-bit grid must fail it. Run with
 // go test -tags slow ./verify -run QuantizedPreset -v to see the numbers.
 func TestQuantizedPreset(t *testing.T) {
 	root, err := fixture.Root()
@@ -78,6 +78,7 @@ func TestQuantizedPreset(t *testing.T) {
 	}{
 		{"int4 rtn", 4, -1, true},
 		{"int4 rtn, layer 1 zero point off by one", 4, 1, false},
+		{"int3 rtn", 3, -1, false},
 		{"int2 rtn", 2, -1, false},
 	}
 	for _, rel := range []string{"models/qwen2_dense_small", "models/qwen2_moe_small", "models/qwen2_moe_a60"} {
