@@ -68,6 +68,11 @@ func (m *Model) NewKVCache() *KVCache {
 // wasted upper-triangle work is at most one chunk's square per chunk.
 const attnChunk = 64
 
+// attnDirectRows: chunks with fewer query rows (decoding steps) compute
+// their dot products directly on the cache instead of gathering keys and
+// transposing values for two matrix products.
+const attnDirectRows = 4
+
 // attnScratch holds one worker's attention buffers, reused across calls.
 type attnScratch struct {
 	q, k, vt, s, o []float32
@@ -167,6 +172,31 @@ func (m *Model) attention(l *Layer, x []float32, b *Batch, hooks *Hooks) []float
 					first = max(0, P+t0-window+1)
 				}
 				span := end - first
+				if rows < attnDirectRows {
+					// Decoding: read the cached keys and values in place.
+					ws.s = growF32(ws.s, span)
+					for i := 0; i < rows; i++ {
+						r := starts[si] + t0 + i
+						qrow := q[r*qw+h*hd : r*qw+(h+1)*hd]
+						last := P + t0 + i
+						lo := 0
+						if window > 0 {
+							lo = max(0, last-window+1)
+						}
+						sc := ws.s[:last+1-lo]
+						for j := range sc {
+							s := (lo + j) * kw
+							sc[j] = dot(qrow, ks[s+kh*hd:s+(kh+1)*hd])
+						}
+						softmaxMasked(sc, 0, len(sc)-1, scale)
+						orow := out[r*qw+h*hd : r*qw+(h+1)*hd]
+						for j, p := range sc {
+							s := (lo + j) * kw
+							axpy(orow, p, vs[s+kh*hd:s+(kh+1)*hd])
+						}
+					}
+					continue
+				}
 				ws.q = growF32(ws.q, rows*hd)
 				for i := 0; i < rows; i++ {
 					r := starts[si] + t0 + i
@@ -225,6 +255,31 @@ func softmaxMasked(row []float32, lo, hi int, scale float64) {
 	inv := float32(1 / sum)
 	for i := range vals {
 		vals[i] *= inv
+	}
+}
+
+// dot returns Σ a[i]·b[i].
+func dot(a, b []float32) float32 {
+	b = b[:len(a)]
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+4 <= len(a); i += 4 {
+		s0 += a[i] * b[i]
+		s1 += a[i+1] * b[i+1]
+		s2 += a[i+2] * b[i+2]
+		s3 += a[i+3] * b[i+3]
+	}
+	for ; i < len(a); i++ {
+		s0 += a[i] * b[i]
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// axpy sets y += a·x.
+func axpy(y []float32, a float32, x []float32) {
+	x = x[:len(y)]
+	for i, v := range x {
+		y[i] += a * v
 	}
 }
 
