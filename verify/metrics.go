@@ -84,9 +84,24 @@ func (a *Accumulator) Add(ref, cand []float32, ids []int) error {
 		a.positions++
 	}
 	if math.IsNaN(a.maxAbs) || math.IsNaN(a.klSum) {
-		return fmt.Errorf("logits contain NaN")
+		return nanError(ref, cand, V)
 	}
 	return nil
+}
+
+// nanError says which side's logits hold a non-finite value, and where.
+func nanError(ref, cand []float32, V int) error {
+	for _, side := range []struct {
+		name   string
+		logits []float32
+	}{{"reference", ref}, {"candidate", cand}} {
+		for i, v := range side.logits {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				return fmt.Errorf("%s logits are %v at position %d, vocabulary entry %d", side.name, v, i/V, i%V)
+			}
+		}
+	}
+	return fmt.Errorf("logits contain NaN")
 }
 
 // Metrics returns the metrics of everything added so far.

@@ -2,6 +2,7 @@ package verify
 
 import (
 	"context"
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -288,4 +289,22 @@ func mustPreset(t *testing.T, name string) Thresholds {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestAccumulatorNaN: a NaN logit is an error naming the side and place.
+func TestAccumulatorNaN(t *testing.T) {
+	nan := float32(math.NaN())
+	tests := []struct {
+		ref, cand []float32
+		want      string
+	}{
+		{[]float32{0, 1, 2, 3}, []float32{0, 1, 2, nan}, "candidate logits are NaN at position 1, vocabulary entry 1"},
+		{[]float32{nan, 1, 2, 3}, []float32{0, 1, 2, 3}, "reference logits are NaN at position 0, vocabulary entry 0"},
+	}
+	for _, tc := range tests {
+		err := NewAccumulator(2).Add(tc.ref, tc.cand, []int{0, 1})
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("error %v, want %q", err, tc.want)
+		}
+	}
 }

@@ -351,6 +351,28 @@ func TestVerifyIDs(t *testing.T) {
 	}
 }
 
+// TestVerifyNaNCandidate: a candidate whose logits turn NaN fails the check
+// (exit 1) with one line naming the side.
+func TestVerifyNaNCandidate(t *testing.T) {
+	ref := checkpointCopy(t, tinyMoE)
+	target := hf.AttnLinear(0, hf.QProj) + ".weight"
+	nan := rewriteCheckpoint(t, ref, func(ts *safetensors.Tensor) []*safetensors.Tensor {
+		if ts.Name != target {
+			return []*safetensors.Tensor{ts}
+		}
+		w, err := ts.Float32()
+		if err != nil {
+			t.Fatal(err)
+		}
+		w[0] = float32(math.NaN())
+		return []*safetensors.Tensor{newTensor(t, ts.Name, safetensors.F32, ts.Shape, f32Bytes(w))}
+	}, nil)
+	code, _, stderr := runMoeforge(t, "verify", "--ref", ref, "--candidate", nan, "--random", "1", "--seqlen", "8")
+	if code != 1 || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "candidate logits are NaN") {
+		t.Errorf("exit %d, stderr %q; want 1 and a line about NaN candidate logits", code, stderr)
+	}
+}
+
 // TestVerifyBadInput: every input error exits 2 with one line on stderr
 // naming what is wrong, and prints nothing on stdout.
 func TestVerifyBadInput(t *testing.T) {
