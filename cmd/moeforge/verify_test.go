@@ -20,15 +20,15 @@ import (
 )
 
 const (
-	tinyMoE     = "fixtures/qwen2_moe_tiny/model"
-	tinyMoEBF16 = "fixtures/qwen2_moe_tiny_sharded/model"
+	verifyTiny     = "fixtures/qwen2_moe_tiny/model"
+	verifyTinyBF16 = "fixtures/qwen2_moe_tiny_sharded/model"
 )
 
-// rewriteCheckpoint writes a variant of the checkpoint src into a new
+// verifyVariant writes a variant of the checkpoint src into a new
 // directory: every tensor goes through edit (which returns the tensors to
 // write in its place, none to drop it; nil edit keeps all), config.json
 // through editConfig, and the other files are copied.
-func rewriteCheckpoint(t *testing.T, src string, edit func(ts *safetensors.Tensor) []*safetensors.Tensor, editConfig func(cfg map[string]any)) string {
+func verifyVariant(t *testing.T, src string, edit func(ts *safetensors.Tensor) []*safetensors.Tensor, editConfig func(cfg map[string]any)) string {
 	t.Helper()
 	dst := filepath.Join(t.TempDir(), "variant")
 	if err := os.MkdirAll(dst, 0o755); err != nil {
@@ -80,7 +80,7 @@ func rewriteCheckpoint(t *testing.T, src string, edit func(ts *safetensors.Tenso
 	return dst
 }
 
-func newTensor(t *testing.T, name string, dtype safetensors.DType, shape []int, data []byte) *safetensors.Tensor {
+func verifyTensor(t *testing.T, name string, dtype safetensors.DType, shape []int, data []byte) *safetensors.Tensor {
 	t.Helper()
 	ts, err := safetensors.NewTensor(name, dtype, shape, data)
 	if err != nil {
@@ -89,7 +89,7 @@ func newTensor(t *testing.T, name string, dtype safetensors.DType, shape []int, 
 	return ts
 }
 
-func f32Bytes(v []float32) []byte {
+func verifyF32Bytes(v []float32) []byte {
 	b := make([]byte, 0, 4*len(v))
 	for _, x := range v {
 		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(x))
@@ -97,10 +97,10 @@ func f32Bytes(v []float32) []byte {
 	return b
 }
 
-// fusedCopy restacks every MoE layer's per-expert tensors of an f32
+// verifyFusedCopy restacks every MoE layer's per-expert tensors of an f32
 // checkpoint into the fused layout (gate_up_proj [E, 2I, H], down_proj
 // [E, H, I]): the same numbers, another file layout.
-func fusedCopy(t *testing.T, src string) string {
+func verifyFusedCopy(t *testing.T, src string) string {
 	t.Helper()
 	cfg, err := hf.ReadConfig(src)
 	if err != nil {
@@ -133,11 +133,11 @@ func fusedCopy(t *testing.T, src string) string {
 		E, H, I := cfg.NumExperts, cfg.HiddenSize, cfg.MoEIntermediateSize
 		gu, dn := cfg.FusedExpertTensors(layer)
 		fused = append(fused,
-			newTensor(t, gu, safetensors.F32, []int{E, 2 * I, H}, gateUp),
-			newTensor(t, dn, safetensors.F32, []int{E, H, I}, down))
+			verifyTensor(t, gu, safetensors.F32, []int{E, 2 * I, H}, gateUp),
+			verifyTensor(t, dn, safetensors.F32, []int{E, H, I}, down))
 	}
 	added := false
-	dir := rewriteCheckpoint(t, src, func(ts *safetensors.Tensor) []*safetensors.Tensor {
+	dir := verifyVariant(t, src, func(ts *safetensors.Tensor) []*safetensors.Tensor {
 		if experts[ts.Name] {
 			if added {
 				return nil
@@ -159,9 +159,9 @@ func fusedCopy(t *testing.T, src string) string {
 	return dir
 }
 
-// busiestExpert is the expert of layer that model dir routes the most
+// verifyBusiestExpert is the expert of layer that model dir routes the most
 // tokens of seqs to.
-func busiestExpert(t *testing.T, dir string, layer int, seqs [][]int) int {
+func verifyBusiestExpert(t *testing.T, dir string, layer int, seqs [][]int) int {
 	t.Helper()
 	ck, m, err := loadModel(dir)
 	if err != nil {
@@ -187,17 +187,17 @@ func busiestExpert(t *testing.T, dir string, layer int, seqs [][]int) int {
 	return int(best)
 }
 
-// corruptedCopy scales one routed expert's down_proj in layer 1 by 1.5:
+// verifyCorruptedCopy scales one routed expert's down_proj in layer 1 by 1.5:
 // the expert the model uses most on `--random 4 --seqlen 32` (seed 0).
-func corruptedCopy(t *testing.T, src string) (dir string, expert int) {
+func verifyCorruptedCopy(t *testing.T, src string) (dir string, expert int) {
 	t.Helper()
 	cfg, err := hf.ReadConfig(src)
 	if err != nil {
 		t.Fatal(err)
 	}
-	expert = busiestExpert(t, src, 1, verify.RandomIDs(4, 32, cfg.VocabSize, 0))
+	expert = verifyBusiestExpert(t, src, 1, verify.RandomIDs(4, 32, cfg.VocabSize, 0))
 	target := cfg.ExpertLinear(1, expert, hf.DownProj) + ".weight"
-	dir = rewriteCheckpoint(t, src, func(ts *safetensors.Tensor) []*safetensors.Tensor {
+	dir = verifyVariant(t, src, func(ts *safetensors.Tensor) []*safetensors.Tensor {
 		if ts.Name != target {
 			return []*safetensors.Tensor{ts}
 		}
@@ -208,15 +208,15 @@ func corruptedCopy(t *testing.T, src string) (dir string, expert int) {
 		for i := range w {
 			w[i] *= 1.5
 		}
-		return []*safetensors.Tensor{newTensor(t, ts.Name, safetensors.F32, ts.Shape, f32Bytes(w))}
+		return []*safetensors.Tensor{verifyTensor(t, ts.Name, safetensors.F32, ts.Shape, verifyF32Bytes(w))}
 	}, nil)
 	return dir, expert
 }
 
-// smallerVocabCopy keeps the first 1000 rows of the embeddings and lm_head.
-func smallerVocabCopy(t *testing.T, src string) string {
+// verifySmallerVocabCopy keeps the first 1000 rows of the embeddings and lm_head.
+func verifySmallerVocabCopy(t *testing.T, src string) string {
 	t.Helper()
-	return rewriteCheckpoint(t, src, func(ts *safetensors.Tensor) []*safetensors.Tensor {
+	return verifyVariant(t, src, func(ts *safetensors.Tensor) []*safetensors.Tensor {
 		if ts.Name != hf.EmbedTokens && ts.Name != hf.LMHead+".weight" {
 			return []*safetensors.Tensor{ts}
 		}
@@ -243,11 +243,11 @@ func verifyJSON(t *testing.T, args ...string) (int, verify.Report, string) {
 
 // TestVerifyGates runs the gate on pairs whose verdict is known.
 func TestVerifyGates(t *testing.T) {
-	ref := checkpointCopy(t, tinyMoE)
-	self := checkpointCopy(t, tinyMoE)
-	bf16 := checkpointCopy(t, tinyMoEBF16)
-	fused := fusedCopy(t, ref)
-	corrupted, expert := corruptedCopy(t, ref)
+	ref := checkpointCopy(t, verifyTiny)
+	self := checkpointCopy(t, verifyTiny)
+	bf16 := checkpointCopy(t, verifyTinyBF16)
+	fused := verifyFusedCopy(t, ref)
+	corrupted, expert := verifyCorruptedCopy(t, ref)
 	random := []string{"--random", "4", "--seqlen", "32"}
 	tests := []struct {
 		name      string
@@ -310,8 +310,8 @@ func TestVerifyTextAndReport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref := checkpointCopy(t, tinyMoE)
-	bf16 := checkpointCopy(t, tinyMoEBF16)
+	ref := checkpointCopy(t, verifyTiny)
+	bf16 := checkpointCopy(t, verifyTinyBF16)
 	report := filepath.Join(t.TempDir(), "summary.md")
 	code, stdout, stderr := runMoeforge(t, "verify", "--ref", ref, "--candidate", bf16,
 		"--text", filepath.Join(root, "tinyshakespeare.txt"), "--windows", "2", "--seqlen", "64",
@@ -354,9 +354,9 @@ func TestVerifyIDs(t *testing.T) {
 // TestVerifyNaNCandidate: a candidate whose logits turn NaN fails the check
 // (exit 1) with one line naming the side.
 func TestVerifyNaNCandidate(t *testing.T) {
-	ref := checkpointCopy(t, tinyMoE)
+	ref := checkpointCopy(t, verifyTiny)
 	target := hf.AttnLinear(0, hf.QProj) + ".weight"
-	nan := rewriteCheckpoint(t, ref, func(ts *safetensors.Tensor) []*safetensors.Tensor {
+	nan := verifyVariant(t, ref, func(ts *safetensors.Tensor) []*safetensors.Tensor {
 		if ts.Name != target {
 			return []*safetensors.Tensor{ts}
 		}
@@ -365,7 +365,7 @@ func TestVerifyNaNCandidate(t *testing.T) {
 			t.Fatal(err)
 		}
 		w[0] = float32(math.NaN())
-		return []*safetensors.Tensor{newTensor(t, ts.Name, safetensors.F32, ts.Shape, f32Bytes(w))}
+		return []*safetensors.Tensor{verifyTensor(t, ts.Name, safetensors.F32, ts.Shape, verifyF32Bytes(w))}
 	}, nil)
 	code, _, stderr := runMoeforge(t, "verify", "--ref", ref, "--candidate", nan, "--random", "1", "--seqlen", "8")
 	if code != 1 || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "candidate logits are NaN") {
@@ -376,14 +376,14 @@ func TestVerifyNaNCandidate(t *testing.T) {
 // TestVerifyBadInput: every input error exits 2 with one line on stderr
 // naming what is wrong, and prints nothing on stdout.
 func TestVerifyBadInput(t *testing.T) {
-	ref := checkpointCopy(t, tinyMoE)
-	vocab := smallerVocabCopy(t, ref)
-	fewer := rewriteCheckpoint(t, ref, nil, func(cfg map[string]any) {
+	ref := checkpointCopy(t, verifyTiny)
+	vocab := verifySmallerVocabCopy(t, ref)
+	fewer := verifyVariant(t, ref, nil, func(cfg map[string]any) {
 		cfg["num_hidden_layers"] = 2
 		cfg["layer_types"] = []string{"full_attention", "full_attention"}
 	})
 	badIDs := filepath.Join(t.TempDir(), "ids.safetensors")
-	big := newTensor(t, "input_ids", safetensors.I64, []int{1, 2}, binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64(nil, 5), 5000))
+	big := verifyTensor(t, "input_ids", safetensors.I64, []int{1, 2}, binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64(nil, 5), 5000))
 	if err := safetensors.WriteFile(badIDs, []*safetensors.Tensor{big}, nil); err != nil {
 		t.Fatal(err)
 	}
