@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -40,14 +41,14 @@ func newVerifyCmd() *cobra.Command {
 		Use:   "verify --ref DIR --candidate DIR (--text FILE | --ids FILE | --random N) [thresholds]",
 		Short: "Run two checkpoints on the same tokens and gate on parity metrics",
 		Long: `verify runs the full forward pass of a reference and a candidate checkpoint on the same
-token sequences and measures how far the candidate's logits are from the reference's
-(ALGORITHMS.md §5): max absolute and relative logit difference, mean and max KL(ref‖cand) per
-token, top-1 agreement, and the perplexity of each with their ratio. Any pair moeforge can
+token sequences and measures how far the candidate's logits are from the reference's: max
+absolute and relative logit difference, mean and max KL(ref‖cand) per token, top-1 agreement,
+and the perplexity of each with their ratio (definitions in docs/verify.md). Any pair moeforge can
 run is comparable if the vocabularies match: dense vs upcycled MoE, MoE vs split MoE, float
 vs GPTQ int4, bf16 vs f32.
 
 Inputs (exactly one):
-  --text FILE    the evaluation protocol (§4): the text after --split-at (by characters),
+  --text FILE    the evaluation protocol: the text after --split-at (by characters),
                  tokenized with the reference's tokenizer.json, first --windows windows of
                  --seqlen tokens
   --ids FILE     token ids from a safetensors file: input_ids [N, T] (I64 or I32)
@@ -87,7 +88,7 @@ lists it in "failed"), 2 on bad input (missing files, different vocabularies, ..
 	f := cmd.Flags()
 	f.StringVar(&o.ref, "ref", "", "reference checkpoint directory")
 	f.StringVar(&o.cand, "candidate", "", "candidate checkpoint directory")
-	f.StringVar(&o.text, "text", "", "text corpus: evaluation windows by the §4 protocol")
+	f.StringVar(&o.text, "text", "", "text corpus: evaluation windows from its last 10% (see --split-at)")
 	f.StringVar(&o.ids, "ids", "", "safetensors file with input_ids [N, T] (I64 or I32)")
 	f.IntVar(&o.random, "random", 0, "compare on N seeded random sequences")
 	f.Uint64Var(&o.seed, "seed", 0, "seed of --random")
@@ -223,12 +224,12 @@ func (o *verifyOptions) checkFlags(cmd *cobra.Command) error {
 	default:
 		return fmt.Errorf("verify: give one input source, not %s", strings.Join(sources, " and "))
 	}
-	only := map[string][]string{
-		"windows": {"--text"}, "split-at": {"--text"}, "seed": {"--random"}, "seqlen": {"--text", "--random"},
-	}
-	for name, allowed := range only {
-		if cmd.Flags().Changed(name) && !contains(allowed, sources[0]) {
-			return fmt.Errorf("verify: --%s applies to %s only", name, strings.Join(allowed, " and "))
+	for _, only := range []struct {
+		flag    string
+		sources []string
+	}{{"windows", []string{"--text"}}, {"split-at", []string{"--text"}}, {"seed", []string{"--random"}}, {"seqlen", []string{"--text", "--random"}}} {
+		if cmd.Flags().Changed(only.flag) && !slices.Contains(only.sources, sources[0]) {
+			return fmt.Errorf("verify: --%s applies to %s only", only.flag, strings.Join(only.sources, " and "))
 		}
 	}
 	switch {
@@ -240,15 +241,6 @@ func (o *verifyOptions) checkFlags(cmd *cobra.Command) error {
 		return fmt.Errorf("--windows %d: want at least 1", o.windows)
 	}
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 type verifyInputs struct{ verify.Inputs }
