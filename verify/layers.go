@@ -103,48 +103,53 @@ func CheckCompatible(ref, cand *model.Model, perLayer bool) error {
 // reference run records its hidden states and expert choices, the candidate
 // run compares against them as they are produced.
 type layerCollector struct {
-	n          int         // layers
-	routed     []bool      // layer i's routing is compared
-	topK       []int       // per layer, when routed
-	experts    []int       // per layer, when routed
-	maxAbs     []float64   // per layer
-	maxRef     []float64   // per layer
-	agree      []int       // tokens with equal top-k sets, per layer
-	overlap    []int       // Σ |A ∩ B|, per layer
-	tokens     []int       // routed tokens compared, per layer
-	refHidden  [][]float32 // this batch's reference hidden states, per layer
-	refExperts [][]int32   // this batch's reference choices, per layer
-	err        error
+	layers []layerAcc
+	err    error
+}
+
+// layerAcc is one layer's share of the collector.
+type layerAcc struct {
+	routed         bool // routing is compared (same experts and top-k)
+	experts, topK  int
+	maxAbs, maxRef float64
+	agree          int       // tokens with equal top-k sets
+	overlap        int       // Σ |A ∩ B|
+	tokens         int       // routed tokens compared
+	refHidden      []float32 // this batch's reference hidden state
+	refExperts     []int32   // this batch's reference choices
 }
 
 func newLayerCollector(ref, cand *model.Model) *layerCollector {
-	n := len(ref.Layers)
-	c := &layerCollector{
-		n: n, routed: make([]bool, n), topK: make([]int, n), experts: make([]int, n),
-		maxAbs: make([]float64, n), maxRef: make([]float64, n),
-		agree: make([]int, n), overlap: make([]int, n), tokens: make([]int, n),
-		refHidden: make([][]float32, n), refExperts: make([][]int32, n),
-	}
-	for i := range n {
+	c := &layerCollector{layers: make([]layerAcc, len(ref.Layers))}
+	for i := range c.layers {
 		r, k := ref.Layers[i].MoE, cand.Layers[i].MoE
 		if r != nil && k != nil && len(r.Experts) == len(k.Experts) && r.TopK == k.TopK {
-			c.routed[i], c.topK[i], c.experts[i] = true, r.TopK, len(r.Experts)
+			c.layers[i] = layerAcc{routed: true, experts: len(r.Experts), topK: r.TopK}
 		}
 	}
 	return c
 }
 
-// refHooks record the reference run of one batch.
+// layer returns the accumulator of decoder layer i, or nil outside.
+func (c *layerCollector) layer(i int) *layerAcc {
+	if i < 0 || i >= len(c.layers) {
+		return nil
+	}
+	return &c.layers[i]
+}
+
+// refHooks record the reference run of one batch. Hidden index i+1 is the
+// state after layer i.
 func (c *layerCollector) refHooks() *model.Hooks {
 	return &model.Hooks{
 		Hidden: func(index int, h []float32) {
-			if i := index - 1; i >= 0 && i < c.n {
-				c.refHidden[i] = append(c.refHidden[i][:0], h...)
+			if l := c.layer(index - 1); l != nil {
+				l.refHidden = append(l.refHidden[:0], h...)
 			}
 		},
 		Routing: func(layer int, _ []float32, experts []int32, _ []float32) {
-			if layer >= 0 && layer < c.n && c.routed[layer] {
-				c.refExperts[layer] = append(c.refExperts[layer][:0], experts...)
+			if l := c.layer(layer); l != nil && l.routed {
+				l.refExperts = append(l.refExperts[:0], experts...)
 			}
 		},
 	}
@@ -154,42 +159,36 @@ func (c *layerCollector) refHooks() *model.Hooks {
 func (c *layerCollector) candHooks() *model.Hooks {
 	return &model.Hooks{
 		Hidden: func(index int, h []float32) {
-			i := index - 1
-			if i < 0 || i >= c.n {
+			l := c.layer(index - 1)
+			if l == nil {
 				return
 			}
-			ref := c.refHidden[i]
-			if len(ref) != len(h) {
+			if len(l.refHidden) != len(h) {
 				// Only models CheckCompatible rejects get here.
-				c.err = fmt.Errorf("layer %d: hidden states of %d and %d values", i, len(ref), len(h))
+				c.err = fmt.Errorf("layer %d: hidden states of %d and %d values", index-1, len(l.refHidden), len(h))
 				return
 			}
-			maxAbs, maxRef := c.maxAbs[i], c.maxRef[i]
 			for j, v := range h {
-				r := float64(ref[j])
-				d := math.Abs(float64(v) - r)
-				if d > maxAbs || d != d {
-					maxAbs = d
+				r := float64(l.refHidden[j])
+				if d := math.Abs(float64(v) - r); d > l.maxAbs || d != d {
+					l.maxAbs = d
 				}
-				maxRef = math.Max(maxRef, math.Abs(r))
+				l.maxRef = math.Max(l.maxRef, math.Abs(r))
 			}
-			c.maxAbs[i], c.maxRef[i] = maxAbs, maxRef
 		},
 		Routing: func(layer int, _ []float32, experts []int32, _ []float32) {
-			if layer < 0 || layer >= c.n || !c.routed[layer] {
+			l := c.layer(layer)
+			if l == nil || !l.routed || len(l.refExperts) != len(experts) {
 				return
 			}
-			ref, k := c.refExperts[layer], c.topK[layer]
-			if len(ref) != len(experts) {
-				return
-			}
+			k := l.topK
 			for t := 0; t+k <= len(experts); t += k {
-				o := overlap(ref[t:t+k], experts[t:t+k])
-				c.overlap[layer] += o
+				o := overlap(l.refExperts[t:t+k], experts[t:t+k])
+				l.overlap += o
 				if o == k {
-					c.agree[layer]++
+					l.agree++
 				}
-				c.tokens[layer]++
+				l.tokens++
 			}
 		},
 	}
@@ -208,24 +207,23 @@ func overlap(a, b []int32) int {
 }
 
 func (c *layerCollector) results() []LayerResult {
-	out := make([]LayerResult, c.n)
-	for i := range out {
-		r := LayerResult{Layer: i, MaxAbsDiff: c.maxAbs[i]}
+	out := make([]LayerResult, len(c.layers))
+	for i, l := range c.layers {
+		r := LayerResult{Layer: i, MaxAbsDiff: l.maxAbs}
 		switch {
-		case c.maxRef[i] > 0 || math.IsNaN(c.maxAbs[i]):
-			r.RelError = c.maxAbs[i] / c.maxRef[i]
-		case c.maxAbs[i] > 0:
+		case l.maxRef > 0 || math.IsNaN(l.maxAbs):
+			r.RelError = l.maxAbs / l.maxRef
+		case l.maxAbs > 0:
 			// The reference is all zeros: any difference is total. (The
 			// largest finite value keeps the JSON document valid.)
 			r.RelError = math.MaxFloat64
 		}
-		if c.routed[i] {
-			ro := &Routing{Experts: c.experts[i], TopK: c.topK[i]}
-			if c.tokens[i] > 0 {
-				ro.SetAgreement = float64(c.agree[i]) / float64(c.tokens[i])
-				ro.MeanOverlap = float64(c.overlap[i]) / float64(c.tokens[i]*c.topK[i])
+		if l.routed {
+			r.Routing = &Routing{Experts: l.experts, TopK: l.topK}
+			if l.tokens > 0 {
+				r.Routing.SetAgreement = float64(l.agree) / float64(l.tokens)
+				r.Routing.MeanOverlap = float64(l.overlap) / float64(l.tokens*l.topK)
 			}
-			r.Routing = ro
 		}
 		out[i] = r
 	}
