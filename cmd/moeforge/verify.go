@@ -139,7 +139,11 @@ func runVerify(cmd *cobra.Command, o *verifyOptions) error {
 		maxPos = m
 	}
 	if err := verify.CheckIDs(seqs, ref.Config.VocabSize, maxPos); err != nil {
-		return fmt.Errorf("%s: %w", in.source(), err)
+		src := in.File
+		if src == "" {
+			src = "--random"
+		}
+		return fmt.Errorf("%s: %w", src, err)
 	}
 
 	bar := newBar("verify", len(seqs), "seq")
@@ -151,7 +155,7 @@ func runVerify(cmd *cobra.Command, o *verifyOptions) error {
 	if err != nil {
 		return failed(err)
 	}
-	rep, err := verify.NewReport(in.Inputs, res, th)
+	rep, err := verify.NewReport(in, res, th)
 	if err != nil {
 		return err
 	}
@@ -243,18 +247,9 @@ func (o *verifyOptions) checkFlags(cmd *cobra.Command) error {
 	return nil
 }
 
-type verifyInputs struct{ verify.Inputs }
-
-func (in verifyInputs) source() string {
-	if in.File != "" {
-		return in.File
-	}
-	return "--random"
-}
-
 // inputs builds the token sequences from --text, --ids or --random.
-func (o *verifyOptions) inputs(cmd *cobra.Command, vocab int) ([][]int, verifyInputs, error) {
-	in := verifyInputs{verify.Inputs{Ref: o.ref, Candidate: o.cand, Batch: o.batch}}
+func (o *verifyOptions) inputs(cmd *cobra.Command, vocab int) ([][]int, verify.Inputs, error) {
+	in := verify.Inputs{Ref: o.ref, Candidate: o.cand, Batch: o.batch}
 	var seqs [][]int
 	switch {
 	case o.text != "":
