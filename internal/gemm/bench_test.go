@@ -157,3 +157,24 @@ func reportFlops(b *testing.B, flops float64, cpu0 time.Duration) {
 		b.ReportMetric(total/cpu.Seconds()/1e9, "GFLOPS/cpu")
 	}
 }
+
+// BenchmarkWiden times whole-matrix widening of a 1408×2048 expert weight
+// (reported as elements per second).
+func BenchmarkWiden(b *testing.B) {
+	const n, k = 1408, 2048
+	r := rand.New(rand.NewPCG(7, 7))
+	ms := map[string]Matrix{
+		"bf16": BF16{Data: randHalf(r, n*k, true), N: n, K: k},
+		"f16":  F16{Data: randHalf(r, n*k, false), N: n, K: k},
+		"int4": randInt4(r, n, k, 128, false),
+	}
+	dst := make([]float32, n*k)
+	for _, name := range []string{"bf16", "f16", "int4"} {
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				ms[name].Widen(dst, k, 0, n, 0, k)
+			}
+			b.ReportMetric(float64(n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "Gelem/s")
+		})
+	}
+}

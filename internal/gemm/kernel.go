@@ -49,6 +49,8 @@ type kernel struct {
 	// p < kc, i < w, dst[(q·kc+p)·w+i] = src[p·ld+q·w+i]; it may write up to
 	// 8 floats past the panels (within dst's capacity). nil: use Go.
 	packCols func(dst, src []float32, ld, w, kc, panels int)
+	// transpose writes dst[j·ldd+i] = src[i·lds+j] for i < rows, j < cols.
+	transpose func(dst []float32, ldd int, src []float32, lds, rows, cols int)
 }
 
 // goKernel is the portable implementation, used where no SIMD kernel exists
@@ -63,6 +65,7 @@ var goKernel = &kernel{
 	packRows:  packRowsGo,
 	dotBF16:   dotBF16Go,
 	int4Panel: int4PanelGo,
+	transpose: transposeGo,
 }
 
 // kernels lists the implementations this machine can run, best first.
@@ -212,4 +215,14 @@ func dotBF16Go(a []float32, b []uint16) float32 {
 		s0 += a[i] * math.Float32frombits(uint32(b[i])<<16)
 	}
 	return (s0 + s1) + (s2 + s3)
+}
+
+func transposeGo(dst []float32, ldd int, src []float32, lds, rows, cols int) {
+	for j := 0; j < cols; j++ {
+		d := dst[j*ldd : j*ldd+rows]
+		s := src[j:]
+		for i := range d {
+			d[i] = s[i*lds]
+		}
+	}
 }

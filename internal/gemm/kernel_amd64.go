@@ -58,6 +58,7 @@ func archKernels() []*kernel {
 			packRows:  packRowsAVX2,
 			packBF16:  packBF16AVX2,
 			packCols:  packColsSIMD,
+			transpose: transposeSIMD,
 			packF16:   packF16AVX2,
 		})
 	}
@@ -74,6 +75,7 @@ func archKernels() []*kernel {
 			packRows:  packRowsAVX2,
 			packBF16:  packBF16AVX2,
 			packCols:  packColsSIMD,
+			transpose: transposeSIMD,
 			packF16:   packF16AVX2,
 		})
 	}
@@ -266,4 +268,28 @@ func packColsSIMD(dst, src []float32, ld, w, kc, panels int) {
 	_ = src[(kc-1)*ld+panels*w-1]
 	_ = dst[:cap(dst)][panels*w*kc+7]
 	packColsAVX2(&dst[0], &src[0], ld, w, kc, panels)
+}
+
+// transposeSIMD is transposeGo with 8×8 register transposes for the whole
+// blocks of 8 rows × 8 columns.
+func transposeSIMD(dst []float32, ldd int, src []float32, lds, rows, cols int) {
+	rb, cb := rows&^7, cols&^7
+	if rb > 0 && cb > 0 {
+		_ = src[(rb-1)*lds+cb-1]
+		_ = dst[(cb-1)*ldd+rb-1]
+		var offs [8]int
+		for i := 0; i < rb; i += 8 {
+			for r := range offs {
+				offs[r] = (i + r) * lds
+			}
+			// Columns j < cb of rows i…i+7 go to dst rows j, columns i…i+7.
+			transpose8AVX2(&dst[i], ldd, &src[0], &offs, cb/8)
+		}
+	}
+	if cb < cols {
+		transposeGo(dst[cb*ldd:], ldd, src[cb:], lds, rows, cols-cb)
+	}
+	if rb < rows && cb > 0 {
+		transposeGo(dst[rb:], ldd, src[rb*lds:], lds, rows-rb, cb)
+	}
 }

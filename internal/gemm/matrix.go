@@ -114,36 +114,29 @@ func (m Int4) Rows() int { return m.N }
 // Cols returns K (input features).
 func (m Int4) Cols() int { return m.K }
 
-// Widen dequantizes a block. Scales and zeros are decoded once per call for
-// the block's outputs; each word of QWeight is read once and yields up to 8
-// consecutive values of one output row.
+// Widen dequantizes a block: 16 outputs × up to 256 inputs at a time into a
+// panel (with the SIMD dequantization of the products), then transposed into
+// the rows of dst.
 func (m Int4) Widen(dst []float32, ld, r0, r1, c0, c1 int) {
 	if r0 >= r1 || c0 >= c1 {
 		return
 	}
-	cols := r1 - r0
+	const w, depth = 16, 256
+	k := active.Load()
 	ws, _ := workspaces.Get().(*workspace)
 	if ws == nil {
 		ws = new(workspace)
 	}
 	defer workspaces.Put(ws)
 	sc, zs := ws.int4Tables(&m, r0, r1)
-	var srow [8][]float32
-	var zrow [8][]int32
-	for r := c0 / 8; r <= (c1-1)/8; r++ {
-		i0, i1 := max(8*r, c0), min(8*r+8, c1)
-		for i := i0; i < i1; i++ {
-			g := int(m.GIdx[i])
-			srow[i-8*r] = sc[g*cols : (g+1)*cols]
-			zrow[i-8*r] = zs[g*cols : (g+1)*cols]
-		}
-		words := m.QWeight[r*m.N+r0 : r*m.N+r1]
-		for c, w := range words {
-			d := dst[c*ld+i0-c0 : c*ld+i1-c0]
-			for i := range d {
-				j := i0 - 8*r + i
-				d[i] = srow[j][c] * float32(int32(uint32(w)>>(4*uint(j))&15)-zrow[j][c])
-			}
+	ws.tmp = grow(ws.tmp, w*depth)
+	tmp := ws.tmp
+	for cb := r0; cb < r1; cb += w {
+		rows := min(w, r1-cb)
+		for p0 := c0; p0 < c1; p0 += depth {
+			p1 := min(p0+depth, c1)
+			k.int4Panel(tmp, w, &m, cb, rows, sc, zs, r1-r0, cb-r0, p0, p1)
+			k.transpose(dst[(cb-r0)*ld+p0-c0:], ld, tmp, w, p1-p0, rows)
 		}
 	}
 }
