@@ -47,6 +47,7 @@ type quantizeFlags struct {
 
 func newQuantizeCmd() *cobra.Command {
 	var f quantizeFlags
+	def := quantize.DefaultOptions()
 	cmd := &cobra.Command{
 		Use:   "quantize --in DIR --out DIR (--calib FILE | --calib-ids FILE | --method rtn) [options]",
 		Short: "Quantize a checkpoint to GPTQ int4 (AutoGPTQ layout), MoE-aware",
@@ -59,9 +60,9 @@ already-quantized earlier layers; inside a layer the linears are quantized in th
 groups [q,k,v] → [o] → [shared_expert gate,up] → [shared_expert down] → [experts gate,up] →
 [experts down] (dense MLP: [gate,up] → [down]), each group's Hessian taken from inputs computed
 with the earlier groups already quantized. A routed expert's Hessian comes from the tokens the
-router sends to it; experts that see fewer than --min-expert-tokens tokens get --expert-fallback
-(rtn: round to nearest; all-tokens: GPTQ with the Hessian augmented by every token of the
-layer) and are listed. The router (mlp.gate), shared_expert_gate, embeddings, norms and lm_head
+router sends to it; experts that see fewer than --min-expert-tokens tokens (default in_features/8
+of the module) get --expert-fallback (all-tokens: GPTQ with the expert's Hessian augmented by
+every token of the layer; rtn: round to nearest) and are listed. The router (mlp.gate), shared_expert_gate, embeddings, norms and lm_head
 keep their input dtype; biases of quantized layers are stored as float16.
 
 Calibration: --calib FILE is text, tokenized with the checkpoint's tokenizer.json; --nsamples
@@ -84,24 +85,24 @@ fallback, time). --json prints that report on stdout instead of the summary.`,
 	fs.StringVar(&f.in, "in", "", "input checkpoint directory (float: f32, bf16 or f16)")
 	fs.StringVar(&f.out, "out", "", "output checkpoint directory (must not exist or be empty, unless --force)")
 	fs.BoolVar(&f.force, "force", false, "replace a non-empty output directory")
-	fs.StringVar(&f.method, "method", "gptq", "gptq or rtn (round to nearest, no calibration)")
+	fs.StringVar(&f.method, "method", string(def.Method), "gptq or rtn (round to nearest, no calibration)")
 	fs.IntVar(&f.bits, "bits", 4, "bits per weight (only 4)")
-	fs.IntVar(&f.groupSize, "group-size", 128, "inputs per scale/zero group: -1 (one group per row), 8, 16, 32, 64 or a multiple of 128")
+	fs.IntVar(&f.groupSize, "group-size", def.Config.GroupSize, "inputs per scale/zero group: -1 (one group per row), 8, 16, 32, 64 or a multiple of 128")
 	fs.BoolVar(&f.descAct, "desc-act", false, "act-order: quantize inputs by descending Hessian diagonal (g_idx records the order)")
-	fs.BoolVar(&f.sym, "sym", true, "symmetric grid (zero point 8); --sym=false for asymmetric")
-	fs.Float64Var(&f.damp, "damp", 0.01, "damp_percent: H += damp·mean(diag H)·I (raised ×10 when Cholesky fails)")
+	fs.BoolVar(&f.sym, "sym", def.Config.Sym, "symmetric grid (zero point 8); --sym=false for asymmetric")
+	fs.Float64Var(&f.damp, "damp", def.Config.Damp, "damp_percent: H += damp·mean(diag H)·I (raised ×10 when Cholesky fails)")
 	fs.BoolVar(&f.staticGroups, "static-groups", false, "compute every group's grid up front from the original weights")
-	fs.BoolVar(&f.trueSequential, "true-sequential", true, "quantize a layer's linears group by group, each on inputs from the quantized earlier groups")
+	fs.BoolVar(&f.trueSequential, "true-sequential", def.TrueSequential, "quantize a layer's linears group by group, each on inputs from the quantized earlier groups")
 	fs.StringVar(&f.calib, "calib", "", "calibration text file (tokenized with the checkpoint's tokenizer)")
 	fs.StringVar(&f.calibIDs, "calib-ids", "", "calibration token ids: safetensors file with input_ids [N, T]")
 	fs.IntVar(&f.seqlen, "seqlen", 2048, "with --calib: tokens per calibration window (capped at max_position_embeddings)")
 	fs.Float64Var(&f.splitAt, "split-at", 0.9, "with --calib: windows come from this first fraction of the text")
 	fs.IntVar(&f.nsamples, "nsamples", 128, "with --calib: number of calibration windows")
 	fs.Uint64Var(&f.seed, "seed", 0, "with --calib: seed of the window positions")
-	fs.IntVar(&f.minTokens, "min-expert-tokens", -1, "experts routed fewer tokens get --expert-fallback (-1: the module's in_features, below which its Hessian is rank-deficient; experts with no token always fall back)")
-	fs.StringVar(&f.fallback, "expert-fallback", "rtn", "for starved experts: rtn or all-tokens")
+	fs.IntVar(&f.minTokens, "min-expert-tokens", def.MinExpertTokens, "an expert's module routed fewer tokens gets --expert-fallback (-1: in_features/8 of the module; experts with no token always fall back)")
+	fs.StringVar(&f.fallback, "expert-fallback", string(def.ExpertFallback), "for starved experts: all-tokens (GPTQ with the expert's Hessian plus every token's) or rtn")
 	fs.StringVar(&f.spill, "spill", "", "keep calibration activations zstd-compressed in a temporary directory under DIR instead of memory")
-	fs.IntVar(&f.chunkTokens, "chunk-tokens", quantize.DefaultChunkTokens, "calibration tokens per forward pass (bounds activation memory)")
+	fs.IntVar(&f.chunkTokens, "chunk-tokens", def.ChunkTokens, "calibration tokens per forward pass (bounds activation memory)")
 	fs.StringVar(&f.maxShard, "max-shard-size", "5GB", "largest output shard, e.g. 5GB, 500MB")
 	fs.StringVar(&f.report, "report", "", "write the per-module report as JSON to this file")
 	fs.BoolVar(&f.asJSON, "json", false, "print the report as one JSON document instead of the summary")
