@@ -127,3 +127,22 @@ func RemovePending() {
 		delete(pending, tmp)
 	}
 }
+
+// TempDir creates a scratch directory under the system temporary directory
+// that is removed by the returned function, and by RemovePending when the
+// command is interrupted.
+func TempDir(prefix string) (string, func(), error) {
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", nil, err
+	}
+	mu.Lock()
+	pending[dir] = true
+	mu.Unlock()
+	return dir, func() {
+		os.RemoveAll(dir)
+		mu.Lock()
+		delete(pending, dir)
+		mu.Unlock()
+	}, nil
+}
