@@ -223,9 +223,13 @@ func (r *runner) run(calib [][]int) error {
 		if err := r.ctx.Err(); err != nil {
 			return err
 		}
-		orig := map[*model.Linear]gemm.Matrix{}
+		type weights struct {
+			w    gemm.Matrix
+			bias []float32
+		}
+		orig := map[*model.Linear]weights{}
 		for _, lin := range l.Linears() {
-			orig[lin] = lin.W
+			orig[lin] = weights{lin.W, lin.Bias}
 		}
 		var q map[*model.Linear]*gptq.Layer
 		if r.opt.Method == MethodGPTQ {
@@ -239,7 +243,7 @@ func (r *runner) run(calib [][]int) error {
 		// Give the layer its original weights back: the quantized ones are
 		// written, and the model stays the caller's float model.
 		for lin, w := range orig {
-			lin.W = w
+			lin.W, lin.Bias = w.w, w.bias
 		}
 		if err != nil {
 			return err
@@ -610,6 +614,14 @@ func (r *runner) runJobs(jobs []*job, layer int) error {
 			return fmt.Errorf("%s: %w", jb.mod.lin.Name, err)
 		}
 		jb.mod.lin.W = m
+		if b := jb.mod.lin.Bias; b != nil {
+			// The output stores the bias as float16: later passes use that.
+			r16 := make([]float32, len(b))
+			for k, v := range b {
+				r16[k] = half.F16ToF32(half.F32ToF16(v))
+			}
+			jb.mod.lin.Bias = r16
+		}
 		if r.opt.observe != nil {
 			r.opt.observe(jb.mod.lin.Name, jb.result)
 		}
