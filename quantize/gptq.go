@@ -71,11 +71,15 @@ type Result struct {
 // earlier errors when groups are smaller than a block; here the grid always
 // sees the current weights, as the algorithm describes. h is not modified.
 func GPTQ(w []float32, out, in int, h []float64, cfg Config) (*Result, error) {
-	return gptqThreads(w, out, in, h, cfg, gemm.Threads())
+	if len(h) != in*in {
+		return nil, fmt.Errorf("Hessian has %d values, want %d×%d", len(h), in, in)
+	}
+	return gptqThreads(w, out, in, slices.Clone(h), cfg, gemm.Threads())
 }
 
 // gptqThreads is GPTQ with the column loop split over up to threads
-// goroutines (products and factorizations use gemm.Threads()).
+// goroutines (products and factorizations use gemm.Threads()). It takes
+// ownership of h and overwrites it.
 func gptqThreads(w []float32, out, in int, h []float64, cfg Config, threads int) (*Result, error) {
 	if err := cfg.check(out, in); err != nil {
 		return nil, err
@@ -92,7 +96,7 @@ func gptqThreads(w []float32, out, in int, h []float64, cfg Config, threads int)
 	if i := nonFinite64(h); i >= 0 {
 		return nil, fmt.Errorf("Hessian entry [%d, %d] is %v (calibration activations overflow)", i/in, i%in, h[i])
 	}
-	H := slices.Clone(h)
+	H := h
 	wt := transpose(w, out, in)
 	res := &Result{}
 	for i := 0; i < in; i++ {

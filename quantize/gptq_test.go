@@ -3,6 +3,7 @@ package quantize
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -300,7 +301,7 @@ func TestGPTQMatchesReference(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			res, err := gptqThreads(w, out, in, h, tc.cfg, tc.threads)
+			res, err := gptqThreads(w, out, in, slices.Clone(h), tc.cfg, tc.threads)
 			if err != nil {
 				t.Fatal(err)
 			}
