@@ -4,8 +4,6 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-
-	"github.com/moeforge/moeforge/internal/half"
 )
 
 var threads atomic.Int32
@@ -54,7 +52,7 @@ func MulTF32(c, a, b []float32, m, n, k int, accumulate bool) {
 // workspace holds one worker's packing buffers.
 type workspace struct {
 	ap, bp, tmp, edge []float32
-	sc                []float32
+	sc, zsc           []float32
 	zs                []int32
 	ct                []float32 // tile of C (SyrkAdd)
 }
@@ -83,11 +81,29 @@ func (ws *workspace) int4Tables(m *Int4, r0, r1 int) ([]float32, []int32) {
 		ws.zs = make([]int32, groups*cols)
 	}
 	sc, zs := ws.sc, ws.zs[:groups*cols]
+	widen := active.Load().widenF16
 	for g := 0; g < groups; g++ {
-		half.WidenF16(sc[g*cols:(g+1)*cols], m.Scales[g*m.N+r0:g*m.N+r1])
+		widen(sc[g*cols:(g+1)*cols], m.Scales[g*m.N+r0:g*m.N+r1])
 		zrow := m.QZeros[g*(m.N/8):]
 		z := zs[g*cols : (g+1)*cols]
-		for c := range z {
+		c := 0
+		for ; c < cols && (r0+c)%8 != 0; c++ {
+			j := r0 + c
+			z[c] = int32(uint32(zrow[j/8])>>(uint(j%8)*4)&15) + 1
+		}
+		for ; c+8 <= cols; c += 8 {
+			w := uint32(zrow[(r0+c)/8])
+			zz := z[c : c+8 : c+8]
+			zz[0] = int32(w&15) + 1
+			zz[1] = int32(w>>4&15) + 1
+			zz[2] = int32(w>>8&15) + 1
+			zz[3] = int32(w>>12&15) + 1
+			zz[4] = int32(w>>16&15) + 1
+			zz[5] = int32(w>>20&15) + 1
+			zz[6] = int32(w>>24&15) + 1
+			zz[7] = int32(w>>28) + 1
+		}
+		for ; c < cols; c++ {
 			j := r0 + c
 			z[c] = int32(uint32(zrow[j/8])>>(uint(j%8)*4)&15) + 1
 		}

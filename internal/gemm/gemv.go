@@ -46,8 +46,9 @@ func gemv(k *kernel, c, a []float32, b Matrix, acc bool) bool {
 			return false
 		}
 		mustCheck(m)
+		v := newInt4Vec(a, m)
 		rows = func(ws *workspace, r0, r1 int) {
-			gemvInt4(k, ws, c, a, m, r0, r1, acc)
+			gemvInt4(k, ws, c, v, m, r0, r1, acc)
 		}
 	default:
 		return false
@@ -86,7 +87,7 @@ func gemv(k *kernel, c, a []float32, b Matrix, acc bool) bool {
 // gemvInt4 computes outputs [r0, r1) (r0 a multiple of 8) of c (+)= W·a for a
 // GPTQ matrix, dequantizing on the fly: for every input i the codes of
 // consecutive outputs are consecutive words of QWeight.
-func gemvInt4(k *kernel, ws *workspace, c, a []float32, m Int4, r0, r1 int, acc bool) {
+func gemvInt4(k *kernel, ws *workspace, c []float32, v *int4Vec, m Int4, r0, r1 int, acc bool) {
 	const chunk = 512 // outputs per pass: accumulators and tables stay in L1/L2
 	for q0 := r0; q0 < r1; q0 += chunk {
 		q1 := min(q0+chunk, r1)
@@ -95,7 +96,15 @@ func gemvInt4(k *kernel, ws *workspace, c, a []float32, m Int4, r0, r1 int, acc 
 		ws.ct = grow(ws.ct, cols)
 		y := ws.ct
 		clear(y)
-		k.int4Rows(y, a, m.QWeight, m.N, q0, m.GIdx, sc, zs, cols)
+		if v.rowGroup != nil && k.int4Sorted != nil {
+			ws.zsc = grow(ws.zsc, len(sc))
+			for i, s := range sc {
+				ws.zsc[i] = s * float32(zs[i])
+			}
+			k.int4Sorted(y, v, q0, sc, zs, ws.zsc, cols)
+		} else {
+			k.int4Rows(y, v.a, m.QWeight, m.N, q0, m.GIdx, sc, zs, cols)
+		}
 		dst := c[q0:q1]
 		if acc {
 			for j, v := range y {
@@ -105,6 +114,45 @@ func gemvInt4(k *kernel, ws *workspace, c, a []float32, m Int4, r0, r1 int, acc 
 			copy(dst, y)
 		}
 	}
+}
+
+// int4Vec is the vector side of an int4 matrix-vector product. When the 8
+// inputs of every QWeight word belong to one group (g_idx without act-order
+// and groups of a multiple of 8), rowGroup holds that group per word row and
+// asum the sum of the word's 8 inputs of a, so that the scale and zero can be
+// applied once per word.
+type int4Vec struct {
+	a        []float32
+	qw       []int32
+	n        int
+	gidx     []int32
+	rowGroup []int32
+	asum     []float32
+}
+
+func newInt4Vec(a []float32, m Int4) *int4Vec {
+	v := &int4Vec{a: a, qw: m.QWeight, n: m.N, gidx: m.GIdx}
+	rows := m.K / 8
+	rg := make([]int32, rows)
+	for r := range rg {
+		g := m.GIdx[8*r : 8*r+8]
+		for _, x := range g[1:] {
+			if x != g[0] {
+				return v
+			}
+		}
+		rg[r] = g[0]
+	}
+	v.rowGroup = rg
+	v.asum = make([]float32, rows)
+	for r := range v.asum {
+		var s float32
+		for _, x := range a[8*r : 8*r+8] {
+			s += x
+		}
+		v.asum[r] = s
+	}
+	return v
 }
 
 // int4RowsGo adds Σ_i a[i]·W[q0+j, i] to y[j] for j < cols, with the group

@@ -32,6 +32,10 @@ type kernel struct {
 	dot func(a, b []float32) float32
 	// int4Rows is the inner loop of the int4 matrix-vector product.
 	int4Rows func(y, a []float32, qw []int32, n, q0 int, gidx []int32, sc []float32, zs []int32, cols int)
+	// int4Sorted is int4Rows for matrices whose 8 inputs of every QWeight word
+	// share a group (g_idx without act-order); zsc = scale·zero per group and
+	// output. nil: use int4Rows.
+	int4Sorted func(y []float32, v *int4Vec, q0 int, sc []float32, zs []int32, zsc []float32, cols int)
 	// dotBF16 returns Σ a[i]·widen(b[i]) over len(a) elements.
 	dotBF16 func(a []float32, b []uint16) float32
 	// int4Panel dequantizes outputs [q, q+rows) × inputs [p0, p1) of m into

@@ -34,6 +34,9 @@ func transpose8F16AVX2(dst *float32, w int, src *uint16, offs *[8]int, blocks in
 //go:noescape
 func packColsAVX2(dst, src *float32, ld, w, kc, panels int)
 
+//go:noescape
+func int4DotSortedAVX2(y *float32, a *float32, qw *int32, n int, rowGroup *int32, sc, zsc *float32, ldt int, rows int, asum *float32)
+
 func peakAVX2(n int)
 
 func peakAVX512(n int)
@@ -48,35 +51,37 @@ func archKernels() []*kernel {
 	if hasAVX512 {
 		ks = append(ks, &kernel{
 			name: "avx512", mr: 14, nr: 32, kc: 256, mc: 140, nc: 1024,
-			micro:     kern14x32AVX512,
-			widenBF16: widenBF16SIMD,
-			widenF16:  widenF16SIMD,
-			dot:       dotSIMD,
-			dotBF16:   dotBF16SIMD,
-			int4Rows:  int4RowsSIMD,
-			int4Panel: int4PanelSIMD,
-			packRows:  packRowsAVX2,
-			packBF16:  packBF16AVX2,
-			packCols:  packColsSIMD,
-			transpose: transposeSIMD,
-			packF16:   packF16AVX2,
+			micro:      kern14x32AVX512,
+			widenBF16:  widenBF16SIMD,
+			widenF16:   widenF16SIMD,
+			dot:        dotSIMD,
+			dotBF16:    dotBF16SIMD,
+			int4Rows:   int4RowsSIMD,
+			int4Sorted: int4SortedSIMD,
+			int4Panel:  int4PanelSIMD,
+			packRows:   packRowsAVX2,
+			packBF16:   packBF16AVX2,
+			packCols:   packColsSIMD,
+			transpose:  transposeSIMD,
+			packF16:    packF16AVX2,
 		})
 	}
 	if hasAVX2 {
 		ks = append(ks, &kernel{
 			name: "avx2", mr: 6, nr: 16, kc: 256, mc: 144, nc: 512,
-			micro:     kern6x16AVX2,
-			widenBF16: widenBF16SIMD,
-			widenF16:  widenF16SIMD,
-			dot:       dotSIMD,
-			dotBF16:   dotBF16SIMD,
-			int4Rows:  int4RowsSIMD,
-			int4Panel: int4PanelSIMD,
-			packRows:  packRowsAVX2,
-			packBF16:  packBF16AVX2,
-			packCols:  packColsSIMD,
-			transpose: transposeSIMD,
-			packF16:   packF16AVX2,
+			micro:      kern6x16AVX2,
+			widenBF16:  widenBF16SIMD,
+			widenF16:   widenF16SIMD,
+			dot:        dotSIMD,
+			dotBF16:    dotBF16SIMD,
+			int4Rows:   int4RowsSIMD,
+			int4Sorted: int4SortedSIMD,
+			int4Panel:  int4PanelSIMD,
+			packRows:   packRowsAVX2,
+			packBF16:   packBF16AVX2,
+			packCols:   packColsSIMD,
+			transpose:  transposeSIMD,
+			packF16:    packF16AVX2,
 		})
 	}
 	return ks
@@ -213,11 +218,16 @@ func int4RowsSIMD(y, a []float32, qw []int32, n, q0 int, gidx []int32, sc []floa
 		_ = sc[(groups-1)*cols+full-1]
 		_ = zs[(groups-1)*cols+full-1]
 		var tmp [16]float32
-		for c := 0; c < full; c += 16 {
-			int4DotAVX2(&tmp[0], &a[0], &qw[q0+c], n, &gidx[0], &sc[c], &zs[c], cols, k/8)
-			yy := y[c : c+16]
-			for i, v := range tmp {
-				yy[i] += v
+		// Blocks of int4RowBlock word rows across all the columns, so that
+		// QWeight is read in that many sequential streams.
+		for rb := 0; rb < k/8; rb += int4RowBlock {
+			nr := min(int4RowBlock, k/8-rb)
+			for c := 0; c < full; c += 16 {
+				int4DotAVX2(&tmp[0], &a[8*rb], &qw[rb*n+q0+c], n, &gidx[8*rb], &sc[c], &zs[c], cols, nr)
+				yy := y[c : c+16]
+				for i, v := range tmp {
+					yy[i] += v
+				}
 			}
 		}
 	}
@@ -293,3 +303,36 @@ func transposeSIMD(dst []float32, ldd int, src []float32, lds, rows, cols int) {
 		transposeGo(dst[rb:], ldd, src[rb*lds:], lds, rows-rb, cb)
 	}
 }
+
+// int4SortedSIMD is kernel.int4Sorted: 16 outputs at a time with one scale
+// per word of QWeight.
+func int4SortedSIMD(y []float32, v *int4Vec, q0 int, sc []float32, zs []int32, zsc []float32, cols int) {
+	full := cols &^ 15
+	rows := len(v.rowGroup)
+	if full > 0 && rows > 0 {
+		_ = v.a[8*rows-1]
+		_ = v.asum[rows-1]
+		_ = v.qw[(rows-1)*v.n+q0+full-1]
+		groups := len(sc) / cols
+		_ = sc[(groups-1)*cols+full-1]
+		_ = zsc[(groups-1)*cols+full-1]
+		var tmp [16]float32
+		for rb := 0; rb < rows; rb += int4RowBlock {
+			nr := min(int4RowBlock, rows-rb)
+			for c := 0; c < full; c += 16 {
+				int4DotSortedAVX2(&tmp[0], &v.a[8*rb], &v.qw[rb*v.n+q0+c], v.n, &v.rowGroup[rb], &sc[c], &zsc[c], cols, nr, &v.asum[rb])
+				yy := y[c : c+16]
+				for i, t := range tmp {
+					yy[i] += t
+				}
+			}
+		}
+	}
+	if full < cols {
+		int4RowsGoRange(y, v.a, v.qw, v.n, q0, v.gidx, sc, zs, cols, full, cols)
+	}
+}
+
+// int4RowBlock is how many QWeight word rows the int4 matrix-vector kernels
+// take per call.
+const int4RowBlock = 16

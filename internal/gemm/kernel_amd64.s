@@ -864,3 +864,78 @@ pcnext:
 pcdone:
 	VZEROUPPER
 	RET
+
+// One input of the sorted-groups int4 matrix-vector product: t0/t1 += a[j]·q_j.
+#define I4SSTEP(j, t0, t1) \
+	VBROADCASTSS (j*4)(DX), Y4; \
+	VPSRLD       $(4*j), Y2, Y5; \
+	VPSRLD       $(4*j), Y3, Y6; \
+	VPAND        Y15, Y5, Y5; \
+	VPAND        Y15, Y6, Y6; \
+	VCVTDQ2PS    Y5, Y5; \
+	VCVTDQ2PS    Y6, Y6; \
+	VFMADD231PS  Y5, Y4, t0; \
+	VFMADD231PS  Y6, Y4, t1
+
+// func int4DotSortedAVX2(y *float32, a *float32, qw *int32, n int, rowGroup *int32, sc, zsc *float32, ldt int, rows int, asum *float32)
+//
+// int4DotAVX2 for matrices whose 8 inputs of a word share a group (rowGroup[r]
+// for word row r): y[c] = Σ_r sc[g]·Σ_j a[8r+j]·q − zsc[g]·asum[r], with
+// zsc = scale·zero and asum[r] = Σ_j a[8r+j], for the 16 outputs c < 16.
+TEXT ·int4DotSortedAVX2(SB), NOSPLIT, $0-80
+	MOVQ y+0(FP), DI
+	MOVQ a+8(FP), DX
+	MOVQ qw+16(FP), SI
+	MOVQ n+24(FP), R8
+	SHLQ $2, R8
+	MOVQ rowGroup+32(FP), R9
+	MOVQ sc+40(FP), R10
+	MOVQ zsc+48(FP), R11
+	MOVQ ldt+56(FP), R12
+	SHLQ $2, R12
+	MOVQ rows+64(FP), CX
+	MOVQ asum+72(FP), BX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	TESTQ CX, CX
+	JLE   i4sstore
+	MOVL         $15, AX
+	VMOVD        AX, X15
+	VPBROADCASTD X15, Y15
+
+i4sloop:
+	VMOVDQU (SI), Y2
+	VMOVDQU 32(SI), Y3
+	VXORPS  Y8, Y8, Y8
+	VXORPS  Y9, Y9, Y9
+	VXORPS  Y10, Y10, Y10
+	VXORPS  Y11, Y11, Y11
+	I4SSTEP(0, Y8, Y9)
+	I4SSTEP(1, Y10, Y11)
+	I4SSTEP(2, Y8, Y9)
+	I4SSTEP(3, Y10, Y11)
+	I4SSTEP(4, Y8, Y9)
+	I4SSTEP(5, Y10, Y11)
+	I4SSTEP(6, Y8, Y9)
+	I4SSTEP(7, Y10, Y11)
+	VADDPS       Y10, Y8, Y8
+	VADDPS       Y11, Y9, Y9
+	MOVLQSX      (R9), AX
+	IMULQ        R12, AX
+	VFMADD231PS  (R10)(AX*1), Y8, Y0
+	VFMADD231PS  32(R10)(AX*1), Y9, Y1
+	VBROADCASTSS (BX), Y4
+	VFNMADD231PS (R11)(AX*1), Y4, Y0
+	VFNMADD231PS 32(R11)(AX*1), Y4, Y1
+	ADDQ R8, SI
+	ADDQ $4, R9
+	ADDQ $4, BX
+	ADDQ $32, DX
+	DECQ CX
+	JNZ  i4sloop
+
+i4sstore:
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	VZEROUPPER
+	RET
