@@ -53,6 +53,8 @@ type ModuleReport struct {
 	DampRaises int     `json:"damp_raises,omitempty"`
 	Dead       int     `json:"dead_inputs,omitempty"`
 	Seconds    float64 `json:"seconds"`
+
+	order int // position in the layer's forward order
 }
 
 // StarvedExpert is a routed expert below the token threshold of some of its
@@ -116,7 +118,7 @@ func (r *Report) finish() {
 		if ma.Layer != mb.Layer {
 			return ma.Layer < mb.Layer
 		}
-		return ma.Group < mb.Group
+		return ma.order < mb.order
 	})
 	sort.Slice(r.Starved, func(a, b int) bool {
 		sa, sb := r.Starved[a], r.Starved[b]
@@ -151,50 +153,83 @@ func (r *Report) WriteSummary(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "quantized %s → %s\n", r.Input, r.Output)
 	group := fmt.Sprint(r.GroupSize)
-	fmt.Fprintf(&b, "method %s, %d-bit, group %s, sym %v, desc_act %v, static_groups %v, damp %g, true_sequential %v\n",
-		r.Method, r.Bits, group, r.Sym, r.DescAct, r.StaticGroups, r.Damp, r.TrueSequential)
+	if r.Method == MethodRTN {
+		fmt.Fprintf(&b, "method rtn, %d-bit, group %s, sym %v\n", r.Bits, group, r.Sym)
+	} else {
+		fmt.Fprintf(&b, "method %s, %d-bit, group %s, sym %v, desc_act %v, static_groups %v, damp %g, true_sequential %v\n",
+			r.Method, r.Bits, group, r.Sym, r.DescAct, r.StaticGroups, r.Damp, r.TrueSequential)
+	}
 	if c := r.Calibration; c != nil {
 		fmt.Fprintf(&b, "calibration: %d sequences × %d tokens (%d tokens) from %s\n", c.Sequences, c.SeqLen, c.Tokens, c.Source)
 	}
-	type layerSum struct {
-		modules, experts, fallbacks int
-		loss, secs                  float64
-		minTok, maxTok              int
-	}
-	var layers []int
-	sums := map[int]*layerSum{}
-	for _, m := range r.Modules {
-		s := sums[m.Layer]
-		if s == nil {
-			s = &layerSum{minTok: -1}
-			sums[m.Layer] = s
-			layers = append(layers, m.Layer)
-		}
-		s.modules++
-		s.loss += m.Loss
-		s.secs += m.Seconds
-		if m.Fallback != "" {
-			s.fallbacks++
-		}
-		if m.Expert >= 0 {
-			s.experts++
-			if s.minTok < 0 || m.Tokens < s.minTok {
-				s.minTok = m.Tokens
-			}
-			s.maxTok = max(s.maxTok, m.Tokens)
-		}
+	// One row per module, except routed experts: one row per layer and
+	// projection summing them (their starved members are listed below).
+	type expertSum struct {
+		n, fallbacks       int
+		loss, secs, damp   float64
+		minTok, maxTok     int
+		layer              int
+		proj, method, name string
 	}
 	b.WriteString("\n")
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "layer\tmodules\tGPTQ loss\texpert tokens (min–max)\tfallback modules\tseconds\t")
-	for _, l := range layers {
-		s := sums[l]
-		tok := "-"
-		if s.experts > 0 {
-			tok = fmt.Sprintf("%d–%d", s.minTok, s.maxTok)
+	fmt.Fprintln(tw, "layer\tmodule\tmethod\ttokens\tGPTQ loss\tdamp\tseconds\t")
+	var pending []*expertSum
+	flush := func() {
+		for _, e := range pending {
+			method := e.method
+			if e.fallbacks > 0 {
+				method = fmt.Sprintf("%s, %d fallback", method, e.fallbacks)
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%d–%d\t%.4g\t%g\t%.2f\t\n", e.layer, e.name, method, e.minTok, e.maxTok, e.loss, e.damp, e.secs)
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%.4g\t%s\t%d\t%.2f\t\n", l, s.modules, s.loss, tok, s.fallbacks, s.secs)
+		pending = nil
 	}
+	last := -1
+	for _, m := range r.Modules {
+		if m.Layer != last {
+			flush()
+			last = m.Layer
+		}
+		prefix := fmt.Sprintf("model.layers.%d.", m.Layer)
+		name := strings.TrimPrefix(m.Name, prefix)
+		if m.Expert < 0 {
+			damp := "-"
+			if m.Method != string(MethodRTN) {
+				damp = fmt.Sprint(m.Damp)
+			}
+			tokens, loss := "-", "-"
+			if m.Method != string(MethodRTN) {
+				tokens, loss = fmt.Sprint(m.Tokens), fmt.Sprintf("%.4g", m.Loss)
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%.2f\t\n", m.Layer, name, m.Method, tokens, loss, damp, m.Seconds)
+			continue
+		}
+		proj := name[strings.LastIndex(name, ".")+1:]
+		var e *expertSum
+		for _, p := range pending {
+			if p.proj == proj {
+				e = p
+			}
+		}
+		if e == nil {
+			gen := strings.Replace(name, fmt.Sprintf(".%d.", m.Expert), ".*.", 1)
+			e = &expertSum{layer: m.Layer, proj: proj, name: gen, minTok: m.Tokens, maxTok: m.Tokens, method: string(MethodGPTQ)}
+			pending = append(pending, e)
+		}
+		e.n++
+		e.loss += m.Loss
+		e.secs += m.Seconds
+		e.damp = max(e.damp, m.Damp)
+		e.minTok, e.maxTok = min(e.minTok, m.Tokens), max(e.maxTok, m.Tokens)
+		if m.Fallback != "" {
+			e.fallbacks++
+		}
+		if m.Method == string(MethodRTN) && m.Fallback == "" {
+			e.method = string(MethodRTN)
+		}
+	}
+	flush()
 	tw.Flush()
 	if len(r.Starved) > 0 {
 		fmt.Fprintf(&b, "\n%d experts saw too few calibration tokens (fallback):\n", len(r.Starved))

@@ -304,6 +304,10 @@ func (r *runner) gptqLayer(l *model.Layer) (map[*model.Linear]*gptq.Layer, error
 			add(6, e, ex.Down, true, ex.Down)
 		}
 	}
+	order := map[*model.Linear]int{}
+	for k, lin := range l.Linears() {
+		order[lin] = k
+	}
 	stages := [][]int{{1, 2, 3, 4, 5, 6}}
 	if r.opt.TrueSequential {
 		// Groups 3 and 5 (and 4 and 6) read the same inputs: the shared
@@ -387,7 +391,7 @@ func (r *runner) gptqLayer(l *model.Layer) (map[*model.Linear]*gptq.Layer, error
 		}
 		jobs := make([]*job, len(stageMods))
 		for k, sm := range stageMods {
-			jb := &job{mod: sm, layer: l.Index, tokens: sm.hess.Rows}
+			jb := &job{mod: sm, layer: l.Index, tokens: sm.hess.Rows, order: order[sm.lin]}
 			if sm.expert >= 0 {
 				jb.minTokens = r.minTokens(sm.lin.In())
 				if jb.tokens < jb.minTokens {
@@ -563,6 +567,7 @@ type job struct {
 	fallback  Fallback
 	extra     *Hessian // all-tokens augmentation
 	rtn       bool     // Method rtn
+	order     int      // forward order of the module in its layer
 	result    *gptq.Layer
 }
 
@@ -640,7 +645,7 @@ func (r *runner) quantizeJob(jb *job, threads int) error {
 	w := make([]float32, out*in)
 	lin.W.Widen(w, in, 0, out, 0, in)
 	rep := ModuleReport{Name: lin.Name, Layer: jb.layer, Expert: jb.mod.expert, Group: jb.mod.group, Out: out, In: in,
-		Tokens: jb.tokens, Fallback: jb.fallback, MinTokens: jb.minTokens}
+		Tokens: jb.tokens, Fallback: jb.fallback, MinTokens: jb.minTokens, order: jb.order}
 	var res *Result
 	var err error
 	switch {
@@ -678,9 +683,9 @@ func (r *runner) quantizeJob(jb *job, threads int) error {
 // rtnLayer rounds every quantizable linear of a layer to nearest.
 func (r *runner) rtnLayer(l *model.Layer) (map[*model.Linear]*gptq.Layer, error) {
 	var jobs []*job
-	for _, lin := range l.Linears() {
+	for k, lin := range l.Linears() {
 		if quantizable(lin.Spec) {
-			jobs = append(jobs, &job{mod: &stageModule{lin: lin, group: groupOf(lin.Spec), expert: lin.Spec.Expert}, layer: l.Index, rtn: true})
+			jobs = append(jobs, &job{mod: &stageModule{lin: lin, group: groupOf(lin.Spec), expert: lin.Spec.Expert}, layer: l.Index, rtn: true, order: k})
 		}
 	}
 	if err := r.runJobs(jobs, l.Index); err != nil {
