@@ -60,19 +60,21 @@ already-quantized earlier layers; inside a layer the linears are quantized in th
 groups [q,k,v] → [o] → [shared_expert gate,up] → [shared_expert down] → [experts gate,up] →
 [experts down] (dense MLP: [gate,up] → [down]), each group's Hessian taken from inputs computed
 with the earlier groups already quantized. A routed expert's Hessian comes from the tokens the
-router sends to it; experts that see fewer than --min-expert-tokens tokens (default in_features/8
-of the module) get --expert-fallback (all-tokens: GPTQ with the expert's Hessian augmented by
-every token of the layer; rtn: round to nearest) and are listed. The router (mlp.gate), shared_expert_gate, embeddings, norms and lm_head
-keep their input dtype; biases of quantized layers are stored as float16.
+router sends to it; an expert module that sees fewer than --min-expert-tokens tokens (default
+in_features/8) gets --expert-fallback (all-tokens: GPTQ with the expert's Hessian augmented by
+every token of the layer; rtn: round to nearest) and is listed. The router (mlp.gate),
+shared_expert_gate, embeddings, norms and lm_head keep their input dtype; biases of quantized
+layers are stored as float16.
 
 Calibration: --calib FILE is text, tokenized with the checkpoint's tokenizer.json; --nsamples
 random windows of --seqlen tokens (capped at max_position_embeddings) are drawn (--seed) from
 its first --split-at fraction. --calib-ids FILE.safetensors gives the token ids directly
 (input_ids [N, T]). --method rtn needs no calibration.
 
-The summary lists per layer the GPTQ loss, expert token counts and fallbacks, every starved
-expert, and raised damping; --report FILE.json records every module (loss, tokens, damping,
-fallback, time). --json prints that report on stdout instead of the summary.`,
+The summary lists every module (routed experts summed per layer and projection) with its
+method, calibration tokens, GPTQ loss, damping and time, then every starved expert with its
+token count and fallback, and any raised damping; --report FILE.json records every module
+(experts one by one). --json prints that report on stdout instead of the summary.`,
 		Example: `  moeforge quantize --in testdata/models/qwen2_moe_small --out /tmp/moe-gptq \
       --calib testdata/tinyshakespeare.txt --nsamples 128 --seqlen 256
   moeforge quantize --in DIR --out OUT --calib corpus.txt --group-size -1 --desc-act --report report.json
