@@ -234,11 +234,9 @@ func (d *runner) quantize() error {
 			ck.Close()
 			return err
 		}
-		rep, err := quantize.Run(d.ctx, ck, out, calib, quantize.Options{
-			Method:         method,
-			Config:         quantize.Config{GroupSize: 128, Sym: true, Damp: 0.01},
-			TrueSequential: true, MinExpertTokens: -1, ExpertFallback: quantize.FallbackRTN,
-		})
+		opts := quantize.DefaultOptions() // int4, group 128, sym, true-sequential
+		opts.Method = method
+		rep, err := quantize.Run(d.ctx, ck, out, calib, opts)
 		ck.Close()
 		if err != nil {
 			return fmt.Errorf("quantize %s: %w", method, err)
