@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/internal/fixture"
 	"github.com/moeforge/moeforge/model"
 	"github.com/moeforge/moeforge/tokenizer"
@@ -45,15 +44,11 @@ func evalWindows(tb testing.TB, dir string, n, seqlen int) [][]int {
 
 func loadModel(tb testing.TB, dir string) *model.Model {
 	tb.Helper()
-	ck, err := hf.Open(dir)
+	m, err := model.Open(dir)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { ck.Close() })
-	m, err := model.Load(ck)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	tb.Cleanup(func() { m.Close() })
 	return m
 }
 

@@ -92,6 +92,34 @@ type Model struct {
 	LMHead     *Linear // tied models point at the embedding matrix
 
 	rope *rope
+	ck   *hf.Checkpoint // set by Open, closed by Close
+}
+
+// Open opens the checkpoint directory dir and loads its model; Close
+// releases the checkpoint's memory maps.
+func Open(dir string) (*Model, error) {
+	ck, err := hf.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	m, err := Load(ck)
+	if err != nil {
+		ck.Close()
+		return nil, err
+	}
+	m.ck = ck
+	return m, nil
+}
+
+// Close closes the checkpoint of a model made by Open (a no-op for Load:
+// the caller owns that checkpoint).
+func (m *Model) Close() error {
+	if m.ck == nil {
+		return nil
+	}
+	err := m.ck.Close()
+	m.ck = nil
+	return err
 }
 
 // Load builds the model over the checkpoint's tensors. Matrices are not

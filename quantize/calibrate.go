@@ -42,26 +42,18 @@ func IDCalibration(path string, vocab int) ([][]int, error) {
 	if !ok {
 		return nil, fmt.Errorf("%s: no tensor input_ids (want token ids [N, T])", path)
 	}
-	if len(t.Shape) != 2 || t.Shape[0] == 0 || t.Shape[1] == 0 {
+	if len(t.Shape) != 2 {
 		return nil, fmt.Errorf("%s: input_ids has shape %v, want [N, T] with N, T > 0", path, t.Shape)
 	}
-	if t.DType != safetensors.I64 && t.DType != safetensors.I32 {
-		return nil, fmt.Errorf("%s: input_ids has dtype %s, want I64 or I32", path, t.DType)
-	}
-	ids, err := t.Int64s()
+	seqs, err := t.TokenIDs()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	n, T := t.Shape[0], t.Shape[1]
-	seqs := make([][]int, n)
-	for s := range seqs {
-		seqs[s] = make([]int, T)
-		for j := range seqs[s] {
-			id := ids[s*T+j]
-			if id < 0 || id >= int64(vocab) {
+	for s, seq := range seqs {
+		for j, id := range seq {
+			if id < 0 || id >= vocab {
 				return nil, fmt.Errorf("%s: input_ids[%d, %d] = %d outside the vocabulary [0, %d)", path, s, j, id, vocab)
 			}
-			seqs[s][j] = int(id)
 		}
 	}
 	return seqs, nil

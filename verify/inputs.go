@@ -28,34 +28,15 @@ func ReadIDs(path string) ([][]int, error) {
 		}
 		t = ts[0]
 	}
-	if t.DType != safetensors.I64 && t.DType != safetensors.I32 {
-		return nil, fmt.Errorf("%s: tensor %s has dtype %s, want I64 or I32 token ids", path, t.Name, t.DType)
-	}
-	var n, T int
-	switch len(t.Shape) {
-	case 1:
-		n, T = 1, t.Shape[0]
-	case 2:
-		n, T = t.Shape[0], t.Shape[1]
-	default:
-		return nil, fmt.Errorf("%s: tensor %s has shape %v, want [N, T] token ids", path, t.Name, t.Shape)
-	}
-	if n == 0 || T == 0 {
-		return nil, fmt.Errorf("%s: tensor %s has shape %v: no tokens", path, t.Name, t.Shape)
-	}
-	vals, err := t.Int64s()
+	seqs, err := t.TokenIDs()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	seqs := make([][]int, n)
-	for i := range seqs {
-		seqs[i] = make([]int, T)
-		for j := range seqs[i] {
-			v := vals[i*T+j]
+	for i, seq := range seqs {
+		for j, v := range seq {
 			if v < 0 || v > math.MaxInt32 {
 				return nil, fmt.Errorf("%s: tensor %s[%d, %d] = %d is not a token id", path, t.Name, i, j, v)
 			}
-			seqs[i][j] = int(v)
 		}
 	}
 	return seqs, nil

@@ -26,15 +26,11 @@ func TestMain(m *testing.M) {
 // stays open until the test ends.
 func loadModel(t *testing.T, rel string) *model.Model {
 	t.Helper()
-	ck, err := hf.Open(filepath.Join(fixture.Dir(t, rel), "model"))
+	m, err := model.Open(filepath.Join(fixture.Dir(t, rel), "model"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ck.Close() })
-	m, err := model.Load(ck)
-	if err != nil {
-		t.Fatal(err)
-	}
+	t.Cleanup(func() { m.Close() })
 	return m
 }
 

@@ -339,11 +339,11 @@ func convertVerify(cmd *cobra.Command, f *convertFlags, ck *hf.Checkpoint, exact
 	if err != nil {
 		return nil, err
 	}
-	cck, cand, err := loadModel(f.out)
+	cand, err := model.Open(f.out)
 	if err != nil {
 		return nil, err
 	}
-	defer cck.Close()
+	defer cand.Close()
 	if maxPos := ref.Config.MaxPositionEmbeddings; maxPos > 0 && f.seqlen > maxPos {
 		return nil, fmt.Errorf("--seqlen %d exceeds max_position_embeddings=%d", f.seqlen, maxPos)
 	}

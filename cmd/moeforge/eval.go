@@ -8,6 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/moeforge/moeforge/model"
+
 	"github.com/moeforge/moeforge/tokenizer"
 	"github.com/moeforge/moeforge/verify"
 )
@@ -76,11 +78,11 @@ tokens run through the model (windows × seqlen) over the time of the forward pa
 			if err != nil {
 				return fmt.Errorf("eval ppl: --split-at: %w", err)
 			}
-			ck, m, err := loadModel(args[0])
+			m, err := model.Open(args[0])
 			if err != nil {
 				return err
 			}
-			defer ck.Close()
+			defer m.Close()
 			if tokenizerPath == "" {
 				tokenizerPath = args[0]
 			}

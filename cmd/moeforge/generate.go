@@ -58,11 +58,11 @@ the speed is printed at the end.`,
 			if maxNew <= 0 {
 				return fmt.Errorf("generate: --max-new-tokens %d must be positive", maxNew)
 			}
-			ck, m, err := loadModel(args[0])
+			m, err := model.Open(args[0])
 			if err != nil {
 				return err
 			}
-			defer ck.Close()
+			defer m.Close()
 			if tokenizerPath == "" {
 				tokenizerPath = args[0]
 			}

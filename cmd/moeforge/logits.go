@@ -58,11 +58,11 @@ renamed into place when complete; an existing OUT is replaced only with --force.
 			if err != nil {
 				return err
 			}
-			ck, m, err := loadModel(args[0])
+			m, err := model.Open(args[0])
 			if err != nil {
 				return err
 			}
-			defer ck.Close()
+			defer m.Close()
 			if err := checkIDs(idsPath, seqs, m); err != nil {
 				return err
 			}
@@ -176,23 +176,12 @@ func readInputIDs(path string) ([][]int, error) {
 		slices.Sort(names)
 		return nil, fmt.Errorf("%s: no tensor input_ids (want input_ids [B, T] of I64 or I32; the file has %v)", path, names)
 	}
-	if t.DType != safetensors.I64 && t.DType != safetensors.I32 {
-		return nil, fmt.Errorf("%s: tensor input_ids has dtype %s, want I64 or I32", path, t.DType)
-	}
-	if len(t.Shape) != 2 || t.Shape[0] < 1 || t.Shape[1] < 1 {
+	if len(t.Shape) != 2 {
 		return nil, fmt.Errorf("%s: tensor input_ids has shape %v, want [B, T] with B, T ≥ 1", path, t.Shape)
 	}
-	v, err := t.Int64s()
+	seqs, err := t.TokenIDs()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	B, T := t.Shape[0], t.Shape[1]
-	seqs := make([][]int, B)
-	for b := range seqs {
-		seqs[b] = make([]int, T)
-		for i := range seqs[b] {
-			seqs[b][i] = int(v[b*T+i])
-		}
 	}
 	return seqs, nil
 }

@@ -11,6 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/moeforge/moeforge/model"
+
 	"github.com/moeforge/moeforge/tokenizer"
 	"github.com/moeforge/moeforge/verify"
 )
@@ -117,16 +119,16 @@ func runVerify(cmd *cobra.Command, o *verifyOptions) error {
 	if err := o.checkFlags(cmd); err != nil {
 		return err
 	}
-	refCk, ref, err := loadModel(o.ref)
+	ref, err := model.Open(o.ref)
 	if err != nil {
 		return fmt.Errorf("reference: %w", err)
 	}
-	defer refCk.Close()
-	candCk, cand, err := loadModel(o.cand)
+	defer ref.Close()
+	cand, err := model.Open(o.cand)
 	if err != nil {
 		return fmt.Errorf("candidate: %w", err)
 	}
-	defer candCk.Close()
+	defer cand.Close()
 	if err := verify.CheckCompatible(ref, cand, o.perLayer); err != nil {
 		return fmt.Errorf("%s vs %s: %w", o.ref, o.cand, err)
 	}

@@ -163,11 +163,11 @@ func verifyFusedCopy(t *testing.T, src string) string {
 // tokens of seqs to.
 func verifyBusiestExpert(t *testing.T, dir string, layer int, seqs [][]int) int {
 	t.Helper()
-	ck, m, err := loadModel(dir)
+	m, err := model.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ck.Close()
+	defer m.Close()
 	counts := map[int32]int{}
 	best := int32(0)
 	hooks := &model.Hooks{Routing: func(l int, _ []float32, experts []int32, _ []float32) {

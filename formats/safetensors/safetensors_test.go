@@ -379,3 +379,28 @@ func TestConversions(t *testing.T) {
 		t.Error("float tensor converted to ints")
 	}
 }
+
+func TestTokenIDs(t *testing.T) {
+	var b []byte
+	for _, v := range []int64{1, 2, 3, 4, 5, 6} {
+		b = binary.LittleEndian.AppendUint64(b, uint64(v))
+	}
+	two, _ := NewTensor("input_ids", I64, []int{2, 3}, b)
+	seqs, err := two.TokenIDs()
+	if err != nil || !cmp.Equal(seqs, [][]int{{1, 2, 3}, {4, 5, 6}}) {
+		t.Errorf("[2,3]: %v %v", seqs, err)
+	}
+	one, _ := NewTensor("ids", I64, []int{6}, b)
+	if seqs, err := one.TokenIDs(); err != nil || len(seqs) != 1 || len(seqs[0]) != 6 {
+		t.Errorf("[6]: %v %v", seqs, err)
+	}
+	for _, bad := range []*Tensor{
+		{Name: "f", DType: F32, Shape: []int{2}, data: make([]byte, 8)},
+		{Name: "r3", DType: I32, Shape: []int{1, 1, 2}, data: make([]byte, 8)},
+		{Name: "empty", DType: I32, Shape: []int{0, 4}, data: nil},
+	} {
+		if _, err := bad.TokenIDs(); err == nil || !strings.Contains(err.Error(), bad.Name) {
+			t.Errorf("%s: err = %v", bad.Name, err)
+		}
+	}
+}

@@ -257,3 +257,36 @@ func (t *Tensor) Sub(offset int, shape []int) (*Tensor, error) {
 	b, e := offset*size, (offset+n)*size
 	return &Tensor{Name: t.Name, DType: t.DType, Shape: append([]int(nil), shape...), File: t.File, data: t.data[b:e:e]}, nil
 }
+
+// TokenIDs returns the rows of an I64 or I32 token-id tensor: [N, T] gives N
+// sequences of T ids, [T] one sequence. Empty tensors and other dtypes or
+// ranks are errors naming the tensor.
+func (t *Tensor) TokenIDs() ([][]int, error) {
+	if t.DType != I64 && t.DType != I32 {
+		return nil, fmt.Errorf("tensor %s has dtype %s, want I64 or I32 token ids", t.Name, t.DType)
+	}
+	var n, T int
+	switch len(t.Shape) {
+	case 1:
+		n, T = 1, t.Shape[0]
+	case 2:
+		n, T = t.Shape[0], t.Shape[1]
+	default:
+		return nil, fmt.Errorf("tensor %s has shape %v, want [N, T] token ids", t.Name, t.Shape)
+	}
+	if n == 0 || T == 0 {
+		return nil, fmt.Errorf("tensor %s has shape %v: no tokens", t.Name, t.Shape)
+	}
+	vals, err := t.Int64s()
+	if err != nil {
+		return nil, err
+	}
+	seqs := make([][]int, n)
+	for i := range seqs {
+		seqs[i] = make([]int, T)
+		for j := range seqs[i] {
+			seqs[i][j] = int(vals[i*T+j])
+		}
+	}
+	return seqs, nil
+}

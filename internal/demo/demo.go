@@ -138,32 +138,18 @@ func (d *runner) prepare() error {
 	return err
 }
 
-// open loads a checkpoint and its model; the checkpoint is closed by the returned func.
-func open(dir string) (*model.Model, func(), error) {
-	ck, err := hf.Open(dir)
-	if err != nil {
-		return nil, nil, err
-	}
-	m, err := model.Load(ck)
-	if err != nil {
-		ck.Close()
-		return nil, nil, err
-	}
-	return m, func() { ck.Close() }, nil
-}
-
 // compare runs verify.Compare between two checkpoints on the evaluation windows.
 func (d *runner) compare(refDir, candDir string) (verify.Metrics, error) {
-	ref, closeRef, err := open(refDir)
+	ref, err := model.Open(refDir)
 	if err != nil {
 		return verify.Metrics{}, err
 	}
-	defer closeRef()
-	cand, closeCand, err := open(candDir)
+	defer ref.Close()
+	cand, err := model.Open(candDir)
 	if err != nil {
 		return verify.Metrics{}, err
 	}
-	defer closeCand()
+	defer cand.Close()
 	return verify.Compare(d.ctx, ref, cand, d.eval, 4, nil)
 }
 
@@ -254,11 +240,11 @@ func (d *runner) quantize() error {
 // evaluate: perplexity of float, RTN and GPTQ, and their distance to float.
 func (d *runner) evaluate() error {
 	t0 := time.Now()
-	ref, closeRef, err := open(d.path("qwen2_moe_small"))
+	ref, err := model.Open(d.path("qwen2_moe_small"))
 	if err != nil {
 		return err
 	}
-	defer closeRef()
+	defer ref.Close()
 	ppl, _, err := verify.Perplexity(d.ctx, ref, d.eval, 4, nil)
 	if err != nil {
 		return err
