@@ -221,6 +221,12 @@ func ParseConfig(data []byte) (*Config, error) {
 	return c, nil
 }
 
+// Upper bounds on config values (see validate).
+const (
+	maxLayers  = 4096
+	maxExperts = 16384
+)
+
 func (c *Config) validate() error {
 	pos := []struct {
 		name string
@@ -231,6 +237,14 @@ func (c *Config) validate() error {
 		if f.v <= 0 {
 			return fmt.Errorf("%s=%d must be positive", f.name, f.v)
 		}
+	}
+	// Sanity bounds far above any published model, so that a corrupted or
+	// hostile config cannot make moeforge enumerate billions of tensors.
+	if c.NumHiddenLayers > maxLayers {
+		return fmt.Errorf("num_hidden_layers=%d exceeds %d: corrupted config?", c.NumHiddenLayers, maxLayers)
+	}
+	if c.NumExperts > maxExperts {
+		return fmt.Errorf("%s=%d exceeds %d: corrupted config?", c.expertsKey(), c.NumExperts, maxExperts)
 	}
 	if c.NumAttentionHeads%c.NumKeyValueHeads != 0 {
 		return fmt.Errorf("num_attention_heads=%d is not a multiple of num_key_value_heads=%d", c.NumAttentionHeads, c.NumKeyValueHeads)

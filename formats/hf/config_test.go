@@ -496,6 +496,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"rope type", edit(tinyQwen2, func(m map[string]any) { m["rope_parameters"] = map[string]any{"rope_type": "yarn", "rope_theta": 1e6} }), []string{"rope_parameters.rope_type", "yarn"}},
 		{"rope_scaling", edit(tinyQwen2, func(m map[string]any) { m["rope_scaling"] = map[string]any{"type": "linear"} }), []string{"rope_scaling"}},
 		{"dtype type", edit(tinyQwen2, func(m map[string]any) { m["torch_dtype"] = 16 }), []string{"torch_dtype"}},
+		{"absurd layers", edit(tinyQwen2, func(m map[string]any) { m["num_hidden_layers"] = 1 << 40 }), []string{"num_hidden_layers", "corrupted config"}},
+		{"absurd experts", edit(tinyQwen2MoE, func(m map[string]any) { m["num_experts"] = 1 << 30 }), []string{"num_experts", "corrupted config"}},
 		{"missing num_experts", edit(tinyQwen2MoE, func(m map[string]any) { delete(m, "num_experts") }), []string{"num_experts"}},
 		{"missing moe width", edit(tinyQwen2MoE, func(m map[string]any) { delete(m, "moe_intermediate_size") }), []string{"moe_intermediate_size"}},
 		{"zero moe width", edit(tinyQwen2MoE, func(m map[string]any) { m["moe_intermediate_size"] = 0 }), []string{"moe_intermediate_size=0"}},
