@@ -361,3 +361,19 @@ func TestHessian(t *testing.T) {
 		t.Fatal("default buffer too small")
 	}
 }
+
+func TestSelfCheck(t *testing.T) {
+	for _, k := range kernels {
+		if err := selfCheck(k); err != nil {
+			t.Errorf("%s: %v", k.name, err)
+		}
+	}
+	bad := *goKernel
+	bad.micro = func(kc int, a, b, c *float32, ldc int, acc bool) { goKernel.micro(kc, a, b, c, ldc, false) }
+	if selfCheck(&bad) == nil {
+		t.Error("selfCheck accepted a kernel that ignores acc")
+	}
+	if ks := checkedKernels([]*kernel{&bad, goKernel}); len(ks) != 1 || ks[0] != goKernel {
+		t.Errorf("checkedKernels kept %d kernels", len(ks))
+	}
+}
