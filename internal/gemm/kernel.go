@@ -60,8 +60,8 @@ type kernel struct {
 // goKernel is the portable implementation, used where no SIMD kernel exists
 // and selectable everywhere (SetImpl("go")) so that tests cover it.
 var goKernel = &kernel{
-	name: "go", mr: 4, nr: 4, kc: 256, mc: 128, nc: 512,
-	micro:     microGo4x4,
+	name: "go", mr: 2, nr: 4, kc: 256, mc: 128, nc: 512,
+	micro:     microGo2x4,
 	widenBF16: widenBF16Go,
 	widenF16:  half.WidenF16,
 	dot:       dotGo,
@@ -172,42 +172,30 @@ func SetImpl(name string) error {
 	return fmt.Errorf("gemm implementation %q is not available here (have %v)", name, Impls())
 }
 
-// microGo4x4 is the portable micro-kernel, 4×4 with scalar accumulators.
-func microGo4x4(kc int, a, b, c *float32, ldc int, acc bool) {
-	A := unsafe.Slice(a, 4*kc)
+// microGo2x4 is the portable micro-kernel, 2×4 with scalar accumulators: the
+// Go compiler keeps these 8, the 4 values of B and 2 of A in registers (a 4×4
+// tile spills and runs at 60% of this speed).
+func microGo2x4(kc int, a, b, c *float32, ldc int, acc bool) {
+	A := unsafe.Slice(a, 2*kc)
 	B := unsafe.Slice(b, 4*kc)
 	var c00, c01, c02, c03, c10, c11, c12, c13 float32
-	var c20, c21, c22, c23, c30, c31, c32, c33 float32
-	for p := 0; p+4 <= len(A) && p+4 <= len(B); p += 4 {
-		ap := A[p : p+4 : p+4]
-		bp := B[p : p+4 : p+4]
+	for p, q := 0, 0; p+2 <= len(A) && q+4 <= len(B); p, q = p+2, q+4 {
+		ap := A[p : p+2 : p+2]
+		bp := B[q : q+4 : q+4]
+		a0, a1 := ap[0], ap[1]
 		b0, b1, b2, b3 := bp[0], bp[1], bp[2], bp[3]
-		a0 := ap[0]
 		c00 += a0 * b0
 		c01 += a0 * b1
 		c02 += a0 * b2
 		c03 += a0 * b3
-		a1 := ap[1]
 		c10 += a1 * b0
 		c11 += a1 * b1
 		c12 += a1 * b2
 		c13 += a1 * b3
-		a2 := ap[2]
-		c20 += a2 * b0
-		c21 += a2 * b1
-		c22 += a2 * b2
-		c23 += a2 * b3
-		a3 := ap[3]
-		c30 += a3 * b0
-		c31 += a3 * b1
-		c32 += a3 * b2
-		c33 += a3 * b3
 	}
-	C := unsafe.Slice(c, 3*ldc+4)
+	C := unsafe.Slice(c, ldc+4)
 	r0 := C[0:4:4]
 	r1 := C[ldc : ldc+4 : ldc+4]
-	r2 := C[2*ldc : 2*ldc+4 : 2*ldc+4]
-	r3 := C[3*ldc : 3*ldc+4 : 3*ldc+4]
 	if acc {
 		c00 += r0[0]
 		c01 += r0[1]
@@ -217,19 +205,9 @@ func microGo4x4(kc int, a, b, c *float32, ldc int, acc bool) {
 		c11 += r1[1]
 		c12 += r1[2]
 		c13 += r1[3]
-		c20 += r2[0]
-		c21 += r2[1]
-		c22 += r2[2]
-		c23 += r2[3]
-		c30 += r3[0]
-		c31 += r3[1]
-		c32 += r3[2]
-		c33 += r3[3]
 	}
 	r0[0], r0[1], r0[2], r0[3] = c00, c01, c02, c03
 	r1[0], r1[1], r1[2], r1[3] = c10, c11, c12, c13
-	r2[0], r2[1], r2[2], r2[3] = c20, c21, c22, c23
-	r3[0], r3[1], r3[2], r3[3] = c30, c31, c32, c33
 }
 
 func widenBF16Go(dst []float32, src []uint16) {

@@ -16,7 +16,7 @@
 //
 //	avx512  14×32 micro-kernel on zmm registers (AVX-512F), AVX2 packing
 //	avx2    6×16 micro-kernel (AVX2+FMA), SIMD packing, widening, int4 dequant
-//	go      portable Go (4×4), also the only one with -tags purego or off amd64
+//	go      portable Go (2×4), also the only one with -tags purego or off amd64
 //
 // SetImpl (or MOEFORGE_GEMM=avx2, …) forces one; the tests run every
 // available implementation. Accumulation is in float32; results differ from

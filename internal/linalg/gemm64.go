@@ -23,7 +23,7 @@ type kernel struct {
 	packRows func(panel, src []float64, ld, w, kc int)
 }
 
-var goKernel = &kernel{name: "go", mr: 4, nr: 4, kc: 256, mc: 128, micro: micro4x4, packRows: packRowsGo}
+var goKernel = &kernel{name: "go", mr: 2, nr: 4, kc: 256, mc: 128, micro: micro2x4, packRows: packRowsGo}
 
 var kernels = append(archKernels(), goKernel)
 
@@ -56,37 +56,27 @@ func SetImpl(name string) error {
 	return fmt.Errorf("linalg implementation %q is not available here (have %v)", name, Impls())
 }
 
-func micro4x4(kc int, a, b, c *float64, ldc int, alpha float64) {
-	A := unsafe.Slice(a, 4*kc)
+// micro2x4 is the portable micro-kernel: 2×4 scalar accumulators, which the
+// Go compiler keeps in registers (a 4×4 tile spills).
+func micro2x4(kc int, a, b, c *float64, ldc int, alpha float64) {
+	A := unsafe.Slice(a, 2*kc)
 	B := unsafe.Slice(b, 4*kc)
 	var c00, c01, c02, c03, c10, c11, c12, c13 float64
-	var c20, c21, c22, c23, c30, c31, c32, c33 float64
-	for p := 0; p+4 <= len(A) && p+4 <= len(B); p += 4 {
-		ap := A[p : p+4 : p+4]
-		bp := B[p : p+4 : p+4]
+	for p, q := 0, 0; p+2 <= len(A) && q+4 <= len(B); p, q = p+2, q+4 {
+		ap := A[p : p+2 : p+2]
+		bp := B[q : q+4 : q+4]
+		a0, a1 := ap[0], ap[1]
 		b0, b1, b2, b3 := bp[0], bp[1], bp[2], bp[3]
-		a0 := ap[0]
 		c00 += a0 * b0
 		c01 += a0 * b1
 		c02 += a0 * b2
 		c03 += a0 * b3
-		a1 := ap[1]
 		c10 += a1 * b0
 		c11 += a1 * b1
 		c12 += a1 * b2
 		c13 += a1 * b3
-		a2 := ap[2]
-		c20 += a2 * b0
-		c21 += a2 * b1
-		c22 += a2 * b2
-		c23 += a2 * b3
-		a3 := ap[3]
-		c30 += a3 * b0
-		c31 += a3 * b1
-		c32 += a3 * b2
-		c33 += a3 * b3
 	}
-	C := unsafe.Slice(c, 3*ldc+4)
+	C := unsafe.Slice(c, ldc+4)
 	r := C[0:4:4]
 	r[0] += alpha * c00
 	r[1] += alpha * c01
@@ -97,16 +87,6 @@ func micro4x4(kc int, a, b, c *float64, ldc int, alpha float64) {
 	r[1] += alpha * c11
 	r[2] += alpha * c12
 	r[3] += alpha * c13
-	r = C[2*ldc : 2*ldc+4 : 2*ldc+4]
-	r[0] += alpha * c20
-	r[1] += alpha * c21
-	r[2] += alpha * c22
-	r[3] += alpha * c23
-	r = C[3*ldc : 3*ldc+4 : 3*ldc+4]
-	r[0] += alpha * c30
-	r[1] += alpha * c31
-	r[2] += alpha * c32
-	r[3] += alpha * c33
 }
 
 // mat is a factor of a product seen as rows × depth: element (r, p) is
