@@ -37,6 +37,16 @@ func MulT(c, a []float32, b Matrix, m int, accumulate bool) {
 		return
 	}
 	_ = a[m*k-1]
+	switch p := b.(type) { // the fast paths switch on value types
+	case *F32:
+		b = *p
+	case *BF16:
+		b = *p
+	case *F16:
+		b = *p
+	case *Int4:
+		b = *p
+	}
 	kern := active.Load()
 	if m == 1 && gemv(kern, c[:n], a[:k], b, accumulate) {
 		return

@@ -80,6 +80,10 @@ func refWeight(b Matrix) []float64 {
 	switch m := b.(type) {
 	case opaque:
 		return refWeight(m.Matrix)
+	case *F32:
+		return refWeight(*m)
+	case *Int4:
+		return refWeight(*m)
 	case F32:
 		for i, v := range m.Data[:n*k] {
 			w[i] = float64(v)
@@ -376,4 +380,19 @@ func TestSelfCheck(t *testing.T) {
 	if ks := checkedKernels([]*kernel{&bad, goKernel}); len(ks) != 1 || ks[0] != goKernel {
 		t.Errorf("checkedKernels kept %d kernels", len(ks))
 	}
+}
+
+func TestPointerMatricesAndBadGIdx(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 11))
+	f := F32{Data: randF32(r, 24*16), N: 24, K: 16}
+	q := randInt4(r, 24, 16, 8, true)
+	checkMulT(t, &f, 1, false, 1)
+	checkMulT(t, &q, 3, false, 2)
+	q.GIdx[5] = 99
+	defer func() {
+		if recover() == nil {
+			t.Error("Widen accepted g_idx out of range")
+		}
+	}()
+	q.Widen(make([]float32, 24*16), 16, 0, 24, 0, 16)
 }

@@ -128,6 +128,13 @@ func (m Int4) Widen(dst []float32, ld, r0, r1, c0, c1 int) {
 		ws = new(workspace)
 	}
 	defer workspaces.Put(ws)
+	// The SIMD dequantization indexes the group tables by g_idx unchecked.
+	groups := len(m.Scales) / max(m.N, 1)
+	for i, g := range m.GIdx[c0:c1] {
+		if g < 0 || int(g) >= groups {
+			panic(fmt.Sprintf("gemm: int4 matrix: g_idx[%d] = %d outside [0, %d)", c0+i, g, groups))
+		}
+	}
 	sc, zs := ws.int4Tables(&m, r0, r1)
 	ws.tmp = grow(ws.tmp, w*depth)
 	tmp := ws.tmp
