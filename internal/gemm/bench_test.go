@@ -70,7 +70,7 @@ func BenchmarkSquareF32(b *testing.B) {
 // shared expert [5632, 2048], lm_head [151936, 2048].
 var expertShapes = [][2]int{{1408, 2048}, {2048, 1408}}
 
-var routedTokens = []int{1, 64, 128, 256, 512}
+var routedTokens = []int{1, 4, 16, 64, 128, 256, 512}
 
 func BenchmarkExpertF32(b *testing.B) {
 	for _, s := range expertShapes {

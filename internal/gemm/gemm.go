@@ -51,6 +51,9 @@ func MulT(c, a []float32, b Matrix, m int, accumulate bool) {
 	if m == 1 && gemv(kern, c[:n], a[:k], b, accumulate) {
 		return
 	}
+	if smallProduct(kern, c, a, b, m, accumulate) {
+		return
+	}
 	product(kern, c, n, rowsF32{a, k}, operandOf(b), m, n, k, accumulate)
 }
 

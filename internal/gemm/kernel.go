@@ -53,6 +53,11 @@ type kernel struct {
 	// p < kc, i < w, dst[(q·kc+p)·w+i] = src[p·ld+q·w+i]; it may write up to
 	// 8 floats past the panels (within dst's capacity). nil: use Go.
 	packCols func(dst, src []float32, ld, w, kc, panels int)
+	// smallM > 0 enables the unpacked dot-form products for 2 ≤ m ≤ smallM
+	// (float32, bfloat16 and float16 weights) with these tiles.
+	smallM                int
+	dot6x2F32             dot6x2Func[float32]
+	dot6x2BF16, dot6x2F16 dot6x2Func[uint16]
 	// transpose writes dst[j·ldd+i] = src[i·lds+j] for i < rows, j < cols.
 	transpose func(dst []float32, ldd int, src []float32, lds, rows, cols int)
 }

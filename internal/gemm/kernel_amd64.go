@@ -37,6 +37,15 @@ func packColsAVX2(dst, src *float32, ld, w, kc, panels int)
 //go:noescape
 func int4DotSortedAVX2(y *float32, a *float32, qw *int32, n int, rowGroup *int32, sc, zsc *float32, ldt int, rows int, asum *float32)
 
+//go:noescape
+func dot6x2F32AVX2(a *float32, lda int, b *float32, ldb, k8 int, out *[96]float32)
+
+//go:noescape
+func dot6x2BF16AVX2(a *float32, lda int, b *uint16, ldb, k8 int, out *[96]float32)
+
+//go:noescape
+func dot6x2F16AVX2(a *float32, lda int, b *uint16, ldb, k8 int, out *[96]float32)
+
 func peakAVX2(n int)
 
 func peakAVX512(n int)
@@ -63,6 +72,10 @@ func archKernels() []*kernel {
 			packBF16:   packBF16AVX2,
 			packCols:   packColsSIMD,
 			transpose:  transposeSIMD,
+			smallM:     6,
+			dot6x2F32:  dot6x2F32AVX2,
+			dot6x2BF16: dot6x2BF16AVX2,
+			dot6x2F16:  dot6x2F16AVX2,
 			packF16:    packF16AVX2,
 		})
 	}
@@ -81,6 +94,10 @@ func archKernels() []*kernel {
 			packBF16:   packBF16AVX2,
 			packCols:   packColsSIMD,
 			transpose:  transposeSIMD,
+			smallM:     6,
+			dot6x2F32:  dot6x2F32AVX2,
+			dot6x2BF16: dot6x2BF16AVX2,
+			dot6x2F16:  dot6x2F16AVX2,
 			packF16:    packF16AVX2,
 		})
 	}

@@ -939,3 +939,150 @@ i4sstore:
 	VMOVUPS Y1, 32(DI)
 	VZEROUPPER
 	RET
+
+// ---------------------------------------------------------------------------
+// Dot-form tile for few rows of A: 6 rows of A × 2 rows of B, summed along k
+// in vectors; no packing. A rows at SI, SI+R8, SI+2·R8, R9, R9+R8, R9+2·R8
+// (R9 = SI+3·R8); B rows at DI and DI+R10. out receives the 12 vector
+// accumulators (row r of A with row j of B in out[(2r+j)·8 : +8]), to be
+// summed by the caller.
+
+#define DOT6x2STEP \
+	VMOVUPS     (SI), Y2; \
+	VFMADD231PS Y0, Y2, Y4; \
+	VFMADD231PS Y1, Y2, Y5; \
+	VMOVUPS     (SI)(R8*1), Y3; \
+	VFMADD231PS Y0, Y3, Y6; \
+	VFMADD231PS Y1, Y3, Y7; \
+	VMOVUPS     (SI)(R8*2), Y2; \
+	VFMADD231PS Y0, Y2, Y8; \
+	VFMADD231PS Y1, Y2, Y9; \
+	VMOVUPS     (R9), Y3; \
+	VFMADD231PS Y0, Y3, Y10; \
+	VFMADD231PS Y1, Y3, Y11; \
+	VMOVUPS     (R9)(R8*1), Y2; \
+	VFMADD231PS Y0, Y2, Y12; \
+	VFMADD231PS Y1, Y2, Y13; \
+	VMOVUPS     (R9)(R8*2), Y3; \
+	VFMADD231PS Y0, Y3, Y14; \
+	VFMADD231PS Y1, Y3, Y15; \
+	ADDQ        $32, SI; \
+	ADDQ        $32, R9
+
+#define DOT6x2STORE \
+	VMOVUPS Y4, (DX); \
+	VMOVUPS Y5, 32(DX); \
+	VMOVUPS Y6, 64(DX); \
+	VMOVUPS Y7, 96(DX); \
+	VMOVUPS Y8, 128(DX); \
+	VMOVUPS Y9, 160(DX); \
+	VMOVUPS Y10, 192(DX); \
+	VMOVUPS Y11, 224(DX); \
+	VMOVUPS Y12, 256(DX); \
+	VMOVUPS Y13, 288(DX); \
+	VMOVUPS Y14, 320(DX); \
+	VMOVUPS Y15, 352(DX)
+
+#define DOT6x2ZERO \
+	VXORPS Y4, Y4, Y4; \
+	VXORPS Y5, Y5, Y5; \
+	VXORPS Y6, Y6, Y6; \
+	VXORPS Y7, Y7, Y7; \
+	VXORPS Y8, Y8, Y8; \
+	VXORPS Y9, Y9, Y9; \
+	VXORPS Y10, Y10, Y10; \
+	VXORPS Y11, Y11, Y11; \
+	VXORPS Y12, Y12, Y12; \
+	VXORPS Y13, Y13, Y13; \
+	VXORPS Y14, Y14, Y14; \
+	VXORPS Y15, Y15, Y15
+
+// func dot6x2F32AVX2(a *float32, lda int, b *float32, ldb int, k8 int, out *[96]float32)
+// k8: number of 8-float steps.
+TEXT ·dot6x2F32AVX2(SB), NOSPLIT, $0-48
+	MOVQ a+0(FP), SI
+	MOVQ lda+8(FP), R8
+	SHLQ $2, R8
+	MOVQ b+16(FP), DI
+	MOVQ ldb+24(FP), R10
+	SHLQ $2, R10
+	MOVQ k8+32(FP), CX
+	MOVQ out+40(FP), DX
+	LEAQ (SI)(R8*2), R9
+	ADDQ R8, R9
+	DOT6x2ZERO
+	TESTQ CX, CX
+	JLE   d6fstore
+
+d6floop:
+	VMOVUPS (DI), Y0
+	VMOVUPS (DI)(R10*1), Y1
+	ADDQ    $32, DI
+	DOT6x2STEP
+	DECQ    CX
+	JNZ     d6floop
+
+d6fstore:
+	DOT6x2STORE
+	VZEROUPPER
+	RET
+
+// func dot6x2BF16AVX2(a *float32, lda int, b *uint16, ldb int, k8 int, out *[96]float32)
+TEXT ·dot6x2BF16AVX2(SB), NOSPLIT, $0-48
+	MOVQ a+0(FP), SI
+	MOVQ lda+8(FP), R8
+	SHLQ $2, R8
+	MOVQ b+16(FP), DI
+	MOVQ ldb+24(FP), R10
+	SHLQ $1, R10
+	MOVQ k8+32(FP), CX
+	MOVQ out+40(FP), DX
+	LEAQ (SI)(R8*2), R9
+	ADDQ R8, R9
+	DOT6x2ZERO
+	TESTQ CX, CX
+	JLE   d6bstore
+
+d6bloop:
+	VPMOVZXWD (DI), Y0
+	VPMOVZXWD (DI)(R10*1), Y1
+	VPSLLD    $16, Y0, Y0
+	VPSLLD    $16, Y1, Y1
+	ADDQ      $16, DI
+	DOT6x2STEP
+	DECQ      CX
+	JNZ       d6bloop
+
+d6bstore:
+	DOT6x2STORE
+	VZEROUPPER
+	RET
+
+// func dot6x2F16AVX2(a *float32, lda int, b *uint16, ldb int, k8 int, out *[96]float32)
+TEXT ·dot6x2F16AVX2(SB), NOSPLIT, $0-48
+	MOVQ a+0(FP), SI
+	MOVQ lda+8(FP), R8
+	SHLQ $2, R8
+	MOVQ b+16(FP), DI
+	MOVQ ldb+24(FP), R10
+	SHLQ $1, R10
+	MOVQ k8+32(FP), CX
+	MOVQ out+40(FP), DX
+	LEAQ (SI)(R8*2), R9
+	ADDQ R8, R9
+	DOT6x2ZERO
+	TESTQ CX, CX
+	JLE   d6hstore
+
+d6hloop:
+	VCVTPH2PS (DI), Y0
+	VCVTPH2PS (DI)(R10*1), Y1
+	ADDQ      $16, DI
+	DOT6x2STEP
+	DECQ      CX
+	JNZ       d6hloop
+
+d6hstore:
+	DOT6x2STORE
+	VZEROUPPER
+	RET
