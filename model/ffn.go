@@ -3,6 +3,10 @@ package model
 import (
 	"math"
 	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/moeforge/moeforge/internal/gemm"
 )
 
 // forward computes Down(silu(Gate x) ⊙ Up x) for x [rows, hidden].
@@ -103,6 +107,52 @@ func (e *MoE) Route(logits []float32, rows int) (experts []int32, weights []floa
 	return experts, weights
 }
 
+// runExperts returns each expert's output [len(tokens[ex]), h] for the rows
+// of x routed to it. Without a LinearInput hook (which must see the experts
+// one at a time, in order) experts run concurrently, largest first: most
+// experts' products are too small to keep all cores busy on their own.
+func (e *MoE) runExperts(x []float32, h int, tokens [][]int32, hooks *Hooks) [][]float32 {
+	ys := make([][]float32, len(tokens))
+	run := func(ex int) {
+		toks := tokens[ex]
+		buf := make([]float32, 0, len(toks)*h)
+		for _, r := range toks {
+			buf = append(buf, x[int(r)*h:(int(r)+1)*h]...)
+		}
+		ys[ex] = e.Experts[ex].forward(buf, len(toks), hooks)
+	}
+	var order []int
+	for ex, toks := range tokens {
+		if len(toks) > 0 {
+			order = append(order, ex)
+		}
+	}
+	if hooks != nil && hooks.LinearInput != nil || gemm.Threads() == 1 {
+		for _, ex := range order {
+			run(ex)
+		}
+		return ys
+	}
+	sort.SliceStable(order, func(a, b int) bool { return len(tokens[order[a]]) > len(tokens[order[b]]) })
+	var next atomic.Int32
+	var wg sync.WaitGroup
+	for w := 0; w < min(gemm.Threads(), len(order)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(order) {
+					return
+				}
+				run(order[i])
+			}
+		}()
+	}
+	wg.Wait()
+	return ys
+}
+
 // forward runs the sparse block on x [rows, hidden]. Tokens are grouped by
 // expert: each expert runs one product over the rows routed to it.
 func (e *MoE) forward(layer int, x []float32, rows int, hooks *Hooks) []float32 {
@@ -132,16 +182,11 @@ func (e *MoE) forward(layer int, x []float32, rows int, hooks *Hooks) []float32 
 			ws[ex] = append(ws[ex], weights[r*K+j])
 		}
 	}
-	var buf []float32
+	ys := e.runExperts(x, h, tokens, hooks)
+	// Accumulate in expert order, whatever order the experts ran in, so that
+	// the sums do not depend on the number of threads.
 	for ex, toks := range tokens {
-		if len(toks) == 0 {
-			continue
-		}
-		buf = buf[:0]
-		for _, r := range toks {
-			buf = append(buf, x[int(r)*h:(int(r)+1)*h]...)
-		}
-		y := e.Experts[ex].forward(buf, len(toks), hooks)
+		y := ys[ex]
 		for i, r := range toks {
 			w := ws[ex][i]
 			dst := out[int(r)*h : (int(r)+1)*h]
