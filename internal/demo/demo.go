@@ -178,7 +178,7 @@ func (d *runner) convertStep(name, detail, in, out string, plan func(*hf.Checkpo
 	s := p.Summary
 	d.add(Step{
 		Name:   name,
-		Detail: fmt.Sprintf("%s: %d experts × %d, top-%d, shared %d", detail, s.Experts, s.ExpertSize, s.TopK, s.SharedSize),
+		Detail: fmt.Sprintf("%s: %d×%d top-%d, shared %d", detail, s.Experts, s.ExpertSize, s.TopK, s.SharedSize),
 		Check:  "max rel Δlogit ≤ 1e-4", Pass: m.MaxRelLogitDiff <= 1e-4,
 		Result:  fmt.Sprintf("max rel Δlogit %.1e, top-1 %.1f%%", m.MaxRelLogitDiff, 100*m.Top1Agreement),
 		Seconds: time.Since(t0).Seconds(), Metrics: &m,
@@ -188,7 +188,7 @@ func (d *runner) convertStep(name, detail, in, out string, plan func(*hf.Checkpo
 
 // upcycle: the dense model into the Qwen1.5-MoE shape, exactly.
 func (d *runner) upcycle() error {
-	return d.convertStep("upcycle hybrid-exact", "qwen2_dense_small → qwen2_moe",
+	return d.convertStep("upcycle hybrid-exact", "dense_small",
 		d.path("qwen2_dense_small"), d.path("upcycled"), func(ck *hf.Checkpoint) (*convert.Plan, error) {
 			return convert.Upcycle(ck, convert.UpcycleOptions{Mode: convert.HybridExact,
 				ExpertSize: 128, SharedSize: 512, Experts: 16, TopK: 4})
@@ -197,7 +197,7 @@ func (d *runner) upcycle() error {
 
 // split: every expert of the MoE model into two, exactly.
 func (d *runner) split() error {
-	return d.convertStep("split ×2", "qwen2_moe_small → finer experts",
+	return d.convertStep("split ×2", "moe_small",
 		d.path("qwen2_moe_small"), d.path("split"), func(ck *hf.Checkpoint) (*convert.Plan, error) {
 			return convert.Split(ck, convert.SplitOptions{Factor: 2})
 		})
@@ -227,12 +227,24 @@ func (d *runner) quantize() error {
 		if err != nil {
 			return fmt.Errorf("quantize %s: %w", method, err)
 		}
-		detail := fmt.Sprintf("int4 g128 sym, %d modules", rep.Totals.Modules)
+		detail := "moe_small, int4 g128 sym"
 		if method == quantize.MethodGPTQ {
-			detail += fmt.Sprintf(", %d×%d calibration tokens, %d starved experts", len(calib), seqlen, rep.Totals.StarvedExpert)
+			detail += fmt.Sprintf(", %d×%d calib", len(calib), seqlen)
 		}
-		d.add(Step{Name: "quantize " + string(method), Detail: detail, Pass: true, Check: "writes a loadable checkpoint",
-			Result: fmt.Sprintf("%d modules quantized", rep.Totals.Modules), Seconds: time.Since(t0).Seconds()})
+		// The output must load as a GPTQ checkpoint (hf.Open checks every
+		// qweight/qzeros/scales/g_idx against the config).
+		result := fmt.Sprintf("%d modules, %d starved experts", rep.Totals.Modules, rep.Totals.StarvedExpert)
+		pass := true
+		if m, err := model.Open(out); err != nil {
+			pass, result = false, err.Error()
+		} else {
+			if q := m.Config.Quantization; q == nil || q.Bits != 4 || q.GroupSize != 128 {
+				pass, result = false, "config.json lacks the expected quantization_config"
+			}
+			m.Close()
+		}
+		d.add(Step{Name: "quantize " + string(method), Detail: detail, Pass: pass, Check: "loads as GPTQ int4",
+			Result: result, Seconds: time.Since(t0).Seconds()})
 	}
 	return nil
 }
@@ -249,7 +261,7 @@ func (d *runner) evaluate() error {
 	if err != nil {
 		return err
 	}
-	d.add(Step{Name: "eval float (bf16)", Detail: fmt.Sprintf("%d × %d evaluation tokens", evalWindows, seqlen),
+	d.add(Step{Name: "eval float (bf16)", Detail: fmt.Sprintf("moe_small, %d×%d eval tokens", evalWindows, seqlen),
 		Pass: ppl > 1 && ppl < 100, Check: "finite perplexity", Result: fmt.Sprintf("ppl %.3f", ppl),
 		Seconds: time.Since(t0).Seconds(), PPL: ppl})
 	var kl = map[quantize.Method]float64{}
@@ -260,13 +272,13 @@ func (d *runner) evaluate() error {
 			return err
 		}
 		kl[method] = m.MeanKL
-		check := "KL ≤ 0.02, top-1 ≥ 90%, ppl ratio ≤ 1.10"
+		check := "KL ≤ 0.02, top-1 ≥ 90%, ppl ×≤1.10"
 		pass := m.MeanKL <= 0.02 && m.Top1Agreement >= 0.90 && m.PPLRatio <= 1.10
 		if method == quantize.MethodGPTQ {
-			check = "KL ≤ 0.4×RTN, top-1 ≥ 97%, ppl within 0.5%"
+			check = "KL ≤ 0.4×RTN, top-1 ≥ 97%, ppl ±0.5%"
 			pass = m.MeanKL <= 0.4*kl[quantize.MethodRTN] && m.Top1Agreement >= 0.97 && m.PPLRatio <= 1.005 && m.PPLRatio >= 0.995
 		}
-		d.add(Step{Name: "eval " + string(method), Detail: "against the float model", Pass: pass, Check: check,
+		d.add(Step{Name: "eval " + string(method), Detail: "vs float", Pass: pass, Check: check,
 			Result:  fmt.Sprintf("ppl %.3f, KL %.5f, top-1 %.2f%%", m.PPLCand, m.MeanKL, 100*m.Top1Agreement),
 			Seconds: time.Since(t0).Seconds(), Metrics: &m, PPL: m.PPLCand})
 	}
@@ -276,13 +288,13 @@ func (d *runner) evaluate() error {
 // WriteTable prints the summary table.
 func (r *Result) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "STEP\tWHAT\tCHECK\tRESULT\tTIME\t")
+	fmt.Fprintln(tw, "STEP\tWHAT\tCHECK\tRESULT\tTIME")
 	for _, s := range r.Steps {
 		mark := "PASS"
 		if !s.Pass {
 			mark = "FAIL"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s %s\t%.1fs\t\n", s.Name, s.Detail, s.Check, mark, s.Result, s.Seconds)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s %s\t%.1fs\n", s.Name, s.Detail, s.Check, mark, s.Result, s.Seconds)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
