@@ -186,7 +186,7 @@ func (m *Model) attention(l *Layer, x []float32, b *Batch, hooks *Hooks) []float
 						sc := ws.s[:last+1-lo]
 						for j := range sc {
 							s := (lo + j) * kw
-							sc[j] = dot(qrow, ks[s+kh*hd:s+(kh+1)*hd])
+							sc[j] = gemm.Dot(qrow, ks[s+kh*hd:s+(kh+1)*hd])
 						}
 						softmaxMasked(sc, 0, len(sc)-1, scale)
 						orow := out[r*qw+h*hd : r*qw+(h+1)*hd]
@@ -256,23 +256,6 @@ func softmaxMasked(row []float32, lo, hi int, scale float64) {
 	for i := range vals {
 		vals[i] *= inv
 	}
-}
-
-// dot returns Σ a[i]·b[i].
-func dot(a, b []float32) float32 {
-	b = b[:len(a)]
-	var s0, s1, s2, s3 float32
-	i := 0
-	for ; i+4 <= len(a); i += 4 {
-		s0 += a[i] * b[i]
-		s1 += a[i+1] * b[i+1]
-		s2 += a[i+2] * b[i+2]
-		s3 += a[i+3] * b[i+3]
-	}
-	for ; i < len(a); i++ {
-		s0 += a[i] * b[i]
-	}
-	return (s0 + s1) + (s2 + s3)
 }
 
 // axpy sets y += a·x.

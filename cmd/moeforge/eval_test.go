@@ -29,9 +29,9 @@ func corpusPath(t *testing.T) string {
 // prints the perplexity the library computes on the same protocol windows
 // (to 1e-9 relative: same windows, same batches), and the counts.
 func TestEvalPPLCommand(t *testing.T) {
-	dir := materialize(t, "models/qwen2_moe_small")
+	dir := checkpointCopy(t, "models/qwen2_moe_small")
 	corpus := corpusPath(t)
-	code, stdout, stderr := runForward(t, "eval", "ppl", dir, "--text", corpus, "--windows", "4", "--seqlen", "128", "--json")
+	code, stdout, stderr := runMoeforge(t, "eval", "ppl", dir, "--text", corpus, "--windows", "4", "--seqlen", "128", "--json")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -75,7 +75,7 @@ func TestEvalPPLCommand(t *testing.T) {
 		t.Errorf("ppl %.3f of a trained model on 4 windows is implausible", res.PPL)
 	}
 
-	code, stdout, _ = runForward(t, "eval", "ppl", dir, "--text", corpus, "--windows", "2", "--seqlen", "64")
+	code, stdout, _ = runMoeforge(t, "eval", "ppl", dir, "--text", corpus, "--windows", "2", "--seqlen", "64")
 	lines := strings.Split(strings.TrimSpace(stdout), "\n")
 	if code != 0 || len(lines) != 3 || !strings.HasPrefix(lines[0], "perplexity  ") ||
 		!strings.Contains(lines[1], "126 predicted (2 windows × 64 tokens") || !strings.Contains(lines[2], "tokens/s") {
@@ -84,7 +84,7 @@ func TestEvalPPLCommand(t *testing.T) {
 }
 
 func TestEvalPPLBadInput(t *testing.T) {
-	dir := materialize(t, "fixtures/qwen2_moe_tiny")
+	dir := checkpointCopy(t, "fixtures/qwen2_moe_tiny")
 	modelDir := filepath.Join(dir, "model")
 	corpus := corpusPath(t)
 	short := filepath.Join(t.TempDir(), "short.txt")

@@ -54,7 +54,7 @@ func libraryGenerate(t *testing.T, dir, prompt string, n int, eos []int) (model.
 // library computes, the same on every run; --json reports the same ids;
 // an EOS from generation_config.json stops generation and is not printed.
 func TestGenerateCommand(t *testing.T) {
-	dir := materialize(t, "models/qwen2_moe_small")
+	dir := checkpointCopy(t, "models/qwen2_moe_small")
 	// The trained model's generation_config says eos_token_id 0 ("!"); use
 	// none here so that the run is as long as asked.
 	os.WriteFile(filepath.Join(dir, "generation_config.json"), []byte(`{"eos_token_id": null}`), 0o644)
@@ -64,7 +64,7 @@ func TestGenerateCommand(t *testing.T) {
 
 	var first string
 	for run := 0; run < 2; run++ {
-		code, stdout, stderr := runForward(t, "generate", dir, "--prompt", "ROMEO:", "--max-new-tokens", "40")
+		code, stdout, stderr := runMoeforge(t, "generate", dir, "--prompt", "ROMEO:", "--max-new-tokens", "40")
 		if code != 0 {
 			t.Fatalf("exit %d: %s", code, stderr)
 		}
@@ -85,7 +85,7 @@ func TestGenerateCommand(t *testing.T) {
 		}
 	}
 
-	code, stdout, stderr := runForward(t, "--quiet", "generate", dir, "--prompt", "ROMEO:", "--max-new-tokens", "40", "--json")
+	code, stdout, stderr := runMoeforge(t, "--quiet", "generate", dir, "--prompt", "ROMEO:", "--max-new-tokens", "40", "--json")
 	if code != 0 || stderr != "" {
 		t.Fatalf("--json: exit %d, stderr %q", code, stderr)
 	}
@@ -102,7 +102,7 @@ func TestGenerateCommand(t *testing.T) {
 	eos := g.IDs[3]
 	os.WriteFile(filepath.Join(dir, "generation_config.json"), []byte(fmt.Sprintf(`{"eos_token_id": [%d]}`, eos)), 0o644)
 	ge, textE := libraryGenerate(t, dir, "ROMEO:", 40, []int{eos})
-	code, stdout, stderr = runForward(t, "generate", dir, "--prompt", "ROMEO:", "--max-new-tokens", "40")
+	code, stdout, stderr = runMoeforge(t, "generate", dir, "--prompt", "ROMEO:", "--max-new-tokens", "40")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -124,7 +124,7 @@ func mustRead(t *testing.T, path string) []byte {
 }
 
 func TestGenerateBadInput(t *testing.T) {
-	dir := materialize(t, "fixtures/qwen2_moe_tiny")
+	dir := checkpointCopy(t, "fixtures/qwen2_moe_tiny")
 	modelDir := filepath.Join(dir, "model")
 	for _, tc := range []struct {
 		name string
@@ -165,7 +165,7 @@ func byteLevelChar(b byte) string {
 // is valid UTF-8 at every step. Each byte is its own token here, the worst
 // case for splits.
 func TestTextStream(t *testing.T) {
-	dir := materialize(t, "tokenizer")
+	dir := checkpointCopy(t, "tokenizer")
 	tok, err := tokenizer.Load(dir)
 	if err != nil {
 		t.Fatal(err)

@@ -1,77 +1,24 @@
 package main
 
 import (
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
-	"io"
 	"math"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/moeforge/moeforge/formats/safetensors"
-	"github.com/moeforge/moeforge/internal/fixture"
 )
-
-// forwardStdioMu serializes the forward-pass command tests, which swap
-// os.Stdout and os.Stderr to see what run prints.
-var forwardStdioMu sync.Mutex
-
-// runForward runs a command line through run, as main does, and returns the
-// exit code and what was printed on stdout and stderr.
-func runForward(t *testing.T, args ...string) (code int, stdout, stderr string) {
-	t.Helper()
-	forwardStdioMu.Lock()
-	defer forwardStdioMu.Unlock()
-	rOut, wOut, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rErr, wErr, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var outBuf, errBuf bytes.Buffer
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); io.Copy(&outBuf, rOut) }()
-	go func() { defer wg.Done(); io.Copy(&errBuf, rErr) }()
-	oldOut, oldErr := os.Stdout, os.Stderr
-	os.Stdout, os.Stderr = wOut, wErr
-	func() {
-		defer func() { os.Stdout, os.Stderr = oldOut, oldErr }()
-		code = run(args)
-	}()
-	wOut.Close()
-	wErr.Close()
-	wg.Wait()
-	return code, outBuf.String(), errBuf.String()
-}
-
-// materialize decompresses testdata/rel into a fresh temporary directory.
-func materialize(t *testing.T, rel string) string {
-	t.Helper()
-	root, err := fixture.Root()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst := filepath.Join(t.TempDir(), filepath.Base(rel))
-	if err := fixture.Materialize(filepath.Join(root, rel), dst); err != nil {
-		t.Fatal(err)
-	}
-	return dst
-}
 
 // wantInputError checks the contract for bad input: exit code 2, nothing on
 // stdout, one line on stderr that mentions every string of want.
 func wantInputError(t *testing.T, args []string, want ...string) {
 	t.Helper()
-	code, stdout, stderr := runForward(t, args...)
+	code, stdout, stderr := runMoeforge(t, args...)
 	if code != 2 {
 		t.Errorf("%v: exit code %d, want 2 (stderr %q)", args, code, stderr)
 	}
@@ -128,7 +75,7 @@ func writeIDs(t *testing.T, path, name string, dtype safetensors.DType, shape []
 // computed: nll within 1e-4 nats of the reference's, logits within 1e-4 ×
 // max|logit|, for I64 and I32 ids and any batch size.
 func TestLogitsCommand(t *testing.T) {
-	dir := materialize(t, "fixtures/qwen2_moe_tiny")
+	dir := checkpointCopy(t, "fixtures/qwen2_moe_tiny")
 	refPath := filepath.Join(dir, "reference.safetensors")
 	ref, err := safetensors.Open(refPath)
 	if err != nil {
@@ -152,7 +99,7 @@ func TestLogitsCommand(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			outPath := filepath.Join(out, tc.name+".safetensors")
-			code, stdout, stderr := runForward(t, append([]string{"logits", filepath.Join(dir, "model"), "--out", outPath}, tc.args...)...)
+			code, stdout, stderr := runMoeforge(t, append([]string{"logits", filepath.Join(dir, "model"), "--out", outPath}, tc.args...)...)
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, stderr)
 			}
@@ -195,7 +142,7 @@ func TestLogitsCommand(t *testing.T) {
 
 	t.Run("json and force", func(t *testing.T) {
 		outPath := filepath.Join(out, "i64.safetensors") // exists from the first subtest
-		code, stdout, stderr := runForward(t, "logits", filepath.Join(dir, "model"), "--ids", refPath, "--out", outPath, "--force", "--json")
+		code, stdout, stderr := runMoeforge(t, "logits", filepath.Join(dir, "model"), "--ids", refPath, "--out", outPath, "--force", "--json")
 		if code != 0 {
 			t.Fatalf("exit %d: %s", code, stderr)
 		}
@@ -217,7 +164,7 @@ func TestLogitsCommand(t *testing.T) {
 // TestLogitsBadInput: every bad input exits 2 with one line naming the file
 // or tensor, and leaves no output (or temporary file) behind.
 func TestLogitsBadInput(t *testing.T) {
-	dir := materialize(t, "fixtures/qwen2_moe_tiny")
+	dir := checkpointCopy(t, "fixtures/qwen2_moe_tiny")
 	modelDir := filepath.Join(dir, "model")
 	tmp := t.TempDir()
 	in := func(name, tensor string, dtype safetensors.DType, shape []int, ids []int64) string {

@@ -262,3 +262,12 @@ func product(k *kernel, c []float32, ldc int, a, b operand, m, n, kk int, acc bo
 	}
 	wg.Wait()
 }
+
+// Dot returns Σ a[i]·b[i] over len(a) elements with the active
+// implementation's kernel (SIMD where available).
+func Dot(a, b []float32) float32 {
+	if len(a) == 0 {
+		return 0
+	}
+	return active.Load().dot(a, b[:len(a)])
+}

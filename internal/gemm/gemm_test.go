@@ -397,3 +397,21 @@ func TestPointerMatricesAndBadGIdx(t *testing.T) {
 	}()
 	q.Widen(make([]float32, 24*16), 16, 0, 24, 0, 16)
 }
+
+func TestDot(t *testing.T) {
+	for _, impl := range Impls() {
+		SetImpl(impl)
+		for _, n := range []int{0, 1, 7, 32, 33, 100} {
+			a, b := make([]float32, n), make([]float32, n+3)
+			var want float64
+			for i := range a {
+				a[i], b[i] = float32(i%7)-3, float32(i%5)*0.5
+				want += float64(a[i]) * float64(b[i])
+			}
+			if got := Dot(a, b); math.Abs(float64(got)-want) > 1e-4*(1+math.Abs(want)) {
+				t.Errorf("%s n=%d: Dot = %v, want %v", impl, n, got, want)
+			}
+		}
+	}
+	SetImpl("")
+}
