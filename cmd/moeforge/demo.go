@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -38,7 +39,7 @@ It exits 1 if any step fails.`,
 			if testdata == "" {
 				root, err := fixture.Root()
 				if err != nil {
-					return err
+					return fmt.Errorf("demo needs the repository's testdata/ (%v): run it inside the moeforge repository or pass --testdata DIR", err)
 				}
 				testdata = root
 			}
