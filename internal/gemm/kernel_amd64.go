@@ -56,52 +56,38 @@ var (
 )
 
 func archKernels() []*kernel {
-	var ks []*kernel
-	if hasAVX512 {
-		ks = append(ks, &kernel{
-			name: "avx512", mr: 14, nr: 32, kc: 256, mc: 140, nc: 1024,
-			micro:      kern14x32AVX512,
-			widenBF16:  widenBF16SIMD,
-			widenF16:   widenF16SIMD,
-			dot:        dotSIMD,
-			dotBF16:    dotBF16SIMD,
-			int4Rows:   int4RowsSIMD,
-			int4Sorted: int4SortedSIMD,
-			int4Panel:  int4PanelSIMD,
-			packRows:   packRowsAVX2,
-			packBF16:   packBF16AVX2,
-			packCols:   packColsSIMD,
-			transpose:  transposeSIMD,
-			smallM:     6,
-			dot6x2F32:  dot6x2F32AVX2,
-			dot6x2BF16: dot6x2BF16AVX2,
-			dot6x2F16:  dot6x2F16AVX2,
-			packF16:    packF16AVX2,
-		})
+	if !hasAVX2 {
+		return nil
 	}
-	if hasAVX2 {
-		ks = append(ks, &kernel{
-			name: "avx2", mr: 6, nr: 16, kc: 256, mc: 144, nc: 512,
-			micro:      kern6x16AVX2,
-			widenBF16:  widenBF16SIMD,
-			widenF16:   widenF16SIMD,
-			dot:        dotSIMD,
-			dotBF16:    dotBF16SIMD,
-			int4Rows:   int4RowsSIMD,
-			int4Sorted: int4SortedSIMD,
-			int4Panel:  int4PanelSIMD,
-			packRows:   packRowsAVX2,
-			packBF16:   packBF16AVX2,
-			packCols:   packColsSIMD,
-			transpose:  transposeSIMD,
-			smallM:     6,
-			dot6x2F32:  dot6x2F32AVX2,
-			dot6x2BF16: dot6x2BF16AVX2,
-			dot6x2F16:  dot6x2F16AVX2,
-			packF16:    packF16AVX2,
-		})
+	avx2 := &kernel{
+		name: "avx2", mr: 6, nr: 16, kc: 256, mc: 144, nc: 512,
+		micro:      kern6x16AVX2,
+		widenBF16:  widenBF16SIMD,
+		widenF16:   widenF16SIMD,
+		dot:        dotSIMD,
+		dotBF16:    dotBF16SIMD,
+		int4Rows:   int4RowsSIMD,
+		int4Sorted: int4SortedSIMD,
+		int4Panel:  int4PanelSIMD,
+		packRows:   packRowsAVX2,
+		packBF16:   packBF16AVX2,
+		packCols:   packColsSIMD,
+		transpose:  transposeSIMD,
+		smallM:     6,
+		dot6x2F32:  dot6x2F32AVX2,
+		dot6x2BF16: dot6x2BF16AVX2,
+		dot6x2F16:  dot6x2F16AVX2,
+		packF16:    packF16AVX2,
 	}
-	return ks
+	if !hasAVX512 {
+		return []*kernel{avx2}
+	}
+	// AVX-512 differs only in the micro-kernel and its blocking; packing,
+	// widening and int4 dequantization share the AVX2 routines.
+	avx512 := *avx2
+	avx512.name, avx512.mr, avx512.nr, avx512.mc, avx512.nc = "avx512", 14, 32, 140, 1024
+	avx512.micro = kern14x32AVX512
+	return []*kernel{&avx512, avx2}
 }
 
 func widenBF16SIMD(dst []float32, src []uint16) {
