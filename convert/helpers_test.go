@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/moeforge/moeforge/corpus"
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/internal/fixture"
 	"github.com/moeforge/moeforge/model"
@@ -90,7 +91,7 @@ func checkLoadable(t *testing.T, dir string) *hf.Checkpoint {
 }
 
 // randomSeqs are token windows of random ids.
-func randomSeqs(vocab int) [][]int { return verify.RandomIDs(3, 40, vocab, 7) }
+func randomSeqs(vocab int) [][]int { return corpus.RandomIDs(3, 40, vocab, 7) }
 
 // textSeqs are windows of the evaluation text (§4 split), tokenized with
 // the checkpoint's tokenizer: realistic inputs for the trained models.
@@ -104,7 +105,7 @@ func textSeqs(t *testing.T, dir string, n, seqlen int) [][]int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, eval, err := verify.SplitText(string(text), 0.9)
+	_, eval, err := corpus.SplitText(string(text), 0.9)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +114,7 @@ func textSeqs(t *testing.T, dir string, n, seqlen int) [][]int {
 		t.Fatal(err)
 	}
 	ids := tok.Encode(eval[:min(len(eval), 8*n*seqlen)])
-	seqs, err := verify.EvalWindows(ids, n, seqlen)
+	seqs, err := corpus.EvalWindows(ids, n, seqlen)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moeforge/moeforge/corpus"
 	"github.com/moeforge/moeforge/internal/fixture"
 	"github.com/moeforge/moeforge/model"
 	"github.com/moeforge/moeforge/tokenizer"
@@ -31,11 +32,11 @@ func evalWindows(tb testing.TB, dir string, n, seqlen int) [][]int {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	_, eval, err := verify.SplitText(string(text), 0.9)
+	_, eval, err := corpus.SplitText(string(text), 0.9)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	windows, err := verify.EvalWindows(tok.Encode(eval), n, seqlen)
+	windows, err := corpus.EvalWindows(tok.Encode(eval), n, seqlen)
 	if err != nil {
 		tb.Fatal(err)
 	}

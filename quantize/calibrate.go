@@ -11,23 +11,15 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/moeforge/moeforge/corpus"
 	"github.com/moeforge/moeforge/formats/safetensors"
-	"github.com/moeforge/moeforge/verify"
 )
 
 // TextCalibration tokenizes the calibration part of a corpus (the first
 // splitAt fraction of its characters, as the evaluation protocol splits it)
 // with encode and draws n random windows of seqlen tokens from it (seeded).
 func TextCalibration(text string, encode func(string) []int, splitAt float64, n, seqlen int, seed uint64) ([][]int, error) {
-	calib, _, err := verify.SplitText(text, splitAt)
-	if err != nil {
-		return nil, err
-	}
-	tokens := encode(calib)
-	if len(tokens) < seqlen {
-		return nil, fmt.Errorf("the calibration text (first %g of the file) has %d tokens, fewer than one window of %d (lower --seqlen)", splitAt, len(tokens), seqlen)
-	}
-	return verify.RandomWindows(tokens, n, seqlen, seed)
+	return corpus.Calibration(text, encode, splitAt, n, seqlen, seed)
 }
 
 // IDCalibration reads calibration sequences from the input_ids tensor

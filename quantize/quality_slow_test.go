@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moeforge/moeforge/corpus"
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/internal/fixture"
 	"github.com/moeforge/moeforge/model"
@@ -55,11 +56,11 @@ func loadQualityModel(t *testing.T, name string) *qualityModel {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, evalText, err := verify.SplitText(string(text), 0.9)
+	_, evalText, err := corpus.SplitText(string(text), 0.9)
 	if err != nil {
 		t.Fatal(err)
 	}
-	eval, err := verify.EvalWindows(tok.Encode(evalText), 16, 256)
+	eval, err := corpus.EvalWindows(tok.Encode(evalText), 16, 256)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,10 +245,10 @@ func TestExpertFallbackHeldOut(t *testing.T) {
 	// Held-out inputs of every expert module, from the full-precision model.
 	root, _ := fixture.Root()
 	text, _ := os.ReadFile(filepath.Join(root, "tinyshakespeare.txt"))
-	_, evalText, _ := verify.SplitText(string(text), 0.9)
+	_, evalText, _ := corpus.SplitText(string(text), 0.9)
 	tok, _ := tokenizer.Load(q.dir)
 	ids := tok.Encode(evalText)
-	windows, err := verify.EvalWindows(ids, len(ids)/256, 256)
+	windows, err := corpus.EvalWindows(ids, len(ids)/256, 256)
 	if err != nil {
 		t.Fatal(err)
 	}

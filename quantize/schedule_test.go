@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/moeforge/moeforge/corpus"
 	"github.com/moeforge/moeforge/formats/gptq"
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/formats/safetensors"
@@ -99,7 +100,7 @@ func TestRunTinyCheckpoints(t *testing.T) {
 				tc.edit(&opt)
 			}
 			ck := openCheckpoint(t, src)
-			calib := verify.RandomIDs(8, 48, ck.Config.VocabSize, 1)
+			calib := corpus.RandomIDs(8, 48, ck.Config.VocabSize, 1)
 			dir, rep, layers := quantizeTo(t, src, calib, opt)
 			checkOutput(t, ck, dir, rep, layers, opt)
 		})
@@ -235,7 +236,7 @@ func checkOutput(t *testing.T, in *hf.Checkpoint, dir string, rep *Report, layer
 	if err != nil {
 		t.Fatal(err)
 	}
-	seqs := verify.RandomIDs(2, 24, c.VocabSize, 99)
+	seqs := corpus.RandomIDs(2, 24, c.VocabSize, 99)
 	met, err := verify.Compare(context.Background(), fm, qm, seqs, 2, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -253,7 +254,7 @@ func checkOutput(t *testing.T, in *hf.Checkpoint, dir string, rep *Report, layer
 func TestStarvedExperts(t *testing.T) {
 	src := tinyModel(t, "qwen2_moe_tiny")
 	ck := openCheckpoint(t, src)
-	calib := verify.RandomIDs(1, 6, ck.Config.VocabSize, 3) // 6 tokens × top-4 = 24 routings over 16 experts
+	calib := corpus.RandomIDs(1, 6, ck.Config.VocabSize, 3) // 6 tokens × top-4 = 24 routings over 16 experts
 	for _, tc := range []struct {
 		name     string
 		min      int
@@ -353,7 +354,7 @@ func TestRunDeterministicAndSpill(t *testing.T) {
 	for _, fixture := range []string{"qwen2_moe_tiny", "mixtral_tiny"} {
 		src := tinyModel(t, fixture)
 		ck := openCheckpoint(t, src)
-		calib := verify.RandomIDs(6, 40, ck.Config.VocabSize, 5)
+		calib := corpus.RandomIDs(6, 40, ck.Config.VocabSize, 5)
 		opt := defaultOptions()
 		opt.ExpertFallback = FallbackAllTokens
 		a, _, _ := quantizeTo(t, src, calib, opt)
@@ -394,7 +395,7 @@ func sameFiles(t *testing.T, a, b, what string) {
 func TestRunRejectsBadInput(t *testing.T) {
 	src := tinyModel(t, "qwen2_moe_tiny")
 	ck := openCheckpoint(t, src)
-	calib := verify.RandomIDs(2, 16, ck.Config.VocabSize, 1)
+	calib := corpus.RandomIDs(2, 16, ck.Config.VocabSize, 1)
 	poison := func(name string) string {
 		dir := t.TempDir()
 		var ts []*safetensors.Tensor

@@ -49,27 +49,3 @@ func TestAccumulatorDisagreement(t *testing.T) {
 		t.Error("wrong logits size accepted")
 	}
 }
-
-func TestWindows(t *testing.T) {
-	toks := make([]int, 100)
-	for i := range toks {
-		toks[i] = i
-	}
-	w, err := EvalWindows(toks, 3, 30)
-	if err != nil || len(w) != 3 || w[2][0] != 60 || len(w[2]) != 30 {
-		t.Fatalf("%v %v", w, err)
-	}
-	if _, err := EvalWindows(toks, 4, 30); err == nil {
-		t.Error("too few tokens accepted")
-	}
-	r1, _ := RandomWindows(toks, 5, 10, 7)
-	r2, _ := RandomWindows(toks, 5, 10, 7)
-	r3, _ := RandomWindows(toks, 5, 10, 8)
-	if !cmp.Equal(r1, r2) || cmp.Equal(r1, r3) {
-		t.Error("random windows not reproducible per seed")
-	}
-	calib, eval, _ := SplitText("0123456789", 0.9)
-	if calib != "012345678" || eval != "9" {
-		t.Errorf("split: %q %q", calib, eval)
-	}
-}

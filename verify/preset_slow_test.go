@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/moeforge/moeforge/corpus"
+
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/internal/fixture"
 	"github.com/moeforge/moeforge/internal/gemm"
@@ -68,7 +70,7 @@ func TestQuantizedPreset(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, eval, _ := SplitText(string(text), 0.9)
+	_, eval, _ := corpus.SplitText(string(text), 0.9)
 	preset := mustPreset(t, "quantized")
 	variants := []struct {
 		name      string
@@ -96,7 +98,7 @@ func TestQuantizedPreset(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		seqs, err := EvalWindows(tok.Encode(eval), 16, 256)
+		seqs, err := corpus.EvalWindows(tok.Encode(eval), 16, 256)
 		if err != nil {
 			t.Fatal(err)
 		}

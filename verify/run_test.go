@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/moeforge/moeforge/corpus"
+
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
@@ -74,7 +76,7 @@ func mostRouted(t *testing.T, m *model.Model, layer int, seqs [][]int) (expert, 
 func TestRunIdentical(t *testing.T) {
 	ref := loadModel(t, "fixtures/qwen2_moe_tiny")
 	cand := loadModel(t, "fixtures/qwen2_moe_tiny")
-	seqs := RandomIDs(3, 40, ref.Config.VocabSize, 1)
+	seqs := corpus.RandomIDs(3, 40, ref.Config.VocabSize, 1)
 	res, err := Run(context.Background(), ref, cand, seqs, Options{BatchSize: 2, PerLayer: true})
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +107,7 @@ func TestRunIdentical(t *testing.T) {
 func TestRunCorruptedExpert(t *testing.T) {
 	ref := loadModel(t, "fixtures/qwen2_moe_tiny")
 	cand := loadModel(t, "fixtures/qwen2_moe_tiny")
-	seqs := RandomIDs(4, 32, ref.Config.VocabSize, 2)
+	seqs := corpus.RandomIDs(4, 32, ref.Config.VocabSize, 2)
 	e, n := mostRouted(t, ref, 1, seqs)
 	if n == 0 {
 		t.Fatal("no token routed in layer 1")
@@ -181,7 +183,7 @@ func TestRunBatching(t *testing.T) {
 	ref := loadModel(t, "fixtures/qwen2_moe_tiny")
 	cand := loadModel(t, "fixtures/qwen2_moe_tiny")
 	scaleLinear(cand.Layers[2].Attn.O, 1.01)
-	seqs := RandomIDs(5, 24, ref.Config.VocabSize, 3)
+	seqs := corpus.RandomIDs(5, 24, ref.Config.VocabSize, 3)
 	var done []int
 	one, err := Run(context.Background(), ref, cand, seqs, Options{BatchSize: 1, PerLayer: true, Progress: func(d, total int) {
 		if total != 5 {

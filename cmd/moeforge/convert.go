@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/moeforge/moeforge/convert"
+	"github.com/moeforge/moeforge/corpus"
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/formats/safetensors"
 	"github.com/moeforge/moeforge/internal/outdir"
@@ -354,7 +355,7 @@ func convertVerify(cmd *cobra.Command, f *convertFlags, ck *hf.Checkpoint, exact
 		if err != nil {
 			return nil, err
 		}
-		_, eval, err := verify.SplitText(string(text), 0.9)
+		_, eval, err := corpus.SplitText(string(text), 0.9)
 		if err != nil {
 			return nil, err
 		}
@@ -362,7 +363,7 @@ func convertVerify(cmd *cobra.Command, f *convertFlags, ck *hf.Checkpoint, exact
 		if err != nil {
 			return nil, err
 		}
-		if seqs, err = verify.EvalWindows(tok.Encode(eval), f.windows, f.seqlen); err != nil {
+		if seqs, err = corpus.EvalWindows(tok.Encode(eval), f.windows, f.seqlen); err != nil {
 			return nil, fmt.Errorf("%s (last 10%%): %w; use fewer --windows or a smaller --seqlen", f.text, err)
 		}
 		rep.Tokens = f.text
@@ -371,7 +372,7 @@ func convertVerify(cmd *cobra.Command, f *convertFlags, ck *hf.Checkpoint, exact
 		if n == 0 {
 			n = 4
 		}
-		seqs = verify.RandomIDs(n, f.seqlen, ref.Config.VocabSize, seed)
+		seqs = corpus.RandomIDs(n, f.seqlen, ref.Config.VocabSize, seed)
 		rep.Tokens = "random ids"
 	}
 	rep.Windows = len(seqs)

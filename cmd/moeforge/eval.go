@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/moeforge/moeforge/corpus"
 	"github.com/moeforge/moeforge/model"
 
 	"github.com/moeforge/moeforge/tokenizer"
@@ -74,7 +75,7 @@ tokens run through the model (windows × seqlen) over the time of the forward pa
 			if err != nil {
 				return err
 			}
-			_, evalText, err := verify.SplitText(string(raw), splitAt)
+			_, evalText, err := corpus.SplitText(string(raw), splitAt)
 			if err != nil {
 				return fmt.Errorf("eval ppl: --split-at: %w", err)
 			}
@@ -90,7 +91,7 @@ tokens run through the model (windows × seqlen) over the time of the forward pa
 			if err != nil {
 				return err
 			}
-			seqs, err := verify.EvalWindows(tok.Encode(evalText), windows, seqlen)
+			seqs, err := corpus.EvalWindows(tok.Encode(evalText), windows, seqlen)
 			if err != nil {
 				return fmt.Errorf("%s: %w", textPath, err)
 			}

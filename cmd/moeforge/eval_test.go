@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/moeforge/moeforge/corpus"
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/internal/fixture"
 	"github.com/moeforge/moeforge/model"
@@ -30,8 +31,8 @@ func corpusPath(t *testing.T) string {
 // (to 1e-9 relative: same windows, same batches), and the counts.
 func TestEvalPPLCommand(t *testing.T) {
 	dir := checkpointCopy(t, "models/qwen2_moe_small")
-	corpus := corpusPath(t)
-	code, stdout, stderr := runMoeforge(t, "eval", "ppl", dir, "--text", corpus, "--windows", "4", "--seqlen", "128", "--json")
+	corpusFile := corpusPath(t)
+	code, stdout, stderr := runMoeforge(t, "eval", "ppl", dir, "--text", corpusFile, "--windows", "4", "--seqlen", "128", "--json")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -41,16 +42,16 @@ func TestEvalPPLCommand(t *testing.T) {
 	}
 
 	// The protocol, assembled here from the libraries.
-	text, err := os.ReadFile(corpus)
+	text, err := os.ReadFile(corpusFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, eval, _ := verify.SplitText(string(text), 0.9)
+	_, eval, _ := corpus.SplitText(string(text), 0.9)
 	tok, err := tokenizer.Load(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	windows, err := verify.EvalWindows(tok.Encode(eval), 4, 128)
+	windows, err := corpus.EvalWindows(tok.Encode(eval), 4, 128)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +76,7 @@ func TestEvalPPLCommand(t *testing.T) {
 		t.Errorf("ppl %.3f of a trained model on 4 windows is implausible", res.PPL)
 	}
 
-	code, stdout, _ = runMoeforge(t, "eval", "ppl", dir, "--text", corpus, "--windows", "2", "--seqlen", "64")
+	code, stdout, _ = runMoeforge(t, "eval", "ppl", dir, "--text", corpusFile, "--windows", "2", "--seqlen", "64")
 	lines := strings.Split(strings.TrimSpace(stdout), "\n")
 	if code != 0 || len(lines) != 3 || !strings.HasPrefix(lines[0], "perplexity  ") ||
 		!strings.Contains(lines[1], "126 predicted (2 windows × 64 tokens") || !strings.Contains(lines[2], "tokens/s") {
@@ -86,7 +87,7 @@ func TestEvalPPLCommand(t *testing.T) {
 func TestEvalPPLBadInput(t *testing.T) {
 	dir := checkpointCopy(t, "fixtures/qwen2_moe_tiny")
 	modelDir := filepath.Join(dir, "model")
-	corpus := corpusPath(t)
+	corpusFile := corpusPath(t)
 	short := filepath.Join(t.TempDir(), "short.txt")
 	os.WriteFile(short, []byte("To be, or not to be, that is the question."), 0o644)
 	for _, tc := range []struct {
@@ -97,10 +98,10 @@ func TestEvalPPLBadInput(t *testing.T) {
 		{"no --text", []string{"eval", "ppl", modelDir}, []string{"--text FILE is required"}},
 		{"missing text", []string{"eval", "ppl", modelDir, "--text", filepath.Join(dir, "none.txt")}, []string{"none.txt", "no such file"}},
 		{"too few tokens", []string{"eval", "ppl", modelDir, "--text", short}, []string{short, "fill only 0 windows of 256, want 16"}},
-		{"bad split", []string{"eval", "ppl", modelDir, "--text", corpus, "--split-at", "1.5"}, []string{"--split-at", "1.5"}},
-		{"nonexistent model", []string{"eval", "ppl", filepath.Join(dir, "nope"), "--text", corpus}, []string{"nope", "no such checkpoint directory"}},
-		{"no tokenizer", []string{"eval", "ppl", modelDir, "--text", corpus, "--tokenizer", dir}, []string{"tokenizer"}},
-		{"seqlen beyond positions", []string{"eval", "ppl", modelDir, "--text", corpus, "--windows", "1", "--seqlen", "600"}, []string{"600 positions", "max_position_embeddings=512"}},
+		{"bad split", []string{"eval", "ppl", modelDir, "--text", corpusFile, "--split-at", "1.5"}, []string{"--split-at", "1.5"}},
+		{"nonexistent model", []string{"eval", "ppl", filepath.Join(dir, "nope"), "--text", corpusFile}, []string{"nope", "no such checkpoint directory"}},
+		{"no tokenizer", []string{"eval", "ppl", modelDir, "--text", corpusFile, "--tokenizer", dir}, []string{"tokenizer"}},
+		{"seqlen beyond positions", []string{"eval", "ppl", modelDir, "--text", corpusFile, "--windows", "1", "--seqlen", "600"}, []string{"600 positions", "max_position_embeddings=512"}},
 		{"eval alone", []string{"eval"}, []string{"eval ppl MODEL --text FILE"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/moeforge/moeforge/corpus"
 	"github.com/moeforge/moeforge/model"
 
 	"github.com/moeforge/moeforge/tokenizer"
@@ -260,7 +261,7 @@ func (o *verifyOptions) inputs(cmd *cobra.Command, vocab int) ([][]int, verify.I
 		if err != nil {
 			return nil, in, err
 		}
-		_, eval, err := verify.SplitText(string(raw), o.splitAt)
+		_, eval, err := corpus.SplitText(string(raw), o.splitAt)
 		if err != nil {
 			return nil, in, fmt.Errorf("--split-at: %w", err)
 		}
@@ -269,7 +270,7 @@ func (o *verifyOptions) inputs(cmd *cobra.Command, vocab int) ([][]int, verify.I
 			return nil, in, fmt.Errorf("--text needs the reference's tokenizer.json: %w", err)
 		}
 		o.warnTokenizer(cmd)
-		seqs, err = verify.EvalWindows(tok.Encode(eval), o.windows, o.seqlen)
+		seqs, err = corpus.EvalWindows(tok.Encode(eval), o.windows, o.seqlen)
 		if err != nil {
 			return nil, in, fmt.Errorf("%s (split at %g): %w", o.text, o.splitAt, err)
 		}
@@ -281,7 +282,7 @@ func (o *verifyOptions) inputs(cmd *cobra.Command, vocab int) ([][]int, verify.I
 		}
 	default:
 		in.Source, in.Seed = "random", &o.seed
-		seqs = verify.RandomIDs(o.random, o.seqlen, vocab, o.seed)
+		seqs = corpus.RandomIDs(o.random, o.seqlen, vocab, o.seed)
 	}
 	in.Sequences = len(seqs)
 	if len(seqs) > 0 {

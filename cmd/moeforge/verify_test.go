@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/moeforge/moeforge/corpus"
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/formats/safetensors"
 	"github.com/moeforge/moeforge/internal/fixture"
@@ -195,7 +196,7 @@ func verifyCorruptedCopy(t *testing.T, src string) (dir string, expert int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	expert = verifyBusiestExpert(t, src, 1, verify.RandomIDs(4, 32, cfg.VocabSize, 0))
+	expert = verifyBusiestExpert(t, src, 1, corpus.RandomIDs(4, 32, cfg.VocabSize, 0))
 	target := cfg.ExpertLinear(1, expert, hf.DownProj) + ".weight"
 	dir = verifyVariant(t, src, func(ts *safetensors.Tensor) []*safetensors.Tensor {
 		if ts.Name != target {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/moeforge/moeforge/convert"
+	"github.com/moeforge/moeforge/corpus"
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/internal/fixture"
 	"github.com/moeforge/moeforge/model"
@@ -130,11 +131,11 @@ func (d *runner) prepare() error {
 	if d.tok, err = tokenizer.Load(d.path("qwen2_moe_small")); err != nil {
 		return err
 	}
-	_, evalText, err := verify.SplitText(d.text, 0.9)
+	_, evalText, err := corpus.SplitText(d.text, 0.9)
 	if err != nil {
 		return err
 	}
-	d.eval, err = verify.EvalWindows(d.tok.Encode(evalText), evalWindows, seqlen)
+	d.eval, err = corpus.EvalWindows(d.tok.Encode(evalText), evalWindows, seqlen)
 	return err
 }
 

@@ -1,13 +1,47 @@
-// Package verify compares two models on the same tokens: the parity metrics
-// of ALGORITHMS.md §5 (logit differences, KL divergence, top-1 agreement,
-// perplexity), thresholds and reports, and the text windows of the
-// evaluation protocol (§4).
-package verify
+// Package corpus is the evaluation protocol of ALGORITHMS.md §4 and the
+// calibration windows: a text is split by characters into a calibration part
+// and an evaluation part, each tokenized as one string, and cut into windows
+// that each start a sequence at position 0. Every command that evaluates,
+// verifies or calibrates on text takes its windows from here.
+package corpus
 
 import (
 	"fmt"
 	"math/rand/v2"
 )
+
+// The protocol's defaults: calibration is the first 90% of the characters,
+// evaluation the first 16 windows of 256 tokens of the rest.
+const (
+	DefaultSplitAt = 0.9
+	DefaultWindows = 16
+	DefaultSeqLen  = 256
+)
+
+// Eval returns the protocol's evaluation windows of text: the part after
+// fraction splitAt, tokenized by encode as one string, cut into the first n
+// windows of seqlen tokens.
+func Eval(text string, encode func(string) []int, splitAt float64, n, seqlen int) ([][]int, error) {
+	_, eval, err := SplitText(text, splitAt)
+	if err != nil {
+		return nil, err
+	}
+	return EvalWindows(encode(eval), n, seqlen)
+}
+
+// Calibration returns n random windows of seqlen tokens (seeded) from the
+// part of text before fraction splitAt, tokenized by encode as one string.
+func Calibration(text string, encode func(string) []int, splitAt float64, n, seqlen int, seed uint64) ([][]int, error) {
+	calib, _, err := SplitText(text, splitAt)
+	if err != nil {
+		return nil, err
+	}
+	tokens := encode(calib)
+	if len(tokens) < seqlen {
+		return nil, fmt.Errorf("the calibration text (first %g of the file) has %d tokens, fewer than one window of %d", splitAt, len(tokens), seqlen)
+	}
+	return RandomWindows(tokens, n, seqlen, seed)
+}
 
 // SplitText splits a corpus by characters at fraction at (0.9 in the
 // protocol): the calibration part text[:int(at·len)] and the evaluation part.
