@@ -62,9 +62,9 @@ type Config struct {
 
 	raw            map[string]json.RawMessage
 	expertsKeyName string // the key NumExperts was read from
-	ropeNested     bool // rope theta lives in rope_parameters (transformers 5.x)
-	dtypeKey    string
-	headDimNull bool
+	ropeNested     bool   // rope theta lives in rope_parameters (transformers 5.x)
+	dtypeKey       string
+	headDimNull    bool
 }
 
 // Quantization is a GPTQ quantization_config (see FORMATS.md).
