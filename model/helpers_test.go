@@ -123,7 +123,7 @@ func randomCheckpoint(t *testing.T, cfg map[string]any, seed uint64) string {
 }
 
 func isNorm(name string) bool {
-	return name == hf.FinalNorm || strings.HasSuffix(name, "layernorm.weight")
+	return name == hf.FinalNorm || strings.HasSuffix(name, "layernorm.weight") || strings.HasSuffix(name, "_norm.weight")
 }
 
 // readTensors reads every tensor of a checkpoint directory as float32, in
