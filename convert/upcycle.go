@@ -123,6 +123,9 @@ type upcycler struct {
 	shuffle bool
 	copies  int // qwen2-report
 
+	target   hf.Arch // the output architecture
+	noShared bool    // it has no shared expert: S = 0
+
 	routedDown, sharedDown float32 // down_proj factors; 0 = silent
 	expertScale            float32 // megatron-scaled: on gate, up and down
 	initStd                float64 // router init std (config initializer_range)
@@ -134,17 +137,20 @@ type upcycler struct {
 	stds       map[string]float64
 }
 
-// Upcycle plans the conversion of a dense qwen2 checkpoint into a
-// qwen2_moe checkpoint by the recipe of opts.Mode (ALGORITHMS.md §1).
+// Upcycle plans the conversion of a dense qwen2 (qwen3) checkpoint into a
+// qwen2_moe (qwen3_moe) checkpoint by the recipe of opts.Mode (ALGORITHMS.md
+// §1). qwen3_moe has no shared expert: the recipes that put dense neurons
+// there (shared-exact, hybrid-exact) are refused, the others have none.
 // Invalid combinations are refused with an error that proposes a valid one.
 func Upcycle(in *hf.Checkpoint, opts UpcycleOptions) (*Plan, error) {
 	c := in.Config
-	if c.ModelType != hf.Qwen2 {
+	target, ok := c.UpcycleTarget() // qwen2 → qwen2_moe, qwen3 → qwen3_moe
+	if !ok {
 		hint := ""
 		if c.IsMoE() {
 			hint = " (to make its experts finer, use convert split)"
 		}
-		return nil, fmt.Errorf("%s: upcycle needs a dense qwen2 checkpoint, this one is %s%s", in.Dir, c.ModelType, hint)
+		return nil, fmt.Errorf("%s: upcycle needs a dense qwen2 or qwen3 checkpoint, this one is %s%s", in.Dir, c.ModelType, hint)
 	}
 	if c.Quantization != nil {
 		return nil, fmt.Errorf("%s: the checkpoint is GPTQ-quantized; upcycle needs float weights (upcycle first, then quantize)", in.Dir)
@@ -153,6 +159,10 @@ func Upcycle(in *hf.Checkpoint, opts UpcycleOptions) (*Plan, error) {
 		return nil, err
 	}
 	u := &upcycler{in: in, opts: opts, mode: opts.Mode, h: c.HiddenSize, cacheLayer: -1, stds: map[string]float64{}}
+	u.target = target
+	if probe := c.Clone(); probe.ConvertTo(target) == nil {
+		u.noShared = !probe.CanHaveSharedExpert()
+	}
 	if err := u.resolve(c); err != nil {
 		return nil, fmt.Errorf("upcycle %s: %w", u.mode, err)
 	}
@@ -162,10 +172,12 @@ func Upcycle(in *hf.Checkpoint, opts UpcycleOptions) (*Plan, error) {
 	}
 
 	out := c.Clone()
-	if err := out.ConvertTo(hf.Qwen2MoE); err != nil {
+	if err := out.ConvertTo(target); err != nil {
 		return nil, err
 	}
-	out.QKVBias = true // qwen2 attention always has q/k/v biases
+	if target == hf.Qwen2MoE {
+		out.QKVBias = true // qwen2 attention always has q/k/v biases
+	}
 	out.NumExperts, out.NumExpertsPerTok = u.E, u.K
 	out.MoEIntermediateSize, out.SharedExpertIntermediateSize = u.I, u.S
 	out.NormTopKProb = u.norm
@@ -179,6 +191,11 @@ func Upcycle(in *hf.Checkpoint, opts UpcycleOptions) (*Plan, error) {
 	}
 	if _, ok := out.Raw("router_aux_loss_coef"); !ok {
 		out.SetRaw("router_aux_loss_coef", 0.001)
+	}
+	for i := 0; i < c.NumHiddenLayers; i++ {
+		if c.LayerWindow(i) != out.LayerWindow(i) {
+			return nil, fmt.Errorf("%s: layer %d attends to a window of %d in %s but would get %d in %s (its sliding-window rule differs): upcycling would not be exact", in.Dir, i, c.LayerWindow(i), c.ModelType, out.LayerWindow(i), target)
+		}
 	}
 	if got, _ := layerSplit(out); !slices.Equal(got, moe) {
 		return nil, fmt.Errorf("internal error: config selects MoE layers %v, want %v", got, moe)
@@ -259,6 +276,14 @@ func (u *upcycler) resolve(c *hf.Config) error {
 
 	// Shared expert width.
 	G := u.G
+	if u.noShared {
+		switch {
+		case u.mode == SharedExact || u.mode == HybridExact:
+			return fmt.Errorf("%s puts dense neurons into the shared expert, and %s has no shared expert (routed experts only): use virtual-group, the exact recipe without one", u.mode, u.target)
+		case o.SharedSize != 0:
+			return fmt.Errorf("--shared-size %d: %s has no shared expert; drop the flag", o.SharedSize, u.target)
+		}
+	}
 	u.S = o.SharedSize
 	if u.S < 0 {
 		return fmt.Errorf("--shared-size %d must be positive", u.S)
@@ -284,7 +309,7 @@ func (u *upcycler) resolve(c *hf.Config) error {
 		}
 		u.s = u.S / I
 	default:
-		if u.S == 0 {
+		if u.S == 0 && !u.noShared {
 			u.S = I
 		}
 	}
@@ -417,16 +442,20 @@ func (u *upcycler) planLayer(b *builder, i int) error {
 	}
 	h := u.h
 	b.compute(out.RouterLinear(i)+".weight", dense[hf.GateProj], []int{u.E, h}, func() ([]float32, error) { return u.router(i), nil })
-	b.compute(out.SharedExpertGateLinear(i)+".weight", dense[hf.GateProj], []int{1, h}, func() ([]float32, error) {
-		return make([]float32, h), nil // sigmoid(0) = ½
-	})
+	if out.HasSharedExpert() {
+		b.compute(out.SharedExpertGateLinear(i)+".weight", dense[hf.GateProj], []int{1, h}, func() ([]float32, error) {
+			return make([]float32, h), nil // sigmoid(0) = ½
+		})
+	}
 	for _, p := range hf.FFNProjs {
-		shape := []int{u.S, h}
-		if p == hf.DownProj {
-			shape = []int{h, u.S}
+		if out.HasSharedExpert() {
+			shape := []int{u.S, h}
+			if p == hf.DownProj {
+				shape = []int{h, u.S}
+			}
+			name := out.SharedExpertLinear(i, p) + ".weight"
+			b.compute(name, dense[p], shape, func() ([]float32, error) { return u.ffn(i, -1, p, name) }, dense[p])
 		}
-		name := out.SharedExpertLinear(i, p) + ".weight"
-		b.compute(name, dense[p], shape, func() ([]float32, error) { return u.ffn(i, -1, p, name) }, dense[p])
 		for e := 0; e < u.E; e++ {
 			shape := []int{u.I, h}
 			if p == hf.DownProj {
@@ -639,6 +668,9 @@ func (u *upcycler) summary(in, out *hf.Config) *Summary {
 		us.DiscardedNeurons = u.copies*u.F - u.E*u.I - u.S
 	default:
 		us.SharedExpert = fmt.Sprintf("silent: %d FFN neurons in gate/up, down_proj 0, gate 0", u.S)
+	}
+	if !out.HasSharedExpert() {
+		us.SharedExpert = fmt.Sprintf("none (%s has no shared expert)", out.ModelType)
 	}
 	if u.reinit > 0 {
 		us.Reinit = "each element independently with probability reinit_fraction, redrawn ~ N(0, σ²), σ = std of the dense layer's projection it comes from; before any scaling"

@@ -721,11 +721,10 @@ func (r *runner) plan() ([]safetensors.Info, error) {
 		return nil, err
 	}
 	for i := 0; i < c.NumHiddenLayers; i++ {
-		if err := raw(hf.InputNorm(i)); err != nil {
-			return nil, err
-		}
-		if err := raw(hf.PostAttentionNorm(i)); err != nil {
-			return nil, err
+		for _, n := range c.LayerNorms(i) { // input, post-attention (and q/k norm)
+			if err := raw(n.Name); err != nil {
+				return nil, err
+			}
 		}
 		for _, l := range c.LayerLinears(i) {
 			if quantizable(l) {
@@ -821,11 +820,10 @@ func checkFinite(t *safetensors.Tensor) error {
 // writeLayer writes a layer's tensors in plan order.
 func (r *runner) writeLayer(l *model.Layer, q map[*model.Linear]*gptq.Layer) error {
 	c := r.ck.Config
-	if err := r.writeRaw(hf.InputNorm(l.Index)); err != nil {
-		return err
-	}
-	if err := r.writeRaw(hf.PostAttentionNorm(l.Index)); err != nil {
-		return err
+	for _, n := range c.LayerNorms(l.Index) {
+		if err := r.writeRaw(n.Name); err != nil {
+			return err
+		}
 	}
 	byName := map[string]*model.Linear{}
 	for _, lin := range l.Linears() {

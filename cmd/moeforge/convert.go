@@ -106,9 +106,11 @@ func newConvertUpcycleCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "upcycle --in DENSE --out DIR --init MODE [options]",
-		Short: "Turn a dense qwen2 checkpoint into a fine-grained qwen2_moe checkpoint",
+		Short: "Turn a dense qwen2/qwen3 checkpoint into a fine-grained qwen2_moe/qwen3_moe checkpoint",
 		Long: `upcycle cuts each dense FFN (width F) into pieces of --expert-size I neurons and builds a
-Qwen2-MoE model from them (ALGORITHMS.md §1). G = F/I pieces per FFN. Modes (--init):
+Qwen2-MoE model from them (ALGORITHMS.md §1), or a Qwen3-MoE model from a qwen3 input. G = F/I
+pieces per FFN. qwen3_moe has no shared expert: shared-exact and hybrid-exact are refused for it,
+and the other modes build none. Modes (--init):
 
   shared-exact     the whole FFN becomes the shared expert (shared_expert_gate 0, so sigmoid = 1/2,
                    and down_proj x2); routed experts are FFN pieces with a zero down_proj (silent).
@@ -191,7 +193,7 @@ for exact modes a max relative logit difference above 1e-4 exits 1 (the output i
 		},
 	}
 	fs := cmd.Flags()
-	f.register(fs, "dense qwen2 checkpoint directory")
+	f.register(fs, "dense qwen2 or qwen3 checkpoint directory")
 	fs.StringVar(&mode, "init", "", "initialization: "+convertModeList())
 	fs.IntVar(&o.Experts, "experts", 0, "routed experts E (default 4x the routed pieces per FFN)")
 	fs.IntVar(&o.TopK, "top-k", 0, "experts per token K (default: the routed pieces per FFN)")
@@ -223,7 +225,7 @@ func newConvertSplitCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "split --in MOE --out DIR --factor g",
-		Short: "Cut every expert of a mixtral or qwen2_moe checkpoint into g finer experts, exactly",
+		Short: "Cut every expert of a mixtral, qwen2_moe or qwen3_moe checkpoint into g finer experts, exactly",
 		Long: `split turns each expert e of width I into experts e*g ... e*g+g-1 of width I/g (adjacent, so that
 their identical router logits select them together), copies e's router row to each, multiplies
 num_experts and num_experts_per_tok by g and each piece's down_proj by g (ALGORITHMS.md §2). Each
@@ -256,7 +258,7 @@ With --verify input and output run on the same tokens; a max relative logit diff
 			})
 		},
 	}
-	f.register(cmd.Flags(), "mixtral or qwen2_moe checkpoint directory")
+	f.register(cmd.Flags(), "mixtral, qwen2_moe or qwen3_moe checkpoint directory")
 	cmd.Flags().IntVar(&factor, "factor", 0, "g: every expert becomes g experts of width I/g")
 	return cmd
 }

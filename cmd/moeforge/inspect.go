@@ -75,7 +75,14 @@ func writeInspectTable(w io.Writer, r *hf.Report) error {
 	}
 	row("layers", "%d", r.Layers)
 	row("hidden size", "%d", r.HiddenSize)
-	row("attention", "%d heads, %d kv heads, head_dim %d", r.Heads, r.KVHeads, r.HeadDim)
+	attn := fmt.Sprintf("%d heads, %d kv heads, head_dim %d, bias %s", r.Heads, r.KVHeads, r.HeadDim, r.AttentionBias)
+	if r.QKNorm {
+		attn += ", q/k norm"
+	}
+	if len(r.SlidingWindowLayers) > 0 {
+		attn += fmt.Sprintf(", sliding window %d on %d layers", r.SlidingWindow, len(r.SlidingWindowLayers))
+	}
+	row("attention", "%s", attn)
 	if e := r.Experts; e != nil {
 		row("experts", "%d routed × %d, %d per token", e.Routed, e.Width, e.PerToken)
 		if e.SharedWidth > 0 {

@@ -24,6 +24,10 @@ type Report struct {
 	Heads                 int     `json:"heads"`
 	KVHeads               int     `json:"kv_heads"`
 	HeadDim               int     `json:"head_dim"`
+	QKNorm                bool    `json:"qk_norm"`        // RMSNorm of each q and k head before rope (qwen3, qwen3_moe)
+	AttentionBias         string  `json:"attention_bias"` // which attention projections have a bias: "q/k/v", "q/k/v/o" or "none"
+	SlidingWindowLayers   []int   `json:"sliding_window_layers"`
+	SlidingWindow         int     `json:"sliding_window"` // 0 = none
 	VocabSize             int     `json:"vocab_size"`
 	TiedEmbeddings        bool    `json:"tie_word_embeddings"`
 	RopeTheta             float64 `json:"rope_theta"`
@@ -154,6 +158,9 @@ func configReport(path string, c *Config) *Report {
 		Heads:                 c.NumAttentionHeads,
 		KVHeads:               c.NumKeyValueHeads,
 		HeadDim:               c.HeadDim,
+		QKNorm:                c.HasQKNorm(),
+		AttentionBias:         "none",
+		SlidingWindowLayers:   []int{},
 		VocabSize:             c.VocabSize,
 		TiedEmbeddings:        c.TieWordEmbeddings,
 		RopeTheta:             c.RopeTheta,
@@ -166,6 +173,18 @@ func configReport(path string, c *Config) *Report {
 	}
 	if len(c.Architectures) > 0 {
 		r.Class = c.Architectures[0]
+	}
+	switch {
+	case c.QKVBias && c.OProjBias:
+		r.AttentionBias = "q/k/v/o"
+	case c.QKVBias:
+		r.AttentionBias = "q/k/v"
+	}
+	for i := 0; i < c.NumHiddenLayers; i++ {
+		if w := c.LayerWindow(i); w > 0 {
+			r.SlidingWindow = w
+			r.SlidingWindowLayers = append(r.SlidingWindowLayers, i)
+		}
 	}
 	r.ParamsTotal, r.ParamsActive = c.ParamCounts()
 	if c.IsMoE() {
