@@ -42,7 +42,7 @@ func writeQwen3(t *testing.T, o qwen3Options) string {
 		"num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
 		"vocab_size": 1024, "rms_norm_eps": 1e-6, "max_position_embeddings": 512,
 		"rope_parameters": map[string]any{"rope_theta": 1e6, "rope_type": "default"},
-		"attention_bias": false, "tie_word_embeddings": false, "eos_token_id": 1023, "dtype": "float32",
+		"attention_bias":  false, "tie_word_embeddings": false, "eos_token_id": 1023, "dtype": "float32",
 	}
 	if o.moe {
 		for k, v := range map[string]any{
@@ -343,6 +343,20 @@ func TestQwen3Commands(t *testing.T) {
 			}
 		}
 		ck.Close()
+		var keys map[string]any
+		if err := json.Unmarshal(mustRead(t, filepath.Join(out, "config.json")), &keys); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []string{"shared_expert_intermediate_size", "qkv_bias"} {
+			if _, ok := keys[k]; ok {
+				t.Errorf("qwen3_moe config has the Qwen2-MoE key %s", k)
+			}
+		}
+		for k, want := range map[string]any{"model_type": "qwen3_moe", "num_experts": 16.0, "norm_topk_prob": true, "attention_bias": false, "head_dim": 16.0} {
+			if keys[k] != want {
+				t.Errorf("config %s = %v, want %v", k, keys[k], want)
+			}
+		}
 		for _, mode := range []string{"shared-exact", "hybrid-exact"} {
 			s, code, err := runConvertCmd(t, "upcycle", "--in", dense, "--out", filepath.Join(tmp, mode), "--init", mode, "--expert-size", "16")
 			if code != 2 || err == nil || !strings.Contains(err.Error(), "no shared expert") || !strings.Contains(err.Error(), "virtual-group") {
