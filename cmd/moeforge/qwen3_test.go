@@ -372,3 +372,42 @@ func TestQwen3Commands(t *testing.T) {
 		}
 	})
 }
+
+// TestFusedMixtralCommands: a Mixtral checkpoint in transformers 5's fused
+// layout (block_sparse_moe renamed to mlp: mlp.gate, mlp.experts.gate_up_proj,
+// mlp.experts.down_proj) verifies exact against the per-expert original,
+// splits exactly, and quantizes to the per-expert GPTQ names vLLM's Mixtral
+// loader maps (block_sparse_moe.experts.E.w1/w2/w3).
+func TestFusedMixtralCommands(t *testing.T) {
+	src := checkpointCopy(t, "fixtures/mixtral_tiny/model")
+	fused := verifyFusedCopy(t, src)
+	names := func(dir string) []string {
+		ck, err := hf.Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ck.Close()
+		return ck.Weights.Names()
+	}
+	if n := names(fused); !slices.Contains(n, "model.layers.0.mlp.gate.weight") || slices.Contains(n, "model.layers.0.block_sparse_moe.gate.weight") {
+		t.Fatalf("fused copy names: %v", n)
+	}
+	mustRun(t, 0, "verify", "--ref", src, "--candidate", fused, "--expect", "exact", "--random", "2", "--seqlen", "16")
+	split := filepath.Join(t.TempDir(), "split")
+	if s, code, err := runConvertCmd(t, "split", "--in", fused, "--out", split, "--factor", "2", "--verify", "--random", "2", "--seqlen", "16"); code != 0 || !strings.Contains(s, "exact: PASS") {
+		t.Fatalf("split: exit %d, %v\n%s", code, err, s)
+	}
+	q := filepath.Join(t.TempDir(), "q")
+	mustRun(t, 0, "quantize", "--in", fused, "--out", q, "--method", "rtn")
+	n := names(q)
+	for _, want := range []string{"model.layers.1.block_sparse_moe.experts.7.w1.qweight", "model.layers.0.block_sparse_moe.experts.0.w2.scales", "model.layers.0.block_sparse_moe.gate.weight"} {
+		if !slices.Contains(n, want) {
+			t.Errorf("quantized output lacks %s", want)
+		}
+	}
+	for _, name := range n {
+		if strings.Contains(name, ".mlp.") {
+			t.Errorf("quantized output keeps the fused-layout name %s", name)
+		}
+	}
+}

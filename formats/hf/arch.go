@@ -206,9 +206,10 @@ func MLPLinear(layer int, p Proj) string { return LayerPrefix(layer) + "mlp." + 
 // RouterLinear is the module path of the router of MoE layer i.
 func (c *Config) RouterLinear(layer int) string { return archs[c.ModelType].moePrefix(layer) + "gate" }
 
-// fusedRouterLinear is where the fused layout keeps the router (mixtral:
+// FusedRouterLinear is where the fused layout keeps the router (mixtral:
 // mlp.gate instead of block_sparse_moe.gate; the same path elsewhere).
-func (c *Config) fusedRouterLinear(layer int) string {
+// Checkpoint.Tensor finds the router under either name.
+func (c *Config) FusedRouterLinear(layer int) string {
 	return archs[c.ModelType].fusedPrefix(layer) + "gate"
 }
 

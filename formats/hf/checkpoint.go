@@ -90,7 +90,7 @@ func (ck *Checkpoint) alias(name string) (string, bool) {
 		return "", false
 	}
 	for _, i := range c.MoELayers() {
-		canon, fused := c.RouterLinear(i), c.fusedRouterLinear(i)
+		canon, fused := c.RouterLinear(i), c.FusedRouterLinear(i)
 		if canon == fused {
 			return "", false
 		}

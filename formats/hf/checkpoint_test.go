@@ -295,7 +295,7 @@ func fuse(t *testing.T, src string, maxShard int64) string {
 	}
 	renamed := map[string]string{}
 	for _, layer := range c.MoELayers() {
-		renamed[c.RouterLinear(layer)+".weight"] = c.fusedRouterLinear(layer) + ".weight"
+		renamed[c.RouterLinear(layer)+".weight"] = c.FusedRouterLinear(layer) + ".weight"
 	}
 	for _, n := range ck.Weights.Names() {
 		if perExpert[n] {

@@ -611,7 +611,7 @@ func TestMixtralNames(t *testing.T) {
 	if gu != "model.layers.0.mlp.experts.gate_up_proj" || d != "model.layers.0.mlp.experts.down_proj" {
 		t.Error(gu, d)
 	}
-	if got := c.fusedRouterLinear(0); got != "model.layers.0.mlp.gate" {
+	if got := c.FusedRouterLinear(0); got != "model.layers.0.mlp.gate" {
 		t.Error(got)
 	}
 }
