@@ -103,9 +103,16 @@ func parseExperts(c *Config, p *parser) {
 	}
 }
 
-// marshalExperts writes the number of experts under the key it was read from.
+// marshalExperts writes the number of experts under the key it was read
+// from, and under the other one too when the file had both (so that a
+// conversion that changes the count cannot leave them disagreeing).
 func marshalExperts(c *Config, set func(string, any)) {
 	set(c.expertsKey(), c.NumExperts)
+	for _, k := range []string{"num_experts", "num_local_experts"} {
+		if _, ok := c.raw[k]; ok {
+			set(k, c.NumExperts)
+		}
+	}
 }
 
 // parseQwenMoE reads the keys Qwen2-MoE and Qwen3-MoE share.

@@ -242,3 +242,21 @@ func TestUpcycleTarget(t *testing.T) {
 		}
 	}
 }
+
+// TestQwen3MoEBothExpertKeysFollowConversions: a file with both
+// num_experts and num_local_experts gets both updated when the count
+// changes (as convert split does), so it still parses.
+func TestQwen3MoEBothExpertKeysFollowConversions(t *testing.T) {
+	m := tinyQwen3MoE()
+	m["num_local_experts"] = 8
+	c := mustParseMap(t, m)
+	c.NumExperts = 16
+	data, err := c.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := ParseConfig(data)
+	if err != nil || d.NumExperts != 16 {
+		t.Fatalf("re-parse: %v, %d experts", err, d.NumExperts)
+	}
+}
