@@ -1,9 +1,10 @@
-// Package demo runs moeforge's whole pipeline on the small models shipped in
-// testdata/models: upcycle the dense model exactly and verify it, split a
-// MoE model and verify it, quantize the MoE model with GPTQ and with RTN,
-// and evaluate the perplexity of float, RTN and GPTQ, ending with one
-// summary table. It is what `moeforge demo` runs.
-package demo
+// Package pipeline runs moeforge's whole pipeline end to end, as a library
+// would use it, on the small models shipped in testdata/models: upcycle the
+// dense model exactly and verify it, split a MoE model and verify it,
+// quantize the MoE model with GPTQ and with RTN, and evaluate the perplexity
+// of float, RTN and GPTQ, ending with one summary table. It is what
+// `moeforge demo` runs, and its test is the end-to-end test of the project.
+package pipeline
 
 import (
 	"context"
@@ -25,7 +26,7 @@ import (
 	"github.com/moeforge/moeforge/verify"
 )
 
-// Options configure a demo run.
+// Options configure a pipeline run.
 type Options struct {
 	// Testdata is the directory holding models/ and tinyshakespeare.txt
 	// (the repository's testdata/).
@@ -53,7 +54,7 @@ type Step struct {
 	PPL float64 `json:"ppl,omitempty"`
 }
 
-// Result is the whole demo.
+// Result is the whole run.
 type Result struct {
 	Pass    bool    `json:"pass"`
 	Steps   []Step  `json:"steps"`
