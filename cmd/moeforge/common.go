@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 
@@ -20,4 +21,27 @@ func writeJSON(w io.Writer, v any) error {
 // without --quiet).
 func newBar(label string, total int, unit string) *progress.Bar {
 	return progress.New(os.Stderr, global.quiet, label, total, unit)
+}
+
+// The decimal units of scaled, for 1e3, 1e6 and 1e9: parameter counts and
+// byte sizes.
+var (
+	countUnits = [3]string{"K", "M", "B"}
+	byteUnits  = [3]string{"kB", "MB", "GB"}
+)
+
+// scaled is the one number formatter of the commands: n divided by the
+// largest of 1e9, 1e6 and 1e3 it reaches, written with verb (e.g. "%.2f"),
+// then sep and that scale's unit; below 1e3, n itself, then sep and small
+// when small is set ("999 B").
+func scaled(n int64, verb, sep string, units [3]string, small string) string {
+	for i, scale := range []float64{1e9, 1e6, 1e3} {
+		if float64(n) >= scale {
+			return fmt.Sprintf(verb, float64(n)/scale) + sep + units[2-i]
+		}
+	}
+	if small == "" {
+		return fmt.Sprint(n)
+	}
+	return fmt.Sprint(n) + sep + small
 }

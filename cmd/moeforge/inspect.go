@@ -174,30 +174,10 @@ func layerRanges(layers []int) string {
 }
 
 // humanCount writes a parameter count with a decimal unit: 14.32 B, 2.69 M.
-func humanCount(n int64) string {
-	switch {
-	case n >= 1e9:
-		return fmt.Sprintf("%.2f B", float64(n)/1e9)
-	case n >= 1e6:
-		return fmt.Sprintf("%.2f M", float64(n)/1e6)
-	case n >= 1e3:
-		return fmt.Sprintf("%.2f K", float64(n)/1e3)
-	}
-	return strconv.FormatInt(n, 10)
-}
+func humanCount(n int64) string { return scaled(n, "%.2f", " ", countUnits, "") }
 
 // humanBytes writes a byte count with a decimal unit, as shard sizes are given.
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1e9:
-		return fmt.Sprintf("%.2f GB", float64(n)/1e9)
-	case n >= 1e6:
-		return fmt.Sprintf("%.2f MB", float64(n)/1e6)
-	case n >= 1e3:
-		return fmt.Sprintf("%.2f kB", float64(n)/1e3)
-	}
-	return fmt.Sprintf("%d B", n)
-}
+func humanBytes(n int64) string { return scaled(n, "%.2f", " ", byteUnits, "B") }
 
 // groupDigits writes n with thousands separators: 14315784192 → 14,315,784,192.
 func groupDigits(n int64) string {
