@@ -1,6 +1,7 @@
 package convert
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -66,5 +67,63 @@ func TestUpcycleTargetWithoutShared(t *testing.T) {
 	got := parity(t, openModel(t, dir), openModel(t, out), randomSeqs(p.Config.VocabSize))
 	if got.MaxRelLogitDiff > exactTol {
 		t.Errorf("max rel logit diff %.3g > %g", got.MaxRelLogitDiff, exactTol)
+	}
+}
+
+// activationsRecipe is a data-driven test recipe: virtual-group's layout,
+// with the neurons of each layer read through the activation hook.
+type activationsRecipe struct {
+	virtualGroup
+	seen map[int]int // layer → tokens seen
+}
+
+const testActivations Mode = "test-activations"
+
+func (r activationsRecipe) info() recipeInfo {
+	i := r.virtualGroup.info()
+	i.mode, i.needsActivations = testActivations, true
+	return i
+}
+
+func (r activationsRecipe) neurons(u *upcycler, ctx *recipeContext, perm func(int) []int32) ([][]int32, []int32, error) {
+	x, tokens, err := ctx.acts.FFNInputs(ctx.layer)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(x) != tokens*u.h {
+		return nil, nil, fmt.Errorf("FFNInputs gave %d values for %d tokens", len(x), tokens)
+	}
+	if _, err := ctx.dense(hf.UpProj); err != nil {
+		return nil, nil, err
+	}
+	r.seen[ctx.layer] = tokens
+	return r.virtualGroup.neurons(u, ctx, perm)
+}
+
+type fakeActivations struct{ hidden, tokens int }
+
+func (f fakeActivations) FFNInputs(layer int) ([]float32, int, error) {
+	return make([]float32, f.tokens*f.hidden), f.tokens, nil
+}
+
+// TestRecipeActivationsHook: a recipe that needs activations is refused
+// without the hook and gets it, per layer, with it.
+func TestRecipeActivationsHook(t *testing.T) {
+	r := activationsRecipe{seen: map[int]int{}}
+	saved := recipes
+	recipes = append(slices.Clip(recipes), r)
+	defer func() { recipes = saved }()
+
+	ck := openCheckpoint(t, denseTiny(t))
+	if _, err := Upcycle(ck, UpcycleOptions{Mode: testActivations}); err == nil || !strings.Contains(err.Error(), "calibration") {
+		t.Fatalf("without activations: err = %v, want a refusal", err)
+	}
+	p, err := Upcycle(ck, UpcycleOptions{Mode: testActivations, Activations: fakeActivations{ck.Config.HiddenSize, 5}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writePlan(t, p, 0)
+	if len(r.seen) != ck.Config.NumHiddenLayers || r.seen[0] != 5 {
+		t.Errorf("layers seen through the hook: %v, want all %d with 5 tokens", r.seen, ck.Config.NumHiddenLayers)
 	}
 }

@@ -112,7 +112,7 @@ func Upcycle(in *hf.Checkpoint, opts UpcycleOptions) (*Plan, error) {
 		return nil, fmt.Errorf("upcycle %s puts part of the FFN into a shared expert, which %s has not: use a recipe without one, e.g. %s", opts.Mode, target.arch, VirtualGroup)
 	}
 	if r.info().needsActivations && opts.Activations == nil {
-		return nil, fmt.Errorf("upcycle %s chooses neurons from activations and needs calibration text", opts.Mode)
+		return nil, fmt.Errorf("upcycle %s chooses neurons by their activations: it needs Activations (the dense model run on calibration text)", opts.Mode)
 	}
 	u := &upcycler{in: in, opts: opts, mode: opts.Mode, r: r, target: target, h: c.HiddenSize, cacheLayer: -1, stds: map[string]float64{}}
 	if err := u.resolve(c); err != nil {
