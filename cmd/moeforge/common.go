@@ -7,6 +7,8 @@ import (
 	"os"
 
 	"github.com/moeforge/moeforge/internal/progress"
+	"github.com/moeforge/moeforge/model"
+	"github.com/moeforge/moeforge/tokenizer"
 )
 
 // writeJSON prints v as one indented JSON document.
@@ -15,6 +17,25 @@ func writeJSON(w io.Writer, v any) error {
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
+}
+
+// openWithTokenizer opens the checkpoint dir and the tokenizer at tokPath
+// (a tokenizer.json or a directory holding one; "" = dir's own). The
+// caller closes the model.
+func openWithTokenizer(dir, tokPath string) (*model.Model, *tokenizer.Tokenizer, error) {
+	m, err := model.Open(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	if tokPath == "" {
+		tokPath = dir
+	}
+	tok, err := tokenizer.Load(tokPath)
+	if err != nil {
+		m.Close()
+		return nil, nil, err
+	}
+	return m, tok, nil
 }
 
 // newBar returns a progress bar on stderr (drawn only on a terminal and

@@ -9,8 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/moeforge/moeforge/corpus"
-	"github.com/moeforge/moeforge/model"
-	"github.com/moeforge/moeforge/tokenizer"
 	"github.com/moeforge/moeforge/verify"
 )
 
@@ -77,18 +75,11 @@ tokens run through the model (windows × seqlen) over the time of the forward pa
 			if err != nil {
 				return err
 			}
-			m, err := model.Open(args[0])
+			m, tok, err := openWithTokenizer(args[0], tokenizerPath)
 			if err != nil {
 				return err
 			}
 			defer m.Close()
-			if tokenizerPath == "" {
-				tokenizerPath = args[0]
-			}
-			tok, err := tokenizer.Load(tokenizerPath)
-			if err != nil {
-				return err
-			}
 			seqs, err := corpus.Eval(string(raw), tok.Encode, splitAt, windows, seqlen)
 			if err != nil {
 				return fmt.Errorf("%s: %w", textPath, err)
