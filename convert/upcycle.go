@@ -1,5 +1,11 @@
 package convert
 
+// Upcycling (ALGORITHMS.md §1), the machinery every recipe shares: options
+// and their defaults, the layout of pieces, padding and replicas, layer
+// selection, router rows, shuffling, re-initialization, the output config
+// and tensors, the summary. What differs between --init modes is in one
+// file per recipe, recipe_*.go, behind the interface in recipe.go.
+
 import (
 	"fmt"
 	"math"
