@@ -78,7 +78,8 @@ func qwen3FromDense(t *testing.T, edit map[string]any) string {
 // TestUpcycleQwen3: qwen3 → qwen3_moe by virtual-group is exact (all
 // layers, and some layers kept dense), the output has no shared expert and
 // every tensor transformers builds for the config; splitting the result is
-// exact too.
+// exact too. (This replaces the refactor's stand-in test that faked a
+// target without a shared expert.)
 func TestUpcycleQwen3(t *testing.T) {
 	dense := qwen3FromDense(t, nil)
 	seqs := randomSeqs(1024)
@@ -116,8 +117,8 @@ func TestUpcycleQwen3(t *testing.T) {
 			}
 		})
 	}
-	// The approximate recipes build no shared expert either.
-	for _, mode := range []Mode{MegatronScaled, Qwen2Report} {
+	// megatron-scaled (approximate) builds no shared expert either.
+	for _, mode := range []Mode{MegatronScaled} {
 		p, err := Upcycle(openCheckpoint(t, dense), UpcycleOptions{Mode: mode, ExpertSize: 64})
 		if err != nil {
 			t.Fatalf("%s: %v", mode, err)
@@ -136,7 +137,9 @@ func TestUpcycleQwen3Refusals(t *testing.T) {
 		want []string
 	}{
 		{UpcycleOptions{Mode: SharedExact}, []string{"shared-exact", "qwen3_moe has no shared expert", "virtual-group"}},
+		// The silent shared expert of virtual-group is left out; an explicit width is an error.
 		{UpcycleOptions{Mode: HybridExact}, []string{"hybrid-exact", "no shared expert"}},
+		{UpcycleOptions{Mode: Qwen2Report}, []string{"qwen2-report", "no shared expert"}},
 		{UpcycleOptions{Mode: VirtualGroup, SharedSize: 64}, []string{"--shared-size 64", "no shared expert"}},
 	} {
 		_, err := Upcycle(dense, tc.opts)

@@ -18,21 +18,21 @@ import (
 	"github.com/moeforge/moeforge/formats/gptq"
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/formats/safetensors"
-	"github.com/moeforge/moeforge/internal/fixture"
+	"github.com/moeforge/moeforge/internal/fixture/fixturetest"
 	"github.com/moeforge/moeforge/model"
 	"github.com/moeforge/moeforge/verify"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	fixture.Cleanup()
+	fixturetest.Cleanup()
 	os.Exit(code)
 }
 
 // tinyModel returns the materialized model directory of a tiny fixture.
 func tinyModel(t testing.TB, name string) string {
 	t.Helper()
-	return filepath.Join(fixture.Dir(t, "fixtures/"+name), "model")
+	return filepath.Join(fixturetest.Dir(t, "fixtures/"+name), "model")
 }
 
 func openCheckpoint(t testing.TB, dir string) *hf.Checkpoint {

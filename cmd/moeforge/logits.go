@@ -7,11 +7,11 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/moeforge/moeforge/corpus"
 	"github.com/moeforge/moeforge/formats/safetensors"
 	"github.com/moeforge/moeforge/internal/outdir"
 	"github.com/moeforge/moeforge/model"
@@ -54,7 +54,7 @@ renamed into place when complete; an existing OUT is replaced only with --force.
 			if err := checkOutputFile(outPath, force); err != nil {
 				return err
 			}
-			seqs, err := readInputIDs(idsPath)
+			seqs, err := corpus.ReadIDs(idsPath, corpus.InputIDs)
 			if err != nil {
 				return err
 			}
@@ -158,32 +158,6 @@ type logitsResult struct {
 	PPL             float64 `json:"ppl"`
 	Seconds         float64 `json:"seconds"`
 	TokensPerSecond float64 `json:"tokens_per_second"` // input tokens per second of forward pass
-}
-
-// readInputIDs reads input_ids [B, T] (I64 or I32) from a safetensors file.
-func readInputIDs(path string) ([][]int, error) {
-	f, err := safetensors.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	t, ok := f.Tensor("input_ids")
-	if !ok {
-		var names []string
-		for _, t := range f.Tensors() {
-			names = append(names, t.Name)
-		}
-		slices.Sort(names)
-		return nil, fmt.Errorf("%s: no tensor input_ids (want input_ids [B, T] of I64 or I32; the file has %v)", path, names)
-	}
-	if len(t.Shape) != 2 {
-		return nil, fmt.Errorf("%s: tensor input_ids has shape %v, want [B, T] with B, T ≥ 1", path, t.Shape)
-	}
-	seqs, err := t.TokenIDs()
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return seqs, nil
 }
 
 // checkIDs refuses ids outside the model's vocabulary and sequences longer

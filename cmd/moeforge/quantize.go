@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/moeforge/moeforge/corpus"
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/formats/safetensors"
 	"github.com/moeforge/moeforge/internal/outdir"
@@ -98,7 +99,7 @@ token count and fallback, and any raised damping; --report FILE.json records eve
 	fs.StringVar(&f.calib, "calib", "", "calibration text file (tokenized with the checkpoint's tokenizer)")
 	fs.StringVar(&f.calibIDs, "calib-ids", "", "calibration token ids: safetensors file with input_ids [N, T]")
 	fs.IntVar(&f.seqlen, "seqlen", 2048, "with --calib: tokens per calibration window (capped at max_position_embeddings)")
-	fs.Float64Var(&f.splitAt, "split-at", 0.9, "with --calib: windows come from this first fraction of the text")
+	fs.Float64Var(&f.splitAt, "split-at", corpus.DefaultSplitAt, "with --calib: windows come from this first fraction of the text")
 	fs.IntVar(&f.nsamples, "nsamples", 128, "with --calib: number of calibration windows")
 	fs.Uint64Var(&f.seed, "seed", 0, "with --calib: seed of the window positions")
 	fs.IntVar(&f.minTokens, "min-expert-tokens", def.MinExpertTokens, "an expert's module routed fewer tokens gets --expert-fallback (-1: in_features/8 of the module; experts with no token always fall back)")
@@ -184,7 +185,7 @@ func (f *quantizeFlags) calibration(cmd *cobra.Command, ck *hf.Checkpoint) ([][]
 			fmt.Fprintf(cmd.ErrOrStderr(), "moeforge: --seqlen %d exceeds max_position_embeddings; using %d\n", f.seqlen, maxPos)
 		}
 	}
-	seqs, err := quantize.TextCalibration(string(text), tok.Encode, f.splitAt, f.nsamples, seqlen, f.seed)
+	seqs, err := corpus.Calibration(string(text), tok.Encode, f.splitAt, f.nsamples, seqlen, f.seed)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", f.calib, err)
 	}

@@ -311,6 +311,13 @@ func (c *Config) HasQKNorm() bool { return archs[c.ModelType].qkNorm }
 // slot (qwen2_moe); HasSharedExpert whether this config fills it.
 func (c *Config) CanHaveSharedExpert() bool { return archs[c.ModelType].sharedExpert }
 
+// HasSharedExpertSlot reports whether the architecture's MoE layers may
+// have a shared expert (qwen2_moe).
+func (a Arch) HasSharedExpertSlot() bool {
+	spec, ok := archs[a]
+	return ok && spec.sharedExpert
+}
+
 // UpcycleTarget is the MoE architecture a dense one is upcycled into:
 // qwen2 → qwen2_moe, qwen3 → qwen3_moe; false for MoE architectures.
 func (c *Config) UpcycleTarget() (Arch, bool) {
