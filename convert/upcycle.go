@@ -141,9 +141,8 @@ func Upcycle(in *hf.Checkpoint, opts UpcycleOptions) (*Plan, error) {
 	if err := out.ConvertTo(target.arch); err != nil {
 		return nil, err
 	}
-	if target.arch == hf.Qwen2MoE {
-		out.QKVBias = true // qwen2 attention always has q/k/v biases
-	}
+	// Attention biases carry over: qwen2's q/k/v always have one (so the
+	// qwen2_moe output says qkv_bias true), qwen3's follow attention_bias.
 	for i := 0; i < c.NumHiddenLayers; i++ {
 		if c.LayerWindow(i) != out.LayerWindow(i) {
 			return nil, fmt.Errorf("%s: layer %d attends to a window of %d in %s but would get %d in %s (its sliding-window rule differs): upcycling would not be exact", in.Dir, i, c.LayerWindow(i), c.ModelType, out.LayerWindow(i), target.arch)

@@ -36,14 +36,23 @@ type archSpec struct {
 	// window is layer i's attention window when sliding_window is set (the
 	// caller handles SlidingWindow ≤ 0).
 	window func(c *Config, layer int) int
+	// expertsKey and expertWidthKey name the config keys of the number and
+	// width of the routed experts ("" = num_experts, moe_intermediate_size).
+	expertsKey, expertWidthKey string
 }
 
-var archs = map[Arch]*archSpec{
-	Qwen2:    qwen2Spec,
-	Qwen2MoE: qwen2MoESpec,
-	Mixtral:  mixtralSpec,
-	Qwen3:    qwen3Spec,
-	Qwen3MoE: qwen3MoESpec,
+// archs is the table: one entry per architecture, each filled in its own
+// file. It is set in init because the specs' functions read it back.
+var archs map[Arch]*archSpec
+
+func init() {
+	archs = map[Arch]*archSpec{
+		Qwen2:    qwen2Spec,
+		Qwen2MoE: qwen2MoESpec,
+		Mixtral:  mixtralSpec,
+		Qwen3:    qwen3Spec,
+		Qwen3MoE: qwen3MoESpec,
+	}
 }
 
 // archNames lists the known model_type values, for error messages.

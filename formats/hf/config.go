@@ -281,21 +281,22 @@ func (c *Config) validate() error {
 	return nil
 }
 
-// expertsKey is the config key holding the number of routed experts.
+// expertsKey is the config key holding the number of routed experts: the
+// one it was read from, else the architecture's.
 func (c *Config) expertsKey() string {
 	if c.expertsKeyName != "" {
 		return c.expertsKeyName
 	}
-	if c.ModelType == Mixtral {
-		return "num_local_experts"
+	if k := archs[c.ModelType].expertsKey; k != "" {
+		return k
 	}
 	return "num_experts"
 }
 
 // expertWidthKey is the config key holding the routed experts' width.
 func (c *Config) expertWidthKey() string {
-	if c.ModelType == Mixtral {
-		return "intermediate_size"
+	if k := archs[c.ModelType].expertWidthKey; k != "" {
+		return k
 	}
 	return "moe_intermediate_size"
 }

@@ -36,5 +36,7 @@ var mixtralSpec = &archSpec{
 		}
 		return "w2"
 	},
-	window: everyLayerWindow,
+	window:         everyLayerWindow,
+	expertsKey:     "num_local_experts",
+	expertWidthKey: "intermediate_size",
 }
