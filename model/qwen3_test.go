@@ -19,7 +19,7 @@ import (
 
 // editTensors rewrites a checkpoint with the tensors edit returns and the
 // config edit applies (nil: unchanged).
-func editTensors(t *testing.T, src string, cfgEdit func(map[string]any), edit func([]tensorData) []tensorData, dtype safetensors.DType, shard int64) string {
+func editTensors(t testing.TB, src string, cfgEdit func(map[string]any), edit func([]tensorData) []tensorData, dtype safetensors.DType, shard int64) string {
 	t.Helper()
 	cfg := readConfigMap(t, src)
 	if cfgEdit != nil {
@@ -101,7 +101,7 @@ func TestQKNormProperties(t *testing.T) {
 // asQwen2 turns a Qwen3(-MoE) checkpoint into the Qwen2(-MoE) one with the
 // same weights: q_norm/k_norm dropped, zero q/k/v biases (qwen2 always has
 // them), no shared expert, qkv_bias false for qwen2_moe.
-func asQwen2(t *testing.T, src string) string {
+func asQwen2(t testing.TB, src string) string {
 	t.Helper()
 	c, err := hf.ReadConfig(src)
 	if err != nil {
@@ -201,5 +201,33 @@ func TestQwen3MoEFusedAndBF16(t *testing.T) {
 	}
 	if d := relDiff(want, base); d == 0 {
 		t.Error("bf16 rounding changed nothing: the checkpoint was not rounded")
+	}
+}
+
+// BenchmarkQwen3Forward measures the forward pass of Qwen3 and Qwen3-MoE
+// models of the shape of the shipped small models (hidden 256, 4 layers,
+// 8 q / 4 kv heads of 32, FFN 1024; 16 experts × 128 top-4) on 4 × 256
+// tokens, against their Qwen2 twins (same weights without q/k norm): the
+// ratio is the cost of q/k norm. tokens/s counts every input token.
+func BenchmarkQwen3Forward(b *testing.B) {
+	shape := map[string]any{"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4,
+		"num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 32, "vocab_size": 1024, "max_position_embeddings": 512}
+	dense, moe := qwen3Config(shape), qwen3MoEConfig(shape)
+	moe["num_experts"], moe["num_experts_per_tok"], moe["moe_intermediate_size"] = 16, 4, 128
+	seqs := randomSeqs(9, 1024, 256, 256, 256, 256)
+	for _, tc := range []struct {
+		name string
+		cfg  map[string]any
+	}{{"qwen3", dense}, {"qwen3_moe", moe}} {
+		q3 := randomCheckpoint(b, tc.cfg, 31)
+		for _, v := range []struct{ name, dir string }{{tc.name, q3}, {tc.name + "/qwen2-twin", asQwen2(b, q3)}} {
+			b.Run(v.name, func(b *testing.B) {
+				m := loadModel(b, v.dir)
+				for b.Loop() {
+					logitsOf(b, m, seqs)
+				}
+				b.ReportMetric(float64(b.N*4*256)/b.Elapsed().Seconds(), "tokens/s")
+			})
+		}
 	}
 }
