@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/moeforge/moeforge/formats/safetensors"
 )
 
 // tinyQwen3 is a minimal dense Qwen3 config.
@@ -258,5 +260,85 @@ func TestQwen3MoEBothExpertKeysFollowConversions(t *testing.T) {
 	d, err := ParseConfig(data)
 	if err != nil || d.NumExperts != 16 {
 		t.Fatalf("re-parse: %v, %d experts", err, d.NumExperts)
+	}
+}
+
+// zeroCheckpoint writes a checkpoint of config m with every tensor the
+// config needs, zero-filled F32 (shapes are what these tests are about).
+func zeroCheckpoint(t *testing.T, m map[string]any) string {
+	t.Helper()
+	c := mustParseMap(t, m)
+	dir := t.TempDir()
+	var ts []*safetensors.Tensor
+	for _, s := range c.Tensors() {
+		ts = append(ts, newTensor(t, s.Name, s.Shape...))
+	}
+	plan := make([]safetensors.Info, len(ts))
+	for i, tt := range ts {
+		plan[i] = safetensors.InfoOf(tt)
+	}
+	w, err := safetensors.NewDirWriter(dir, plan, safetensors.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range ts {
+		if err := w.Write(tt.Name, tt.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WriteFile(dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestQwen3CheckpointErrors: a missing or misshapen q_norm/k_norm or o_proj
+// bias is an error naming the tensor and the config key; a q_norm in a
+// qwen2 checkpoint is reported as unexpected.
+func TestQwen3CheckpointErrors(t *testing.T) {
+	m := tinyQwen3MoE()
+	m["head_dim"], m["attention_bias"] = 8, true
+	src := zeroCheckpoint(t, m)
+	ck, err := Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ck.Unexpected) != 0 {
+		t.Errorf("unexpected %v", ck.Unexpected)
+	}
+	ck.Close()
+	for _, tc := range []struct {
+		name string
+		edit func([]*safetensors.Tensor) []*safetensors.Tensor
+		want []string
+	}{
+		{"missing q_norm", replaceTensor(t, QNorm(1), nil), []string{QNorm(1), "missing"}},
+		{"k_norm of hidden width", replaceTensor(t, KNorm(0), []int{64}), []string{KNorm(0), "[64]", "[8]", "head_dim=8"}},
+		{"missing o_proj bias", replaceTensor(t, AttnLinear(0, OProj)+".bias", nil), []string{AttnLinear(0, OProj) + ".bias", "missing"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := rewriteCheckpoint(t, src, tc.edit)
+			_, err := Open(dir)
+			for _, w := range append(tc.want, dir) {
+				if err == nil || !strings.Contains(err.Error(), w) {
+					t.Errorf("error %v does not mention %q", err, w)
+				}
+			}
+		})
+	}
+	q2 := tinyQwen2()
+	dense := rewriteCheckpoint(t, zeroCheckpoint(t, q2), func(ts []*safetensors.Tensor) []*safetensors.Tensor {
+		return append(ts, newTensor(t, QNorm(0), 16))
+	})
+	ck, err = Open(dense)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	if diff := cmp.Diff([]string{QNorm(0)}, ck.Unexpected); diff != "" {
+		t.Errorf("qwen2 with a q_norm: unexpected (-want +got):\n%s", diff)
 	}
 }
