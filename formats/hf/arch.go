@@ -289,7 +289,7 @@ func (c *Config) LayerNorms(i int) []TensorSpec {
 
 // HasSharedExpert reports whether MoE layers have a shared expert.
 func (c *Config) HasSharedExpert() bool {
-	return c.CanHaveSharedExpert() && c.SharedExpertIntermediateSize > 0
+	return c.ModelType.HasSharedExpertSlot() && c.SharedExpertIntermediateSize > 0
 }
 
 // LayerLinears lists the linear layers of decoder layer i in forward order:

@@ -36,7 +36,7 @@ type Config struct {
 	NumHiddenLayers       int
 	NumAttentionHeads     int
 	NumKeyValueHeads      int // absent → NumAttentionHeads
-	HeadDim               int // absent or null → HiddenSize / NumAttentionHeads
+	HeadDim               int // absent or null → HiddenSize / NumAttentionHeads (qwen3: absent → 128, Qwen3Config's default)
 	RMSNormEps            float64
 	VocabSize             int
 	TieWordEmbeddings     bool
@@ -308,12 +308,9 @@ func (c *Config) IsMoE() bool { return archs[c.ModelType].moe }
 // (RMSNorm of width head_dim, weights QNorm/KNorm) before rope.
 func (c *Config) HasQKNorm() bool { return archs[c.ModelType].qkNorm }
 
-// CanHaveSharedExpert reports whether the architecture has a shared expert
-// slot (qwen2_moe); HasSharedExpert whether this config fills it.
-func (c *Config) CanHaveSharedExpert() bool { return archs[c.ModelType].sharedExpert }
-
 // HasSharedExpertSlot reports whether the architecture's MoE layers may
-// have a shared expert (qwen2_moe).
+// have a shared expert (qwen2_moe); Config.HasSharedExpert whether a config
+// fills it.
 func (a Arch) HasSharedExpertSlot() bool {
 	spec, ok := archs[a]
 	return ok && spec.sharedExpert
