@@ -70,7 +70,7 @@ func (r *runner) runJobs(jobs []*job, layer int) error {
 		return err
 	}
 	for _, jb := range jobs {
-		m, err := jb.result.Matrix()
+		m, err := int4Matrix(jb.result)
 		if err != nil {
 			return fmt.Errorf("%s: %w", jb.mod.lin.Name, err)
 		}
@@ -183,4 +183,14 @@ func (r *runner) noteStarved(layer int, jobs []*job) {
 				MinTokens: jb.minTokens, Fallback: jb.fallback, Modules: []string{proj}})
 		}
 	}
+}
+
+// int4Matrix packs a quantized layer into the int4 matrix the forward pass
+// multiplies with (later capture passes see the quantized weights).
+func int4Matrix(l *gptq.Layer) (gemm.Int4, error) {
+	p, err := l.Packed()
+	if err != nil {
+		return gemm.Int4{}, err
+	}
+	return gemm.Int4{QWeight: p.QWeight, QZeros: p.QZeros, Scales: p.Scales, GIdx: p.GIdx, N: p.Out, K: p.In}, nil
 }

@@ -1,6 +1,8 @@
 package quantize
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/moeforge/moeforge/formats/gptq"
@@ -14,9 +16,12 @@ const DefaultChunkTokens = 8192
 // Options configure Run.
 type Options struct {
 	Method Method
-	// Config is the per-matrix setting (group size, sym, act-order, static
-	// groups, damping).
-	Config Config
+	// Config holds the settings of every matrix (bits, group size, sym,
+	// act-order, static groups, damp_percent) and is written as
+	// quantize_config.json and quantization_config; its zero fields take
+	// gptq.Config.WithDefaults, and Run sets its TrueSequential from
+	// Options.TrueSequential.
+	Config gptq.Config
 	// TrueSequential quantizes a layer's linears in the groups
 	// [q,k,v] → [o] → [shared gate,up] → [shared down] → [experts gate,up]
 	// → [experts down] (dense MLP: [gate,up] → [down]), each group's
@@ -47,6 +52,47 @@ type Options struct {
 	observe func(name string, l *gptq.Layer)
 	// fullPasses (tests) runs every capture pass to the end of the layer.
 	fullPasses bool
+	// calibSeqs is the number of calibration sequences given to Run.
+	calibSeqs int
+}
+
+// validate checks every option (and the per-matrix settings against every
+// linear of c) before any work, and fills the defaults. Errors name the
+// option.
+func (opt *Options) validate(c *hf.Config) error {
+	if opt.Method != MethodGPTQ && opt.Method != MethodRTN {
+		return fmt.Errorf("method %q: want gptq or rtn", opt.Method)
+	}
+	if opt.Method == MethodRTN {
+		opt.Config.DescAct, opt.Config.StaticGroups = false, false
+	}
+	if opt.ExpertFallback != FallbackRTN && opt.ExpertFallback != FallbackAllTokens {
+		return fmt.Errorf("expert fallback %q: want rtn or all-tokens", opt.ExpertFallback)
+	}
+	if opt.ChunkTokens <= 0 {
+		opt.ChunkTokens = DefaultChunkTokens
+	}
+	opt.Config = opt.Config.WithDefaults()
+	opt.Config.TrueSequential = opt.TrueSequential
+	if err := checkGroupSize(opt.Config.GroupSize); err != nil {
+		return err
+	}
+	if err := opt.Config.Validate(); err != nil {
+		return err
+	}
+	for i := 0; i < c.NumHiddenLayers; i++ {
+		for _, l := range c.LayerLinears(i) {
+			if quantizable(l) {
+				if err := checkConfig(opt.Config, l.Out, l.In); err != nil {
+					return fmt.Errorf("%s: %w", l.Name, err)
+				}
+			}
+		}
+	}
+	if opt.Method == MethodGPTQ && opt.calibSeqs == 0 {
+		return errors.New("GPTQ needs calibration sequences")
+	}
+	return nil
 }
 
 // DefaultMinTokens is the default expert token threshold for a module with
@@ -63,7 +109,7 @@ func DefaultMinTokens(in int) int { return max(in/8, 1) }
 // GPTQ, group 128, symmetric, damp 0.01, true-sequential, starved experts
 // (fewer than in_features/8 tokens) quantized with the all-token Hessian.
 func DefaultOptions() Options {
-	return Options{Method: MethodGPTQ, Config: Config{GroupSize: 128, Sym: true, Damp: 0.01}, TrueSequential: true,
+	return Options{Method: MethodGPTQ, Config: gptq.NewConfig(128, true, false, false, true, 0.01), TrueSequential: true,
 		MinExpertTokens: -1, ExpertFallback: FallbackAllTokens, ChunkTokens: DefaultChunkTokens}
 }
 

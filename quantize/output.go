@@ -43,11 +43,7 @@ func (r *runner) plan() ([]safetensors.Info, error) {
 		for _, l := range c.LayerLinears(i) {
 			if quantizable(l) {
 				groups := gptq.NumGroups(l.In, r.opt.Config.GroupSize)
-				plan = append(plan,
-					safetensors.Info{Name: l.Name + ".qweight", DType: safetensors.I32, Shape: []int{l.In / 8, l.Out}},
-					safetensors.Info{Name: l.Name + ".qzeros", DType: safetensors.I32, Shape: []int{groups, l.Out / 8}},
-					safetensors.Info{Name: l.Name + ".scales", DType: safetensors.F16, Shape: []int{groups, l.Out}},
-					safetensors.Info{Name: l.Name + ".g_idx", DType: safetensors.I32, Shape: []int{l.In}})
+				plan = append(plan, gptq.V1Int4.Tensors(l.Name, l.Out, l.In, groups)...)
 				if l.Bias {
 					lw, err := r.ck.Linear(l)
 					if err != nil {
@@ -165,14 +161,14 @@ func (r *runner) writeLayer(l *model.Layer, q map[*model.Linear]*gptq.Layer) err
 		if ql == nil {
 			return fmt.Errorf("internal error: %s was not quantized", spec.Name)
 		}
-		qw, qz, err := ql.Pack()
+		p, err := ql.Packed()
 		if err != nil {
 			return fmt.Errorf("%s: %w", spec.Name, err)
 		}
 		for _, t := range []struct {
 			suffix string
 			data   []byte
-		}{{".qweight", gptq.Int32Bytes(qw)}, {".qzeros", gptq.Int32Bytes(qz)}, {".scales", gptq.Uint16Bytes(ql.Scales)}, {".g_idx", gptq.Int32Bytes(ql.GIdx)}} {
+		}{{gptq.SuffixQWeight, gptq.Int32Bytes(p.QWeight)}, {gptq.SuffixQZeros, gptq.Int32Bytes(p.QZeros)}, {gptq.SuffixScales, gptq.Uint16Bytes(p.Scales)}, {gptq.SuffixGIdx, gptq.Int32Bytes(p.GIdx)}} {
 			if err := r.w.Write(spec.Name+t.suffix, t.data); err != nil {
 				return err
 			}
@@ -200,12 +196,9 @@ func (r *runner) writeLayer(l *model.Layer, q map[*model.Linear]*gptq.Layer) err
 // quantize_config.json, and copies the non-weight files.
 func (r *runner) writeConfigs() error {
 	c := r.ck.Config.Clone()
-	o := r.opt.Config
-	qc := gptq.NewConfig(o.GroupSize, o.Sym, o.DescAct, o.StaticGroups, r.opt.TrueSequential, o.Damp)
-	if err := qc.Validate(); err != nil {
-		return err
-	}
-	c.Quantization = qc.Quantization(r.modulesInBlock())
+	qc := r.opt.Config // validated by Run before any work
+	qc.ModulesInBlock = r.modulesInBlock()
+	c.Quantization = &qc
 	if err := c.WriteFile(r.dir); err != nil {
 		return err
 	}

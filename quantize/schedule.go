@@ -2,7 +2,6 @@ package quantize
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -20,34 +19,14 @@ import (
 // quantize_config.json, and every non-weight file of ck. calib holds the
 // calibration token sequences (unused by RTN).
 func Run(ctx context.Context, ck *hf.Checkpoint, dir string, calib [][]int, opt Options) (*Report, error) {
+	opt.calibSeqs = len(calib)
 	start := time.Now()
 	c := ck.Config
 	if c.Quantization != nil {
 		return nil, fmt.Errorf("%s is already GPTQ-quantized (quantization_config in config.json)", ck.Dir)
 	}
-	if opt.Method != MethodGPTQ && opt.Method != MethodRTN {
-		return nil, fmt.Errorf("unknown method %q (want gptq or rtn)", opt.Method)
-	}
-	if opt.Method == MethodRTN {
-		opt.Config.DescAct, opt.Config.StaticGroups = false, false
-	}
-	if opt.ExpertFallback != FallbackRTN && opt.ExpertFallback != FallbackAllTokens {
-		return nil, fmt.Errorf("unknown expert fallback %q (want rtn or all-tokens)", opt.ExpertFallback)
-	}
-	if opt.ChunkTokens <= 0 {
-		opt.ChunkTokens = DefaultChunkTokens
-	}
-	for i := 0; i < c.NumHiddenLayers; i++ {
-		for _, l := range c.LayerLinears(i) {
-			if quantizable(l) {
-				if err := opt.Config.check(l.Out, l.In); err != nil {
-					return nil, fmt.Errorf("%s: %w", l.Name, err)
-				}
-			}
-		}
-	}
-	if opt.Method == MethodGPTQ && len(calib) == 0 {
-		return nil, errors.New("GPTQ needs calibration sequences")
+	if err := opt.validate(c); err != nil {
+		return nil, err
 	}
 	m, err := model.Load(ck)
 	if err != nil {
@@ -58,8 +37,8 @@ func Run(ctx context.Context, ck *hf.Checkpoint, dir string, calib [][]int, opt 
 		minTok = fmt.Sprint(opt.MinExpertTokens)
 	}
 	r := &runner{ctx: ctx, ck: ck, m: m, opt: opt, dir: dir, rep: &Report{
-		Input: ck.Dir, Output: dir, Method: opt.Method, Bits: gptq.Bits, GroupSize: opt.Config.GroupSize, Sym: opt.Config.Sym,
-		DescAct: opt.Config.DescAct, StaticGroups: opt.Config.StaticGroups, Damp: opt.Config.Damp,
+		Input: ck.Dir, Output: dir, Method: opt.Method, Bits: opt.Config.Bits, GroupSize: opt.Config.GroupSize, Sym: opt.Config.Sym,
+		DescAct: opt.Config.DescAct, StaticGroups: opt.Config.StaticGroups, Damp: opt.Config.DampPercent,
 		TrueSequential: opt.TrueSequential, MinExpertTokens: minTok, ExpertFallback: opt.ExpertFallback,
 		Calibration: opt.Calibration, GroupNames: GroupNames, Starved: []StarvedExpert{}}}
 	if err := r.run(calib); err != nil {

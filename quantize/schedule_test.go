@@ -61,7 +61,7 @@ func quantizeTo(t *testing.T, src string, calib [][]int, opt Options) (string, *
 }
 
 func defaultOptions() Options {
-	return Options{Method: MethodGPTQ, Config: Config{GroupSize: 32, Sym: true, Damp: 0.01}, TrueSequential: true,
+	return Options{Method: MethodGPTQ, Config: gptq.Config{GroupSize: 32, Sym: true, DampPercent: 0.01}, TrueSequential: true,
 		MinExpertTokens: -1, ExpertFallback: FallbackRTN, ChunkTokens: 100}
 }
 
@@ -204,9 +204,9 @@ func checkOutput(t *testing.T, in *hf.Checkpoint, dir string, rep *Report, layer
 	if q == nil {
 		t.Fatal("config.json has no quantization_config")
 	}
-	wantQ := gptq.NewConfig(opt.Config.GroupSize, opt.Config.Sym, opt.Config.DescAct, opt.Config.StaticGroups, opt.TrueSequential, opt.Config.Damp)
+	wantQ := gptq.NewConfig(opt.Config.GroupSize, opt.Config.Sym, opt.Config.DescAct, opt.Config.StaticGroups, opt.TrueSequential, opt.Config.DampPercent)
 	if q.QuantMethod != "gptq" || q.Bits != 4 || q.GroupSize != wantQ.GroupSize || q.Sym != wantQ.Sym || q.DescAct != wantQ.DescAct ||
-		q.StaticGroups != wantQ.StaticGroups || q.TrueSequential != opt.TrueSequential || q.DampPercent != opt.Config.Damp || q.CheckpointFormat != "gptq" {
+		q.StaticGroups != wantQ.StaticGroups || q.TrueSequential != opt.TrueSequential || q.DampPercent != opt.Config.DampPercent || q.CheckpointFormat != "gptq" {
 		t.Errorf("quantization_config = %+v", q)
 	}
 	if len(q.ModulesInBlock) == 0 || !slices.Contains(q.ModulesInBlock[0], "self_attn.q_proj") {

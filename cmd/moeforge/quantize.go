@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/moeforge/moeforge/formats/gptq"
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/formats/safetensors"
 	"github.com/moeforge/moeforge/internal/outdir"
@@ -92,7 +93,7 @@ token count and fallback, and any raised damping; --report FILE.json records eve
 	fs.IntVar(&f.groupSize, "group-size", def.Config.GroupSize, "inputs per scale/zero group: -1 (one group per row), 8, 16, 32, 64 or a multiple of 128")
 	fs.BoolVar(&f.descAct, "desc-act", false, "act-order: quantize inputs by descending Hessian diagonal (g_idx records the order)")
 	fs.BoolVar(&f.sym, "sym", def.Config.Sym, "symmetric grid (zero point 8); --sym=false for asymmetric")
-	fs.Float64Var(&f.damp, "damp", def.Config.Damp, "damp_percent: H += damp·mean(diag H)·I (raised ×10 when Cholesky fails)")
+	fs.Float64Var(&f.damp, "damp", def.Config.DampPercent, "damp_percent: H += damp·mean(diag H)·I (raised ×10 when Cholesky fails)")
 	fs.BoolVar(&f.staticGroups, "static-groups", false, "compute every group's grid up front from the original weights")
 	fs.BoolVar(&f.trueSequential, "true-sequential", def.TrueSequential, "quantize a layer's linears group by group, each on inputs from the quantized earlier groups")
 	fs.StringVar(&f.calib, "calib", "", "calibration text file (tokenized with the checkpoint's tokenizer)")
@@ -115,7 +116,7 @@ token count and fallback, and any raised damping; --report FILE.json records eve
 func (f *quantizeFlags) options(cmd *cobra.Command) (quantize.Options, error) {
 	o := quantize.Options{
 		Method:         quantize.Method(f.method),
-		Config:         quantize.Config{GroupSize: f.groupSize, Sym: f.sym, DescAct: f.descAct, StaticGroups: f.staticGroups, Damp: f.damp},
+		Config:         gptq.NewConfig(f.groupSize, f.sym, f.descAct, f.staticGroups, f.trueSequential, f.damp),
 		TrueSequential: f.trueSequential, MinExpertTokens: f.minTokens, ExpertFallback: quantize.Fallback(f.fallback),
 		ChunkTokens: f.chunkTokens, SpillDir: f.spill,
 	}
