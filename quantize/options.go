@@ -40,7 +40,8 @@ type Options struct {
 	// SpillDir, when set, keeps the calibration activations zstd-compressed
 	// in a temporary directory under it instead of in memory.
 	SpillDir string
-	// MaxShardSize caps the output shards (safetensors default when 0).
+	// MaxShardSize caps the output shards of Run (safetensors default when
+	// 0); RunTo uses its writer's.
 	MaxShardSize int64
 	// Calibration describes the calibration data for the report.
 	Calibration *Calibration

@@ -93,7 +93,7 @@ func (r *runner) writeRaw(name string) error {
 	if err != nil {
 		return err
 	}
-	return r.w.Write(name, t.Bytes())
+	return r.w.WriteTensor(name, t.Bytes())
 }
 
 // checkFinite scans a float tensor for NaN and infinities, a block of rows
@@ -147,11 +147,11 @@ func (r *runner) writeLayer(l *model.Layer, q map[*model.Linear]*gptq.Layer) err
 			if err != nil {
 				return err
 			}
-			if err := r.w.Write(spec.Name+".weight", lw.Weight.Bytes()); err != nil {
+			if err := r.w.WriteTensor(spec.Name+".weight", lw.Weight.Bytes()); err != nil {
 				return err
 			}
 			if lw.Bias != nil {
-				if err := r.w.Write(spec.Name+".bias", lw.Bias.Bytes()); err != nil {
+				if err := r.w.WriteTensor(spec.Name+".bias", lw.Bias.Bytes()); err != nil {
 					return err
 				}
 			}
@@ -169,7 +169,7 @@ func (r *runner) writeLayer(l *model.Layer, q map[*model.Linear]*gptq.Layer) err
 			suffix string
 			data   []byte
 		}{{gptq.SuffixQWeight, gptq.Int32Bytes(p.QWeight)}, {gptq.SuffixQZeros, gptq.Int32Bytes(p.QZeros)}, {gptq.SuffixScales, gptq.Uint16Bytes(p.Scales)}, {gptq.SuffixGIdx, gptq.Int32Bytes(p.GIdx)}} {
-			if err := r.w.Write(spec.Name+t.suffix, t.data); err != nil {
+			if err := r.w.WriteTensor(spec.Name+t.suffix, t.data); err != nil {
 				return err
 			}
 		}
@@ -184,7 +184,7 @@ func (r *runner) writeLayer(l *model.Layer, q map[*model.Linear]*gptq.Layer) err
 					return fmt.Errorf("%s.bias[%d] = %v overflows float16", spec.Name, k, lin.Bias[k])
 				}
 			}
-			if err := r.w.Write(spec.Name+".bias", gptq.Uint16Bytes(b)); err != nil {
+			if err := r.w.WriteTensor(spec.Name+".bias", gptq.Uint16Bytes(b)); err != nil {
 				return err
 			}
 		}
@@ -199,13 +199,17 @@ func (r *runner) writeConfigs() error {
 	qc := r.opt.Config // validated by Run before any work
 	qc.ModulesInBlock = r.modulesInBlock()
 	c.Quantization = &qc
-	if err := c.WriteFile(r.dir); err != nil {
+	if err := r.w.WriteConfig(c); err != nil {
 		return err
 	}
-	if err := qc.WriteFile(r.dir); err != nil {
+	data, err := qc.Marshal()
+	if err != nil {
 		return err
 	}
-	if _, err := hf.CopyExtraFiles(r.ck.Dir, r.dir); err != nil {
+	if err := r.w.WriteFile(gptq.ConfigFile, data); err != nil {
+		return err
+	}
+	if _, err := r.w.CopyExtraFiles(r.ck.Dir); err != nil {
 		return err
 	}
 	return nil

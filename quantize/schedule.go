@@ -8,17 +8,29 @@ import (
 
 	"github.com/moeforge/moeforge/formats/gptq"
 	"github.com/moeforge/moeforge/formats/hf"
-	"github.com/moeforge/moeforge/formats/safetensors"
 	"github.com/moeforge/moeforge/internal/gemm"
 	"github.com/moeforge/moeforge/model"
 )
 
-// Run quantizes the checkpoint ck into dir (an existing empty directory,
-// normally an internal/outdir temporary): weights streamed layer by layer
-// into model.safetensors (or shards), config.json with quantization_config,
-// quantize_config.json, and every non-weight file of ck. calib holds the
-// calibration token sequences (unused by RTN).
+// Run quantizes the checkpoint ck into dir (an existing empty directory)
+// with shards of at most opt.MaxShardSize: RunTo through
+// hf.NewWriter(dir). On error dir may hold a partial checkpoint.
 func Run(ctx context.Context, ck *hf.Checkpoint, dir string, calib [][]int, opt Options) (*Report, error) {
+	w := hf.NewWriter(dir, hf.WriterOptions{MaxShardSize: opt.MaxShardSize})
+	rep, err := RunTo(ctx, ck, w, calib, opt)
+	if err != nil {
+		w.Abort()
+	}
+	return rep, err
+}
+
+// RunTo quantizes the checkpoint ck through the checkpoint writer w (whose
+// options, not opt.MaxShardSize, size the shards): weights streamed layer
+// by layer into model.safetensors (or shards), config.json with
+// quantization_config, quantize_config.json, and every non-weight file of
+// ck. calib holds the calibration token sequences (unused by RTN). Every
+// option is validated before any work. The caller commits or aborts w.
+func RunTo(ctx context.Context, ck *hf.Checkpoint, w *hf.Writer, calib [][]int, opt Options) (*Report, error) {
 	opt.calibSeqs = len(calib)
 	start := time.Now()
 	c := ck.Config
@@ -36,15 +48,12 @@ func Run(ctx context.Context, ck *hf.Checkpoint, dir string, calib [][]int, opt 
 	if opt.MinExpertTokens >= 0 {
 		minTok = fmt.Sprint(opt.MinExpertTokens)
 	}
-	r := &runner{ctx: ctx, ck: ck, m: m, opt: opt, dir: dir, rep: &Report{
-		Input: ck.Dir, Output: dir, Method: opt.Method, Bits: opt.Config.Bits, GroupSize: opt.Config.GroupSize, Sym: opt.Config.Sym,
+	r := &runner{ctx: ctx, ck: ck, m: m, opt: opt, w: w, rep: &Report{
+		Input: ck.Dir, Output: w.Dir(), Method: opt.Method, Bits: opt.Config.Bits, GroupSize: opt.Config.GroupSize, Sym: opt.Config.Sym,
 		DescAct: opt.Config.DescAct, StaticGroups: opt.Config.StaticGroups, Damp: opt.Config.DampPercent,
 		TrueSequential: opt.TrueSequential, MinExpertTokens: minTok, ExpertFallback: opt.ExpertFallback,
 		Calibration: opt.Calibration, GroupNames: GroupNames, Starved: []StarvedExpert{}}}
 	if err := r.run(calib); err != nil {
-		if r.w != nil {
-			r.w.Abort()
-		}
 		return nil, err
 	}
 	r.rep.Seconds = time.Since(start).Seconds()
@@ -57,9 +66,8 @@ type runner struct {
 	ck   *hf.Checkpoint
 	m    *model.Model
 	opt  Options
-	dir  string
 	rep  *Report
-	w    *safetensors.DirWriter
+	w    *hf.Writer
 	acts *activations
 
 	mu          sync.Mutex // guards rep.Modules and done
@@ -72,7 +80,7 @@ func (r *runner) run(calib [][]int) error {
 	if err != nil {
 		return err
 	}
-	if r.w, err = safetensors.NewDirWriter(r.dir, plan, safetensors.WriterOptions{MaxShardSize: r.opt.MaxShardSize}); err != nil {
+	if _, err = r.w.Plan(plan); err != nil {
 		return err
 	}
 	for i := 0; i < c.NumHiddenLayers; i++ {
@@ -138,7 +146,7 @@ func (r *runner) run(calib [][]int) error {
 			return err
 		}
 	}
-	if err := r.w.Close(); err != nil {
+	if err := r.w.CloseTensors(); err != nil {
 		return err
 	}
 	return r.writeConfigs()

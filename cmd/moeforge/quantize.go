@@ -12,7 +12,6 @@ import (
 	"github.com/moeforge/moeforge/formats/gptq"
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/formats/safetensors"
-	"github.com/moeforge/moeforge/internal/outdir"
 	"github.com/moeforge/moeforge/internal/progress"
 	"github.com/moeforge/moeforge/quantize"
 	"github.com/moeforge/moeforge/tokenizer"
@@ -207,11 +206,11 @@ func runQuantize(cmd *cobra.Command, f *quantizeFlags) error {
 		return err
 	}
 	opt.Calibration = info
-	od, err := outdir.Create(f.out, f.force)
+	w, err := hf.Create(f.out, f.force, hf.WriterOptions{MaxShardSize: opt.MaxShardSize})
 	if err != nil {
-		return err
+		return outputError(err)
 	}
-	defer od.Abort()
+	defer w.Abort()
 	var bar *progress.Bar
 	opt.Progress = func(done, total int, label string) {
 		if bar == nil {
@@ -220,12 +219,12 @@ func runQuantize(cmd *cobra.Command, f *quantizeFlags) error {
 		bar.Label("quantize " + label)
 		bar.Set(done)
 	}
-	rep, err := quantize.Run(cmd.Context(), ck, od.Path(), calib, opt)
+	rep, err := quantize.RunTo(cmd.Context(), ck, w, calib, opt)
 	bar.Done()
 	if err != nil {
 		return err
 	}
-	if err := od.Commit(); err != nil {
+	if err := w.Commit(); err != nil {
 		return err
 	}
 	rep.Output = f.out

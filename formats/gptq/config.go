@@ -100,16 +100,26 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// WriteFile writes dir/quantize_config.json.
-func (c Config) WriteFile(dir string) error {
+// Marshal encodes quantize_config.json (without ModulesInBlock, which only
+// config.json holds).
+func (c Config) Marshal() ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetIndent("", "  ")
-	c.ModulesInBlock = nil // config.json only
+	c.ModulesInBlock = nil
 	if err := enc.Encode(c); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// WriteFile writes dir/quantize_config.json.
+func (c Config) WriteFile(dir string) error {
+	data, err := c.Marshal()
+	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dir, ConfigFile), buf.Bytes(), 0o644)
+	return os.WriteFile(filepath.Join(dir, ConfigFile), data, 0o644)
 }
 
 // ReadConfig reads dir/quantize_config.json.

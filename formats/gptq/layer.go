@@ -1,7 +1,13 @@
-// Package gptq holds the on-disk form of GPTQ int4 checkpoints in the
-// AutoGPTQ "gptq" (v1) layout read by transformers/optimum and vLLM: packing
-// and unpacking of 4-bit codes, zero points and group indices (FORMATS.md,
-// GPTQ section), and the quantize_config.json document.
+// Package gptq is the one home of the GPTQ checkpoint layout (AutoGPTQ's
+// "gptq" v1 layout, read by transformers/optimum and vLLM; FORMATS.md, GPTQ
+// section): the tensor names and suffixes, dtypes and shapes (Layout), the
+// packing of codes, zero points and group indices for each bit width
+// (Layout.PackCodes, PackZeros and their inverses), the one validator and
+// reader of a linear's stored tensors (Layout.CheckTensors, Layout.Read →
+// Packed), the unpacked form the quantizer produces (Layer), and the one
+// settings type that quantize_config.json, config.json's
+// quantization_config and the quantizer share (Config). It imports no
+// compute package: model and quantize build their matrices from Packed.
 //
 // A quantized linear layer with weight [out, in] is stored as
 //
@@ -10,8 +16,8 @@
 //	scales  [groups, out]  F16
 //	g_idx   [in]           I32  group of each input
 //
-// and dequantizes to W[c, i] = scales[g, c] · (q[i, c] − zero[g, c]) with
-// g = g_idx[i].
+// (4 bits; 32/Bits codes per word in general) and dequantizes to
+// W[c, i] = scales[g, c] · (q[i, c] − zero[g, c]) with g = g_idx[i].
 package gptq
 
 import (
