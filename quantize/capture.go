@@ -56,7 +56,7 @@ func (r *runner) gptqLayer(l *model.Layer) (map[*model.Linear]*gptq.Layer, error
 		order[lin] = k
 	}
 	stages := [][]int{{1, 2, 3, 4, 5, 6}}
-	if r.opt.TrueSequential {
+	if r.opt.Config.TrueSequential {
 		// Groups 3 and 5 (and 4 and 6) read the same inputs: the shared
 		// expert and the routed experts both take the post-attention norm
 		// of the layer, so one pass captures both.

@@ -16,18 +16,17 @@ const DefaultChunkTokens = 8192
 // Options configure Run.
 type Options struct {
 	Method Method
-	// Config holds the settings of every matrix (bits, group size, sym,
-	// act-order, static groups, damp_percent) and is written as
+	// Config holds the settings (bits, group size, sym, act-order, static
+	// groups, damp_percent, true-sequential) and is written as
 	// quantize_config.json and quantization_config; its zero fields take
-	// gptq.Config.WithDefaults, and Run sets its TrueSequential from
-	// Options.TrueSequential.
-	Config gptq.Config
-	// TrueSequential quantizes a layer's linears in the groups
+	// gptq.Config.WithDefaults.
+	//
+	// Config.TrueSequential quantizes a layer's linears in the groups
 	// [q,k,v] → [o] → [shared gate,up] → [shared down] → [experts gate,up]
 	// → [experts down] (dense MLP: [gate,up] → [down]), each group's
 	// Hessian taken with the earlier groups already quantized. Off: every
 	// Hessian comes from the layer's inputs with its original weights.
-	TrueSequential bool
+	Config gptq.Config
 	// MinExpertTokens is the number of routed tokens below which an expert's
 	// module gets ExpertFallback instead of plain GPTQ; negative selects
 	// DefaultMinTokens of the module's input width. An expert that saw no
@@ -74,7 +73,6 @@ func (opt *Options) validate(c *hf.Config) error {
 		opt.ChunkTokens = DefaultChunkTokens
 	}
 	opt.Config = opt.Config.WithDefaults()
-	opt.Config.TrueSequential = opt.TrueSequential
 	if err := checkGroupSize(opt.Config.GroupSize); err != nil {
 		return err
 	}
@@ -110,7 +108,7 @@ func DefaultMinTokens(in int) int { return max(in/8, 1) }
 // GPTQ, group 128, symmetric, damp 0.01, true-sequential, starved experts
 // (fewer than in_features/8 tokens) quantized with the all-token Hessian.
 func DefaultOptions() Options {
-	return Options{Method: MethodGPTQ, Config: gptq.NewConfig(128, true, false, false, true, 0.01), TrueSequential: true,
+	return Options{Method: MethodGPTQ, Config: gptq.NewConfig(128, true, false, false, true, 0.01),
 		MinExpertTokens: -1, ExpertFallback: FallbackAllTokens, ChunkTokens: DefaultChunkTokens}
 }
 

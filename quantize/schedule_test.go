@@ -61,7 +61,7 @@ func quantizeTo(t *testing.T, src string, calib [][]int, opt Options) (string, *
 }
 
 func defaultOptions() Options {
-	return Options{Method: MethodGPTQ, Config: gptq.Config{GroupSize: 32, Sym: true, DampPercent: 0.01}, TrueSequential: true,
+	return Options{Method: MethodGPTQ, Config: gptq.Config{GroupSize: 32, Sym: true, DampPercent: 0.01, TrueSequential: true},
 		MinExpertTokens: -1, ExpertFallback: FallbackRTN, ChunkTokens: 100}
 }
 
@@ -84,7 +84,7 @@ func TestRunTinyCheckpoints(t *testing.T) {
 		{"qwen2_moe act-order asym", "qwen2_moe_tiny", func(o *Options) { o.Config.DescAct, o.Config.Sym = true, false }},
 		{"qwen2_moe act-order static groups", "qwen2_moe_tiny", func(o *Options) { o.Config.DescAct, o.Config.StaticGroups = true, true }},
 		{"qwen2_moe not true-sequential, all-tokens fallback", "qwen2_moe_tiny", func(o *Options) {
-			o.TrueSequential, o.ExpertFallback = false, FallbackAllTokens
+			o.Config.TrueSequential, o.ExpertFallback = false, FallbackAllTokens
 		}},
 		{"qwen2_moe sharded bf16, group 128", "qwen2_moe_tiny_sharded", func(o *Options) { o.Config.GroupSize = 128 }},
 		{"mixtral group 32 act-order", "mixtral_tiny", func(o *Options) { o.Config.DescAct = true }},
@@ -204,9 +204,9 @@ func checkOutput(t *testing.T, in *hf.Checkpoint, dir string, rep *Report, layer
 	if q == nil {
 		t.Fatal("config.json has no quantization_config")
 	}
-	wantQ := gptq.NewConfig(opt.Config.GroupSize, opt.Config.Sym, opt.Config.DescAct, opt.Config.StaticGroups, opt.TrueSequential, opt.Config.DampPercent)
+	wantQ := gptq.NewConfig(opt.Config.GroupSize, opt.Config.Sym, opt.Config.DescAct, opt.Config.StaticGroups, opt.Config.TrueSequential, opt.Config.DampPercent)
 	if q.QuantMethod != "gptq" || q.Bits != 4 || q.GroupSize != wantQ.GroupSize || q.Sym != wantQ.Sym || q.DescAct != wantQ.DescAct ||
-		q.StaticGroups != wantQ.StaticGroups || q.TrueSequential != opt.TrueSequential || q.DampPercent != opt.Config.DampPercent || q.CheckpointFormat != "gptq" {
+		q.StaticGroups != wantQ.StaticGroups || q.TrueSequential != opt.Config.TrueSequential || q.DampPercent != opt.Config.DampPercent || q.CheckpointFormat != "gptq" {
 		t.Errorf("quantization_config = %+v", q)
 	}
 	if len(q.ModulesInBlock) == 0 || !slices.Contains(q.ModulesInBlock[0], "self_attn.q_proj") {

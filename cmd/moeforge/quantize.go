@@ -94,7 +94,7 @@ token count and fallback, and any raised damping; --report FILE.json records eve
 	fs.BoolVar(&f.sym, "sym", def.Config.Sym, "symmetric grid (zero point 8); --sym=false for asymmetric")
 	fs.Float64Var(&f.damp, "damp", def.Config.DampPercent, "damp_percent: H += damp·mean(diag H)·I (raised ×10 when Cholesky fails)")
 	fs.BoolVar(&f.staticGroups, "static-groups", false, "compute every group's grid up front from the original weights")
-	fs.BoolVar(&f.trueSequential, "true-sequential", def.TrueSequential, "quantize a layer's linears group by group, each on inputs from the quantized earlier groups")
+	fs.BoolVar(&f.trueSequential, "true-sequential", def.Config.TrueSequential, "quantize a layer's linears group by group, each on inputs from the quantized earlier groups")
 	fs.StringVar(&f.calib, "calib", "", "calibration text file (tokenized with the checkpoint's tokenizer)")
 	fs.StringVar(&f.calibIDs, "calib-ids", "", "calibration token ids: safetensors file with input_ids [N, T]")
 	fs.IntVar(&f.seqlen, "seqlen", 2048, "with --calib: tokens per calibration window (capped at max_position_embeddings)")
@@ -114,9 +114,9 @@ token count and fallback, and any raised damping; --report FILE.json records eve
 // options validates the flags and turns them into quantize.Options.
 func (f *quantizeFlags) options(cmd *cobra.Command) (quantize.Options, error) {
 	o := quantize.Options{
-		Method:         quantize.Method(f.method),
-		Config:         gptq.NewConfig(f.groupSize, f.sym, f.descAct, f.staticGroups, f.trueSequential, f.damp),
-		TrueSequential: f.trueSequential, MinExpertTokens: f.minTokens, ExpertFallback: quantize.Fallback(f.fallback),
+		Method:          quantize.Method(f.method),
+		Config:          gptq.NewConfig(f.groupSize, f.sym, f.descAct, f.staticGroups, f.trueSequential, f.damp),
+		MinExpertTokens: f.minTokens, ExpertFallback: quantize.Fallback(f.fallback),
 		ChunkTokens: f.chunkTokens, SpillDir: f.spill,
 	}
 	changed := cmd.Flags().Changed
