@@ -14,13 +14,6 @@ import (
 	"github.com/moeforge/moeforge/corpus"
 )
 
-// TextCalibration tokenizes the calibration part of a corpus (the first
-// splitAt fraction of its characters, as the evaluation protocol splits it)
-// with encode and draws n random windows of seqlen tokens from it (seeded).
-func TextCalibration(text string, encode func(string) []int, splitAt float64, n, seqlen int, seed uint64) ([][]int, error) {
-	return corpus.Calibration(text, encode, splitAt, n, seqlen, seed)
-}
-
 // IDCalibration reads calibration sequences from the input_ids tensor
 // [N, T] (I64 or I32) of a safetensors file; every id must be below vocab.
 func IDCalibration(path string, vocab int) ([][]int, error) {

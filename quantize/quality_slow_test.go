@@ -53,7 +53,7 @@ func loadQualityModel(t *testing.T, name string) *qualityModel {
 	if err != nil {
 		t.Fatal(err)
 	}
-	calib, err := TextCalibration(string(text), tok.Encode, 0.9, 128, 256, 0)
+	calib, err := corpus.Calibration(string(text), tok.Encode, 0.9, 128, 256, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

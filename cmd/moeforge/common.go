@@ -2,10 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 
+	"github.com/moeforge/moeforge/internal/outdir"
 	"github.com/moeforge/moeforge/internal/progress"
 	"github.com/moeforge/moeforge/model"
 	"github.com/moeforge/moeforge/tokenizer"
@@ -65,4 +67,13 @@ func scaled(n int64, verb, sep string, units [3]string, small string) string {
 		return fmt.Sprint(n)
 	}
 	return fmt.Sprint(n) + sep + small
+}
+
+// outputError adds the flag that overrides a refused output to an error of
+// creating it.
+func outputError(err error) error {
+	if errors.Is(err, outdir.ErrNotEmpty) {
+		return fmt.Errorf("%w (use --force to replace it)", err)
+	}
+	return err
 }

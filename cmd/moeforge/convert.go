@@ -14,7 +14,6 @@ import (
 	"github.com/moeforge/moeforge/corpus"
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/formats/safetensors"
-	"github.com/moeforge/moeforge/internal/outdir"
 	"github.com/moeforge/moeforge/model"
 	"github.com/moeforge/moeforge/tokenizer"
 	"github.com/moeforge/moeforge/verify"
@@ -294,21 +293,18 @@ func runConvert(cmd *cobra.Command, f *convertFlags, seed uint64, build func(*hf
 	if err != nil {
 		return err
 	}
-	od, err := outdir.Create(f.out, f.force)
+	w, err := hf.Create(f.out, f.force, hf.WriterOptions{MaxShardSize: maxShard})
 	if err != nil {
-		return err
+		return outputError(err)
 	}
-	defer od.Abort()
+	defer w.Abort()
 	bar := newBar("convert", len(plan.Tensors), "tensors")
-	res, err := plan.Write(cmd.Context(), od.Path(), convert.WriteOptions{
-		MaxShardSize: maxShard,
-		Progress:     func(done, total int) { bar.Set(done) },
-	})
+	res, err := plan.WriteTo(cmd.Context(), w, func(done, total int) { bar.Set(done) })
 	bar.Done()
 	if err != nil {
 		return err
 	}
-	if err := od.Commit(); err != nil {
+	if err := w.Commit(); err != nil {
 		return err
 	}
 	rep := &convertReport{Output: f.out, Summary: plan.Summary, Files: res}

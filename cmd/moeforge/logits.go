@@ -114,7 +114,7 @@ renamed into place when complete; an existing OUT is replaced only with --force.
 				}
 				tensors = append(tensors, t)
 			}
-			err = createFileAtomic(outPath, func(tmp string) error {
+			err = outdir.WriteFile(outPath, func(tmp string) error {
 				return safetensors.WriteFile(tmp, tensors, map[string]string{"moeforge": "logits"})
 			})
 			if err != nil {
@@ -198,23 +198,4 @@ func checkOutputFile(path string, force bool) error {
 		return fmt.Errorf("output %s: directory %s does not exist", path, filepath.Dir(path))
 	}
 	return nil
-}
-
-// createFileAtomic has write produce the file in a temporary directory beside
-// path (registered with outdir, so an interrupt removes it) and renames it to
-// path when write succeeded.
-func createFileAtomic(path string, write func(tmp string) error) error {
-	dir, err := outdir.Create(filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".partial"), true)
-	if err != nil {
-		return err
-	}
-	defer dir.Abort()
-	tmp := filepath.Join(dir.Path(), filepath.Base(path))
-	if err := write(tmp); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
