@@ -104,8 +104,9 @@ func newConvertUpcycleCmd() *cobra.Command {
 		Short: "Turn a dense qwen2/qwen3 checkpoint into a fine-grained qwen2_moe/qwen3_moe checkpoint",
 		Long: `upcycle cuts each dense FFN (width F) into pieces of --expert-size I neurons and builds a
 Qwen2-MoE model from them (ALGORITHMS.md §1), or a Qwen3-MoE model from a qwen3 input. G = F/I
-pieces per FFN. qwen3_moe has no shared expert: shared-exact and hybrid-exact are refused for it,
-and the other modes build none. Modes (--init):
+pieces per FFN. qwen3_moe has no shared expert: the modes that put FFN neurons there
+(shared-exact, hybrid-exact, qwen2-report) are refused for it, and virtual-group and
+megatron-scaled leave out their silent one. Modes (--init):
 
   shared-exact     the whole FFN becomes the shared expert (shared_expert_gate 0, so sigmoid = 1/2,
                    and down_proj x2); routed experts are FFN pieces with a zero down_proj (silent).
