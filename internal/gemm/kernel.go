@@ -1,5 +1,9 @@
 package gemm
 
+// The amd64 kernels (kernel_amd64.s and their declarations in
+// kernel_amd64_decl.go) are written by the avo program in internal/asm.
+//go:generate go run -C ../asm . -pkg gemm
+
 import (
 	"fmt"
 	"math"

@@ -10,46 +10,6 @@ import (
 	"github.com/moeforge/moeforge/internal/half"
 )
 
-//go:noescape
-func kern6x16AVX2(kc int, a, b, c *float32, ldc int, acc bool)
-
-//go:noescape
-func kern14x32AVX512(kc int, a, b, c *float32, ldc int, acc bool)
-
-//go:noescape
-func widenBF16AVX2(dst *float32, src *uint16, n int)
-
-//go:noescape
-func widenF16F16C(dst *float32, src *uint16, n int)
-
-//go:noescape
-func transpose8AVX2(dst *float32, w int, src *float32, offs *[8]int, blocks int)
-
-//go:noescape
-func transpose8BF16AVX2(dst *float32, w int, src *uint16, offs *[8]int, blocks int)
-
-//go:noescape
-func transpose8F16AVX2(dst *float32, w int, src *uint16, offs *[8]int, blocks int)
-
-//go:noescape
-func packColsAVX2(dst, src *float32, ld, w, kc, panels int)
-
-//go:noescape
-func int4DotSortedAVX2(y *float32, a *float32, qw *int32, n int, rowGroup *int32, sc, zsc *float32, ldt int, rows int, asum *float32)
-
-//go:noescape
-func dot6x2F32AVX2(a *float32, lda int, b *float32, ldb, k8 int, out *[96]float32)
-
-//go:noescape
-func dot6x2BF16AVX2(a *float32, lda int, b *uint16, ldb, k8 int, out *[96]float32)
-
-//go:noescape
-func dot6x2F16AVX2(a *float32, lda int, b *uint16, ldb, k8 int, out *[96]float32)
-
-func peakAVX2(n int)
-
-func peakAVX512(n int)
-
 var (
 	hasAVX2   = cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasF16C
 	hasAVX512 = hasAVX2 && cpu.X86.HasAVX512F
@@ -151,18 +111,6 @@ func packRowsAVX2(panel, src []float32, ld, w, kc int) {
 		}
 	}
 }
-
-//go:noescape
-func dotAVX2(a, b *float32, n int) float32
-
-//go:noescape
-func dotBF16AVX2(a *float32, b *uint16, n int) float32
-
-//go:noescape
-func int4PanelAVX2(dst *float32, w int, qw *int32, n int, gidx *int32, sc *float32, zs *int32, ldt int, p0, p1 int)
-
-//go:noescape
-func int4DotAVX2(y *float32, a *float32, qw *int32, n int, gidx *int32, sc *float32, zs *int32, ldt int, rows int)
 
 func dotSIMD(a, b []float32) float32 {
 	n := len(a) &^ 31

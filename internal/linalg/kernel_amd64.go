@@ -4,12 +4,6 @@ package linalg
 
 import "golang.org/x/sys/cpu"
 
-//go:noescape
-func kern6x8AVX2(kc int, a, b, c *float64, ldc int, alpha float64)
-
-//go:noescape
-func transpose4AVX2(dst *float64, w int, src *float64, offs *[4]int, blocks int)
-
 func archKernels() []*kernel {
 	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
 		return []*kernel{{name: "avx2", mr: 6, nr: 8, kc: 256, mc: 96, micro: kern6x8AVX2, packRows: packRowsAVX2}}
