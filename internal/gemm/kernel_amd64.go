@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/cpu"
 
+	"github.com/moeforge/moeforge/internal/gemm/panel"
 	"github.com/moeforge/moeforge/internal/half"
 )
 
@@ -84,34 +85,6 @@ func peakLoop(n int) float64 {
 	return peakGo(n)
 }
 
-// packRowsAVX2 is packRowsGo with 8×8 register transposes: row groups of 8
-// are done from the last (possibly partial, whose 8-wide stores spill into the
-// next step) to the first, then the steps past the last multiple of 8.
-func packRowsAVX2(panel, src []float32, ld, w, kc int) {
-	blocks := kc / 8
-	if blocks == 0 {
-		packRowsGo(panel, src, ld, w, kc)
-		return
-	}
-	_ = src[(w-1)*ld+kc-1]
-	// The last 8-wide store ends at most 7 floats past the panel's end.
-	_ = panel[:cap(panel)][(blocks*8-1)*w+((w-1)/8)*8+7]
-	var offs [8]int
-	for g := (w - 1) / 8 * 8; g >= 0; g -= 8 {
-		rows := min(8, w-g)
-		for r := range offs {
-			offs[r] = (g + min(r, rows-1)) * ld
-		}
-		transpose8AVX2(&panel[g], w, &src[0], &offs, blocks)
-	}
-	for p := blocks * 8; p < kc; p++ {
-		d := panel[p*w : p*w+w]
-		for i := range d {
-			d[i] = src[i*ld+p]
-		}
-	}
-}
-
 func dotSIMD(a, b []float32) float32 {
 	n := len(a) &^ 31
 	var s float32
@@ -187,37 +160,26 @@ func int4RowsSIMD(y, a []float32, qw []int32, n, q0 int, gidx []int32, sc []floa
 	}
 }
 
-// packHalfAVX2 packs a full panel from 16-bit rows with an 8×8 transposing
-// loop (tr) that widens as it loads; see packRowsAVX2.
-func packHalfAVX2(tr func(dst *float32, w int, src *uint16, offs *[8]int, blocks int), widen func(float32, uint16) float32,
-	panel []float32, src []uint16, ld, w, kc int) {
-	blocks := kc / 8
-	if blocks > 0 {
-		_ = src[(w-1)*ld+kc-1]
-		_ = panel[:cap(panel)][(blocks*8-1)*w+((w-1)/8)*8+7]
-		var offs [8]int
-		for g := (w - 1) / 8 * 8; g >= 0; g -= 8 {
-			rows := min(8, w-g)
-			for r := range offs {
-				offs[r] = (g + min(r, rows-1)) * ld
-			}
-			tr(&panel[g], w, &src[0], &offs, blocks)
-		}
-	}
-	for p := blocks * 8; p < kc; p++ {
-		d := panel[p*w : p*w+w]
+// packRowsAVX2, packBF16AVX2 and packF16AVX2 are packRowsGo (widening as
+// they go) with 8×8 register transposes.
+func packRowsAVX2(dst, src []float32, ld, w, kc int) {
+	panel.Pack(transpose8AVX2, 8, panel.Strided[float32], dst, src, ld, w, kc)
+}
+
+func packBF16AVX2(dst []float32, src []uint16, ld, w, kc int) {
+	panel.Pack(transpose8BF16AVX2, 8, func(d []float32, s []uint16, ld int) {
 		for i := range d {
-			d[i] = widen(0, src[i*ld+p])
+			d[i] = half.BF16ToF32(s[i*ld])
 		}
-	}
+	}, dst, src, ld, w, kc)
 }
 
-func packBF16AVX2(panel []float32, src []uint16, ld, w, kc int) {
-	packHalfAVX2(transpose8BF16AVX2, func(_ float32, h uint16) float32 { return half.BF16ToF32(h) }, panel, src, ld, w, kc)
-}
-
-func packF16AVX2(panel []float32, src []uint16, ld, w, kc int) {
-	packHalfAVX2(transpose8F16AVX2, func(_ float32, h uint16) float32 { return half.F16ToF32(h) }, panel, src, ld, w, kc)
+func packF16AVX2(dst []float32, src []uint16, ld, w, kc int) {
+	panel.Pack(transpose8F16AVX2, 8, func(d []float32, s []uint16, ld int) {
+		for i := range d {
+			d[i] = half.F16ToF32(s[i*ld])
+		}
+	}, dst, src, ld, w, kc)
 }
 
 // packColsSIMD packs the full panels of a column-major operand; see
@@ -244,7 +206,7 @@ func transposeSIMD(dst []float32, ldd int, src []float32, lds, rows, cols int) {
 				offs[r] = (i + r) * lds
 			}
 			// Columns j < cb of rows i…i+7 go to dst rows j, columns i…i+7.
-			transpose8AVX2(&dst[i], ldd, &src[0], &offs, cb/8)
+			transpose8AVX2(&dst[i], ldd, &src[0], &offs[0], cb/8)
 		}
 	}
 	if cb < cols {

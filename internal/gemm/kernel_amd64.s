@@ -665,7 +665,7 @@ done:
 	VZEROUPPER
 	RET
 
-// func transpose8AVX2(dst *float32, w int, src *float32, offs *[8]int, blocks int)
+// func transpose8AVX2(dst *float32, w int, src *float32, offs *int, blocks int)
 // Requires: AVX
 TEXT ·transpose8AVX2(SB), NOSPLIT, $0-40
 	MOVQ  dst+0(FP), DI
@@ -742,7 +742,7 @@ done:
 	VZEROUPPER
 	RET
 
-// func transpose8BF16AVX2(dst *float32, w int, src *uint16, offs *[8]int, blocks int)
+// func transpose8BF16AVX2(dst *float32, w int, src *uint16, offs *int, blocks int)
 // Requires: AVX, AVX2
 TEXT ·transpose8BF16AVX2(SB), NOSPLIT, $0-40
 	MOVQ  dst+0(FP), DI
@@ -827,7 +827,7 @@ done:
 	VZEROUPPER
 	RET
 
-// func transpose8F16AVX2(dst *float32, w int, src *uint16, offs *[8]int, blocks int)
+// func transpose8F16AVX2(dst *float32, w int, src *uint16, offs *int, blocks int)
 // Requires: AVX, F16C
 TEXT ·transpose8F16AVX2(SB), NOSPLIT, $0-40
 	MOVQ  dst+0(FP), DI

@@ -192,7 +192,7 @@ store:
 	VZEROUPPER
 	RET
 
-// func transpose4AVX2(dst *float64, w int, src *float64, offs *[4]int, blocks int)
+// func transpose4AVX2(dst *float64, w int, src *float64, offs *int, blocks int)
 // Requires: AVX
 TEXT ·transpose4AVX2(SB), NOSPLIT, $0-40
 	MOVQ  dst+0(FP), DI
