@@ -18,8 +18,8 @@ func gemmKernels() {
 	dot(fromF32)
 	dot(fromBF16)
 	int4Panel()
-	int4Dot()
-	int4DotSorted()
+	int4Dot(false)
+	int4Dot(true)
 	packCols()
 	for _, w8 := range []widen8{fromF32, fromBF16, fromF16} {
 		dot6x2(w8)

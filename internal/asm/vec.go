@@ -144,6 +144,20 @@ func fifteen() {
 	VPBROADCASTD(X15, Y15)
 }
 
+// int4Tables loads the arguments the int4 kernels share, in their order:
+// qw → SI, n (bytes) → R8, the group index (per input or per word row) → R9,
+// sc → R10, the zero table → R11, ldt (bytes) → R12.
+func int4Tables(group, zero string) {
+	Load(Param("qw"), RSI)
+	Load(Param("n"), R8)
+	SHLQ(U8(2), R8)
+	Load(Param(group), R9)
+	Load(Param("sc"), R10)
+	Load(Param(zero), R11)
+	Load(Param("ldt"), R12)
+	SHLQ(U8(2), R12)
+}
+
 func int4Panel() {
 	TEXT("int4PanelAVX2", NOSPLIT, "func(dst *float32, w int, qw *int32, n int, gidx *int32, sc *float32, zs *int32, ldt int, p0, p1 int)")
 	Pragma("noescape")
@@ -153,14 +167,7 @@ func int4Panel() {
 	Load(Param("dst"), RDI)
 	Load(Param("w"), R13)
 	SHLQ(U8(2), R13)
-	Load(Param("qw"), RSI)
-	Load(Param("n"), R8)
-	SHLQ(U8(2), R8)
-	Load(Param("gidx"), R9)
-	Load(Param("sc"), R10)
-	Load(Param("zs"), R11)
-	Load(Param("ldt"), R12)
-	SHLQ(U8(2), R12)
+	int4Tables("gidx", "zs")
 	Load(Param("p0"), RCX)
 	Load(Param("p1"), RBX)
 	SUBQ(RCX, RBX)
@@ -199,107 +206,99 @@ func int4Panel() {
 	RET()
 }
 
-func int4Dot() {
-	TEXT("int4DotAVX2", NOSPLIT, "func(y *float32, a *float32, qw *int32, n int, gidx *int32, sc *float32, zs *int32, ldt int, rows int)")
+// int4Dot writes the int4 matrix-vector kernels for 16 outputs (qw and the
+// tables point at the first), rows word rows of QWeight at a time:
+//
+//	int4DotAVX2:       y[c] = Σ_{i<8·rows} a[i]·sc[g·ldt+c]·(nibble(qw[(i/8)·n+c], i%8) − zs[g·ldt+c]), g = gidx[i];
+//	int4DotSortedAVX2: for matrices whose 8 inputs of a word share a group g = rowGroup[r] (word row r),
+//	                   y[c] = Σ_r sc[g·ldt+c]·Σ_j a[8r+j]·q − zsc[g·ldt+c]·asum[r],
+//	                   with zsc = scale·zero and asum[r] = Σ_j a[8r+j].
+//
+// Registers: Y2, Y3 the 16 words of a row, Y4 a broadcast input, Y5, Y6
+// its nibbles, Y15 the nibble mask; Y0, Y1 (and for int4DotAVX2 Y7, Y8 for
+// odd j) the outputs; for the sorted kernel Y8…Y11 the row's unscaled sums.
+func int4Dot(sorted bool) {
+	if sorted {
+		TEXT("int4DotSortedAVX2", NOSPLIT, "func(y *float32, a *float32, qw *int32, n int, rowGroup *int32, sc, zsc *float32, ldt int, rows int, asum *float32)")
+		Doc("int4DotSortedAVX2 is int4DotAVX2 for matrices whose 8 inputs of a word share a group (see int4SortedSIMD).")
+	} else {
+		TEXT("int4DotAVX2", NOSPLIT, "func(y *float32, a *float32, qw *int32, n int, gidx *int32, sc *float32, zs *int32, ldt int, rows int)")
+		Doc("int4DotAVX2 computes 16 outputs of the int4 matrix-vector product over 8·rows inputs (see int4RowsSIMD).")
+	}
 	Pragma("noescape")
-	Doc("int4DotAVX2 sets y[c] = Σ_{i<8·rows} a[i]·sc[g·ldt+c]·(nibble(qw[(i/8)·n+c], i%8) − zs[g·ldt+c]),",
-		"g = gidx[i], for the 16 outputs c < 16 that qw, sc and zs point at.")
 	Load(Param("y"), RDI)
 	Load(Param("a"), RDX)
-	Load(Param("qw"), RSI)
-	Load(Param("n"), R8)
-	SHLQ(U8(2), R8)
-	Load(Param("gidx"), R9)
-	Load(Param("sc"), R10)
-	Load(Param("zs"), R11)
-	Load(Param("ldt"), R12)
-	SHLQ(U8(2), R12)
+	if sorted {
+		int4Tables("rowGroup", "zsc")
+	} else {
+		int4Tables("gidx", "zs")
+	}
 	Load(Param("rows"), RCX)
-	zeroVecs(true, Y0, Y1, Y7, Y8)
+	if sorted {
+		Load(Param("asum"), RBX)
+		zeroVecs(true, Y0, Y1)
+	} else {
+		zeroVecs(true, Y0, Y1, Y7, Y8)
+	}
 	TESTQ(RCX, RCX)
 	JLE(LabelRef("store"))
 	fifteen()
 	loop("loop", RCX, func() {
 		VMOVDQU(Mem{Base: RSI}, Y2)
 		VMOVDQU(Mem{Base: RSI, Disp: 32}, Y3)
+		if sorted {
+			zeroVecs(true, Y8, Y9, Y10, Y11)
+		}
 		for j := 0; j < 8; j++ {
 			acc0, acc1 := Y0, Y1
+			if sorted {
+				acc0, acc1 = Y8, Y9
+			}
 			if j%2 == 1 {
 				acc0, acc1 = Y7, Y8
+				if sorted {
+					acc0, acc1 = Y10, Y11
+				}
 			}
-			MOVLQSX(Mem{Base: R9, Disp: 4 * j}, RAX)
-			IMULQ(R12, RAX)
-			VBROADCASTSS(Mem{Base: RDX, Disp: 4 * j}, Y4)
-			nibbles(j, &Mem{Base: R11, Index: RAX, Scale: 1})
-			VMULPS(Mem{Base: R10, Index: RAX, Scale: 1}, Y5, Y5)
-			VMULPS(Mem{Base: R10, Index: RAX, Scale: 1, Disp: 32}, Y6, Y6)
+			if sorted {
+				VBROADCASTSS(Mem{Base: RDX, Disp: 4 * j}, Y4)
+				nibbles(j, nil)
+			} else {
+				MOVLQSX(Mem{Base: R9, Disp: 4 * j}, RAX)
+				IMULQ(R12, RAX)
+				VBROADCASTSS(Mem{Base: RDX, Disp: 4 * j}, Y4)
+				nibbles(j, &Mem{Base: R11, Index: RAX, Scale: 1})
+				VMULPS(Mem{Base: R10, Index: RAX, Scale: 1}, Y5, Y5)
+				VMULPS(Mem{Base: R10, Index: RAX, Scale: 1, Disp: 32}, Y6, Y6)
+			}
 			VFMADD231PS(Y5, Y4, acc0)
 			VFMADD231PS(Y6, Y4, acc1)
 		}
-		ADDQ(R8, RSI)
-		ADDQ(U8(32), R9)
-		ADDQ(U8(32), RDX)
-	})
-	Label("store")
-	VADDPS(Y7, Y0, Y0)
-	VADDPS(Y8, Y1, Y1)
-	VMOVUPS(Y0, Mem{Base: RDI})
-	VMOVUPS(Y1, Mem{Base: RDI, Disp: 32})
-	VZEROUPPER()
-	RET()
-}
-
-func int4DotSorted() {
-	TEXT("int4DotSortedAVX2", NOSPLIT, "func(y *float32, a *float32, qw *int32, n int, rowGroup *int32, sc, zsc *float32, ldt int, rows int, asum *float32)")
-	Pragma("noescape")
-	Doc("int4DotSortedAVX2 is int4DotAVX2 for matrices whose 8 inputs of a word share a group (rowGroup[r]",
-		"for word row r): y[c] = Σ_r sc[g]·Σ_j a[8r+j]·q − zsc[g]·asum[r], with",
-		"zsc = scale·zero and asum[r] = Σ_j a[8r+j], for the 16 outputs c < 16.")
-	Load(Param("y"), RDI)
-	Load(Param("a"), RDX)
-	Load(Param("qw"), RSI)
-	Load(Param("n"), R8)
-	SHLQ(U8(2), R8)
-	Load(Param("rowGroup"), R9)
-	Load(Param("sc"), R10)
-	Load(Param("zsc"), R11)
-	Load(Param("ldt"), R12)
-	SHLQ(U8(2), R12)
-	Load(Param("rows"), RCX)
-	Load(Param("asum"), RBX)
-	zeroVecs(true, Y0, Y1)
-	TESTQ(RCX, RCX)
-	JLE(LabelRef("store"))
-	fifteen()
-	loop("loop", RCX, func() {
-		VMOVDQU(Mem{Base: RSI}, Y2)
-		VMOVDQU(Mem{Base: RSI, Disp: 32}, Y3)
-		zeroVecs(true, Y8, Y9, Y10, Y11)
-		for j := 0; j < 8; j++ {
-			t0, t1 := Y8, Y9
-			if j%2 == 1 {
-				t0, t1 = Y10, Y11
-			}
-			VBROADCASTSS(Mem{Base: RDX, Disp: 4 * j}, Y4)
-			nibbles(j, nil)
-			VFMADD231PS(Y5, Y4, t0)
-			VFMADD231PS(Y6, Y4, t1)
+		step := 32 // bytes of gidx per word row
+		if sorted {
+			VADDPS(Y10, Y8, Y8)
+			VADDPS(Y11, Y9, Y9)
+			MOVLQSX(Mem{Base: R9}, RAX)
+			IMULQ(R12, RAX)
+			VFMADD231PS(Mem{Base: R10, Index: RAX, Scale: 1}, Y8, Y0)
+			VFMADD231PS(Mem{Base: R10, Index: RAX, Scale: 1, Disp: 32}, Y9, Y1)
+			VBROADCASTSS(Mem{Base: RBX}, Y4)
+			VFNMADD231PS(Mem{Base: R11, Index: RAX, Scale: 1}, Y4, Y0)
+			VFNMADD231PS(Mem{Base: R11, Index: RAX, Scale: 1, Disp: 32}, Y4, Y1)
+			step = 4 // of rowGroup
 		}
-		VADDPS(Y10, Y8, Y8)
-		VADDPS(Y11, Y9, Y9)
-		MOVLQSX(Mem{Base: R9}, RAX)
-		IMULQ(R12, RAX)
-		VFMADD231PS(Mem{Base: R10, Index: RAX, Scale: 1}, Y8, Y0)
-		VFMADD231PS(Mem{Base: R10, Index: RAX, Scale: 1, Disp: 32}, Y9, Y1)
-		VBROADCASTSS(Mem{Base: RBX}, Y4)
-		VFNMADD231PS(Mem{Base: R11, Index: RAX, Scale: 1}, Y4, Y0)
-		VFNMADD231PS(Mem{Base: R11, Index: RAX, Scale: 1, Disp: 32}, Y4, Y1)
 		ADDQ(R8, RSI)
-		ADDQ(U8(4), R9)
-		ADDQ(U8(4), RBX)
+		ADDQ(U8(step), R9)
+		if sorted {
+			ADDQ(U8(4), RBX)
+		}
 		ADDQ(U8(32), RDX)
 	})
 	Label("store")
+	if !sorted {
+		VADDPS(Y7, Y0, Y0)
+		VADDPS(Y8, Y1, Y1)
+	}
 	VMOVUPS(Y0, Mem{Base: RDI})
 	VMOVUPS(Y1, Mem{Base: RDI, Disp: 32})
 	VZEROUPPER()

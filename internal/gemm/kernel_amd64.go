@@ -85,28 +85,21 @@ func peakLoop(n int) float64 {
 	return peakGo(n)
 }
 
-func dotSIMD(a, b []float32) float32 {
-	n := len(a) &^ 31
-	var s float32
-	if n > 0 {
-		_ = b[n-1]
-		s = dotAVX2(&a[0], &b[0], n)
-	}
-	if n < len(a) {
-		s += dotGo(a[n:], b[n:len(a)])
-	}
-	return s
-}
+func dotSIMD(a, b []float32) float32 { return dotSplit(dotAVX2, dotGo, a, b) }
 
-func dotBF16SIMD(a []float32, b []uint16) float32 {
+func dotBF16SIMD(a []float32, b []uint16) float32 { return dotSplit(dotBF16AVX2, dotBF16Go, a, b) }
+
+// dotSplit sums the first multiple of 32 elements with the assembly loop
+// and the rest in Go (len(b) ≥ len(a)).
+func dotSplit[T float32 | uint16](asm func(a *float32, b *T, n int) float32, tail func(a []float32, b []T) float32, a []float32, b []T) float32 {
 	n := len(a) &^ 31
 	var s float32
 	if n > 0 {
 		_ = b[n-1]
-		s = dotBF16AVX2(&a[0], &b[0], n)
+		s = asm(&a[0], &b[0], n)
 	}
 	if n < len(a) {
-		s += dotBF16Go(a[n:], b[n:len(a)])
+		s += tail(a[n:], b[n:len(a)])
 	}
 	return s
 }

@@ -62,15 +62,12 @@ func dotBF16AVX2(a *float32, b *uint16, n int) float32
 //go:noescape
 func int4PanelAVX2(dst *float32, w int, qw *int32, n int, gidx *int32, sc *float32, zs *int32, ldt int, p0 int, p1 int)
 
-// int4DotAVX2 sets y[c] = Σ_{i<8·rows} a[i]·sc[g·ldt+c]·(nibble(qw[(i/8)·n+c], i%8) − zs[g·ldt+c]),
-// g = gidx[i], for the 16 outputs c < 16 that qw, sc and zs point at.
+// int4DotAVX2 computes 16 outputs of the int4 matrix-vector product over 8·rows inputs (see int4RowsSIMD).
 //
 //go:noescape
 func int4DotAVX2(y *float32, a *float32, qw *int32, n int, gidx *int32, sc *float32, zs *int32, ldt int, rows int)
 
-// int4DotSortedAVX2 is int4DotAVX2 for matrices whose 8 inputs of a word share a group (rowGroup[r]
-// for word row r): y[c] = Σ_r sc[g]·Σ_j a[8r+j]·q − zsc[g]·asum[r], with
-// zsc = scale·zero and asum[r] = Σ_j a[8r+j], for the 16 outputs c < 16.
+// int4DotSortedAVX2 is int4DotAVX2 for matrices whose 8 inputs of a word share a group (see int4SortedSIMD).
 //
 //go:noescape
 func int4DotSortedAVX2(y *float32, a *float32, qw *int32, n int, rowGroup *int32, sc *float32, zsc *float32, ldt int, rows int, asum *float32)

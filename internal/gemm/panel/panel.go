@@ -49,3 +49,25 @@ func Strided[T any](d, s []T, ld int) {
 		d[i] = s[i*ld]
 	}
 }
+
+// Scatter writes row i of a panel of width w: panel[p·w+i] = src[p] for
+// p < len(src).
+func Scatter[T any](panel, src []T, i, w int) {
+	if len(src) == 0 {
+		return
+	}
+	_ = panel[(len(src)-1)*w+i]
+	j := i
+	for _, v := range src {
+		panel[j] = v
+		j += w
+	}
+}
+
+// PackGo is Pack without assembly: panel[p·w+i] = src[i·ld+p] for i < w,
+// p < kc, a row at a time.
+func PackGo[T any](panel, src []T, ld, w, kc int) {
+	for i := 0; i < w; i++ {
+		Scatter(panel, src[i*ld:i*ld+kc], i, w)
+	}
+}
