@@ -6,12 +6,12 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/moeforge/moeforge/internal/gemm/guard"
+	"github.com/moeforge/moeforge/internal/gemm/kerneltest"
 	"github.com/moeforge/moeforge/internal/half"
 )
 
 // Guard-band tests: every kernel entry point that stores through a pointer
-// writes into a destination between sentinel bands (internal/gemm/guard) with
+// writes into a destination between sentinel bands (internal/gemm/kerneltest) with
 // exactly the slack its contract allows, and must leave the bands, and the
 // gaps between strided rows, as they were; the values it writes must match
 // the portable kernel.
@@ -43,7 +43,7 @@ func TestGuardMicro(t *testing.T) {
 				for _, acc := range []bool{false, true} {
 					ldc := k.nr + gap
 					a, b := randF32(r, kc*k.mr), randF32(r, kc*k.nr)
-					c := guard.New[float32]((k.mr-1)*ldc+k.nr, 0)
+					c := kerneltest.New[float32]((k.mr-1)*ldc+k.nr, 0)
 					inTile := func(e int) bool { return e%ldc < k.nr }
 					for e := range c.S {
 						if acc && inTile(e) {
@@ -58,7 +58,7 @@ func TestGuardMicro(t *testing.T) {
 					for e, v := range c.S {
 						i, j := e/ldc, e%ldc
 						if !inTile(e) {
-							if v != guard.Sentinel {
+							if v != kerneltest.Sentinel {
 								t.Fatalf("%s: wrote %v between rows at [%d,%d]", name, v, i, j)
 							}
 							continue
@@ -112,7 +112,7 @@ func TestGuardPackRows(t *testing.T) {
 				}
 				for _, pk := range ps {
 					name := fmt.Sprintf("%s %s w=%d kc=%d", k.name, pk.name, w, kc)
-					d := guard.New[float32](w*kc, 8) // packing buffers have 8 floats of slack
+					d := kerneltest.New[float32](w*kc, 8) // packing buffers have 8 floats of slack
 					pk.pack(d.S, ld, w, kc)
 					if err := d.Check(); err != nil {
 						t.Fatalf("%s: %v", name, err)
@@ -142,7 +142,7 @@ func TestGuardPackCols(t *testing.T) {
 					ld := panels*w + 5
 					src := randF32(r, kc*ld)
 					name := fmt.Sprintf("%s w=%d kc=%d panels=%d", k.name, w, kc, panels)
-					d := guard.New[float32](panels*w*kc, 8)
+					d := kerneltest.New[float32](panels*w*kc, 8)
 					k.packCols(d.S, src, ld, w, kc, panels)
 					if err := d.Check(); err != nil {
 						t.Fatalf("%s: %v", name, err)
@@ -170,7 +170,7 @@ func TestGuardTranspose(t *testing.T) {
 			for _, cols := range sizes {
 				lds, ldd := cols+1, rows+3
 				src := randF32(r, rows*lds)
-				d := guard.New[float32]((cols-1)*ldd+rows, 0)
+				d := kerneltest.New[float32]((cols-1)*ldd+rows, 0)
 				k.transpose(d.S, ldd, src, lds, rows, cols)
 				name := fmt.Sprintf("%s %dx%d", k.name, rows, cols)
 				if err := d.Check(); err != nil {
@@ -178,7 +178,7 @@ func TestGuardTranspose(t *testing.T) {
 				}
 				for e, v := range d.S {
 					j, i := e/ldd, e%ldd
-					want := float32(guard.Sentinel)
+					want := float32(kerneltest.Sentinel)
 					if i < rows {
 						want = src[i*lds+j]
 					}
@@ -197,7 +197,7 @@ func TestGuardWiden(t *testing.T) {
 		for _, n := range []int{1, 7, 8, 9, 16, 33} {
 			for _, bf := range []bool{true, false} {
 				src := randHalf(r, n, bf)
-				d := guard.New[float32](n, 0)
+				d := kerneltest.New[float32](n, 0)
 				widen, conv := k.widenF16, half.F16ToF32
 				if bf {
 					widen, conv = k.widenBF16, half.BF16ToF32
@@ -232,11 +232,11 @@ func TestGuardInt4Panel(t *testing.T) {
 			for _, pr := range [][2]int{{0, kdim}, {3, 3 + 1}, {5, 40}} {
 				p0, p1 := pr[0], pr[1]
 				q := n - rows
-				d := guard.New[float32]((p1-p0-1)*w+rows, 0)
+				d := kerneltest.New[float32]((p1-p0-1)*w+rows, 0)
 				k.int4Panel(d.S, w, &m, q, rows, sc, zs, rows, 0, p0, p1)
 				want := make([]float32, len(d.S))
 				for i := range want {
-					want[i] = guard.Sentinel
+					want[i] = kerneltest.Sentinel
 				}
 				int4PanelGo(want, w, &m, q, rows, sc, zs, rows, 0, p0, p1)
 				name := fmt.Sprintf("%s rows=%d p=[%d,%d)", k.name, rows, p0, p1)

@@ -6,10 +6,10 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/moeforge/moeforge/internal/gemm/guard"
+	"github.com/moeforge/moeforge/internal/gemm/kerneltest"
 )
 
-// Guard-band tests (see internal/gemm/guard): the float64 kernels' stores
+// Guard-band tests (see internal/gemm/kerneltest): the float64 kernels' stores
 // stay inside their tile and the slack their contract allows.
 
 func randVec(r *rand.Rand, n int) []float64 {
@@ -27,7 +27,7 @@ func TestGuardMicro(t *testing.T) {
 			for _, gap := range []int{0, 3} {
 				ldc := k.nr + gap
 				a, b := randVec(r, kc*k.mr), randVec(r, kc*k.nr)
-				c := guard.New[float64]((k.mr-1)*ldc+k.nr, 0)
+				c := kerneltest.New[float64]((k.mr-1)*ldc+k.nr, 0)
 				for e := range c.S {
 					if e%ldc < k.nr {
 						c.S[e] = 1
@@ -42,7 +42,7 @@ func TestGuardMicro(t *testing.T) {
 				for e, v := range c.S {
 					i, j := e/ldc, e%ldc
 					if j >= k.nr {
-						if v != guard.Sentinel {
+						if v != kerneltest.Sentinel {
 							t.Fatalf("%s: wrote %v between rows at [%d,%d]", name, v, i, j)
 						}
 						continue
@@ -67,7 +67,7 @@ func TestGuardPackRows(t *testing.T) {
 			for _, kc := range []int{1, 3, 4, 7, 16, 37} {
 				ld := kc + 2
 				src := randVec(r, w*ld)
-				d := guard.New[float64](w*kc, 4) // grow gives packing buffers that slack
+				d := kerneltest.New[float64](w*kc, 4) // grow gives packing buffers that slack
 				k.packRows(d.S, src, ld, w, kc)
 				name := fmt.Sprintf("%s w=%d kc=%d", k.name, w, kc)
 				if err := d.Check(); err != nil {

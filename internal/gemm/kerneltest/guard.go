@@ -1,8 +1,10 @@
-// Package guard is a test helper for kernels that store into slack: it places
-// a destination slice between guard bands holding a sentinel, in the manner of
-// gonum's internal/asm tests, and reports any element of a band that a kernel
-// overwrote. Only tests import it.
-package guard
+// Package kerneltest holds the test and benchmark helpers that gemm and
+// linalg share; only their tests import it. Guard bands (New, Buffer) place a
+// kernel's destination between sentinels, in the manner of gonum's
+// internal/asm tests, and report any element a kernel stored past what its
+// contract allows; Impls runs a benchmark with each kernel implementation and
+// reports GFLOPS.
+package kerneltest
 
 import "fmt"
 
@@ -12,7 +14,7 @@ const Band = 32
 // Sentinel is the value the bands hold: no kernel computes it from test data.
 const Sentinel = -7.25e29
 
-// Buffer is a destination slice of length n and capacity n+slack with guard
+// Buffer is a guarded destination slice of length n and capacity n+slack with guard
 // bands of Band elements before it and after its capacity.
 type Buffer[T ~float32 | ~float64] struct {
 	all   []T
