@@ -28,13 +28,13 @@ func packTranspose(name, sig string, dstBytes, srcBytes, nb int, load func(offs 
 	Load(Param("w"), RDX)
 	shl(log2(dstBytes), RDX)
 	Load(Param("src"), RSI)
+	// offs is passed by value (a pointer would make the callers' arrays
+	// escape, as they call through function values); only nb are used.
 	offs := offsRegs[:nb]
-	// The last offset goes in AX, which first holds the table's address.
-	Load(Param("offs"), offs[nb-1])
-	Load(Param("blocks"), RCX)
 	for i, r := range offs {
-		MOVQ(Mem{Base: offs[nb-1], Disp: 8 * i}, r)
+		Load(Param("offs").Index(i), r)
 	}
+	Load(Param("blocks"), RCX)
 	TESTQ(RCX, RCX)
 	JLE(LabelRef("done"))
 	loop("loop", RCX, func() {
@@ -96,7 +96,7 @@ func transpose8(w8 widen8) {
 	if w8.bytes == 4 {
 		name, src = "transpose8AVX2", "float32"
 	}
-	packTranspose(name, fmt.Sprintf("func(dst *float32, w int, src *%s, offs *int, blocks int)", src), 4, w8.bytes, 8,
+	packTranspose(name, fmt.Sprintf("func(dst *float32, w int, src *%s, offs [8]int, blocks int)", src), 4, w8.bytes, 8,
 		func(offs []GPPhysical) {
 			for i, r := range offs {
 				w8.load(Mem{Base: RSI, Index: r, Scale: uint8(w8.bytes)}, Y[i])
@@ -106,7 +106,7 @@ func transpose8(w8 widen8) {
 
 // transpose4F64 is the float64 packing transpose.
 func transpose4F64() {
-	packTranspose("transpose4AVX2", "func(dst *float64, w int, src *float64, offs *int, blocks int)", 8, 8, 4,
+	packTranspose("transpose4AVX2", "func(dst *float64, w int, src *float64, offs [8]int, blocks int)", 8, 8, 4,
 		func(offs []GPPhysical) {
 			for i, r := range offs {
 				VMOVUPD(Mem{Base: RSI, Index: r, Scale: 8}, Y[i])

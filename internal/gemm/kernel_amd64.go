@@ -199,7 +199,7 @@ func transposeSIMD(dst []float32, ldd int, src []float32, lds, rows, cols int) {
 				offs[r] = (i + r) * lds
 			}
 			// Columns j < cb of rows i…i+7 go to dst rows j, columns i…i+7.
-			transpose8AVX2(&dst[i], ldd, &src[0], &offs[0], cb/8)
+			transpose8AVX2(&dst[i], ldd, &src[0], offs, cb/8)
 		}
 	}
 	if cb < cols {

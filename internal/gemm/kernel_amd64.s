@@ -665,23 +665,22 @@ done:
 	VZEROUPPER
 	RET
 
-// func transpose8AVX2(dst *float32, w int, src *float32, offs *int, blocks int)
+// func transpose8AVX2(dst *float32, w int, src *float32, offs [8]int, blocks int)
 // Requires: AVX
-TEXT ·transpose8AVX2(SB), NOSPLIT, $0-40
+TEXT ·transpose8AVX2(SB), NOSPLIT, $0-96
 	MOVQ  dst+0(FP), DI
 	MOVQ  w+8(FP), DX
 	SHLQ  $0x02, DX
 	MOVQ  src+16(FP), SI
-	MOVQ  offs+24(FP), AX
-	MOVQ  blocks+32(FP), CX
-	MOVQ  (AX), R8
-	MOVQ  8(AX), R9
-	MOVQ  16(AX), R10
-	MOVQ  24(AX), R11
-	MOVQ  32(AX), R12
-	MOVQ  40(AX), R13
-	MOVQ  48(AX), BX
-	MOVQ  56(AX), AX
+	MOVQ  offs_0+24(FP), R8
+	MOVQ  offs_1+32(FP), R9
+	MOVQ  offs_2+40(FP), R10
+	MOVQ  offs_3+48(FP), R11
+	MOVQ  offs_4+56(FP), R12
+	MOVQ  offs_5+64(FP), R13
+	MOVQ  offs_6+72(FP), BX
+	MOVQ  offs_7+80(FP), AX
+	MOVQ  blocks+88(FP), CX
 	TESTQ CX, CX
 	JLE   done
 
@@ -742,23 +741,22 @@ done:
 	VZEROUPPER
 	RET
 
-// func transpose8BF16AVX2(dst *float32, w int, src *uint16, offs *int, blocks int)
+// func transpose8BF16AVX2(dst *float32, w int, src *uint16, offs [8]int, blocks int)
 // Requires: AVX, AVX2
-TEXT ·transpose8BF16AVX2(SB), NOSPLIT, $0-40
+TEXT ·transpose8BF16AVX2(SB), NOSPLIT, $0-96
 	MOVQ  dst+0(FP), DI
 	MOVQ  w+8(FP), DX
 	SHLQ  $0x02, DX
 	MOVQ  src+16(FP), SI
-	MOVQ  offs+24(FP), AX
-	MOVQ  blocks+32(FP), CX
-	MOVQ  (AX), R8
-	MOVQ  8(AX), R9
-	MOVQ  16(AX), R10
-	MOVQ  24(AX), R11
-	MOVQ  32(AX), R12
-	MOVQ  40(AX), R13
-	MOVQ  48(AX), BX
-	MOVQ  56(AX), AX
+	MOVQ  offs_0+24(FP), R8
+	MOVQ  offs_1+32(FP), R9
+	MOVQ  offs_2+40(FP), R10
+	MOVQ  offs_3+48(FP), R11
+	MOVQ  offs_4+56(FP), R12
+	MOVQ  offs_5+64(FP), R13
+	MOVQ  offs_6+72(FP), BX
+	MOVQ  offs_7+80(FP), AX
+	MOVQ  blocks+88(FP), CX
 	TESTQ CX, CX
 	JLE   done
 
@@ -827,23 +825,22 @@ done:
 	VZEROUPPER
 	RET
 
-// func transpose8F16AVX2(dst *float32, w int, src *uint16, offs *int, blocks int)
+// func transpose8F16AVX2(dst *float32, w int, src *uint16, offs [8]int, blocks int)
 // Requires: AVX, F16C
-TEXT ·transpose8F16AVX2(SB), NOSPLIT, $0-40
+TEXT ·transpose8F16AVX2(SB), NOSPLIT, $0-96
 	MOVQ  dst+0(FP), DI
 	MOVQ  w+8(FP), DX
 	SHLQ  $0x02, DX
 	MOVQ  src+16(FP), SI
-	MOVQ  offs+24(FP), AX
-	MOVQ  blocks+32(FP), CX
-	MOVQ  (AX), R8
-	MOVQ  8(AX), R9
-	MOVQ  16(AX), R10
-	MOVQ  24(AX), R11
-	MOVQ  32(AX), R12
-	MOVQ  40(AX), R13
-	MOVQ  48(AX), BX
-	MOVQ  56(AX), AX
+	MOVQ  offs_0+24(FP), R8
+	MOVQ  offs_1+32(FP), R9
+	MOVQ  offs_2+40(FP), R10
+	MOVQ  offs_3+48(FP), R11
+	MOVQ  offs_4+56(FP), R12
+	MOVQ  offs_5+64(FP), R13
+	MOVQ  offs_6+72(FP), BX
+	MOVQ  offs_7+80(FP), AX
+	MOVQ  blocks+88(FP), CX
 	TESTQ CX, CX
 	JLE   done
 

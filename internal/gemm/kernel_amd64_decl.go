@@ -33,17 +33,17 @@ func widenF16F16C(dst *float32, src *uint16, n int)
 // transpose8AVX2 is the 8×8 packing transpose of packRows, reading 4-byte elements.
 //
 //go:noescape
-func transpose8AVX2(dst *float32, w int, src *float32, offs *int, blocks int)
+func transpose8AVX2(dst *float32, w int, src *float32, offs [8]int, blocks int)
 
 // transpose8BF16AVX2 is the 8×8 packing transpose of packRows, reading 2-byte elements.
 //
 //go:noescape
-func transpose8BF16AVX2(dst *float32, w int, src *uint16, offs *int, blocks int)
+func transpose8BF16AVX2(dst *float32, w int, src *uint16, offs [8]int, blocks int)
 
 // transpose8F16AVX2 is the 8×8 packing transpose of packRows, reading 2-byte elements.
 //
 //go:noescape
-func transpose8F16AVX2(dst *float32, w int, src *uint16, offs *int, blocks int)
+func transpose8F16AVX2(dst *float32, w int, src *uint16, offs [8]int, blocks int)
 
 // dotAVX2 returns Σ a[i]·b[i] for n a multiple of 32.
 //

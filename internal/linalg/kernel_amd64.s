@@ -192,19 +192,18 @@ store:
 	VZEROUPPER
 	RET
 
-// func transpose4AVX2(dst *float64, w int, src *float64, offs *int, blocks int)
+// func transpose4AVX2(dst *float64, w int, src *float64, offs [8]int, blocks int)
 // Requires: AVX
-TEXT ·transpose4AVX2(SB), NOSPLIT, $0-40
+TEXT ·transpose4AVX2(SB), NOSPLIT, $0-96
 	MOVQ  dst+0(FP), DI
 	MOVQ  w+8(FP), DX
 	SHLQ  $0x03, DX
 	MOVQ  src+16(FP), SI
-	MOVQ  offs+24(FP), R11
-	MOVQ  blocks+32(FP), CX
-	MOVQ  (R11), R8
-	MOVQ  8(R11), R9
-	MOVQ  16(R11), R10
-	MOVQ  24(R11), R11
+	MOVQ  offs_0+24(FP), R8
+	MOVQ  offs_1+32(FP), R9
+	MOVQ  offs_2+40(FP), R10
+	MOVQ  offs_3+48(FP), R11
+	MOVQ  blocks+88(FP), CX
 	TESTQ CX, CX
 	JLE   done
 

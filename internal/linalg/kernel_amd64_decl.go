@@ -13,4 +13,4 @@ func kern6x8AVX2(kc int, a *float64, b *float64, c *float64, ldc int, alpha floa
 // transpose4AVX2 is the 4×4 packing transpose of packRows, reading 8-byte elements.
 //
 //go:noescape
-func transpose4AVX2(dst *float64, w int, src *float64, offs *int, blocks int)
+func transpose4AVX2(dst *float64, w int, src *float64, offs [8]int, blocks int)

@@ -8,8 +8,8 @@ package panel
 // p < nb it stores widen(src[offs[r]+nb·b+p]) for r < nb at dst[(nb·b+p)·w],
 // one vector of nb elements per step, in increasing order of p (so with
 // w < nb a store spills into the next step, which a later store
-// overwrites). offs points at nb element offsets into src.
-type Transpose[S, D any] func(dst *D, w int, src *S, offs *int, blocks int)
+// overwrites). offs[:nb] are element offsets into src.
+type Transpose[S, D any] func(dst *D, w int, src *S, offs [8]int, blocks int)
 
 // Tail writes d[i] = widen(s[i·ld]) for i < len(d): one step of a panel
 // past the last whole block.
@@ -35,7 +35,7 @@ func Pack[S, D any](tr Transpose[S, D], nb int, tail Tail[S, D], panel []D, src 
 			for r := range nb {
 				offs[r] = (g + min(r, rows-1)) * ld
 			}
-			tr(&panel[g], w, &src[0], &offs[0], blocks)
+			tr(&panel[g], w, &src[0], offs, blocks)
 		}
 	}
 	for p := blocks * nb; p < kc; p++ {
