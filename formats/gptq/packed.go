@@ -41,9 +41,9 @@ func (p *Packed) Check() error {
 	if err := p.Layout.CheckDims(p.Out, p.In); err != nil {
 		return err
 	}
-	pw := p.Layout.perWord()
+	lay := p.Layout
 	g := p.Groups
-	if g < 1 || g > p.In || len(p.Scales) != g*p.Out || len(p.QZeros) != g*p.Out/pw || len(p.QWeight) != p.In/pw*p.Out || len(p.GIdx) != p.In {
+	if g < 1 || g > p.In || len(p.Scales) != g*p.Out || len(p.QZeros) != g*lay.words(p.Out) || len(p.QWeight) != lay.words(p.In)*p.Out || len(p.GIdx) != p.In {
 		return corrupt("gptq layer [%d, %d]: qweight has %d words, qzeros %d, scales %d, g_idx %d: not the %d-bit %s layout",
 			p.Out, p.In, len(p.QWeight), len(p.QZeros), len(p.Scales), len(p.GIdx), p.Layout.Bits, p.Layout.Format)
 	}
@@ -57,7 +57,18 @@ func (p *Packed) Check() error {
 
 // Unpack returns the layer in unpacked form, checked (Layer.Check).
 func (p *Packed) Unpack() (*Layer, error) {
+	if p.Layout.MaxQ()+p.Layout.zeroOffset() > 255 {
+		// 8-bit v1: a stored 255 is a true zero of 256, beyond a Layer's uint8.
+		for g := 0; g < p.Groups; g++ {
+			for c := 0; c < p.Out; c++ {
+				if p.Layout.code(c, func(w int) uint32 { return uint32(p.QZeros[g*p.Layout.words(p.Out)+w]) }) == 255 {
+					return nil, corrupt("gptq layer: stored zero point 255 of group %d, output %d is a zero of 256, outside the 8-bit grid", g, c)
+				}
+			}
+		}
+	}
 	l := NewLayer(p.Out, p.In, p.Groups)
+	l.Layout = p.Layout
 	copy(l.Scales, p.Scales)
 	copy(l.GIdx, p.GIdx)
 	p.Layout.UnpackCodes(l.Codes, p.QWeight, p.Out, p.In)
