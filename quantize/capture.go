@@ -15,8 +15,9 @@ type stageModule struct {
 	lin    *model.Linear
 	group  int
 	expert int
-	hess   *Hessian // Hessian of its inputs (shared by modules with the same input)
-	down   bool     // an expert's down projection
+	hess   *Hessian      // Hessian of its inputs (shared by modules with the same input)
+	capLin *model.Linear // the linear whose input hook fills hess
+	down   bool          // an expert's down projection
 }
 
 // gptqLayer quantizes one decoder layer with GPTQ, stage by stage, and then
@@ -27,10 +28,16 @@ func (r *runner) gptqLayer(l *model.Layer) (map[*model.Linear]*gptq.Layer, error
 	var mods []*stageModule
 	capture := map[*model.Linear]*Hessian{}
 	add := func(group, expert int, first *model.Linear, down bool, lins ...*model.Linear) {
-		hs := NewHessian(first.In())
-		capture[first] = hs
+		var hs *Hessian
 		for _, lin := range lins {
-			mods = append(mods, &stageModule{lin: lin, group: group, expert: expert, hess: hs, down: down})
+			if !r.opt.quantizes(lin.Spec) { // left float by a dynamic "-:" rule
+				continue
+			}
+			if hs == nil {
+				hs = NewHessian(first.In())
+				capture[first] = hs
+			}
+			mods = append(mods, &stageModule{lin: lin, group: group, expert: expert, hess: hs, capLin: first, down: down})
 		}
 	}
 	a := l.Attn
@@ -77,14 +84,12 @@ func (r *runner) gptqLayer(l *model.Layer) (map[*model.Linear]*gptq.Layer, error
 		for _, sm := range mods {
 			if inStage[sm.group] {
 				stageMods = append(stageMods, sm)
-				if hs := capture[sm.lin]; hs != nil {
-					stageCap[sm.lin] = hs
-				}
+				stageCap[sm.capLin] = sm.hess
 			}
 		}
 		var routerCap *Hessian
 		if allTokens && inStage[5] {
-			if moe.Shared != nil {
+			if moe.Shared != nil && capture[moe.Shared.Gate] != nil {
 				allIn = capture[moe.Shared.Gate] // the same rows: every token's normed input
 			} else {
 				allIn = NewHessian(h)

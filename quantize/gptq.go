@@ -109,10 +109,12 @@ func gptqThreads(w []float32, out, in int, h []float64, cfg gptq.Config, threads
 	gw := groupWidth(cfg, in)
 	groups := gptq.NumGroups(in, cfg.GroupSize)
 	layer := gptq.NewLayer(out, in, groups)
+	gr := gridOf(cfg)
+	layer.Layout = gr.layout
 	sf := make([]float32, groups*out) // float32 values of the scales
 	if cfg.StaticGroups {
 		for g := 0; g < groups; g++ {
-			err := findParams(wt, out, g*gw, min((g+1)*gw, in), 0, out, cfg.Sym, layer.Scales[g*out:], sf[g*out:], layer.Zeros[g*out:])
+			err := findParams(wt, out, g*gw, min((g+1)*gw, in), 0, out, gr, layer.Scales[g*out:], sf[g*out:], layer.Zeros[g*out:])
 			if err != nil {
 				return nil, err
 			}
@@ -158,7 +160,7 @@ func gptqThreads(w []float32, out, in int, h []float64, cfg gptq.Config, threads
 				for j := i0; j < i1; j++ {
 					g := groupOf(j)
 					if !cfg.StaticGroups && j%gw == 0 {
-						if err := findParams(wt, out, j, min(j+gw, in), c0, c1, cfg.Sym, layer.Scales[g*out:], sf[g*out:], layer.Zeros[g*out:]); err != nil {
+						if err := findParams(wt, out, j, min(j+gw, in), c0, c1, gr, layer.Scales[g*out:], sf[g*out:], layer.Zeros[g*out:]); err != nil {
 							errs[t] = err
 							return
 						}
@@ -170,7 +172,7 @@ func gptqThreads(w []float32, out, in int, h []float64, cfg gptq.Config, threads
 					s, z := sf[g*out:(g+1)*out], layer.Zeros[g*out:(g+1)*out]
 					var loss float64
 					for c := c0; c < c1; c++ {
-						q := code(row[c], s[c], z[c])
+						q := code(row[c], s[c], z[c], gr.maxq)
 						codes[c] = q
 						ec := (row[c] - s[c]*float32(int32(q)-int32(z[c]))) / d
 						e[c] = ec

@@ -140,7 +140,11 @@ func checkPacked(t *testing.T, l *gptq.Layer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	back, err := gptq.Unpack(l.Out, l.In, qw, qz, l.Scales, l.GIdx)
+	p, err := gptq.NewPacked(l.Layout, l.Out, l.In, qw, qz, l.Scales, l.GIdx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := p.Unpack()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,6 +210,12 @@ func referenceGPTQ(w []float32, out, in int, h []float64, cfg gptq.Config) ([]fl
 		panic(err)
 	}
 	gw := groupWidth(cfg, in)
+	bits := cfg.Bits
+	if bits == 0 {
+		bits = 4
+	}
+	maxq := float64(int(1)<<bits - 1)
+	v2 := cfg.CheckpointFormat == gptq.FormatV2
 	Q := make([]float64, out*in)
 	scale := make([]float64, out)
 	zero := make([]float64, out)
@@ -220,16 +230,17 @@ func referenceGPTQ(w []float32, out, in int, h []float64, cfg gptq.Config) ([]fl
 			if a == 0 {
 				a = 1
 			}
-			s, z = 2*a/15, 8
+			s, z = 2*a/maxq, (maxq+1)/2
 		} else {
 			if lo == 0 && hi == 0 {
 				lo, hi = -1, 1
 			}
-			s = (hi - lo) / 15
+			s = (hi - lo) / maxq
 			z = math.RoundToEven(-lo / s)
-			if z < 1 {
-				z, s = 1, hi/14
+			if z < 1 && !v2 {
+				z, s = 1, hi/(maxq-1)
 			}
+			z = math.Max(math.Min(z, maxq), 0)
 		}
 		scale[c] = float64(half.F16ToF32(half.F32ToF16(float32(s))))
 		zero[c] = z
@@ -246,7 +257,7 @@ func referenceGPTQ(w []float32, out, in int, h []float64, cfg gptq.Config) ([]fl
 			d := U[j*in+j]
 			for c := 0; c < out; c++ {
 				wv := W[c*in+j]
-				q := math.Min(math.Max(math.RoundToEven(wv/scale[c])+zero[c], 0), 15)
+				q := math.Min(math.Max(math.RoundToEven(wv/scale[c])+zero[c], 0), maxq)
 				Q[c*in+j] = scale[c] * (q - zero[c])
 				e := (wv - Q[c*in+j]) / d
 				E[c*(b1-b0)+j-b0] = e
@@ -298,6 +309,11 @@ func TestGPTQMatchesReference(t *testing.T) {
 		{"group 32, 2 threads", gptq.Config{GroupSize: 32, Sym: true, DampPercent: 0.01}, 2},
 		{"act-order group 32, 2 threads", gptq.Config{GroupSize: 32, Sym: true, DescAct: true, DampPercent: 0.01}, 2},
 		{"asym act-order one group", gptq.Config{GroupSize: -1, Sym: false, DescAct: true, DampPercent: 0.01}, 2},
+		{"2-bit group 64", gptq.Config{Bits: 2, GroupSize: 64, Sym: true, DampPercent: 0.01}, 2},
+		{"3-bit group 128", gptq.Config{Bits: 3, GroupSize: 128, Sym: true, DampPercent: 0.01}, 2},
+		{"3-bit asym v2 act-order", gptq.Config{Bits: 3, GroupSize: 128, Sym: false, DescAct: true, DampPercent: 0.01, CheckpointFormat: gptq.FormatV2}, 2},
+		{"8-bit group 128", gptq.Config{Bits: 8, GroupSize: 128, Sym: true, DampPercent: 0.01}, 2},
+		{"8-bit asym v1", gptq.Config{Bits: 8, GroupSize: 32, Sym: false, DampPercent: 0.01}, 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -449,7 +465,7 @@ func TestFindParams(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			sc, sf, zs := make([]uint16, 1), make([]float32, 1), make([]uint8, 1)
-			err := findParams(tc.vals, 1, 0, len(tc.vals), 0, 1, tc.sym, sc, sf, zs)
+			err := findParams(tc.vals, 1, 0, len(tc.vals), 0, 1, grid{maxq: 15, sym: tc.sym}, sc, sf, zs)
 			if tc.errStr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.errStr) {
 					t.Fatalf("error = %v, want %q", err, tc.errStr)

@@ -80,9 +80,26 @@ func (opt *Options) validate(c *hf.Config) error {
 		return err
 	}
 	for i := 0; i < c.NumHiddenLayers; i++ {
+		var first *hf.Linear
+		var firstCfg gptq.Config
+		var firstOK bool
 		for _, l := range c.LayerLinears(i) {
-			if quantizable(l) {
-				if err := checkConfig(opt.Config, l.Out, l.In); err != nil {
+			mc, ok := opt.module(l)
+			if l.Kind == hf.KindExpert {
+				// vLLM fuses a layer's routed experts (gate, up and down of
+				// every expert) into one kernel with one setting.
+				if first == nil {
+					first, firstCfg, firstOK = &l, mc, ok
+				} else if ok != firstOK || settingsOf(mc, ok) != settingsOf(firstCfg, firstOK) {
+					return fmt.Errorf("dynamic gives layer %d's experts different settings (%s: %s, %s: %s): vLLM fuses a layer's experts into one kernel, so one rule must cover them all",
+						i, first.Name, settingsOf(firstCfg, firstOK), l.Name, settingsOf(mc, ok))
+				}
+			}
+			if ok {
+				if err := checkGroupSize(mc.GroupSize); err != nil {
+					return fmt.Errorf("%s: %w", l.Name, err)
+				}
+				if err := checkConfig(mc, l.Out, l.In); err != nil {
 					return fmt.Errorf("%s: %w", l.Name, err)
 				}
 			}
@@ -112,9 +129,34 @@ func DefaultOptions() Options {
 		MinExpertTokens: -1, ExpertFallback: FallbackAllTokens, ChunkTokens: DefaultChunkTokens}
 }
 
-// quantizable reports whether a linear layer is quantized: attention, dense
-// MLP, shared and routed experts; not the router, the shared expert gate or
-// lm_head.
+// module returns the settings of a linear layer (Config after its dynamic
+// rules) and whether it is quantized: quantizable and not left float by a
+// "-:" rule.
+func (opt *Options) module(l hf.Linear) (gptq.Config, bool) {
+	mc, ok := opt.Config.Module(l.Name)
+	mc.Dynamic = nil
+	return mc, ok && quantizable(l)
+}
+
+// quantizes reports whether the linear layer l is quantized.
+func (opt *Options) quantizes(l hf.Linear) bool {
+	_, ok := opt.module(l)
+	return ok
+}
+
+// settingsOf describes the per-module settings dynamic rules may change.
+func settingsOf(c gptq.Config, quantized bool) string {
+	if !quantized {
+		return "not quantized"
+	}
+	return fmt.Sprintf("%d-bit group %d sym %t desc_act %t", c.Bits, c.GroupSize, c.Sym, c.DescAct)
+}
+
+// quantizable reports whether a linear layer's kind is quantized:
+// attention, dense MLP, shared and routed experts; never the router
+// (mlp.gate), the shared expert gate or lm_head, whatever the dynamic rules
+// say (vLLM builds them unquantized, and a quantized router flips expert
+// choices).
 func quantizable(l hf.Linear) bool {
 	switch l.Kind {
 	case hf.KindAttention, hf.KindMLP, hf.KindExpert, hf.KindSharedExpert:

@@ -41,9 +41,13 @@ func (r *runner) plan() ([]safetensors.Info, error) {
 			return nil, err
 		}
 		for _, l := range c.LayerLinears(i) {
-			if quantizable(l) {
-				groups := gptq.NumGroups(l.In, r.opt.Config.GroupSize)
-				plan = append(plan, gptq.V1Int4.Tensors(l.Name, l.Out, l.In, groups)...)
+			if mc, ok := r.opt.module(l); ok {
+				lay, err := mc.Layout()
+				if err != nil {
+					return nil, fmt.Errorf("%s: %w", l.Name, err)
+				}
+				groups := gptq.NumGroups(l.In, mc.GroupSize)
+				plan = append(plan, lay.Tensors(l.Name, l.Out, l.In, groups)...)
 				if l.Bias {
 					lw, err := r.ck.Linear(l)
 					if err != nil {
@@ -142,7 +146,7 @@ func (r *runner) writeLayer(l *model.Layer, q map[*model.Linear]*gptq.Layer) err
 	}
 	for _, spec := range c.LayerLinears(l.Index) {
 		lin := byName[spec.Name]
-		if !quantizable(spec) {
+		if !r.opt.quantizes(spec) {
 			lw, err := r.ck.Linear(spec)
 			if err != nil {
 				return err
@@ -224,7 +228,7 @@ func (r *runner) modulesInBlock() [][]string {
 	for i := 0; i < c.NumHiddenLayers; i++ {
 		prefix := hf.LayerPrefix(i)
 		for _, l := range c.LayerLinears(i) {
-			if !quantizable(l) {
+			if !r.opt.quantizes(l) {
 				continue
 			}
 			n := strings.TrimPrefix(l.Name, prefix)

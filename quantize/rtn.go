@@ -30,9 +30,11 @@ func RTN(w []float32, out, in int, cfg gptq.Config) (*Result, error) {
 	gw := groupWidth(cfg, in)
 	groups := gptq.NumGroups(in, cfg.GroupSize)
 	layer := gptq.NewLayer(out, in, groups)
+	gr := gridOf(cfg)
+	layer.Layout = gr.layout
 	sf := make([]float32, groups*out)
 	for g := 0; g < groups; g++ {
-		if err := findParams(wt, out, g*gw, min((g+1)*gw, in), 0, out, cfg.Sym, layer.Scales[g*out:], sf[g*out:], layer.Zeros[g*out:]); err != nil {
+		if err := findParams(wt, out, g*gw, min((g+1)*gw, in), 0, out, gr, layer.Scales[g*out:], sf[g*out:], layer.Zeros[g*out:]); err != nil {
 			return nil, err
 		}
 	}
@@ -42,7 +44,7 @@ func RTN(w []float32, out, in int, cfg gptq.Config) (*Result, error) {
 		row := wt[i*out : (i+1)*out]
 		codes := layer.Codes[i*out : (i+1)*out]
 		for c, v := range row {
-			codes[c] = code(v, s[c], z[c])
+			codes[c] = code(v, s[c], z[c], gr.maxq)
 		}
 	}
 	layer.GIdx = gptq.GroupIndex(in, cfg.GroupSize, nil)

@@ -85,7 +85,7 @@ func (r *runner) run(calib [][]int) error {
 	}
 	for i := 0; i < c.NumHiddenLayers; i++ {
 		for _, l := range c.LayerLinears(i) {
-			if quantizable(l) {
+			if r.opt.quantizes(l) {
 				r.total++
 			}
 		}

@@ -142,3 +142,28 @@ func (lay Layout) Read(name string, out, in int, t Tensors) (*Packed, error) {
 func corrupt(format string, args ...any) error {
 	return &safetensors.CorruptInputError{Msg: fmt.Sprintf(format, args...)}
 }
+
+// CheckSymZeros tells the v1 and v2 layouts apart on a symmetric layer:
+// every stored zero point of a symmetric v1 layer is 2^(Bits−1) − 1, of a v2
+// layer 2^(Bits−1). A layer whose stored zeros all hold the other
+// convention's value was written in the other format (a v2 file read as v1
+// loads but computes wrong weights) and is refused naming it. Other values
+// are left alone (they are what the file says).
+func (p *Packed) CheckSymZeros() error {
+	lay := p.Layout
+	other := Layout{Bits: lay.Bits, Format: FormatV2}
+	if lay.Format == FormatV2 {
+		other.Format = FormatV1
+	}
+	otherSym := uint32(other.MaxQ()+1)/2 - uint32(other.zeroOffset())
+	row := lay.words(p.Out)
+	for g := 0; g < p.Groups; g++ {
+		for c := 0; c < p.Out; c++ {
+			if lay.code(c, func(w int) uint32 { return uint32(p.QZeros[g*row+w]) }) != otherSym {
+				return nil
+			}
+		}
+	}
+	return corrupt("gptq layer: every stored zero point is %d, the symmetric zero of the %s layout, but checkpoint_format is %q: the weights were written as %s",
+		otherSym, other, lay.Format, other.Format)
+}
