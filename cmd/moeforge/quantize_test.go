@@ -337,3 +337,61 @@ func TestQuantizeRTNIgnoresCalibration(t *testing.T) {
 		t.Errorf("stderr %q lacks the warning", stderr)
 	}
 }
+
+// TestQuantizeDynamic: GPTQModel-style overrides from a .json file:
+// attention and the shared expert at 8 bits, experts at 4, layer 0 left
+// float; a rule matching the router (mlp.gate) and shared_expert_gate does
+// not quantize them. The output loads, inspect counts the widths, and
+// config.json carries the rules for vLLM.
+func TestQuantizeDynamic(t *testing.T) {
+	in := checkpointCopy(t, "fixtures/qwen2_moe_tiny/model")
+	tmp := t.TempDir()
+	rules := filepath.Join(tmp, "dynamic.json")
+	os.WriteFile(rules, []byte(`{"-:model\\.layers\\.0\\..*": {}, "+:.*(self_attn|shared_expert)\\..*": {"bits": 8}, "+:.*mlp\\.gate.*": {"bits": 2}}`), 0o644)
+	out := filepath.Join(tmp, "q")
+	code, _, stderr := runMoeforge(t, "quantize", "--in", in, "--out", out, "--calib", quantizeCorpus(t), "--nsamples", "2", "--seqlen", "32",
+		"--group-size", "32", "--dynamic", rules)
+	if code != 0 {
+		t.Fatalf("exit %d, %s", code, stderr)
+	}
+	ck, err := hf.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	if q := ck.Config.Quantization; q == nil || len(q.Dynamic) != 3 {
+		t.Fatalf("config.json quantization_config %+v", ck.Config.Quantization)
+	}
+	for name, want := range map[string]string{
+		"model.layers.0.self_attn.q_proj":            "float",
+		"model.layers.0.mlp.experts.0.up_proj":       "float",
+		"model.layers.1.self_attn.q_proj":            "8",
+		"model.layers.1.mlp.shared_expert.down_proj": "8",
+		"model.layers.2.mlp.experts.5.down_proj":     "4",
+		"model.layers.2.mlp.gate":                    "float",
+		"model.layers.2.mlp.shared_expert_gate":      "float",
+		"model.layers.1.mlp.experts.15.gate_proj":    "4",
+	} {
+		_, isFloat := ck.Weights.Tensor(name + ".weight")
+		qw, isQ := ck.Weights.Tensor(name + ".qweight")
+		got := "float"
+		if isQ {
+			got = strconv.Itoa(qw.Shape[0] * 32 / ck.Config.HiddenSize)
+			if strings.HasSuffix(name, "down_proj") && strings.Contains(name, "experts.") {
+				got = strconv.Itoa(qw.Shape[0] * 32 / ck.Config.MoEIntermediateSize)
+			} else if strings.HasSuffix(name, "down_proj") {
+				got = strconv.Itoa(qw.Shape[0] * 32 / ck.Config.SharedExpertIntermediateSize)
+			}
+		}
+		if (got == "float") != isFloat || got != want {
+			t.Errorf("%s: stored as %s, want %s", name, got, want)
+		}
+	}
+	if _, err := model.Load(ck); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, _ := runMoeforge(t, "inspect", out)
+	if code != 0 || !strings.Contains(stdout, "3 dynamic rules") || !strings.Contains(stdout, "at 8-bit") || !strings.Contains(stdout, "at 4-bit") {
+		t.Errorf("inspect:\n%s", stdout)
+	}
+}
