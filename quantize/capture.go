@@ -81,9 +81,17 @@ func (r *runner) gptqLayer(l *model.Layer) (map[*model.Linear]*gptq.Layer, error
 		}
 		stageCap := map[*model.Linear]*Hessian{}
 		var stageMods []*stageModule
+		// Without routed calibration the experts' Hessians come from the
+		// router's input through selfCalib, not from the forward pass.
+		selfCalib := map[int]*stageModule{}
+		ownRows := moe != nil && !r.opt.MoECalib.routed()
 		for _, sm := range mods {
 			if inStage[sm.group] {
 				stageMods = append(stageMods, sm)
+				if ownRows && sm.expert >= 0 {
+					selfCalib[sm.expert*8+sm.group] = sm
+					continue
+				}
 				stageCap[sm.capLin] = sm.hess
 			}
 		}
@@ -103,6 +111,21 @@ func (r *runner) gptqLayer(l *model.Layer) (map[*model.Linear]*gptq.Layer, error
 			if routerCap != nil && moe != nil && lin == moe.Router {
 				routerCap.Add(x, rows)
 			}
+			if len(selfCalib) > 0 && lin == moe.Router {
+				h := r.m.Config.HiddenSize
+				for e, idx := range r.opt.MoECalib.selectRows(moe, x, rows) {
+					if len(idx) == 0 {
+						continue
+					}
+					xe := gatherRows(x, h, idx)
+					if sm := selfCalib[e*8+5]; sm != nil {
+						sm.hess.Add(xe, len(idx))
+					}
+					if sm := selfCalib[e*8+6]; sm != nil {
+						sm.hess.Add(expertActivations(moe.Experts[e], xe, len(idx)), len(idx))
+					}
+				}
+			}
 		}}
 		nd := &need{moe: moe}
 		for lin := range stageCap {
@@ -110,10 +133,10 @@ func (r *runner) gptqLayer(l *model.Layer) (map[*model.Linear]*gptq.Layer, error
 				nd.Static = append(nd.Static, lin)
 			}
 		}
-		if routerCap != nil {
+		if routerCap != nil || len(selfCalib) > 0 {
 			nd.Static = append(nd.Static, moe.Router)
 		}
-		nd.RoutedGate, nd.RoutedDown = moe != nil && inStage[5], moe != nil && inStage[6]
+		nd.RoutedGate, nd.RoutedDown = moe != nil && inStage[5] && !ownRows, moe != nil && inStage[6] && !ownRows
 		if err := r.pass(l, hooks, false, nd); err != nil {
 			return nil, err
 		}

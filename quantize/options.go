@@ -33,6 +33,9 @@ type Options struct {
 	// token always falls back.
 	MinExpertTokens int
 	ExpertFallback  Fallback
+	// MoECalib chooses the calibration tokens of routed experts' Hessians
+	// (zero value: routed).
+	MoECalib MoECalib
 	// ChunkTokens bounds the tokens of one forward pass (DefaultChunkTokens
 	// when 0).
 	ChunkTokens int
@@ -65,6 +68,9 @@ func (opt *Options) validate(c *hf.Config) error {
 	}
 	if opt.Method == MethodRTN {
 		opt.Config.DescAct, opt.Config.StaticGroups = false, false
+	}
+	if _, err := ParseMoECalib(opt.MoECalib.String()); err != nil || (opt.MoECalib.Mode == MoECalibTopK && opt.MoECalib.TopK < 1) {
+		return fmt.Errorf("moe-calib %+v: want routed, all-experts or top-k=N (N ≥ 1)", opt.MoECalib)
 	}
 	if opt.ExpertFallback != FallbackRTN && opt.ExpertFallback != FallbackAllTokens {
 		return fmt.Errorf("expert fallback %q: want rtn or all-tokens", opt.ExpertFallback)

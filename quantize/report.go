@@ -102,6 +102,7 @@ type Report struct {
 	TrueSequential  bool            `json:"true_sequential"`
 	MinExpertTokens string          `json:"min_expert_tokens"`
 	ExpertFallback  Fallback        `json:"expert_fallback"`
+	MoECalib        string          `json:"moe_calib"`
 	Calibration     *Calibration    `json:"calibration,omitempty"`
 	GroupNames      []string        `json:"group_names"`
 	Modules         []ModuleReport  `json:"modules"`

@@ -51,7 +51,7 @@ func RunTo(ctx context.Context, ck *hf.Checkpoint, w *hf.Writer, calib [][]int, 
 	r := &runner{ctx: ctx, ck: ck, m: m, opt: opt, w: w, rep: &Report{
 		Input: ck.Dir, Output: w.Dir(), Method: opt.Method, Bits: opt.Config.Bits, GroupSize: opt.Config.GroupSize, Sym: opt.Config.Sym,
 		DescAct: opt.Config.DescAct, StaticGroups: opt.Config.StaticGroups, Damp: opt.Config.DampPercent,
-		TrueSequential: opt.Config.TrueSequential, MinExpertTokens: minTok, ExpertFallback: opt.ExpertFallback,
+		TrueSequential: opt.Config.TrueSequential, MinExpertTokens: minTok, ExpertFallback: opt.ExpertFallback, MoECalib: opt.MoECalib.String(),
 		Calibration: opt.Calibration, GroupNames: GroupNames, Starved: []StarvedExpert{}}}
 	if err := r.run(calib); err != nil {
 		return nil, err

@@ -27,6 +27,8 @@ type quantizeFlags struct {
 	method         string
 	bits           int
 	format         string
+	moeCalib       string
+	lmHead         bool
 	dynamic        string
 	groupSize      int
 	descAct        bool
@@ -108,6 +110,7 @@ token count and fallback, and any raised damping; --report FILE.json records eve
 	fs.IntVar(&f.nsamples, "nsamples", 128, "with --calib: number of calibration windows")
 	fs.Uint64Var(&f.seed, "seed", 0, "with --calib: seed of the window positions")
 	fs.IntVar(&f.minTokens, "min-expert-tokens", def.MinExpertTokens, "an expert's module routed fewer tokens gets --expert-fallback (-1: in_features/8 of the module; experts with no token always fall back)")
+	fs.StringVar(&f.moeCalib, "moe-calib", "routed", "routed experts' calibration tokens: routed (the router's choice), all-experts (every token, GPTQModel's ExpertsRoutingBypass) or top-k=N (N experts per token during calibration only)")
 	fs.StringVar(&f.fallback, "expert-fallback", string(def.ExpertFallback), "for starved experts: all-tokens (GPTQ with the expert's Hessian plus every token's) or rtn")
 	fs.StringVar(&f.spill, "spill", "", "keep calibration activations zstd-compressed in a temporary directory under DIR instead of memory")
 	fs.IntVar(&f.chunkTokens, "chunk-tokens", def.ChunkTokens, "calibration tokens per forward pass (bounds activation memory)")
@@ -160,7 +163,7 @@ func (f *quantizeFlags) options(cmd *cobra.Command) (quantize.Options, error) {
 		// One command line switches methods: what only GPTQ uses is ignored.
 		var ignored []string
 		for _, name := range []string{"calib", "calib-ids", "seqlen", "nsamples", "split-at", "seed", "desc-act", "static-groups",
-			"damp", "true-sequential", "min-expert-tokens", "expert-fallback", "spill", "chunk-tokens"} {
+			"damp", "true-sequential", "min-expert-tokens", "expert-fallback", "moe-calib", "spill", "chunk-tokens"} {
 			if changed(name) {
 				ignored = append(ignored, "--"+name)
 			}
@@ -172,6 +175,13 @@ func (f *quantizeFlags) options(cmd *cobra.Command) (quantize.Options, error) {
 		o.Config.DescAct, o.Config.StaticGroups = false, false
 	}
 	o.Config.Bits, o.Config.CheckpointFormat = f.bits, f.format
+	if f.method == "gptq" {
+		mc, err := quantize.ParseMoECalib(f.moeCalib)
+		if err != nil {
+			return o, fmt.Errorf("quantize: --%w", err)
+		}
+		o.MoECalib = mc
+	}
 	if f.dynamic != "" {
 		data := []byte(f.dynamic)
 		if t := strings.TrimSpace(f.dynamic); !strings.HasPrefix(t, "{") {
