@@ -465,6 +465,12 @@ func (m *Model) ForwardLayer(l *Layer, x []float32, b *Batch, hooks *Hooks) {
 	}
 }
 
+// FinalNorm applies the model's final RMS norm to hidden states x
+// [N, hidden] in place: what lm_head takes as input.
+func (m *Model) FinalNorm(x []float32) {
+	rmsNormRows(x, x, m.Norm, m.Config.HiddenSize, m.Config.RMSNormEps)
+}
+
 // rmsNormRows writes w ⊙ x / sqrt(mean(x²) + eps) for every row (dst may be x).
 func rmsNormRows(dst, x, w []float32, h int, eps float64) {
 	for r := 0; r < len(x)/h; r++ {

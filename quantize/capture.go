@@ -191,7 +191,7 @@ func (r *runner) gptqLayer(l *model.Layer) (map[*model.Linear]*gptq.Layer, error
 		r.noteStarved(l.Index, jobs)
 	}
 	// The layer's output with every quantized weight feeds the next layer.
-	if l.Index < len(r.m.Layers)-1 {
+	if l.Index < len(r.m.Layers)-1 || r.opt.Config.LMHead {
 		if err := r.pass(l, nil, true, nil); err != nil {
 			return nil, err
 		}

@@ -111,6 +111,13 @@ func (opt *Options) validate(c *hf.Config) error {
 			}
 		}
 	}
+	if opt.Config.LMHead {
+		if mc, ok := opt.module(lmHeadSpec(c)); ok {
+			if err := checkConfig(mc, c.VocabSize, c.HiddenSize); err != nil {
+				return fmt.Errorf("lm_head: %w", err)
+			}
+		}
+	}
 	if opt.Method == MethodGPTQ && opt.calibSeqs == 0 {
 		return errors.New("GPTQ needs calibration sequences")
 	}
@@ -140,8 +147,13 @@ func DefaultOptions() Options {
 // "-:" rule.
 func (opt *Options) module(l hf.Linear) (gptq.Config, bool) {
 	mc, ok := opt.Config.Module(l.Name)
-	mc.Dynamic = nil
-	return mc, ok && quantizable(l)
+	mc.Dynamic, mc.LMHead = nil, false
+	return mc, ok && (quantizable(l) || (l.Kind == hf.KindLMHead && opt.Config.LMHead))
+}
+
+// lmHeadSpec is the lm_head linear of c.
+func lmHeadSpec(c *hf.Config) hf.Linear {
+	return hf.Linear{Name: hf.LMHead, Out: c.VocabSize, In: c.HiddenSize, Kind: hf.KindLMHead, Layer: -1, Expert: -1}
 }
 
 // quantizes reports whether the linear layer l is quantized.

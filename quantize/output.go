@@ -79,7 +79,14 @@ func (r *runner) plan() ([]safetensors.Info, error) {
 	if err := raw(hf.FinalNorm); err != nil {
 		return nil, err
 	}
-	if !c.TieWordEmbeddings {
+	if mc, ok := r.opt.module(lmHeadSpec(c)); ok {
+		// GPTQ lm_head (a tied head is untied: the embeddings stay float).
+		lay, err := mc.Layout()
+		if err != nil {
+			return nil, fmt.Errorf("lm_head: %w", err)
+		}
+		plan = append(plan, lay.Tensors(hf.LMHead, c.VocabSize, c.HiddenSize, gptq.NumGroups(c.HiddenSize, mc.GroupSize))...)
+	} else if !c.TieWordEmbeddings {
 		if err := raw(hf.LMHead + ".weight"); err != nil {
 			return nil, err
 		}
@@ -161,7 +168,17 @@ func (r *runner) writeLayer(l *model.Layer, q map[*model.Linear]*gptq.Layer) err
 			}
 			continue
 		}
-		ql := q[lin]
+		if err := r.writeQuantized(spec, lin, q[lin]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeQuantized writes the GPTQ tensors of a quantized linear and its
+// bias as float16.
+func (r *runner) writeQuantized(spec hf.Linear, lin *model.Linear, ql *gptq.Layer) error {
+	{
 		if ql == nil {
 			return fmt.Errorf("internal error: %s was not quantized", spec.Name)
 		}
@@ -201,6 +218,9 @@ func (r *runner) writeLayer(l *model.Layer, q map[*model.Linear]*gptq.Layer) err
 func (r *runner) writeConfigs() error {
 	c := r.ck.Config.Clone()
 	qc := r.opt.Config // validated by Run before any work
+	if qc.LMHead {
+		c.TieWordEmbeddings = false // lm_head has its own GPTQ tensors
+	}
 	qc.ModulesInBlock = r.modulesInBlock()
 	c.Quantization = &qc
 	if err := r.w.WriteConfig(c); err != nil {

@@ -35,7 +35,7 @@ type ModuleReport struct {
 	Name   string `json:"name"`
 	Layer  int    `json:"layer"`
 	Expert int    `json:"expert"` // routed expert index, -1 otherwise
-	Group  int    `json:"group"`  // true-sequential group (1-based, see GroupNames)
+	Group  int    `json:"group"`  // true-sequential group (1-based, see GroupNames; 0: lm_head)
 	Out    int    `json:"out"`
 	In     int    `json:"in"`
 	// Method is gptq, rtn, or gptq+all-tokens (an expert fallback).

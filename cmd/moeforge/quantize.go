@@ -110,6 +110,7 @@ token count and fallback, and any raised damping; --report FILE.json records eve
 	fs.IntVar(&f.nsamples, "nsamples", 128, "with --calib: number of calibration windows")
 	fs.Uint64Var(&f.seed, "seed", 0, "with --calib: seed of the window positions")
 	fs.IntVar(&f.minTokens, "min-expert-tokens", def.MinExpertTokens, "an expert's module routed fewer tokens gets --expert-fallback (-1: in_features/8 of the module; experts with no token always fall back)")
+	fs.BoolVar(&f.lmHead, "lm-head", false, "also quantize lm_head (GPTQ from the final norm's outputs; quantization_config.lm_head, as vLLM reads it); a tied head is untied, the embeddings stay float")
 	fs.StringVar(&f.moeCalib, "moe-calib", "routed", "routed experts' calibration tokens: routed (the router's choice), all-experts (every token, GPTQModel's ExpertsRoutingBypass) or top-k=N (N experts per token during calibration only)")
 	fs.StringVar(&f.fallback, "expert-fallback", string(def.ExpertFallback), "for starved experts: all-tokens (GPTQ with the expert's Hessian plus every token's) or rtn")
 	fs.StringVar(&f.spill, "spill", "", "keep calibration activations zstd-compressed in a temporary directory under DIR instead of memory")
@@ -174,7 +175,7 @@ func (f *quantizeFlags) options(cmd *cobra.Command) (quantize.Options, error) {
 		f.calib, f.calibIDs = "", ""
 		o.Config.DescAct, o.Config.StaticGroups = false, false
 	}
-	o.Config.Bits, o.Config.CheckpointFormat = f.bits, f.format
+	o.Config.Bits, o.Config.CheckpointFormat, o.Config.LMHead = f.bits, f.format, f.lmHead
 	if f.method == "gptq" {
 		mc, err := quantize.ParseMoECalib(f.moeCalib)
 		if err != nil {

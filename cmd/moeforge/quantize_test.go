@@ -396,3 +396,89 @@ func TestQuantizeDynamic(t *testing.T) {
 		t.Errorf("inspect:\n%s", stdout)
 	}
 }
+
+// TestQuantizeLMHead: --lm-head quantizes lm_head with GPTQ; on a tied
+// model the head is untied (its own GPTQ tensors, tie_word_embeddings
+// false) and the embeddings stay float; the output loads and predicts like
+// the input.
+func TestQuantizeLMHead(t *testing.T) {
+	for _, fixture := range []string{"qwen2_dense_tiny", "qwen2_moe_tiny"} {
+		t.Run(fixture, func(t *testing.T) {
+			in := checkpointCopy(t, "fixtures/"+fixture+"/model")
+			out := filepath.Join(t.TempDir(), "q")
+			code, stdout, stderr := runMoeforge(t, "quantize", "--in", in, "--out", out, "--calib", quantizeCorpus(t), "--nsamples", "4", "--seqlen", "32",
+				"--group-size", "32", "--bits", "8", "--lm-head", "--json")
+			if code != 0 {
+				t.Fatalf("exit %d, %s", code, stderr)
+			}
+			var rep quantize.Report
+			if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+				t.Fatal(err)
+			}
+			found := false
+			for _, m := range rep.Modules {
+				if m.Name == "lm_head" {
+					found = m.Method == "gptq" && m.Tokens == 4*32
+				}
+			}
+			if !found {
+				t.Errorf("report has no GPTQ lm_head module on 128 tokens")
+			}
+			ck, err := hf.Open(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ck.Close()
+			if ck.Config.TieWordEmbeddings || ck.Config.Quantization == nil || !ck.Config.Quantization.LMHead {
+				t.Errorf("tie_word_embeddings %v, quantization_config %+v", ck.Config.TieWordEmbeddings, ck.Config.Quantization)
+			}
+			if _, ok := ck.Weights.Tensor("lm_head.qweight"); !ok {
+				t.Error("no lm_head.qweight")
+			}
+			if e, ok := ck.Weights.Tensor("model.embed_tokens.weight"); !ok || e.DType == safetensors.I32 {
+				t.Error("embeddings not float")
+			}
+			src, err := hf.Open(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer src.Close()
+			ref, _ := model.Load(src)
+			m, err := model.Load(ck)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := &model.Batch{Seqs: [][]int{{3, 17, 99, 250, 4, 800}}}
+			want, _ := ref.Logits(context.Background(), b, nil)
+			got, _ := m.Logits(context.Background(), b, nil)
+			var e, n float64
+			for i := range got {
+				d := float64(got[i] - want[i])
+				e, n = e+d*d, n+float64(want[i])*float64(want[i])
+			}
+			// The same without --lm-head: quantizing the head adds little.
+			out2 := filepath.Join(t.TempDir(), "q")
+			if code, _, stderr := runMoeforge(t, "quantize", "--in", in, "--out", out2, "--calib", quantizeCorpus(t), "--nsamples", "4", "--seqlen", "32",
+				"--group-size", "32", "--bits", "8"); code != 0 {
+				t.Fatalf("exit %d, %s", code, stderr)
+			}
+			ck2, err := hf.Open(out2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ck2.Close()
+			m2, _ := model.Load(ck2)
+			got2, _ := m2.Logits(context.Background(), b, nil)
+			var e2 float64
+			for i := range got2 {
+				d := float64(got2[i] - want[i])
+				e2 += d * d
+			}
+			rel, rel2 := math.Sqrt(e/n), math.Sqrt(e2/n)
+			t.Logf("8-bit relative logit error: %.4f with lm_head, %.4f without", rel, rel2)
+			if rel > 0.05 || rel > 1.5*rel2+0.005 {
+				t.Errorf("8-bit relative logit error %.4f with lm_head, %.4f without", rel, rel2)
+			}
+		})
+	}
+}
