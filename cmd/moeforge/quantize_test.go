@@ -275,6 +275,11 @@ func TestQuantizeWidths(t *testing.T) {
 			if q := rep.Quantization; q == nil || strconv.Itoa(q.Bits) != bits || q.CheckpointFormat != format || q.LinearsByBits[bits] != q.QuantizedLinears || q.QuantizedLinears == 0 {
 				t.Errorf("%s %s: inspect quantization %+v", bits, format, rep.Quantization)
 			}
+			// verify judges it (pass or fail on this random-weight model, not a usage error).
+			code, stdout, stderr = runMoeforge(t, "verify", "--ref", in, "--candidate", out, "--random", "2", "--seqlen", "16", "--expect", "quantized", "--json")
+			if code != 0 && code != 1 || !json.Valid([]byte(stdout)) {
+				t.Errorf("%s %s: verify exit %d, %q", bits, format, code, stderr)
+			}
 			qck, err := hf.Open(out)
 			if err != nil {
 				t.Fatal(err)
