@@ -260,24 +260,34 @@ func (m GPTQ) Widen(dst []float32, ld, r0, r1, c0, c1 int) {
 		}
 	}
 	bits, mask := m.Bits, uint32(1)<<uint(m.Bits)-1
-	for i := c0; i < c1; i++ {
-		g := int(m.GIdx[i])
-		s, z := sc[g*cols:(g+1)*cols], zs[g*cols:(g+1)*cols]
-		d := dst[i-c0:]
-		b := i * bits
-		w, sh := b>>5, uint(b&31)
-		row := m.QWeight[w*m.N+r0 : w*m.N+r1]
-		if int(sh)+bits <= 32 {
-			for c, x := range row {
-				q := int32(uint32(x) >> sh & mask)
-				d[c*ld] = s[c] * float32(q-z[c])
+	// Panels of 16 outputs × up to 256 inputs, written input-major (the
+	// order qweight is read in) and transposed into dst.
+	const w, depth = 16, 256
+	k := active.Load()
+	var tmp [w * depth]float32
+	for cb := r0; cb < r1; cb += w {
+		rows := min(w, r1-cb)
+		for p0 := c0; p0 < c1; p0 += depth {
+			p1 := min(p0+depth, c1)
+			for i := p0; i < p1; i++ {
+				g := int(m.GIdx[i])
+				s, z := sc[g*cols+cb-r0:g*cols+cb-r0+rows], zs[g*cols+cb-r0:g*cols+cb-r0+rows]
+				d := tmp[(i-p0)*w : (i-p0)*w+rows]
+				b := i * bits
+				wr, sh := b>>5, uint(b&31)
+				row := m.QWeight[wr*m.N+cb : wr*m.N+cb+rows]
+				if int(sh)+bits <= 32 {
+					for c, x := range row {
+						d[c] = s[c] * float32(int32(uint32(x)>>sh&mask)-z[c])
+					}
+					continue
+				}
+				next := m.QWeight[(wr+1)*m.N+cb : (wr+1)*m.N+cb+rows]
+				for c, x := range row {
+					d[c] = s[c] * float32(int32((uint32(x)>>sh|uint32(next[c])<<(32-sh))&mask)-z[c])
+				}
 			}
-			continue
-		}
-		next := m.QWeight[(w+1)*m.N+r0 : (w+1)*m.N+r1]
-		for c, x := range row {
-			q := int32((uint32(x)>>sh | uint32(next[c])<<(32-sh)) & mask)
-			d[c*ld] = s[c] * float32(q-z[c])
+			k.transpose(dst[(cb-r0)*ld+p0-c0:], ld, tmp[:], w, p1-p0, rows)
 		}
 	}
 }
