@@ -112,10 +112,12 @@ func (opt *Options) validate(c *hf.Config) error {
 		}
 	}
 	if opt.Config.LMHead {
-		if mc, ok := opt.module(lmHeadSpec(c)); ok {
-			if err := checkConfig(mc, c.VocabSize, c.HiddenSize); err != nil {
-				return fmt.Errorf("lm_head: %w", err)
-			}
+		mc, ok := opt.module(lmHeadSpec(c))
+		if !ok {
+			return errors.New("lm_head: --lm-head asks to quantize it but a dynamic -: rule leaves it float")
+		}
+		if err := checkConfig(mc, c.VocabSize, c.HiddenSize); err != nil {
+			return fmt.Errorf("lm_head: %w", err)
 		}
 	}
 	if opt.Method == MethodGPTQ && opt.calibSeqs == 0 {

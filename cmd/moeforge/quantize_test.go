@@ -157,6 +157,7 @@ func TestQuantizeErrors(t *testing.T) {
 		{"bad method", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--method", "awq"}, `--method "awq"`},
 		{"5 bits", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--method", "rtn", "--bits", "5"}, "--bits 5: want 2, 3, 4 or 8"},
 		{"bad moe-calib", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--calib", corpus, "--moe-calib", "top-k=0"}, "--moe-calib"},
+		{"lm-head skipped by dynamic", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--method", "rtn", "--lm-head", "--dynamic", `{"-:lm_head": {}}`}, "lm_head: --lm-head"},
 		{"bad format", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--method", "rtn", "--format", "marlin"}, `--format "marlin"`},
 		{"dynamic not json", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--method", "rtn", "--dynamic", `{"+:.*": {"bits": 8}`}, "--dynamic"},
 		{"dynamic unknown key", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--method", "rtn", "--dynamic", `{"+:.*": {"bitz": 8}}`}, "bitz"},
