@@ -1,10 +1,12 @@
-// Package quantize implements GPTQ int4 quantization (Frantar et al., 2022;
-// reference code IST-DASLab/gptq and AutoGPTQ) and round-to-nearest, on one
-// matrix (GPTQ, RTN) and on a whole model (Model): calibration activations
-// are run layer by layer through the already-quantized model, each
-// true-sequential group of linears gets its Hessian from its inputs, routed
-// experts from the tokens routed to them, and the result is streamed into an
-// AutoGPTQ-layout checkpoint with a per-module report.
+// Package quantize implements GPTQ quantization at 2, 3, 4 and 8 bits
+// (Frantar et al., 2022; reference code IST-DASLab/gptq and AutoGPTQ) and
+// round-to-nearest, on one matrix (GPTQ, RTN) and on a whole model (Run):
+// calibration activations are run layer by layer through the
+// already-quantized model, each true-sequential group of linears gets its
+// Hessian from its inputs, routed experts from the tokens routed to them
+// (or MoECalib's selection), per-module settings follow
+// gptq.Config.Dynamic, lm_head optionally too, and the result is streamed
+// into an AutoGPTQ-layout (or gptq_v2) checkpoint with a per-module report.
 package quantize
 
 import (

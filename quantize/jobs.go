@@ -27,7 +27,7 @@ type job struct {
 }
 
 // runJobs quantizes the jobs on up to gemm.Threads() goroutines (largest
-// first) and swaps every module's weight for its int4 matrix.
+// first) and swaps every module's weight for its quantized matrix.
 func (r *runner) runJobs(jobs []*job, layer int) error {
 	order := make([]*job, len(jobs))
 	copy(order, jobs)

@@ -56,10 +56,12 @@ func newQuantizeCmd() *cobra.Command {
 	def := quantize.DefaultOptions()
 	cmd := &cobra.Command{
 		Use:   "quantize --in DIR --out DIR (--calib FILE | --calib-ids FILE | --method rtn) [options]",
-		Short: "Quantize a checkpoint to GPTQ int4 (AutoGPTQ layout), MoE-aware",
-		Long: `quantize writes a GPTQ int4 copy of a float checkpoint (qwen2, qwen2_moe, mixtral) in the
-AutoGPTQ "gptq" (v1) layout that transformers/optimum and vLLM load, and that moeforge's own
-forward pass (logits, eval ppl, generate, verify) runs directly.
+		Short: "Quantize a checkpoint to GPTQ 2/3/4/8-bit (AutoGPTQ layout), MoE-aware",
+		Long: `quantize writes a GPTQ copy (--bits 2, 3, 4 or 8; default 4) of a float checkpoint (qwen2,
+qwen2_moe, mixtral) in the AutoGPTQ "gptq" (v1) layout that transformers/optimum and vLLM load
+(or GPTQModel's gptq_v2 with --format gptq_v2), and that moeforge's own forward pass (logits,
+eval ppl, generate, verify) runs directly. --dynamic gives modules their own settings in
+GPTQModel's syntax; --lm-head quantizes lm_head too. The layout of every width: docs/gptq.md.
 
 GPTQ (ALGORITHMS.md §3) runs layer by layer: the calibration sequences go through the
 already-quantized earlier layers; inside a layer the linears are quantized in the true-sequential
