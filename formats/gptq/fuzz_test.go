@@ -122,3 +122,34 @@ func FuzzUnpackLayouts(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseDynamic: ParseDynamic never panics, and what it accepts
+// marshals to an object it reads back to the same rules.
+func FuzzParseDynamic(f *testing.F) {
+	f.Add([]byte(`{"-:model\\.layers\\.0\\..*": {}, "+:.*self_attn.*": {"bits": 8, "group_size": 64}, ".*": {"sym": false, "desc_act": true}}`))
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"+:(": {}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		d, err := ParseDynamic(data)
+		if err != nil {
+			return
+		}
+		out, err := d.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := ParseDynamic(out)
+		if err != nil {
+			t.Fatalf("re-reading %s: %v", out, err)
+		}
+		if len(back) != len(d) {
+			t.Fatalf("%d rules, %d after a round trip", len(d), len(back))
+		}
+		for i := range d {
+			if d[i].Key() != back[i].Key() || !cmp.Equal(d[i].Bits, back[i].Bits) || !cmp.Equal(d[i].GroupSize, back[i].GroupSize) ||
+				!cmp.Equal(d[i].Sym, back[i].Sym) || !cmp.Equal(d[i].DescAct, back[i].DescAct) {
+				t.Fatalf("rule %d: %s became %s", i, d[i].Key(), back[i].Key())
+			}
+		}
+	})
+}
