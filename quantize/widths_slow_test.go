@@ -7,6 +7,7 @@
 package quantize
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -139,5 +140,25 @@ func TestMoECalibA60(t *testing.T) {
 			t.Fatal(err)
 		}
 		q.run(t, "GPTQ 4-bit --moe-calib "+mode, o)
+	}
+}
+
+// TestQualityV2Asym compares asymmetric grids in the two layouts at 2 and
+// 3 bits on qwen2_moe_small, where groups with an asymmetric zero of 0 are
+// common: v1 cannot store it and shifts those groups to zero 1, gptq_v2
+// stores it.
+func TestQualityV2Asym(t *testing.T) {
+	q := loadQualityModel(t, "qwen2_moe_small")
+	t.Log("| model | run | mean KL | top-1 | ppl fp | ppl q | Δppl | fell back | time |")
+	for _, bits := range []int{2, 3} {
+		for _, format := range []string{gptq.FormatV1, gptq.FormatV2} {
+			o := DefaultOptions()
+			o.Config.Bits, o.Config.Sym, o.Config.CheckpointFormat = bits, false, format
+			if bits == 2 {
+				o.Config.GroupSize = 64
+			}
+			r := q.run(t, fmt.Sprintf("GPTQ %d-bit asym %s", bits, format), o)
+			t.Logf("  KL %.3e", r.metrics.MeanKL)
+		}
 	}
 }
