@@ -43,13 +43,14 @@ func dynamicOf(t *testing.T, s string) gptq.Dynamic {
 // (experts at 4) between the 8- and 4-bit KL; 3-bit GPTQ KL ≤ 0.5× 3-bit
 // RTN; 8-bit KL ≤ 0.01× the 4-bit KL on the dense model.
 //
-// On the MoE model 8-bit KL is about 0.03× the 4-bit KL, not 0.01×:
-// measured (2026-12-01), 8-bit GPTQ of attention and shared expert alone
-// (experts float) gives the same KL (3e-5) as 8-bit everywhere, while
-// attention float gives 1e-5, and the dense model at 8 bits is below 5e-6.
-// At 8 bits the KL of a top-k MoE is dominated by expert choices flipped at
-// near-ties by any perturbation upstream of the routers (it falls roughly
-// linearly with the error, not quadratically), so the MoE bar here is 0.05×.
+// On the MoE model 8-bit KL is about 0.03× the 4-bit KL, not 0.01×.
+// Measured (2026-12-01, this test): 8-bit everywhere 3.2e-5; 8-bit with the
+// experts left float 2.6e-5; 8-bit with attention left float 5.0e-6; the
+// dense model at 8 bits 2.7e-6 (0.0036× its 4-bit KL). The excess comes
+// from quantizing attention ahead of the routers, consistent with expert
+// choices flipping at near-ties (a cost that shrinks about linearly with
+// the weight error rather than quadratically), so the MoE bar here is 0.05×
+// and the 0.01× goal is asserted on the dense model.
 func TestQualityWidths(t *testing.T) {
 	q := loadQualityModel(t, "qwen2_moe_small")
 	fpLayers, fpTotal := layerBytes(t, q.dir)
