@@ -462,6 +462,30 @@ func TestFindParams(t *testing.T) {
 		{"tiny scale stays positive", []float32{1e-9, -1e-9}, true, 1, 8, ""},
 		{"overflow", []float32{1e6}, true, 0, 0, "overflows float16"},
 	}
+	// gptq_v2 stores a zero of 0: a non-negative group keeps its natural
+	// grid; 3 and 8 bits use their own maxq.
+	v2 := []struct {
+		name  string
+		vals  []float32
+		g     grid
+		scale uint16
+		zero  uint8
+	}{
+		{"v2 asym non-negative: zero 0", []float32{0, 0.7}, grid{maxq: 15, zero0: true}, f16(0.7 / 15), 0},
+		{"3-bit sym", []float32{-0.3, 0.7}, grid{maxq: 7, sym: true}, f16(2 * 0.7 / 7), 4},
+		{"8-bit sym", []float32{-0.3, 0.7}, grid{maxq: 255, sym: true}, f16(2 * 0.7 / 255), 128},
+		{"2-bit v1 asym non-negative: zero 1", []float32{0, 0.6}, grid{maxq: 3}, f16(0.6 / 2), 1},
+		{"8-bit asym", []float32{-0.51, 0.51}, grid{maxq: 255}, f16(1.02 / 255), 128},
+	}
+	for _, tc := range v2 {
+		sc, sf, zs := make([]uint16, 1), make([]float32, 1), make([]uint8, 1)
+		if err := findParams(tc.vals, 1, 0, len(tc.vals), 0, 1, tc.g, sc, sf, zs); err != nil {
+			t.Fatal(err)
+		}
+		if sc[0] != tc.scale || zs[0] != tc.zero {
+			t.Errorf("%s: scale %#04x, zero %d; want %#04x, %d", tc.name, sc[0], zs[0], tc.scale, tc.zero)
+		}
+	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			sc, sf, zs := make([]uint16, 1), make([]float32, 1), make([]uint8, 1)
