@@ -103,6 +103,7 @@ func (r *runner) quantizeJob(jb *job, threads int) error {
 		Tokens: jb.tokens, Fallback: jb.fallback, MinTokens: jb.minTokens, order: jb.order}
 	var res *Result
 	cfg, _ := r.opt.module(lin.Spec)
+	rep.Bits, rep.GroupSize = cfg.Bits, cfg.GroupSize
 	var err error
 	switch {
 	case jb.rtn || jb.fallback == FallbackRTN:

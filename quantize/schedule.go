@@ -52,6 +52,7 @@ func RunTo(ctx context.Context, ck *hf.Checkpoint, w *hf.Writer, calib [][]int, 
 		Input: ck.Dir, Output: w.Dir(), Method: opt.Method, Bits: opt.Config.Bits, GroupSize: opt.Config.GroupSize, Sym: opt.Config.Sym,
 		DescAct: opt.Config.DescAct, StaticGroups: opt.Config.StaticGroups, Damp: opt.Config.DampPercent,
 		TrueSequential: opt.Config.TrueSequential, MinExpertTokens: minTok, ExpertFallback: opt.ExpertFallback, MoECalib: opt.MoECalib.String(),
+		CheckpointFormat: opt.Config.CheckpointFormat, Dynamic: describeDynamic(opt.Config.Dynamic), LMHead: opt.Config.LMHead,
 		Calibration: opt.Calibration, GroupNames: GroupNames, Starved: []StarvedExpert{}}}
 	if err := r.run(calib); err != nil {
 		return nil, err
