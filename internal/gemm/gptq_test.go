@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/moeforge/moeforge/internal/gemm/kerneltest"
 )
 
 // randGPTQ returns a random GPTQ matrix of the given width (natural groups).
@@ -97,11 +99,11 @@ func BenchmarkExpertGPTQ(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/m=%d", name, m), func(b *testing.B) {
 				a := randF32(r, m*k)
 				c := make([]float32, m*n)
-				cpu0 := cpuTime()
+				cpu0 := kerneltest.CPUTime()
 				for b.Loop() {
 					MulT(c, a, w, m, false)
 				}
-				reportFlops(b, 2*float64(m)*float64(n)*float64(k), cpu0)
+				kerneltest.ReportFlops(b, 2*float64(m)*float64(n)*float64(k), cpu0)
 			})
 		}
 	}
