@@ -17,7 +17,8 @@ import (
 func TestMatrixOfWidths(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	const out, in, groups = 96, 256, 4
-	for _, bits := range gptq.Widths {
+	for k, bits := range append(gptq.Widths, gptq.Widths...) {
+		natural := k >= len(gptq.Widths) // natural groups (the word-at-a-time paths) after act-order-like scatter
 		for _, format := range []string{gptq.FormatV1, gptq.FormatV2} {
 			lay := gptq.Layout{Bits: bits, Format: format}
 			l := gptq.NewLayer(out, in, groups)
@@ -32,6 +33,9 @@ func TestMatrixOfWidths(t *testing.T) {
 			}
 			for i := range l.GIdx {
 				l.GIdx[i] = int32(rng.IntN(groups)) // act-order-like scatter
+				if natural {
+					l.GIdx[i] = int32(i * groups / in)
+				}
 			}
 			p, err := l.Packed()
 			if err != nil {

@@ -217,6 +217,19 @@ func gemvGPTQ(c, a []float32, m GPTQ, r0, r1 int, acc bool) {
 			flush()
 			cur = g
 		}
+		// 8 bits: a whole word (4 inputs of one group) at once.
+		if bits == 8 && i%4 == 0 && i+4 <= m.K && m.GIdx[i+1] == cur && m.GIdx[i+2] == cur && m.GIdx[i+3] == cur {
+			a0, a1, a2, a3 := a[i], a[i+1], a[i+2], a[i+3]
+			asum += a0 + a1 + a2 + a3
+			row := m.QWeight[(i/4)*m.N+r0 : (i/4)*m.N+r1]
+			d := dot[:len(row)]
+			for j, x := range row {
+				u := uint32(x)
+				d[j] += a0*float32(u&255) + a1*float32(u>>8&255) + a2*float32(u>>16&255) + a3*float32(u>>24)
+			}
+			i += 3
+			continue
+		}
 		ai := a[i]
 		asum += ai
 		b := i * bits
