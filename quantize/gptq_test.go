@@ -479,7 +479,7 @@ func TestFindParams(t *testing.T) {
 	}
 	for _, tc := range v2 {
 		sc, sf, zs := make([]uint16, 1), make([]float32, 1), make([]uint8, 1)
-		if err := findParams(tc.vals, 1, 0, len(tc.vals), 0, 1, tc.g, sc, sf, zs); err != nil {
+		if _, err := findParams(tc.vals, 1, 0, len(tc.vals), 0, 1, tc.g, sc, sf, zs); err != nil {
 			t.Fatal(err)
 		}
 		if sc[0] != tc.scale || zs[0] != tc.zero {
@@ -489,7 +489,7 @@ func TestFindParams(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			sc, sf, zs := make([]uint16, 1), make([]float32, 1), make([]uint8, 1)
-			err := findParams(tc.vals, 1, 0, len(tc.vals), 0, 1, grid{maxq: 15, sym: tc.sym}, sc, sf, zs)
+			_, err := findParams(tc.vals, 1, 0, len(tc.vals), 0, 1, grid{maxq: 15, sym: tc.sym}, sc, sf, zs)
 			if tc.errStr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.errStr) {
 					t.Fatalf("error = %v, want %q", err, tc.errStr)

@@ -90,9 +90,10 @@ func (e *gridError) Error() string {
 // since the v1 layout stores zero−1 in bits bits an asymmetric zero of 0
 // (min ≈ 0) is not representable there, so in v1 such a group uses z = 1
 // and s = max/(maxq−1), whose grid [−s, (maxq−1)·s] still spans it; gptq_v2
-// stores z = 0 as it is.
-func findParams(wt []float32, out, r0, r1, c0, c1 int, gr grid, sc []uint16, sf []float32, zs []uint8) error {
+// stores z = 0 as it is. It returns how many outputs got that v1 shift.
+func findParams(wt []float32, out, r0, r1, c0, c1 int, gr grid, sc []uint16, sf []float32, zs []uint8) (int, error) {
 	n := c1 - c0
+	shifted := 0
 	xmin := make([]float32, n)
 	xmax := make([]float32, n)
 	for r := r0; r < r1; r++ {
@@ -129,6 +130,7 @@ func findParams(wt []float32, out, r0, r1, c0, c1 int, gr grid, sc []uint16, sf 
 			case zf < 1 && !gr.zero0:
 				z = 1
 				s = hi / (maxq - 1)
+				shifted++
 			case zf < 1:
 				z = 0
 			case zf > float64(gr.maxq):
@@ -139,14 +141,14 @@ func findParams(wt []float32, out, r0, r1, c0, c1 int, gr grid, sc []uint16, sf 
 		}
 		h := half.F32ToF16(s)
 		if h&0x7fff >= 0x7c00 {
-			return &gridError{output: c, scale: s}
+			return shifted, &gridError{output: c, scale: s}
 		}
 		if h&0x7fff == 0 {
 			h = 1
 		}
 		sc[c], sf[c], zs[c] = h, half.F16ToF32(h), z
 	}
-	return nil
+	return shifted, nil
 }
 
 // code quantizes w on the grid (s, z): clamp(round(w/s) + z, 0, maxq),

@@ -1,6 +1,7 @@
 package quantize
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/moeforge/moeforge/formats/gptq"
@@ -42,4 +43,26 @@ func TestV2ZeroZero(t *testing.T) {
 		t.Errorf("squared error v2 %.4g > v1 %.4g", errOf[gptq.FormatV2], errOf[gptq.FormatV1])
 	}
 	t.Logf("squared error: v1 %.4g, v2 %.4g", errOf[gptq.FormatV1], errOf[gptq.FormatV2])
+}
+
+// TestZeroShiftNotice: RTN in v1 counts the groups it shifted, and a run's
+// report says so, pointing to gptq_v2.
+func TestZeroShiftNotice(t *testing.T) {
+	const out, in = 32, 64
+	w := make([]float32, out*in)
+	for i := range w {
+		w[i] = float32((i*37)%101) / 100
+	}
+	res, err := RTN(w, out, in, gptq.Config{Bits: 3, GroupSize: 32, DampPercent: 0.01})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ZeroShifted != 2*out {
+		t.Errorf("ZeroShifted %d, want %d (every group)", res.ZeroShifted, 2*out)
+	}
+	rep := &Report{Modules: []ModuleReport{{Name: "a", ZeroShifted: 3}, {Name: "b"}}}
+	rep.finish()
+	if len(rep.Notices) != 1 || !strings.Contains(rep.Notices[0], "3 group grids in 1 modules") || !strings.Contains(rep.Notices[0], "gptq_v2") {
+		t.Errorf("notices %q", rep.Notices)
+	}
 }

@@ -126,6 +126,7 @@ func (r *runner) quantizeJob(jb *job, threads int) error {
 	}
 	jb.result = res.Layer
 	rep.Loss, rep.Damp, rep.DampRaises, rep.Dead = res.Loss, res.Damp, res.DampRaises, res.Dead
+	rep.ZeroShifted = res.ZeroShifted
 	rep.Seconds = time.Since(start).Seconds()
 	r.mu.Lock()
 	r.rep.Modules = append(r.rep.Modules, rep)

@@ -57,7 +57,10 @@ type ModuleReport struct {
 	Damp       float64 `json:"damp,omitempty"`
 	DampRaises int     `json:"damp_raises,omitempty"`
 	Dead       int     `json:"dead_inputs,omitempty"`
-	Seconds    float64 `json:"seconds"`
+	// ZeroShifted counts group grids whose asymmetric zero of 0 the v1
+	// layout cannot store (shifted to zero 1; gptq_v2 stores them).
+	ZeroShifted int     `json:"zero_shifted,omitempty"`
+	Seconds     float64 `json:"seconds"`
 
 	order int // position in the layer's forward order
 }
@@ -139,6 +142,7 @@ func (r *Report) finish() {
 		return sa.Expert < sb.Expert
 	})
 	t := Totals{StarvedExpert: len(r.Starved)}
+	shifted, modules := 0, 0
 	for _, m := range r.Modules {
 		t.Modules++
 		switch {
@@ -154,8 +158,15 @@ func (r *Report) finish() {
 		}
 		t.Loss += m.Loss
 		t.Seconds += m.Seconds
+		shifted += m.ZeroShifted
+		if m.ZeroShifted > 0 {
+			modules++
+		}
 	}
 	r.Totals = t
+	if shifted > 0 {
+		r.Notices = append(r.Notices, fmt.Sprintf("%d group grids in %d modules had an asymmetric zero of 0, which the gptq v1 layout cannot store (it stores zero−1): they use zero 1 and a coarser scale; --format gptq_v2 stores them exactly", shifted, modules))
+	}
 }
 
 // WriteSummary prints the human summary: settings, per-layer figures, every
