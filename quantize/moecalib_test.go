@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/moeforge/moeforge/corpus"
+	"github.com/moeforge/moeforge/formats/gptq"
 )
 
 func TestParseMoECalib(t *testing.T) {
@@ -96,5 +97,39 @@ func TestMoECalibModes(t *testing.T) {
 	}
 	if allRep.Totals.StarvedExpert != 0 || allRep.MoECalib != "all-experts" {
 		t.Errorf("all-experts: %d starved experts, moe_calib %q", allRep.Totals.StarvedExpert, allRep.MoECalib)
+	}
+}
+
+// TestDynamicSettings: dynamic rules change bits, group size, sym and
+// act-order per module through GPTQ (every observed layer has its rule's
+// layout and groups), and checkOutput's checks hold for the mixed output.
+func TestDynamicSettings(t *testing.T) {
+	src := tinyModel(t, "qwen2_moe_tiny")
+	ck := openCheckpoint(t, src)
+	opt := defaultOptions()
+	d, err := gptq.ParseDynamic([]byte(`{"+:.*self_attn\\.(q|k)_proj": {"bits": 8, "group_size": 16, "desc_act": true},
+		"+:.*shared_expert\\..*": {"bits": 3, "sym": false, "group_size": -1}, "+:.*\\.experts\\..*": {"bits": 2}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt.Config.Dynamic = d
+	dir, rep, layers := quantizeTo(t, src, corpus.RandomIDs(4, 24, ck.Config.VocabSize, 2), opt)
+	checkOutput(t, ck, dir, rep, layers, opt)
+	for name, l := range layers {
+		bits, groups := 4, ck.Config.HiddenSize/32
+		switch {
+		case strings.Contains(name, "q_proj") || strings.Contains(name, "k_proj"):
+			bits, groups = 8, ck.Config.HiddenSize/16
+		case strings.Contains(name, "shared_expert."):
+			bits, groups = 3, 1
+		case strings.Contains(name, ".experts."):
+			bits = 2
+			if strings.HasSuffix(name, "down_proj") {
+				groups = 1 // in = 32 ≤ group 32
+			}
+		}
+		if l.Layout.Bits != bits || l.Groups != groups {
+			t.Errorf("%s: %d-bit with %d groups, want %d-bit, %d", name, l.Layout.Bits, l.Groups, bits, groups)
+		}
 	}
 }

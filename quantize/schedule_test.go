@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/moeforge/moeforge/corpus"
 	"github.com/moeforge/moeforge/formats/gptq"
@@ -125,7 +126,8 @@ func checkOutput(t *testing.T, in *hf.Checkpoint, dir string, rep *Report, layer
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !quantizable(spec) {
+			mc, quantized := opt.module(spec)
+			if !quantized {
 				if lw.Quantized() || !bytes.Equal(lw.Weight.Bytes(), src.Weight.Bytes()) || lw.Weight.DType != src.Weight.DType {
 					t.Errorf("%s: not quantized modules must be copied unchanged", spec.Name)
 				}
@@ -148,19 +150,26 @@ func checkOutput(t *testing.T, in *hf.Checkpoint, dir string, rep *Report, layer
 				}
 			}
 			gi, _ := lw.GIdx.Int32s()
-			if opt.Method == MethodRTN || !opt.Config.DescAct || opt.Config.StaticGroups {
-				if diff := cmp.Diff(gptq.GroupIndex(spec.In, opt.Config.GroupSize, nil), gi); diff != "" {
+			if opt.Method == MethodRTN || !mc.DescAct || mc.StaticGroups {
+				if diff := cmp.Diff(gptq.GroupIndex(spec.In, mc.GroupSize, nil), gi); diff != "" {
 					t.Fatalf("%s g_idx (-want +got):\n%s", spec.Name, diff)
 				}
 			}
-			if groups := gptq.NumGroups(spec.In, opt.Config.GroupSize); lw.Scales.Shape[0] != groups {
+			if groups := gptq.NumGroups(spec.In, mc.GroupSize); lw.Scales.Shape[0] != groups {
 				t.Errorf("%s has %d groups, want %d", spec.Name, lw.Scales.Shape[0], groups)
 			}
-			if opt.Config.Sym {
+			if mc.Sym && mc.Bits == 4 && mc.CheckpointFormat == gptq.FormatV1 {
 				qz, _ := lw.QZeros.Int32s()
 				for _, z := range qz {
 					if uint32(z) != 0x77777777 {
 						t.Fatalf("%s: symmetric qzeros word %#08x, want 0x77777777", spec.Name, uint32(z))
+					}
+				}
+			}
+			if l := layers[spec.Name]; mc.Sym && l != nil {
+				for k, z := range l.Zeros {
+					if int(z) != (l.Layout.MaxQ()+1)/2 {
+						t.Fatalf("%s: symmetric zero %d at %d, want %d", spec.Name, z, k, (l.Layout.MaxQ()+1)/2)
 					}
 				}
 			}
@@ -223,7 +232,8 @@ func checkOutput(t *testing.T, in *hf.Checkpoint, dir string, rep *Report, layer
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(wantQ, qc); diff != "" {
+	wantQ.Dynamic = opt.Config.Dynamic
+	if diff := cmp.Diff(wantQ, qc, cmpopts.IgnoreUnexported(gptq.Rule{})); diff != "" {
 		t.Errorf("quantize_config.json (-want +got):\n%s", diff)
 	}
 	for _, f := range []string{"tokenizer.json", "generation_config.json", "tokenizer_config.json"} {
