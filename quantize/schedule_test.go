@@ -92,6 +92,11 @@ func TestRunTinyCheckpoints(t *testing.T) {
 		{"mixtral all-tokens fallback", "mixtral_tiny", func(o *Options) { o.ExpertFallback = FallbackAllTokens }},
 		{"qwen2 dense tied, group -1", "qwen2_dense_tiny", func(o *Options) { o.Config.GroupSize = -1 }},
 		{"qwen2_moe rtn", "qwen2_moe_tiny", func(o *Options) { o.Method = MethodRTN }},
+		{"mixtral all-experts calibration, 3-bit", "mixtral_tiny", func(o *Options) { o.MoECalib, o.Config.Bits = MoECalib{Mode: MoECalibAll}, 3 }},
+		{"qwen2_moe top-k=2 calibration, 8-bit gptq_v2 asym", "qwen2_moe_tiny", func(o *Options) {
+			o.MoECalib = MoECalib{Mode: MoECalibTopK, TopK: 2}
+			o.Config.Bits, o.Config.CheckpointFormat, o.Config.Sym = 8, gptq.FormatV2, false
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -214,8 +219,15 @@ func checkOutput(t *testing.T, in *hf.Checkpoint, dir string, rep *Report, layer
 		t.Fatal("config.json has no quantization_config")
 	}
 	wantQ := gptq.NewConfig(opt.Config.GroupSize, opt.Config.Sym, opt.Config.DescAct, opt.Config.StaticGroups, opt.Config.TrueSequential, opt.Config.DampPercent)
-	if q.QuantMethod != "gptq" || q.Bits != 4 || q.GroupSize != wantQ.GroupSize || q.Sym != wantQ.Sym || q.DescAct != wantQ.DescAct ||
-		q.StaticGroups != wantQ.StaticGroups || q.TrueSequential != opt.Config.TrueSequential || q.DampPercent != opt.Config.DampPercent || q.CheckpointFormat != "gptq" {
+	wantQ = wantQ.WithDefaults()
+	if opt.Config.Bits != 0 {
+		wantQ.Bits = opt.Config.Bits
+	}
+	if opt.Config.CheckpointFormat != "" {
+		wantQ.CheckpointFormat = opt.Config.CheckpointFormat
+	}
+	if q.QuantMethod != "gptq" || q.Bits != wantQ.Bits || q.GroupSize != wantQ.GroupSize || q.Sym != wantQ.Sym || q.DescAct != wantQ.DescAct ||
+		q.StaticGroups != wantQ.StaticGroups || q.TrueSequential != opt.Config.TrueSequential || q.DampPercent != opt.Config.DampPercent || q.CheckpointFormat != wantQ.CheckpointFormat {
 		t.Errorf("quantization_config = %+v", q)
 	}
 	if len(q.ModulesInBlock) == 0 || !slices.Contains(q.ModulesInBlock[0], "self_attn.q_proj") {
