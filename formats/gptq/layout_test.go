@@ -178,3 +178,32 @@ func TestCheckZeros(t *testing.T) {
 		t.Error("v2 3-bit zero 8 accepted")
 	}
 }
+
+// TestCheckSymZeros: symmetric zeros of the other convention are refused
+// naming it; the layout's own, or other values, pass.
+func TestCheckSymZeros(t *testing.T) {
+	for _, bits := range Widths {
+		v1, v2 := Layout{Bits: bits, Format: FormatV1}, Layout{Bits: bits, Format: FormatV2}
+		const out, groups = 32, 2
+		sym := make([]uint8, out*groups)
+		for i := range sym {
+			sym[i] = uint8((v1.MaxQ() + 1) / 2)
+		}
+		asV1, asV2 := v1.PackZeros(sym, out, groups), v2.PackZeros(sym, out, groups)
+		if err := v1.CheckSymZeros(asV1, out, groups); err != nil {
+			t.Errorf("%d bits: v1 zeros read as v1: %v", bits, err)
+		}
+		if err := v2.CheckSymZeros(asV2, out, groups); err != nil {
+			t.Errorf("%d bits: v2 zeros read as v2: %v", bits, err)
+		}
+		if err := v1.CheckSymZeros(asV2, out, groups); err == nil || !strings.Contains(err.Error(), "written as gptq_v2") {
+			t.Errorf("%d bits: v2 zeros read as v1: %v", bits, err)
+		}
+		if err := v2.CheckSymZeros(asV1, out, groups); err == nil || !strings.Contains(err.Error(), "written as gptq") {
+			t.Errorf("%d bits: v1 zeros read as v2: %v", bits, err)
+		}
+		if err := v1.CheckSymZeros(asV1[:1], out, groups); err == nil {
+			t.Errorf("%d bits: short qzeros accepted", bits)
+		}
+	}
+}

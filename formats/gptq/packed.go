@@ -150,16 +150,24 @@ func corrupt(format string, args ...any) error {
 // loads but computes wrong weights) and is refused naming it. Other values
 // are left alone (they are what the file says).
 func (p *Packed) CheckSymZeros() error {
-	lay := p.Layout
+	return p.Layout.CheckSymZeros(p.QZeros, p.Out, p.Groups)
+}
+
+// CheckSymZeros is Packed.CheckSymZeros on the qzeros words alone (a layer
+// [out, ·] with groups groups; the length is checked).
+func (lay Layout) CheckSymZeros(qzeros []int32, out, groups int) error {
+	row := lay.words(out)
+	if len(qzeros) != groups*row {
+		return corrupt("gptq layer: qzeros has %d words, want %d", len(qzeros), groups*row)
+	}
 	other := Layout{Bits: lay.Bits, Format: FormatV2}
 	if lay.Format == FormatV2 {
 		other.Format = FormatV1
 	}
 	otherSym := uint32(other.MaxQ()+1)/2 - uint32(other.zeroOffset())
-	row := lay.words(p.Out)
-	for g := 0; g < p.Groups; g++ {
-		for c := 0; c < p.Out; c++ {
-			if lay.code(c, func(w int) uint32 { return uint32(p.QZeros[g*row+w]) }) != otherSym {
+	for g := 0; g < groups; g++ {
+		for c := 0; c < out; c++ {
+			if lay.code(c, func(w int) uint32 { return uint32(qzeros[g*row+w]) }) != otherSym {
 				return nil
 			}
 		}
