@@ -87,6 +87,13 @@ func CheckSupported(c *hf.Config) error {
 // opt.Bits and opt.GroupSize; a GPTQ int4 input (symmetric or not, without
 // act-order reordering) is repacked exactly (see repack).
 func Export(ctx context.Context, in, out string, opt Options) (*Summary, error) {
+	// The config is checked before the weights: a refused model is refused
+	// for what mlx-lm would do with it, whatever its tensors.
+	if c, err := hf.ReadConfig(in); err == nil {
+		if err := CheckSupported(c); err != nil {
+			return nil, fmt.Errorf("%s: %w", in, err)
+		}
+	}
 	ck, err := hf.Open(in)
 	if err != nil {
 		return nil, err
