@@ -324,3 +324,52 @@ func (ck *Checkpoint) validate() error {
 	}
 	return nil
 }
+
+// Report describes the MLX directory dir in the terms of `moeforge
+// inspect` (formats/hf's Report): the config, dtypes and shards, the
+// quantization (defaults, overrides, how many linears are affine-quantized)
+// and the stacked expert layout.
+func Report(dir string) (*hf.Report, error) {
+	ck, err := Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer ck.Close()
+	c := ck.Config
+	r := hf.ConfigReport(dir, c)
+	r.Format = FormatMetadata
+	r.WeightsRead = true
+	r.Tensors = ck.Weights.Len()
+	for _, n := range ck.Weights.Names() {
+		t, _ := ck.Weights.Tensor(n)
+		d := r.DTypes[string(t.DType)]
+		d.Tensors++
+		d.Bytes += t.ByteSize()
+		r.DTypes[string(t.DType)] = d
+	}
+	r.Shards = hf.ShardsReport{Count: len(ck.Weights.Files), Bytes: ck.Weights.FileBytes(), TensorBytes: ck.Weights.TotalBytes(),
+		Indexed: ck.Weights.Index != nil, Files: []hf.ShardFile{}}
+	for _, f := range ck.Weights.Files {
+		r.Shards.Files = append(r.Shards.Files, hf.ShardFile{Name: filepath.Base(f.Path), Tensors: len(f.Tensors()), Bytes: f.Size()})
+	}
+	if r.Experts != nil {
+		r.Experts.Layout = "stacked (switch_mlp)"
+	}
+	linears, quantized := 0, 0
+	for _, l := range ck.Linears() {
+		module, e := ck.ModuleOf(l)
+		w, err := ck.Module(module, l.Out, l.In, e, false)
+		if err != nil {
+			return nil, err
+		}
+		linears++
+		if w.Affine != nil {
+			quantized++
+		}
+	}
+	if q := ck.Quant; q != nil {
+		r.Quantization = &hf.QuantReport{Method: "mlx " + q.Summary(), Bits: q.Bits, GroupSize: q.GroupSize,
+			QuantizedLinears: quantized, Linears: linears}
+	}
+	return r, nil
+}
