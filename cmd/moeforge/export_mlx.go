@@ -39,7 +39,8 @@ A float input is quantized by MLX's own affine round-to-nearest definition with 
 embeddings and lm_head are quantized too, as mlx-lm does, the routers and shared-expert gates at
 8 bits (group 64); scales and biases are in the input's dtype. A GPTQ int4 input (without
 act-order reordering) is repacked exactly, keeping its group size: the float16 scales are kept and
-bias = −zero·scale, both float16, so every dequantized weight equals the GPTQ one bit for bit.
+bias = −zero·scale, both float16 for a symmetric checkpoint (zero 8: exact), float32 for an
+asymmetric one, so every dequantized weight equals the GPTQ one bit for bit.
 
 Configs mlx-lm would compute differently are refused, naming the key: norm_topk_prob,
 decoder_sparse_step, mlp_only_layers (qwen2_moe), head_dim ≠ hidden_size/num_attention_heads.

@@ -110,7 +110,13 @@ func Export(ctx context.Context, in, out string, opt Options) (*Summary, error) 
 		}
 		e.gptq = true
 		e.q.Params = Params{Bits: c.Quantization.Bits, GroupSize: c.Quantization.GroupSize}
+		// GPTQ scales are float16: kept as they are, and for the symmetric
+		// zero 8 the bias −8·scale is a float16 too. An asymmetric zero
+		// makes −zero·scale need up to 16 significant bits: float32 then.
 		e.scaleDT = safetensors.F16
+		if !c.Quantization.Sym {
+			e.scaleDT = safetensors.F32
+		}
 	} else {
 		e.q.Params = Params{Bits: opt.Bits, GroupSize: opt.GroupSize}
 		if err := e.q.Params.Validate(); err != nil {
@@ -413,8 +419,9 @@ func (e *exporter) quantizeLinear(l hf.Linear, out, in int, p Params) ([]uint32,
 // repack turns a GPTQ layer into MLX's affine layout exactly: the codes
 // are transposed to [out, in] and packed along the inputs, the float16
 // scale is kept, and bias = −zero·scale, which float16 holds exactly for the
-// symmetric zero 8 (a multiplication by a power of two) and is checked for
-// every other zero.
+// symmetric zero 8 (a multiplication by a power of two; checked anyway);
+// asymmetric checkpoints get float32 scales and biases, which hold every
+// −zero·scale exactly.
 func (e *exporter) repack(l hf.Linear, lw *hf.LinearWeights, out, in int, p Params) ([]uint32, []byte, []byte, error) {
 	pk, err := gptq.V1Int4.Read(l.Name, out, in, lw.GPTQ())
 	if err != nil {
@@ -437,22 +444,22 @@ func (e *exporter) repack(l hf.Linear, lw *hf.LinearWeights, out, in int, p Para
 		}
 	}
 	groups := in / p.GroupSize
-	scales := make([]uint16, out*groups)
-	biases := make([]uint16, out*groups)
+	scales := make([]float32, out*groups)
+	biases := make([]float32, out*groups)
 	for g := 0; g < groups; g++ {
 		for c := 0; c < out; c++ {
-			s := layer.Scales[g*out+c]
+			s := half.F16ToF32(layer.Scales[g*out+c])
 			z := layer.Zeros[g*out+c]
-			exact := -float32(z) * half.F16ToF32(s)
-			b := half.F32ToF16(exact)
-			if half.F16ToF32(b) != exact {
+			// Exact in float32: z has at most 5 significant bits, s 11.
+			b := -float32(z) * s
+			if e.scaleDT == safetensors.F16 && half.F16ToF32(half.F32ToF16(b)) != b {
 				return nil, nil, nil, fmt.Errorf("%s: %s: bias −zero·scale = %g (zero %d, group %d, output %d) is not a float16 value: the repack would not be exact",
-					e.ck.Dir, l.Name, exact, z, g, c)
+					e.ck.Dir, l.Name, b, z, g, c)
 			}
 			scales[c*groups+g], biases[c*groups+g] = s, b
 		}
 	}
-	return Pack(codes, out, in, p), u16Bytes(scales), u16Bytes(biases), nil
+	return Pack(codes, out, in, p), encode(scales, e.scaleDT), encode(biases, e.scaleDT), nil
 }
 
 func u16Bytes(v []uint16) []byte {

@@ -58,11 +58,10 @@ func TestGPTQRepackExact(t *testing.T) {
 		out := filepath.Join(t.TempDir(), "mlx")
 		s, err := mlx.Export(context.Background(), gdir, out, mlx.Options{})
 		if err != nil {
-			if !sym && strings.Contains(err.Error(), "not a float16 value") {
-				t.Logf("asymmetric: refused as inexact: %v", err)
-				continue
-			}
 			t.Fatal(err)
+		}
+		if want := map[bool]string{true: "F16", false: "F32"}[sym]; s.ScalesDType != want {
+			t.Errorf("sym=%v: scales %s, want %s", sym, s.ScalesDType, want)
 		}
 		if s.Source != "gptq" || s.GroupSize != 64 || s.Overrides == 0 {
 			t.Errorf("summary %+v: want gptq, group 64, overrides for the 32-input down_proj", s)
@@ -104,7 +103,7 @@ func TestGPTQRepackExact(t *testing.T) {
 			}
 			got := widen(*w.Affine)
 			for i := range ref {
-				if math.Float32bits(ref[i]) != math.Float32bits(got[i]) && !(ref[i] == 0 && got[i] == 0) {
+				if math.Float32bits(ref[i]) != math.Float32bits(got[i]) {
 					t.Fatalf("sym=%v %s element %d: MLX %g (%#x), GPTQ %g (%#x)", sym, l.Name, i, got[i], math.Float32bits(got[i]), ref[i], math.Float32bits(ref[i]))
 				}
 			}
