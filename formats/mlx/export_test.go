@@ -14,6 +14,7 @@ import (
 	"github.com/moeforge/moeforge/formats/mlx"
 	"github.com/moeforge/moeforge/internal/fixture"
 	"github.com/moeforge/moeforge/internal/gemm"
+	"github.com/moeforge/moeforge/model"
 	"github.com/moeforge/moeforge/quantize"
 )
 
@@ -232,4 +233,82 @@ func TestExportRefusals(t *testing.T) {
 	if _, err := mlx.Export(context.Background(), src, filepath.Join(t.TempDir(), "x"), mlx.Options{Bits: 4, GroupSize: 48}); err == nil || !strings.Contains(err.Error(), "group_size") {
 		t.Errorf("group 48: %v", err)
 	}
+}
+
+// TestExportArchitectures: for each architecture, the MLX repack of a GPTQ
+// (RTN) checkpoint gives the forward pass the GPTQ logits (to float32
+// summation order), and
+// a float 8-bit export stays close to the float model; tied qwen2 writes no
+// lm_head (mlx-lm's qwen2 drops it), tied qwen2_moe writes one.
+func TestExportArchitectures(t *testing.T) {
+	for _, fx := range []string{"fixtures/mixtral_tiny/model", "fixtures/qwen2_dense_tiny/model", "fixtures/qwen2_moe_tiny/model"} {
+		src := fixtureCopy(t, fx)
+		ck, err := hf.Open(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tied := ck.Config.TieWordEmbeddings
+		gdir := t.TempDir()
+		opt := quantize.DefaultOptions()
+		opt.Method = quantize.MethodRTN
+		opt.Config = gptq.NewConfig(32, true, false, false, true, 0.01)
+		if _, err := quantize.Run(context.Background(), ck, gdir, nil, opt); err != nil {
+			t.Fatal(err)
+		}
+		ck.Close()
+		out := filepath.Join(t.TempDir(), "mlx")
+		if _, err := mlx.Export(context.Background(), gdir, out, mlx.Options{}); err != nil {
+			t.Fatalf("%s: %v", fx, err)
+		}
+		m, err := mlx.Open(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, has := m.Weights.Tensor("lm_head.weight"); tied && has != (m.Config.ModelType == hf.Qwen2MoE) {
+			t.Errorf("%s: tied input, lm_head written = %v", fx, has)
+		}
+		m.Close()
+		seqs := [][]int{{1, 5, 9, 200, 3, 77, 12, 0}, {4, 4, 8, 15, 16, 23, 42, 99}}
+		// The weights are equal bit for bit (TestGPTQRepackExact); the
+		// products may still sum in another order (GPTQ's int4 paths are
+		// specialized), so the logits are compared at float32 rounding.
+		ref := logits(t, gdir, seqs)
+		got := logits(t, out, seqs)
+		var maxRef, maxDiff float64
+		for i := range ref {
+			maxRef = max(maxRef, math.Abs(float64(ref[i])))
+			maxDiff = max(maxDiff, math.Abs(float64(ref[i]-got[i])))
+		}
+		if maxDiff > 1e-5*maxRef {
+			t.Errorf("%s: MLX repack logits differ from GPTQ by %g (max |logit| %g)", fx, maxDiff, maxRef)
+		}
+		f8 := filepath.Join(t.TempDir(), "mlx8")
+		if _, err := mlx.Export(context.Background(), src, f8, mlx.Options{Bits: 8, GroupSize: 32}); err != nil {
+			t.Fatalf("%s: %v", fx, err)
+		}
+		fl, q8 := logits(t, src, seqs), logits(t, f8, seqs)
+		maxRef, maxDiff = 0, 0
+		for i := range fl {
+			maxRef = max(maxRef, math.Abs(float64(fl[i])))
+			maxDiff = max(maxDiff, math.Abs(float64(fl[i]-q8[i])))
+		}
+		if maxDiff > 0.05*maxRef {
+			t.Errorf("%s: 8-bit MLX logits differ by %g (max |logit| %g)", fx, maxDiff, maxRef)
+		}
+		t.Logf("%s: 8-bit max |Δlogit| %.3g of %.3g", fx, maxDiff, maxRef)
+	}
+}
+
+func logits(t *testing.T, dir string, seqs [][]int) []float32 {
+	t.Helper()
+	m, err := model.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	l, err := m.Logits(context.Background(), &model.Batch{Seqs: seqs}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }
