@@ -20,7 +20,7 @@ type exportMLXFlags struct {
 	groupSize int
 	maxShard  string
 	asJSON    bool
-	floatEmb  bool
+	embBits   int
 }
 
 func newExportMLXCmd() *cobra.Command {
@@ -36,8 +36,10 @@ least significant first), scales and biases with w = scale·q + bias, and config
 
 A float input is quantized by MLX's own affine round-to-nearest definition with --bits and
 --group-size (32, 64, 128; a linear whose input width is not a multiple stays float); the
-embeddings and lm_head are quantized too, as mlx-lm does, the routers and shared-expert gates at
-8 bits (group 64); scales and biases are in the input's dtype. A GPTQ int4 input (without
+embeddings and lm_head at --embedding-bits (default 8; 0 keeps them float; mlx-lm's default
+conversion uses --bits, which on the shipped models costs the quantized preset its top-1
+agreement), the routers and shared-expert gates at 8 bits (group 64), each a per-module override;
+scales and biases are in the input's dtype. A GPTQ int4 input (without
 act-order reordering) is repacked exactly, keeping its group size: the float16 scales are kept and
 bias = −zero·scale, both float16 for a symmetric checkpoint (zero 8: exact), float32 for an
 asymmetric one, so every dequantized weight equals the GPTQ one bit for bit.
@@ -56,7 +58,7 @@ moeforge reads the result back (inspect, verify, eval ppl, logits). See docs/mlx
 	fs.BoolVar(&f.force, "force", false, "replace an existing output directory")
 	fs.IntVar(&f.bits, "bits", 4, "code width for a float input: 4 or 8 (2 is accepted too)")
 	fs.IntVar(&f.groupSize, "group-size", 64, "group size for a float input: 32, 64 or 128 (a GPTQ input keeps its own)")
-	fs.BoolVar(&f.floatEmb, "float-embeddings", false, "float input: keep embed_tokens and lm_head in float")
+	fs.IntVar(&f.embBits, "embedding-bits", 8, "float input: bits of embed_tokens and lm_head (0 keeps them float)")
 	fs.StringVar(&f.maxShard, "max-shard-size", "5GB", "largest shard")
 	fs.BoolVar(&f.asJSON, "json", false, "print the summary as one JSON document")
 	return cmd
@@ -70,7 +72,7 @@ func runExportMLX(cmd *cobra.Command, f *exportMLXFlags) error {
 	if err != nil {
 		return fmt.Errorf("--max-shard-size: %w", err)
 	}
-	opt := mlx.Options{Bits: f.bits, GroupSize: f.groupSize, MaxShardSize: shard, Force: f.force, FloatEmbeddings: f.floatEmb}
+	opt := mlx.Options{Bits: f.bits, GroupSize: f.groupSize, MaxShardSize: shard, Force: f.force, EmbeddingBits: embeddingBits(f.embBits)}
 	if err := (mlx.Params{Bits: f.bits, GroupSize: f.groupSize}).Validate(); err != nil {
 		return fmt.Errorf("--bits/--group-size: %w", err)
 	}
@@ -102,4 +104,13 @@ func runExportMLX(cmd *cobra.Command, f *exportMLXFlags) error {
 	fmt.Fprintf(w, "tensors      %d in %d shard(s), %s\n", s.Tensors, len(s.Shards), scaled(s.Bytes, "%.1f", " ", byteUnits, "B"))
 	fmt.Fprintf(w, "copied       %s\n", strings.Join(s.CopiedFiles, ", "))
 	return nil
+}
+
+// embeddingBits maps the flag (0 = float) to mlx.Options.EmbeddingBits
+// (−1 = float).
+func embeddingBits(flag int) int {
+	if flag == 0 {
+		return -1
+	}
+	return flag
 }

@@ -48,10 +48,16 @@ func ParseQuantization(data []byte) (*Quantization, error) {
 			if string(v) == "true" {
 				continue // mlx-lm: quantized with the defaults
 			}
-			var p Params
+			var o struct {
+				Params
+				Mode string `json:"mode"`
+			}
 			dec := json.NewDecoder(bytes.NewReader(v))
-			if err = dec.Decode(&p); err == nil {
-				if err = p.Validate(); err == nil {
+			if err = dec.Decode(&o); err == nil {
+				if o.Mode != "" && o.Mode != ModeAffine {
+					err = fmt.Errorf("mode %q is not supported (only affine)", o.Mode)
+				} else if err = o.Params.Validate(); err == nil {
+					p := o.Params
 					q.Modules[k] = &p
 				}
 			}

@@ -22,9 +22,10 @@ type Options struct {
 	// MaxShardSize caps the bytes per shard (0 = 5 GB, mlx-lm's size).
 	MaxShardSize int64
 	Force        bool
-	// FloatEmbeddings keeps embed_tokens and lm_head of a float input in
-	// float (mlx-lm quantizes them like every other layer).
-	FloatEmbeddings bool
+	// EmbeddingBits quantizes embed_tokens and lm_head of a float input
+	// with that many bits (group GroupSize, a per-module override); 0 means
+	// Bits, as mlx-lm's default conversion does, −1 keeps them float.
+	EmbeddingBits int
 	// Progress, when set, is told after each tensor how many are written.
 	Progress func(done, total int)
 }
@@ -332,8 +333,18 @@ func (e *exporter) module(ts *[]hf.Tensor, m modulePlan) error {
 				}
 			}
 		case hf.KindLMHead:
-			if !e.opt.FloatEmbeddings && e.q.Fits(m.in) {
-				p, quantize = e.q.Params, true
+			p = e.q.Params
+			if e.opt.EmbeddingBits > 0 {
+				p.Bits = e.opt.EmbeddingBits
+			}
+			if e.opt.EmbeddingBits >= 0 && p.Fits(m.in) {
+				if err := p.Validate(); err != nil {
+					return fmt.Errorf("embedding bits: %w", err)
+				}
+				quantize = true
+				if p != e.q.Params {
+					e.q.Modules[m.name] = &p
+				}
 			}
 		default:
 			if e.q.Fits(m.in) {

@@ -122,7 +122,7 @@ func TestGPTQRepackExact(t *testing.T) {
 func TestExportFloatLayout(t *testing.T) {
 	src := fixtureCopy(t, "fixtures/qwen2_moe_tiny/model")
 	out := filepath.Join(t.TempDir(), "mlx")
-	if _, err := mlx.Export(context.Background(), src, out, mlx.Options{Bits: 4, GroupSize: 32}); err != nil {
+	if _, err := mlx.Export(context.Background(), src, out, mlx.Options{Bits: 4, GroupSize: 32, EmbeddingBits: 8}); err != nil {
 		t.Fatal(err)
 	}
 	if !mlx.IsDir(out) || mlx.IsDir(src) {
@@ -162,8 +162,10 @@ func TestExportFloatLayout(t *testing.T) {
 		if q["bits"] != 4.0 || q["group_size"] != 32.0 || q["mode"] != "affine" {
 			t.Errorf("%s = %s", k, cfg[k])
 		}
-		if r, ok := q["model.layers.0.mlp.gate"].(map[string]any); !ok || r["bits"] != 8.0 {
-			t.Errorf("%s: router override missing: %s", k, cfg[k])
+		for _, module := range []string{"model.layers.0.mlp.gate", "model.layers.2.mlp.shared_expert_gate", "model.embed_tokens", "lm_head"} {
+			if r, ok := q[module].(map[string]any); !ok || r["bits"] != 8.0 {
+				t.Errorf("%s: 8-bit override of %s missing: %s", k, module, cfg[k])
+			}
 		}
 	}
 	ref, err := hf.Open(src)
