@@ -64,6 +64,20 @@ func TestExportMLX(t *testing.T) {
 			t.Errorf("export mlx %v: exit %d, stderr %q; want 2 naming %q", tc.args, code, stderr, tc.want)
 		}
 	}
+	// A corrupted MLX directory: config bits that do not match the stored
+	// words are refused naming the tensor, by inspect and by the forward pass.
+	data, _ = os.ReadFile(filepath.Join(f8, "config.json"))
+	json.Unmarshal(data, &cfg)
+	q := cfg["quantization"].(map[string]any)
+	q["bits"] = 4.0
+	data, _ = json.Marshal(cfg)
+	os.WriteFile(filepath.Join(f8, "config.json"), data, 0o644)
+	for _, args := range [][]string{{"inspect", f8}, {"verify", "--ref", src, "--candidate", f8, "--random", "1", "--seqlen", "8"}} {
+		code, _, stderr := runMoeforge(t, args...)
+		if code != 2 || !strings.Contains(stderr, "tensor ") || !strings.Contains(stderr, "4-bit affine") {
+			t.Errorf("%v on a corrupted MLX dir: exit %d, %q", args, code, stderr)
+		}
+	}
 	for _, o := range []string{"o1", "o2", "o3", "o4"} {
 		if _, err := os.Stat(filepath.Join(tmp, o)); err == nil {
 			t.Errorf("%s left behind", o)
