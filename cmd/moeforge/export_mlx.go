@@ -96,7 +96,7 @@ func runExportMLX(cmd *cobra.Command, f *exportMLXFlags) error {
 	w := cmd.OutOrStdout()
 	how := fmt.Sprintf("float → MLX affine RTN, %d-bit, group %d", s.Bits, s.GroupSize)
 	if s.Source == "gptq" {
-		how = fmt.Sprintf("GPTQ int4 → MLX affine, repacked exactly, group %d", s.GroupSize)
+		how = fmt.Sprintf("GPTQ %d-bit → MLX affine, repacked exactly, group %d", s.Bits, s.GroupSize)
 	}
 	fmt.Fprintf(w, "wrote        %s (%s)\n", s.Out, s.Arch)
 	fmt.Fprintf(w, "how          %s\n", how)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/moeforge/moeforge/formats/gptq"
@@ -106,9 +107,17 @@ func Export(ctx context.Context, in, out string, opt Options) (*Summary, error) 
 	}
 	e := &exporter{ck: ck, c: c, opt: opt, q: &Quantization{Mode: ModeAffine, Modules: map[string]*Params{}}}
 	if c.Quantization != nil {
-		if _, err := c.Quantization.Layout(); err != nil {
+		lay, err := c.Quantization.Layout()
+		if err != nil {
 			return nil, fmt.Errorf("%s: quantization_config.%w", in, err)
 		}
+		if len(c.Quantization.Dynamic) > 0 {
+			return nil, fmt.Errorf("%s: quantization_config.dynamic: per-module GPTQ overrides are not repacked into MLX yet; export the float checkpoint instead", in)
+		}
+		if !slices.Contains(BitWidths, lay.Bits) {
+			return nil, fmt.Errorf("%s: quantization_config.bits=%d: MLX's packing is repacked here only for %v-bit GPTQ", in, lay.Bits, BitWidths)
+		}
+		e.layout = lay
 		e.gptq = true
 		e.q.Params = Params{Bits: c.Quantization.Bits, GroupSize: c.Quantization.GroupSize}
 		// GPTQ scales are float16: kept as they are, and for the symmetric
@@ -184,6 +193,7 @@ type exporter struct {
 	opt            Options
 	q              *Quantization
 	gptq           bool
+	layout         gptq.Layout // of a GPTQ input
 	scaleDT        safetensors.DType
 	nQuant, nFloat int
 	firstGroup     int
@@ -434,7 +444,7 @@ func (e *exporter) quantizeLinear(l hf.Linear, out, in int, p Params) ([]uint32,
 // asymmetric checkpoints get float32 scales and biases, which hold every
 // −zero·scale exactly.
 func (e *exporter) repack(l hf.Linear, lw *hf.LinearWeights, out, in int, p Params) ([]uint32, []byte, []byte, error) {
-	pk, err := gptq.V1Int4.Read(l.Name, out, in, lw.GPTQ())
+	pk, err := e.layout.Read(l.Name, out, in, lw.GPTQ())
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("%s: %w", e.ck.Dir, err)
 	}

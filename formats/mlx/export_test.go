@@ -3,6 +3,7 @@ package mlx_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -313,4 +314,93 @@ func logits(t *testing.T, dir string, seqs [][]int) []float32 {
 		t.Fatal(err)
 	}
 	return l
+}
+
+// TestExportGPTQWidths repacks GPTQ checkpoints of every width MLX packs
+// along words (2, 4, 8 bits, and 4-bit gptq_v2) and checks every
+// dequantized weight against the GPTQ reader's, bit for bit.
+func TestExportGPTQWidths(t *testing.T) {
+	for _, tc := range []struct {
+		bits   int
+		format string
+	}{{2, gptq.FormatV1}, {8, gptq.FormatV1}, {4, gptq.FormatV2}} {
+		t.Run(fmt.Sprintf("%d-bit-%s", tc.bits, tc.format), func(t *testing.T) {
+			exportGPTQWidthCase(t, tc.bits, tc.format)
+		})
+	}
+}
+
+func exportGPTQWidthCase(t *testing.T, bits int, format string) {
+	src := fixtureCopy(t, "fixtures/qwen2_moe_tiny/model")
+	ck, err := hf.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gdir := t.TempDir()
+	opt := quantize.DefaultOptions()
+	opt.Method = quantize.MethodRTN
+	opt.Config = gptq.NewConfig(32, true, false, false, true, 0.01)
+	opt.Config.Bits, opt.Config.CheckpointFormat = bits, format
+	if _, err := quantize.Run(context.Background(), ck, gdir, nil, opt); err != nil {
+		t.Fatal(err)
+	}
+	ck.Close()
+	out := filepath.Join(t.TempDir(), "mlx")
+	s, err := mlx.Export(context.Background(), gdir, out, mlx.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Bits != bits {
+		t.Errorf("summary bits %d, want %d", s.Bits, bits)
+	}
+	g, err := hf.Open(gdir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	lay, err := g.Config.Quantization.Layout()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := mlx.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	quantized := 0
+	for _, l := range m.Linears() {
+		lw, err := g.Linear(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !lw.Quantized() {
+			continue
+		}
+		p, err := lay.Read(l.Name, l.Out, l.In, lw.GPTQ())
+		if err != nil {
+			t.Fatal(err)
+		}
+		layer, err := p.Unpack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref := layer.Dequantize()
+		w, _, err := m.Linear(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w.Affine == nil {
+			t.Fatalf("%s: GPTQ layer exported as float", l.Name)
+		}
+		got := widen(*w.Affine)
+		for i := range ref {
+			if math.Float32bits(ref[i]) != math.Float32bits(got[i]) {
+				t.Fatalf("%s element %d: MLX %g, GPTQ %g", l.Name, i, got[i], ref[i])
+			}
+		}
+		quantized++
+	}
+	if quantized == 0 {
+		t.Fatal("no quantized layer compared")
+	}
 }
