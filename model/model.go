@@ -451,6 +451,11 @@ func (m *Model) ForwardLayer(l *Layer, x []float32, b *Batch, hooks *Hooks) {
 	}
 }
 
+// RMSNorm writes w ⊙ x / sqrt(mean(x²) + eps) for every row of x [rows,
+// len(w)] into dst (dst may be x): the layers' input and post-attention
+// norms, for callers that run a layer's parts one at a time (quantize).
+func RMSNorm(dst, x, w []float32, eps float64) { rmsNormRows(dst, x, w, len(w), eps) }
+
 // rmsNormRows writes w ⊙ x / sqrt(mean(x²) + eps) for every row (dst may be x).
 func rmsNormRows(dst, x, w []float32, h int, eps float64) {
 	for r := 0; r < len(x)/h; r++ {

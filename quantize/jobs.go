@@ -42,6 +42,13 @@ func (r *runner) runJobs(jobs []*job, layer int) error {
 	if workers <= 1 {
 		inner = gemm.Threads()
 	}
+	var flops float64
+	for _, jb := range order {
+		if !jb.rtn && jb.fallback != FallbackRTN {
+			flops += gptqFlops(jb.mod.lin.Out(), jb.mod.lin.In())
+		}
+	}
+	defer func(t time.Time) { r.clock.add(PhaseQuantize, time.Since(t), 1, flops) }(time.Now())
 	var next atomic.Int32
 	var failed atomic.Bool
 	errs := make([]error, len(order))
@@ -70,22 +77,34 @@ func (r *runner) runJobs(jobs []*job, layer int) error {
 		return err
 	}
 	for _, jb := range jobs {
-		m, err := int4Matrix(jb.result)
-		if err != nil {
-			return fmt.Errorf("%s: %w", jb.mod.lin.Name, err)
+		if err := r.install(jb); err != nil {
+			return err
 		}
-		jb.mod.lin.W = m
-		if b := jb.mod.lin.Bias; b != nil {
-			// The output stores the bias as float16: later passes use that.
-			r16 := make([]float32, len(b))
-			for k, v := range b {
-				r16[k] = half.F16ToF32(half.F32ToF16(v))
-			}
-			jb.mod.lin.Bias = r16
+	}
+	return nil
+}
+
+// install swaps a quantized module's weight for its int4 matrix (and its
+// bias for the float16-rounded one the output stores), so that later
+// passes see what the output computes, and shows the result to observe.
+func (r *runner) install(jb *job) error {
+	m, err := int4Matrix(jb.result)
+	if err != nil {
+		return fmt.Errorf("%s: %w", jb.mod.lin.Name, err)
+	}
+	jb.mod.lin.W = m
+	if b := jb.mod.lin.Bias; b != nil {
+		// The output stores the bias as float16: later passes use that.
+		r16 := make([]float32, len(b))
+		for k, v := range b {
+			r16[k] = half.F16ToF32(half.F32ToF16(v))
 		}
-		if r.opt.observe != nil {
-			r.opt.observe(jb.mod.lin.Name, jb.result)
-		}
+		jb.mod.lin.Bias = r16
+	}
+	if r.opt.observe != nil {
+		r.mu.Lock()
+		r.opt.observe(jb.mod.lin.Name, jb.result)
+		r.mu.Unlock()
 	}
 	return nil
 }

@@ -50,6 +50,10 @@ type Options struct {
 
 	// observe, when set (tests), receives every quantized module.
 	observe func(name string, l *gptq.Layer)
+	// legacySchedule (tests) quantizes true-sequentially with gptqLayer's
+	// capture passes (each stage reruns the layer from its input) instead
+	// of seqLayer.
+	legacySchedule bool
 	// fullPasses (tests) runs every capture pass to the end of the layer.
 	fullPasses bool
 	// calibSeqs is the number of calibration sequences given to Run.

@@ -48,7 +48,7 @@ func RunTo(ctx context.Context, ck *hf.Checkpoint, w *hf.Writer, calib [][]int, 
 	if opt.MinExpertTokens >= 0 {
 		minTok = fmt.Sprint(opt.MinExpertTokens)
 	}
-	r := &runner{ctx: ctx, ck: ck, m: m, opt: opt, w: w, rep: &Report{
+	r := &runner{ctx: ctx, ck: ck, m: m, opt: opt, w: w, clock: newClock(), rep: &Report{
 		Input: ck.Dir, Output: w.Dir(), Method: opt.Method, Bits: opt.Config.Bits, GroupSize: opt.Config.GroupSize, Sym: opt.Config.Sym,
 		DescAct: opt.Config.DescAct, StaticGroups: opt.Config.StaticGroups, Damp: opt.Config.DampPercent,
 		TrueSequential: opt.Config.TrueSequential, MinExpertTokens: minTok, ExpertFallback: opt.ExpertFallback,
@@ -57,18 +57,20 @@ func RunTo(ctx context.Context, ck *hf.Checkpoint, w *hf.Writer, calib [][]int, 
 		return nil, err
 	}
 	r.rep.Seconds = time.Since(start).Seconds()
+	r.rep.Phases = r.clock.phases(r.rep.Seconds)
 	r.rep.finish()
 	return r.rep, nil
 }
 
 type runner struct {
-	ctx  context.Context
-	ck   *hf.Checkpoint
-	m    *model.Model
-	opt  Options
-	rep  *Report
-	w    *hf.Writer
-	acts *activations
+	ctx   context.Context
+	ck    *hf.Checkpoint
+	m     *model.Model
+	opt   Options
+	rep   *Report
+	w     *hf.Writer
+	acts  *activations
+	clock *clock
 
 	mu          sync.Mutex // guards rep.Modules and done
 	done, total int
@@ -121,9 +123,12 @@ func (r *runner) run(calib [][]int) error {
 			orig[lin] = weights{lin.W, lin.Bias}
 		}
 		var q map[*model.Linear]*gptq.Layer
-		if r.opt.Method == MethodGPTQ {
+		switch {
+		case r.opt.Method == MethodGPTQ && r.opt.Config.TrueSequential && !r.opt.legacySchedule:
+			q, err = r.seqLayer(l)
+		case r.opt.Method == MethodGPTQ:
 			q, err = r.gptqLayer(l)
-		} else {
+		default:
 			q, err = r.rtnLayer(l)
 		}
 		if err == nil {
