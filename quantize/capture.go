@@ -22,7 +22,7 @@ type stageModule struct {
 // gptqLayer quantizes one decoder layer with GPTQ, stage by stage, and then
 // replaces the calibration activations by the layer's output computed with
 // all its quantized weights.
-func (r *runner) gptqLayer(l *model.Layer) (map[*model.Linear]*gptq.Layer, error) {
+func (r *runner) gptqLayer(l *model.Layer) (map[*model.Linear]*gptq.Packed, error) {
 	h := r.m.Config.HiddenSize
 	var mods []*stageModule
 	capture := map[*model.Linear]*Hessian{}
@@ -66,7 +66,7 @@ func (r *runner) gptqLayer(l *model.Layer) (map[*model.Linear]*gptq.Layer, error
 	// allIn: Σxxᵀ over every token entering the MoE block (the router's input).
 	var allIn *Hessian
 	var allDown map[int]*Hessian
-	out := map[*model.Linear]*gptq.Layer{}
+	out := map[*model.Linear]*gptq.Packed{}
 	for _, st := range stages {
 		inStage := map[int]bool{}
 		for _, g := range st {
@@ -157,7 +157,7 @@ func (r *runner) gptqLayer(l *model.Layer) (map[*model.Linear]*gptq.Layer, error
 			return nil, err
 		}
 		for _, jb := range jobs {
-			out[jb.mod.lin] = jb.result
+			out[jb.mod.lin] = jb.packed
 			jb.mod.hess.sum = nil // the stage's Hessians are no longer needed
 		}
 		r.noteStarved(l.Index, jobs)

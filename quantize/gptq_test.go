@@ -147,10 +147,11 @@ func checkPacked(t *testing.T, l *gptq.Layer) {
 	if diff := cmp.Diff(l, back); diff != "" {
 		t.Fatalf("unpacked layer differs (-want +got):\n%s", diff)
 	}
-	m, err := int4Matrix(l)
+	p, err := l.Packed()
 	if err != nil {
 		t.Fatal(err)
 	}
+	m := int4Matrix(p)
 	got := make([]float32, l.Out*l.In)
 	m.Widen(got, l.In, 0, l.Out, 0, l.In)
 	want := l.Dequantize()

@@ -23,7 +23,8 @@ type job struct {
 	extra     *Hessian // all-tokens augmentation
 	rtn       bool     // Method rtn
 	order     int      // forward order of the module in its layer
-	result    *gptq.Layer
+	result    *gptq.Layer  // until install
+	packed    *gptq.Packed // after install
 }
 
 // runJobs quantizes the jobs on up to gemm.Threads() goroutines (largest
@@ -88,11 +89,12 @@ func (r *runner) runJobs(jobs []*job, layer int) error {
 // bias for the float16-rounded one the output stores), so that later
 // passes see what the output computes, and shows the result to observe.
 func (r *runner) install(jb *job) error {
-	m, err := int4Matrix(jb.result)
+	p, err := jb.result.Packed()
 	if err != nil {
 		return fmt.Errorf("%s: %w", jb.mod.lin.Name, err)
 	}
-	jb.mod.lin.W = m
+	jb.packed = p
+	jb.mod.lin.W = int4Matrix(p)
 	if b := jb.mod.lin.Bias; b != nil {
 		// The output stores the bias as float16: later passes use that.
 		r16 := make([]float32, len(b))
@@ -106,6 +108,7 @@ func (r *runner) install(jb *job) error {
 		r.opt.observe(jb.mod.lin.Name, jb.result)
 		r.mu.Unlock()
 	}
+	jb.result = nil // one code per weight: the packed form is all that is needed now
 	return nil
 }
 
@@ -155,7 +158,7 @@ func (r *runner) quantizeJob(jb *job, threads int) error {
 }
 
 // rtnLayer rounds every quantizable linear of a layer to nearest.
-func (r *runner) rtnLayer(l *model.Layer) (map[*model.Linear]*gptq.Layer, error) {
+func (r *runner) rtnLayer(l *model.Layer) (map[*model.Linear]*gptq.Packed, error) {
 	var jobs []*job
 	for k, lin := range l.Linears() {
 		if quantizable(lin.Spec) {
@@ -165,9 +168,9 @@ func (r *runner) rtnLayer(l *model.Layer) (map[*model.Linear]*gptq.Layer, error)
 	if err := r.runJobs(jobs, l.Index); err != nil {
 		return nil, err
 	}
-	out := map[*model.Linear]*gptq.Layer{}
+	out := map[*model.Linear]*gptq.Packed{}
 	for _, jb := range jobs {
-		out[jb.mod.lin] = jb.result
+		out[jb.mod.lin] = jb.packed
 	}
 	return out, nil
 }
@@ -204,12 +207,8 @@ func (r *runner) noteStarved(layer int, jobs []*job) {
 	}
 }
 
-// int4Matrix packs a quantized layer into the int4 matrix the forward pass
+// int4Matrix is the int4 matrix of a packed layer that the forward pass
 // multiplies with (later capture passes see the quantized weights).
-func int4Matrix(l *gptq.Layer) (gemm.Int4, error) {
-	p, err := l.Packed()
-	if err != nil {
-		return gemm.Int4{}, err
-	}
-	return gemm.Int4{QWeight: p.QWeight, QZeros: p.QZeros, Scales: p.Scales, GIdx: p.GIdx, N: p.Out, K: p.In}, nil
+func int4Matrix(p *gptq.Packed) gemm.Int4 {
+	return gemm.Int4{QWeight: p.QWeight, QZeros: p.QZeros, Scales: p.Scales, GIdx: p.GIdx, N: p.Out, K: p.In}
 }

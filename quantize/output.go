@@ -128,7 +128,7 @@ func checkFinite(t *safetensors.Tensor) error {
 }
 
 // writeLayer writes a layer's tensors in plan order.
-func (r *runner) writeLayer(l *model.Layer, q map[*model.Linear]*gptq.Layer) error {
+func (r *runner) writeLayer(l *model.Layer, q map[*model.Linear]*gptq.Packed) error {
 	c := r.ck.Config
 	if err := r.writeRaw(hf.InputNorm(l.Index)); err != nil {
 		return err
@@ -157,13 +157,9 @@ func (r *runner) writeLayer(l *model.Layer, q map[*model.Linear]*gptq.Layer) err
 			}
 			continue
 		}
-		ql := q[lin]
-		if ql == nil {
+		p := q[lin]
+		if p == nil {
 			return fmt.Errorf("internal error: %s was not quantized", spec.Name)
-		}
-		p, err := ql.Packed()
-		if err != nil {
-			return fmt.Errorf("%s: %w", spec.Name, err)
 		}
 		for _, t := range []struct {
 			suffix string

@@ -122,7 +122,7 @@ func (r *runner) run(calib [][]int) error {
 		for _, lin := range l.Linears() {
 			orig[lin] = weights{lin.W, lin.Bias}
 		}
-		var q map[*model.Linear]*gptq.Layer
+		var q map[*model.Linear]*gptq.Packed
 		switch {
 		case r.opt.Method == MethodGPTQ && r.opt.Config.TrueSequential && !r.opt.legacySchedule:
 			q, err = r.seqLayer(l)

@@ -37,14 +37,14 @@ const expertBatchBytes = 256 << 20
 //     the next layer's input.
 //
 // Each expert's Hessians exist only while a worker quantizes it.
-func (r *runner) seqLayer(l *model.Layer) (map[*model.Linear]*gptq.Layer, error) {
+func (r *runner) seqLayer(l *model.Layer) (map[*model.Linear]*gptq.Packed, error) {
 	c := r.m.Config
 	h := c.HiddenSize
 	order := map[*model.Linear]int{}
 	for k, lin := range l.Linears() {
 		order[lin] = k
 	}
-	out := map[*model.Linear]*gptq.Layer{}
+	out := map[*model.Linear]*gptq.Packed{}
 	newJob := func(group, expert int, lin *model.Linear, hs *Hessian, down bool) *job {
 		return &job{mod: &stageModule{lin: lin, group: group, expert: expert, hess: hs, down: down}, layer: l.Index, tokens: hs.Rows, order: order[lin]}
 	}
@@ -53,7 +53,7 @@ func (r *runner) seqLayer(l *model.Layer) (map[*model.Linear]*gptq.Layer, error)
 			return err
 		}
 		for _, jb := range jobs {
-			out[jb.mod.lin] = jb.result
+			out[jb.mod.lin] = jb.packed
 		}
 		return nil
 	}
@@ -351,7 +351,7 @@ type expertRun struct {
 	moeOut [][]float32
 	allIn  *Hessian
 	newJob func(group, expert int, lin *model.Linear, hs *Hessian, down bool) *job
-	out    map[*model.Linear]*gptq.Layer
+	out    map[*model.Linear]*gptq.Packed
 
 	// rows[e] lists the (chunk, row) of every token routed to e, in the
 	// forward pass's order; weight[e] the routing weights.
@@ -423,7 +423,7 @@ func (e *expertRun) run() error {
 		})
 		for _, w := range batch {
 			for _, jb := range []*job{w.gate, w.up, w.down} {
-				e.out[jb.mod.lin] = jb.result
+				e.out[jb.mod.lin] = jb.packed
 			}
 		}
 		r.noteStarved(e.l.Index, batchJobs(batch))
