@@ -20,9 +20,9 @@ type job struct {
 	tokens    int
 	minTokens int
 	fallback  Fallback
-	extra     *Hessian // all-tokens augmentation
-	rtn       bool     // Method rtn
-	order     int      // forward order of the module in its layer
+	extra     *Hessian     // all-tokens augmentation
+	rtn       bool         // Method rtn
+	order     int          // forward order of the module in its layer
 	result    *gptq.Layer  // until install
 	packed    *gptq.Packed // after install
 }

@@ -93,7 +93,7 @@ func (r *runner) writeRaw(name string) error {
 	if err != nil {
 		return err
 	}
-	return r.w.WriteTensor(name, t.Bytes())
+	return r.writeTensor(name, t.Bytes())
 }
 
 // checkFinite scans a float tensor for NaN and infinities, a block of rows
@@ -147,11 +147,11 @@ func (r *runner) writeLayer(l *model.Layer, q map[*model.Linear]*gptq.Packed) er
 			if err != nil {
 				return err
 			}
-			if err := r.w.WriteTensor(spec.Name+".weight", lw.Weight.Bytes()); err != nil {
+			if err := r.writeTensor(spec.Name+".weight", lw.Weight.Bytes()); err != nil {
 				return err
 			}
 			if lw.Bias != nil {
-				if err := r.w.WriteTensor(spec.Name+".bias", lw.Bias.Bytes()); err != nil {
+				if err := r.writeTensor(spec.Name+".bias", lw.Bias.Bytes()); err != nil {
 					return err
 				}
 			}
@@ -165,7 +165,7 @@ func (r *runner) writeLayer(l *model.Layer, q map[*model.Linear]*gptq.Packed) er
 			suffix string
 			data   []byte
 		}{{gptq.SuffixQWeight, gptq.Int32Bytes(p.QWeight)}, {gptq.SuffixQZeros, gptq.Int32Bytes(p.QZeros)}, {gptq.SuffixScales, gptq.Uint16Bytes(p.Scales)}, {gptq.SuffixGIdx, gptq.Int32Bytes(p.GIdx)}} {
-			if err := r.w.WriteTensor(spec.Name+t.suffix, t.data); err != nil {
+			if err := r.writeTensor(spec.Name+t.suffix, t.data); err != nil {
 				return err
 			}
 		}
@@ -180,7 +180,7 @@ func (r *runner) writeLayer(l *model.Layer, q map[*model.Linear]*gptq.Packed) er
 					return fmt.Errorf("%s.bias[%d] = %v overflows float16", spec.Name, k, lin.Bias[k])
 				}
 			}
-			if err := r.w.WriteTensor(spec.Name+".bias", gptq.Uint16Bytes(b)); err != nil {
+			if err := r.writeTensor(spec.Name+".bias", gptq.Uint16Bytes(b)); err != nil {
 				return err
 			}
 		}

@@ -109,6 +109,8 @@ type Report struct {
 	Notices         []string        `json:"notices,omitempty"`
 	Totals          Totals          `json:"totals"`
 	Seconds         float64         `json:"seconds"`
+	// ResumedLayers is the number of layers taken from a resume state.
+	ResumedLayers int `json:"resumed_layers,omitempty"`
 	// Phases splits Seconds by kind of work with the FLOPs counted in each.
 	Phases []Phase `json:"phases,omitempty"`
 }
@@ -160,6 +162,9 @@ func (r *Report) WriteSummary(w io.Writer) error {
 	} else {
 		fmt.Fprintf(&b, "method %s, %d-bit, group %s, sym %v, desc_act %v, static_groups %v, damp %g, true_sequential %v\n",
 			r.Method, r.Bits, group, r.Sym, r.DescAct, r.StaticGroups, r.Damp, r.TrueSequential)
+	}
+	if r.ResumedLayers > 0 {
+		fmt.Fprintf(&b, "resumed: layers 0-%d from the interrupted run's state\n", r.ResumedLayers-1)
 	}
 	if c := r.Calibration; c != nil {
 		fmt.Fprintf(&b, "calibration: %d sequences × %d tokens (%d tokens) from %s\n", c.Sequences, c.SeqLen, c.Tokens, c.Source)

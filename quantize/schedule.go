@@ -1,13 +1,16 @@
 package quantize
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
 	"github.com/moeforge/moeforge/formats/gptq"
 	"github.com/moeforge/moeforge/formats/hf"
+	"github.com/moeforge/moeforge/formats/safetensors"
 	"github.com/moeforge/moeforge/internal/gemm"
 	"github.com/moeforge/moeforge/model"
 )
@@ -72,6 +75,11 @@ type runner struct {
 	acts  *activations
 	clock *clock
 
+	planned     []safetensors.Info
+	fp          string        // run fingerprint (with a checkpoint)
+	layerFile   *bufio.Writer // the current layer's resume file
+	layerFileOS *os.File
+
 	mu          sync.Mutex // guards rep.Modules and done
 	done, total int
 }
@@ -84,6 +92,30 @@ func (r *runner) run(calib [][]int) error {
 	}
 	if _, err = r.w.Plan(plan); err != nil {
 		return err
+	}
+	r.planned = plan
+	defer func() {
+		if r.layerFileOS != nil {
+			r.layerFileOS.Close()
+		}
+	}()
+	var st *resumeState
+	if r.opt.Checkpoint != "" {
+		if err := os.MkdirAll(r.opt.Checkpoint, 0o755); err != nil {
+			return err
+		}
+		if r.fp, err = r.fingerprint(calib); err != nil {
+			return err
+		}
+		if st, err = loadResume(r.opt.Checkpoint, r.fp); err != nil {
+			return err
+		}
+	}
+	start := 0
+	if st != nil {
+		start = min(st.Layers, c.NumHiddenLayers)
+		r.restore(st)
+		r.rep.ResumedLayers = start
 	}
 	for i := 0; i < c.NumHiddenLayers; i++ {
 		for _, l := range c.LayerLinears(i) {
@@ -100,18 +132,32 @@ func (r *runner) run(calib [][]int) error {
 			return err
 		}
 		defer r.acts.close()
-		for i, ch := range r.acts.chunks {
-			x, err := r.m.Embed(&model.Batch{Seqs: ch.seqs})
-			if err != nil {
-				return fmt.Errorf("calibration: %w", err)
-			}
-			if err := r.acts.store(i, x); err != nil {
+		if start > 0 && start < c.NumHiddenLayers {
+			if err := r.loadActs(start); err != nil {
 				return err
+			}
+		} else if start == 0 {
+			for i, ch := range r.acts.chunks {
+				x, err := r.m.Embed(&model.Batch{Seqs: ch.seqs})
+				if err != nil {
+					return fmt.Errorf("calibration: %w", err)
+				}
+				if err := r.acts.store(i, x); err != nil {
+					return err
+				}
 			}
 		}
 	}
-	for _, l := range r.m.Layers {
+	for i := 0; i < start; i++ {
+		if err := r.replayLayer(i); err != nil {
+			return err
+		}
+	}
+	for _, l := range r.m.Layers[start:] {
 		if err := r.ctx.Err(); err != nil {
+			return err
+		}
+		if err := r.beginLayer(l.Index); err != nil {
 			return err
 		}
 		type weights struct {
@@ -134,6 +180,9 @@ func (r *runner) run(calib [][]int) error {
 		if err == nil {
 			err = r.writeLayer(l, q)
 		}
+		if err == nil {
+			err = r.endLayer(l.Index)
+		}
 		// Give the layer its original weights back: the quantized ones are
 		// written, and the model stays the caller's float model.
 		for lin, w := range orig {
@@ -154,5 +203,12 @@ func (r *runner) run(calib [][]int) error {
 	if err := r.w.CloseTensors(); err != nil {
 		return err
 	}
-	return r.writeConfigs()
+	if err := r.writeConfigs(); err != nil {
+		return err
+	}
+	if r.opt.Checkpoint != "" {
+		// The run is complete: its resume state is not part of the output.
+		return os.RemoveAll(r.opt.Checkpoint)
+	}
+	return nil
 }

@@ -60,6 +60,9 @@ func (r *runner) seqLayer(l *model.Layer) (map[*model.Linear]*gptq.Packed, error
 	a := l.Attn
 	chunks := r.acts.chunks
 
+	if err := r.stage(l.Index, "qkv"); err != nil {
+		return nil, err
+	}
 	// 1. q, k, v.
 	hq := NewHessian(a.Q.In())
 	if err := r.capture(l, a.Q, func(_ int, x []float32, rows int) error { r.hessAdd(hq, x, rows); return nil }); err != nil {
@@ -70,6 +73,9 @@ func (r *runner) seqLayer(l *model.Layer) (map[*model.Linear]*gptq.Packed, error
 	}
 	hq.sum = nil
 
+	if err := r.stage(l.Index, "o"); err != nil {
+		return nil, err
+	}
 	// 2. o on the attention of the quantized q, k, v.
 	ctxs, err := r.acts.sibling(a.O.In())
 	if err != nil {
@@ -90,6 +96,9 @@ func (r *runner) seqLayer(l *model.Layer) (map[*model.Linear]*gptq.Packed, error
 	}
 	ho.sum = nil
 
+	if err := r.stage(l.Index, "post-attention"); err != nil {
+		return nil, err
+	}
 	// 3. post-attention state, its norm, the routing.
 	normed, err := r.acts.sibling(h)
 	if err != nil {
@@ -157,6 +166,9 @@ func (r *runner) seqLayer(l *model.Layer) (map[*model.Linear]*gptq.Packed, error
 	}
 	ctxs.close()
 
+	if err := r.stage(l.Index, "mlp"); err != nil {
+		return nil, err
+	}
 	// 4. the dense MLP or shared expert.
 	var ffnOut *activations // its contribution to the layer output, per chunk
 	if ffn != nil {
@@ -232,6 +244,9 @@ func (r *runner) seqLayer(l *model.Layer) (map[*model.Linear]*gptq.Packed, error
 		acts.close()
 	}
 
+	if err := r.stage(l.Index, "experts"); err != nil {
+		return nil, err
+	}
 	// 5. routed experts.
 	var moeOut [][]float32
 	if moe != nil {
@@ -254,6 +269,9 @@ func (r *runner) seqLayer(l *model.Layer) (map[*model.Linear]*gptq.Packed, error
 		allIn.sum = nil
 	}
 
+	if err := r.stage(l.Index, "output"); err != nil {
+		return nil, err
+	}
 	// 6. the layer output, the next layer's input.
 	if l.Index < len(r.m.Layers)-1 {
 		for i := range chunks {

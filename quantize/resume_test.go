@@ -1,0 +1,119 @@
+package quantize
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/moeforge/moeforge/corpus"
+	"github.com/moeforge/moeforge/formats/hf"
+)
+
+var errKilled = errors.New("killed")
+
+// TestResume stops a run in the middle of a layer (an injected failure at
+// the start of a stage, as a kill would) and resumes it from its
+// checkpoint: the resumed run quantizes only the unfinished layers and its
+// output is byte-identical to an uninterrupted run's, with the same report
+// modules; the state of a finished run is removed; a state made with other
+// calibration data is refused.
+func TestResume(t *testing.T) {
+	for _, tc := range []struct {
+		fixture string
+		layer   int
+		stage   string
+		spill   bool
+	}{
+		{"qwen2_moe_tiny", 1, "experts", false},
+		{"qwen2_moe_tiny", 2, "qkv", true},
+		{"qwen2_dense_tiny", 1, "mlp", false},
+		{"mixtral_tiny", 1, "output", false},
+	} {
+		t.Run(tc.fixture+"/"+tc.stage, func(t *testing.T) {
+			src := tinyModel(t, tc.fixture)
+			ck := openCheckpoint(t, src)
+			calib := corpus.RandomIDs(6, 40, ck.Config.VocabSize, 5)
+			opt := defaultOptions()
+			opt.ExpertFallback = FallbackAllTokens
+			if tc.spill {
+				opt.SpillDir = t.TempDir()
+			}
+			want, wantRep, _ := quantizeTo(t, src, calib, opt)
+
+			state := filepath.Join(t.TempDir(), "state")
+			killed := opt
+			killed.Checkpoint = state
+			killed.inject = func(layer int, stage string) error {
+				if layer == tc.layer && stage == tc.stage {
+					return errKilled
+				}
+				return nil
+			}
+			if _, err := Run(context.Background(), ck, t.TempDir(), calib, killed); !errors.Is(err, errKilled) {
+				t.Fatalf("injected failure: got %v", err)
+			}
+			st, err := loadResume(state, mustFingerprint(t, ck, calib, killed))
+			if err != nil || st == nil || st.Layers != tc.layer {
+				t.Fatalf("state after the failure: %+v, %v; want %d layers done", st, err, tc.layer)
+			}
+
+			other := opt
+			other.Checkpoint = state
+			if _, err := Run(context.Background(), ck, t.TempDir(), corpus.RandomIDs(6, 40, ck.Config.VocabSize, 6), other); err == nil || !strings.Contains(err.Error(), "another input") {
+				t.Fatalf("resume with other calibration: got %v", err)
+			}
+
+			resumed := opt
+			resumed.Checkpoint = state
+			got, gotRep, layers := quantizeTo(t, src, calib, resumed)
+			for name := range layers {
+				if !strings.HasPrefix(name, "model.layers.") || layerOf(name) < tc.layer {
+					t.Errorf("%s was quantized again", name)
+				}
+			}
+			sameFiles(t, want, got, "the uninterrupted and the resumed run")
+			if gotRep.ResumedLayers != tc.layer || len(gotRep.Modules) != len(wantRep.Modules) || len(gotRep.Starved) != len(wantRep.Starved) {
+				t.Errorf("resumed report: %d layers resumed, %d modules, %d starved; want %d, %d, %d",
+					gotRep.ResumedLayers, len(gotRep.Modules), len(gotRep.Starved), tc.layer, len(wantRep.Modules), len(wantRep.Starved))
+			}
+			for k := range gotRep.Modules {
+				if k < len(wantRep.Modules) && (gotRep.Modules[k].Name != wantRep.Modules[k].Name || gotRep.Modules[k].Loss != wantRep.Modules[k].Loss) {
+					t.Fatalf("module %d: %s loss %g, uninterrupted %s loss %g", k, gotRep.Modules[k].Name, gotRep.Modules[k].Loss, wantRep.Modules[k].Name, wantRep.Modules[k].Loss)
+				}
+			}
+			if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("resume state of the finished run not removed: %v", err)
+			}
+		})
+	}
+}
+
+// mustFingerprint is the fingerprint RunTo computes for the run.
+func mustFingerprint(t *testing.T, ck *hf.Checkpoint, calib [][]int, opt Options) string {
+	t.Helper()
+	opt.calibSeqs = len(calib)
+	if err := opt.validate(ck.Config); err != nil {
+		t.Fatal(err)
+	}
+	r := &runner{ck: ck, opt: opt}
+	fp, err := r.fingerprint(calib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fp
+}
+
+func layerOf(name string) int {
+	rest := strings.TrimPrefix(name, "model.layers.")
+	n := 0
+	for _, c := range rest {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
