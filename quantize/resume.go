@@ -15,6 +15,7 @@ import (
 
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/formats/safetensors"
+	"github.com/moeforge/moeforge/internal/outdir"
 )
 
 // CheckpointDir is the name of the resume state directory that the command
@@ -316,4 +317,42 @@ func (r *runner) restore(st *resumeState) {
 	}
 	r.rep.Starved = append(r.rep.Starved, st.Starved...)
 	r.done = st.Done
+}
+
+// AdoptState looks for the resume state of an interrupted run writing out
+// (in the temporary output directories it left beside out, newest first),
+// moves it to into (the new run's Options.Checkpoint) and removes the rest
+// of that directory. It returns the directory it came from, "" when there
+// was none.
+func AdoptState(out, into string) (string, error) {
+	dirs, err := outdir.Leftovers(out)
+	if err != nil {
+		return "", err
+	}
+	for _, d := range dirs {
+		src := filepath.Join(d, CheckpointDir)
+		if _, err := os.Stat(filepath.Join(src, stateFile)); err != nil {
+			continue
+		}
+		if err := os.RemoveAll(into); err != nil {
+			return "", err
+		}
+		if err := os.Rename(src, into); err != nil {
+			return "", fmt.Errorf("resume: %w", err)
+		}
+		return d, os.RemoveAll(d)
+	}
+	return "", nil
+}
+
+// LeftState returns the newest temporary output directory beside out that
+// holds an interrupted run's resume state ("" when none).
+func LeftState(out string) string {
+	dirs, _ := outdir.Leftovers(out)
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, CheckpointDir, stateFile)); err == nil {
+			return d
+		}
+	}
+	return ""
 }
