@@ -44,9 +44,12 @@ func (r *runner) runJobs(jobs []*job, layer int) error {
 		inner = gemm.Threads()
 	}
 	var flops float64
+	factored := map[*Hessian]bool{}
 	for _, jb := range order {
 		if !jb.rtn && jb.fallback != FallbackRTN {
-			flops += gptqFlops(jb.mod.lin.Out(), jb.mod.lin.In())
+			shared := jb.fallback == "" && factored[jb.mod.hess]
+			factored[jb.mod.hess] = true
+			flops += gptqFlops(jb.mod.lin.Out(), jb.mod.lin.In(), !shared)
 		}
 	}
 	defer func(t time.Time) { r.clock.add(PhaseQuantize, time.Since(t), 1, flops) }(time.Now())
@@ -137,9 +140,13 @@ func (r *runner) quantizeJob(jb *job, threads int) error {
 			merged := NewHessian(in)
 			merged.AddHessian(hs)
 			merged.AddHessian(jb.extra)
-			hs = merged
+			res, err = gptqThreads(w, out, in, merged.Matrix(), r.opt.Config, threads)
+			break
 		}
-		res, err = gptqThreads(w, out, in, hs.Matrix(), r.opt.Config, threads)
+		var f *factor
+		if f, err = hs.factor(r.opt.Config); err == nil {
+			res, err = gptqWith(w, out, in, f, r.opt.Config, threads)
+		}
 	}
 	if err != nil {
 		return err

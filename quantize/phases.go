@@ -11,8 +11,8 @@ import (
 // is 2·n·in·out; attention over a sequence of T tokens adds 2·T²·width
 // (QKᵀ and PV over the causal half); a Hessian update Σxxᵀ over n rows of
 // width k is n·k² (both triangles' worth of multiply-adds over one); GPTQ
-// on W [out, in] is out·in² (the error propagation) + in³ (Cholesky,
-// inverse and the factor of the inverse).
+// on W [out, in] is out·in² (the error propagation) + ⅔·in³ (Cholesky and
+// triangular inverse, once per Hessian: modules sharing one count it once).
 //
 // Seconds is wall time. Where workers run different phases at once (the
 // routed-expert pipeline), each worker's time in a phase counts 1/workers,
@@ -93,7 +93,12 @@ func linearFlops(rows, in, out int) float64 { return 2 * float64(rows) * float64
 // hessianFlops is the count of one Hessian update.
 func hessianFlops(rows, k int) float64 { return float64(rows) * float64(k) * float64(k) }
 
-// gptqFlops is the count of GPTQ on one [out, in] matrix.
-func gptqFlops(out, in int) float64 {
-	return float64(out)*float64(in)*float64(in) + float64(in)*float64(in)*float64(in)
+// gptqFlops is the count of GPTQ on one [out, in] matrix, with the
+// factorization of its Hessian when factor is set.
+func gptqFlops(out, in int, factor bool) float64 {
+	f := float64(out) * float64(in) * float64(in)
+	if factor {
+		f += 2 * float64(in) * float64(in) * float64(in) / 3
+	}
+	return f
 }

@@ -2,6 +2,7 @@ package quantize
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/moeforge/moeforge/formats/gptq"
 	"github.com/moeforge/moeforge/internal/gemm"
@@ -57,7 +58,22 @@ type Hessian struct {
 	Dim  int
 	Rows int // rows added so far (n)
 	sum  []float64
+
+	once   sync.Once // the GPTQ factor, shared by the modules of one input
+	fac    *factor
+	facErr error
 }
+
+// factor returns GPTQ's factor of the Hessian, computed once for every
+// module quantized with it (q, k and v; gate and up).
+func (h *Hessian) factor(cfg gptq.Config) (*factor, error) {
+	h.once.Do(func() { h.fac, h.facErr = newFactor(h.Matrix(), h.Dim, cfg) })
+	return h.fac, h.facErr
+}
+
+// release drops the sums and the factor once every module using them is
+// quantized.
+func (h *Hessian) release() { h.sum, h.fac = nil, nil }
 
 // NewHessian returns an empty accumulator for inputs of dim features. Its
 // dim² storage is allocated on the first Add.

@@ -71,7 +71,7 @@ func (r *runner) seqLayer(l *model.Layer) (map[*model.Linear]*gptq.Packed, error
 	if err := run(newJob(1, -1, a.Q, hq, false), newJob(1, -1, a.K, hq, false), newJob(1, -1, a.V, hq, false)); err != nil {
 		return nil, err
 	}
-	hq.sum = nil
+	hq.release()
 
 	if err := r.stage(l.Index, "o"); err != nil {
 		return nil, err
@@ -94,7 +94,7 @@ func (r *runner) seqLayer(l *model.Layer) (map[*model.Linear]*gptq.Packed, error
 	if err := run(newJob(2, -1, a.O, ho, false)); err != nil {
 		return nil, err
 	}
-	ho.sum = nil
+	ho.release()
 
 	if err := r.stage(l.Index, "post-attention"); err != nil {
 		return nil, err
@@ -206,7 +206,7 @@ func (r *runner) seqLayer(l *model.Layer) (map[*model.Linear]*gptq.Packed, error
 		if err := run(newJob(4, -1, ffn.Down, hd, false)); err != nil {
 			return nil, err
 		}
-		hd.sum = nil
+		hd.release()
 		if ffnOut, err = r.acts.sibling(h); err != nil {
 			return nil, err
 		}
@@ -263,10 +263,10 @@ func (r *runner) seqLayer(l *model.Layer) (map[*model.Linear]*gptq.Packed, error
 		}
 	}
 	if hgu != nil {
-		hgu.sum = nil
+		hgu.release()
 	}
 	if allIn != nil {
-		allIn.sum = nil
+		allIn.release()
 	}
 
 	if err := r.stage(l.Index, "output"); err != nil {
@@ -532,7 +532,11 @@ func (e *expertRun) quantize(jb *job, weight float64) error {
 		}
 	}
 	var err error
-	r.clock.timed(PhaseQuantize, weight, gptqFlops(lin.Out(), lin.In()), func() { err = r.quantizeJob(jb, 1) })
+	var flops float64
+	if jb.fallback != FallbackRTN {
+		flops = gptqFlops(lin.Out(), lin.In(), jb.fallback != "" || lin == e.moe.Experts[jb.mod.expert].Gate)
+	}
+	r.clock.timed(PhaseQuantize, weight, flops, func() { err = r.quantizeJob(jb, 1) })
 	if err != nil {
 		return fmt.Errorf("%s: %w", lin.Name, err)
 	}
@@ -552,7 +556,7 @@ func (e *expertRun) gateUp(w *expertWork, weight float64) error {
 			return err
 		}
 	}
-	hs.sum = nil
+	hs.release()
 	// Its down inputs from its quantized gate and up on its own rows.
 	w.act = make([]float32, rows*ex.Gate.Out())
 	r.clock.timed(PhaseForward, weight, 2*linearFlops(rows, ex.Gate.In(), ex.Gate.Out()), func() {
@@ -624,7 +628,7 @@ func (e *expertRun) downStep(w *expertWork, weight float64) error {
 	if err := e.quantizeDown(w, weight); err != nil {
 		return err
 	}
-	hs.sum = nil
+	hs.release()
 	w.allDown = nil
 	r.clock.timed(PhaseForward, weight, linearFlops(rows, ex.Down.In(), ex.Down.Out()), func() {
 		w.y = make([]float32, rows*ex.Down.Out())
@@ -645,7 +649,11 @@ func (e *expertRun) quantizeDown(w *expertWork, weight float64) error {
 		jb.fallback = r.opt.ExpertFallback
 	}
 	var err error
-	r.clock.timed(PhaseQuantize, weight, gptqFlops(lin.Out(), lin.In()), func() { err = r.quantizeJob(jb, 1) })
+	var flops float64
+	if jb.fallback != FallbackRTN {
+		flops = gptqFlops(lin.Out(), lin.In(), true)
+	}
+	r.clock.timed(PhaseQuantize, weight, flops, func() { err = r.quantizeJob(jb, 1) })
 	if err != nil {
 		return fmt.Errorf("%s: %w", lin.Name, err)
 	}
