@@ -113,6 +113,16 @@ func (a *activations) sibling(width int) (*activations, error) {
 	return b, nil
 }
 
+// view returns chunk i's hidden states for reading, or for modifying when
+// the caller stores the result back: in memory the stored slice itself,
+// spilled a fresh copy.
+func (a *activations) view(i int) ([]float32, error) {
+	if a.spill == "" {
+		return a.chunks[i].data, nil
+	}
+	return a.load(i)
+}
+
 // load returns a copy of chunk i's hidden states that the caller may modify.
 func (a *activations) load(i int) ([]float32, error) {
 	c := a.chunks[i]

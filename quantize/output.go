@@ -8,6 +8,7 @@ import (
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/formats/safetensors"
 	"github.com/moeforge/moeforge/internal/half"
+	"github.com/moeforge/moeforge/internal/pages"
 	"github.com/moeforge/moeforge/model"
 )
 
@@ -186,6 +187,17 @@ func (r *runner) writeLayer(l *model.Layer, q map[*model.Linear]*gptq.Packed) er
 		}
 	}
 	return nil
+}
+
+// releaseLayer drops layer i's input weights from the resident set (they
+// are not read again), so that the memory-mapped input does not add up to
+// its whole size in peak RSS over a run.
+func (r *runner) releaseLayer(i int) {
+	for _, spec := range r.ck.Config.LayerLinears(i) {
+		if lw, err := r.ck.Linear(spec); err == nil {
+			pages.Release(lw.Weight.Bytes())
+		}
+	}
 }
 
 // writeConfigs writes config.json with quantization_config,

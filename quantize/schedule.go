@@ -191,6 +191,7 @@ func (r *runner) run(calib [][]int) error {
 		if err != nil {
 			return err
 		}
+		r.releaseLayer(l.Index)
 	}
 	if err := r.writeRaw(hf.FinalNorm); err != nil {
 		return err

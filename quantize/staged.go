@@ -130,8 +130,8 @@ func (r *runner) seqLayer(l *model.Layer) (map[*model.Linear]*gptq.Packed, error
 		}
 		var x, cx []float32
 		r.clock.timed(PhaseOther, 1, 0, func() {
-			if x, err = r.acts.load(i); err == nil {
-				cx, err = ctxs.load(i)
+			if x, err = r.acts.view(i); err == nil {
+				cx, err = ctxs.view(i)
 			}
 		})
 		if err != nil {
@@ -186,7 +186,7 @@ func (r *runner) seqLayer(l *model.Layer) (map[*model.Linear]*gptq.Packed, error
 				return nil, err
 			}
 			var n2 []float32
-			r.clock.timed(PhaseOther, 1, 0, func() { n2, err = normed.load(i) })
+			r.clock.timed(PhaseOther, 1, 0, func() { n2, err = normed.view(i) })
 			if err != nil {
 				return nil, err
 			}
@@ -214,8 +214,8 @@ func (r *runner) seqLayer(l *model.Layer) (map[*model.Linear]*gptq.Packed, error
 		for i, ch := range chunks {
 			var g, n2 []float32
 			r.clock.timed(PhaseOther, 1, 0, func() {
-				if g, err = acts.load(i); err == nil {
-					n2, err = normed.load(i)
+				if g, err = acts.view(i); err == nil {
+					n2, err = normed.view(i)
 				}
 			})
 			if err != nil {
@@ -277,8 +277,8 @@ func (r *runner) seqLayer(l *model.Layer) (map[*model.Linear]*gptq.Packed, error
 		for i := range chunks {
 			var x, y []float32
 			r.clock.timed(PhaseOther, 1, 0, func() {
-				if x, err = r.acts.load(i); err == nil && ffnOut != nil {
-					y, err = ffnOut.load(i)
+				if x, err = r.acts.view(i); err == nil && ffnOut != nil {
+					y, err = ffnOut.view(i)
 				}
 			})
 			if err != nil {
@@ -469,7 +469,7 @@ func (e *expertRun) gather(batch []*expertWork) error {
 	r.clock.timed(PhaseOther, 1, 0, func() {
 		for i := range r.acts.chunks {
 			var n2 []float32
-			if n2, err = e.normed.load(i); err != nil {
+			if n2, err = e.normed.view(i); err != nil {
 				return
 			}
 			for _, w := range batch {
@@ -597,7 +597,7 @@ func (e *expertRun) allTokensDown(batch []*expertWork) error {
 		}
 		var n2 []float32
 		var err error
-		r.clock.timed(PhaseOther, 1, 0, func() { n2, err = e.normed.load(i) })
+		r.clock.timed(PhaseOther, 1, 0, func() { n2, err = e.normed.view(i) })
 		if err != nil {
 			return err
 		}
