@@ -117,3 +117,42 @@ func layerOf(name string) int {
 	}
 	return n
 }
+
+// TestAdoptState moves the state of the newest interrupted run of an
+// output into the new run's checkpoint directory and removes the rest of
+// the run it came from; runs without state are left alone.
+func TestAdoptState(t *testing.T) {
+	parent := t.TempDir()
+	out := filepath.Join(parent, "gptq")
+	killed := filepath.Join(parent, ".gptq.tmp-111")
+	bare := filepath.Join(parent, ".gptq.tmp-222")
+	for _, d := range []string{filepath.Join(killed, CheckpointDir), bare} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(killed, CheckpointDir, stateFile), []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(killed, "model.safetensors"), []byte("partial"), 0o644)
+	if got := LeftState(out); got != killed {
+		t.Errorf("LeftState = %q, want %q", got, killed)
+	}
+	into := filepath.Join(t.TempDir(), CheckpointDir)
+	from, err := AdoptState(out, into)
+	if err != nil || from != killed {
+		t.Fatalf("AdoptState = %q, %v; want %q", from, err, killed)
+	}
+	if _, err := os.Stat(filepath.Join(into, stateFile)); err != nil {
+		t.Errorf("state not moved: %v", err)
+	}
+	if _, err := os.Stat(killed); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("interrupted run's directory not removed: %v", err)
+	}
+	if _, err := os.Stat(bare); err != nil {
+		t.Errorf("a directory without state was touched: %v", err)
+	}
+	if from, err := AdoptState(out, into); from != "" || err != nil {
+		t.Errorf("second AdoptState = %q, %v; want nothing", from, err)
+	}
+}
