@@ -20,15 +20,23 @@ type job struct {
 	tokens    int
 	minTokens int
 	fallback  Fallback
-	extra     *Hessian     // all-tokens augmentation
-	rtn       bool         // Method rtn
-	order     int          // forward order of the module in its layer
-	result    *gptq.Layer  // until install
-	packed    *gptq.Packed // after install
+	extra     *Hessian // all-tokens augmentation
+	rtn       bool     // Method rtn
+	order     int      // forward order of the module in its layer
+	result    *gptq.Layer
+}
+
+// jobFlops is the counted FLOPs of a job (gptqFlops; 0 for RTN), with the
+// factorization when factor is set.
+func jobFlops(jb *job, factor bool) float64 {
+	if jb.rtn || jb.fallback == FallbackRTN {
+		return 0
+	}
+	return gptqFlops(jb.mod.lin.Out(), jb.mod.lin.In(), factor || jb.fallback != "")
 }
 
 // runJobs quantizes the jobs on up to gemm.Threads() goroutines (largest
-// first) and swaps every module's weight for its int4 matrix.
+// first) and swaps every module's weight for its quantized matrix.
 func (r *runner) runJobs(jobs []*job, layer int) error {
 	order := make([]*job, len(jobs))
 	copy(order, jobs)
@@ -46,11 +54,8 @@ func (r *runner) runJobs(jobs []*job, layer int) error {
 	var flops float64
 	factored := map[*Hessian]bool{}
 	for _, jb := range order {
-		if !jb.rtn && jb.fallback != FallbackRTN {
-			shared := jb.fallback == "" && factored[jb.mod.hess]
-			factored[jb.mod.hess] = true
-			flops += gptqFlops(jb.mod.lin.Out(), jb.mod.lin.In(), !shared)
-		}
+		flops += jobFlops(jb, !factored[jb.mod.hess])
+		factored[jb.mod.hess] = true
 	}
 	defer func(t time.Time) { r.clock.add(PhaseQuantize, time.Since(t), 1, flops) }(time.Now())
 	var next atomic.Int32
@@ -88,16 +93,15 @@ func (r *runner) runJobs(jobs []*job, layer int) error {
 	return nil
 }
 
-// install swaps a quantized module's weight for its int4 matrix (and its
-// bias for the float16-rounded one the output stores), so that later
+// install swaps a quantized module's weight for its quantized matrix (and
+// its bias for the float16-rounded one the output stores), so that later
 // passes see what the output computes, and shows the result to observe.
 func (r *runner) install(jb *job) error {
-	p, err := jb.result.Packed()
+	m, err := int4Matrix(jb.result)
 	if err != nil {
 		return fmt.Errorf("%s: %w", jb.mod.lin.Name, err)
 	}
-	jb.packed = p
-	jb.mod.lin.W = int4Matrix(p)
+	jb.mod.lin.W = m
 	if b := jb.mod.lin.Bias; b != nil {
 		// The output stores the bias as float16: later passes use that.
 		r16 := make([]float32, len(b))
@@ -111,7 +115,6 @@ func (r *runner) install(jb *job) error {
 		r.opt.observe(jb.mod.lin.Name, jb.result)
 		r.mu.Unlock()
 	}
-	jb.result = nil // one code per weight: the packed form is all that is needed now
 	return nil
 }
 
@@ -127,11 +130,13 @@ func (r *runner) quantizeJob(jb *job, threads int) error {
 	rep := ModuleReport{Name: lin.Name, Layer: jb.layer, Expert: jb.mod.expert, Group: jb.mod.group, Out: out, In: in,
 		Tokens: jb.tokens, Fallback: jb.fallback, MinTokens: jb.minTokens, order: jb.order}
 	var res *Result
+	cfg, _ := r.opt.module(lin.Spec)
+	rep.Bits, rep.GroupSize = cfg.Bits, cfg.GroupSize
 	var err error
 	switch {
 	case jb.rtn || jb.fallback == FallbackRTN:
 		rep.Method = string(MethodRTN)
-		res, err = RTN(w, out, in, r.opt.Config)
+		res, err = RTN(w, out, in, cfg)
 	default:
 		rep.Method = string(MethodGPTQ)
 		hs := jb.mod.hess
@@ -140,12 +145,12 @@ func (r *runner) quantizeJob(jb *job, threads int) error {
 			merged := NewHessian(in)
 			merged.AddHessian(hs)
 			merged.AddHessian(jb.extra)
-			res, err = gptqThreads(w, out, in, merged.Matrix(), r.opt.Config, threads)
+			res, err = gptqThreads(w, out, in, merged.Matrix(), cfg, threads)
 			break
 		}
 		var f *factor
-		if f, err = hs.factor(r.opt.Config); err == nil {
-			res, err = gptqWith(w, out, in, f, r.opt.Config, threads)
+		if f, err = hs.factor(cfg); err == nil {
+			res, err = gptqWith(w, out, in, f, cfg, threads)
 		}
 	}
 	if err != nil {
@@ -153,6 +158,7 @@ func (r *runner) quantizeJob(jb *job, threads int) error {
 	}
 	jb.result = res.Layer
 	rep.Loss, rep.Damp, rep.DampRaises, rep.Dead = res.Loss, res.Damp, res.DampRaises, res.Dead
+	rep.ZeroShifted = res.ZeroShifted
 	rep.Seconds = time.Since(start).Seconds()
 	r.mu.Lock()
 	r.rep.Modules = append(r.rep.Modules, rep)
@@ -165,19 +171,19 @@ func (r *runner) quantizeJob(jb *job, threads int) error {
 }
 
 // rtnLayer rounds every quantizable linear of a layer to nearest.
-func (r *runner) rtnLayer(l *model.Layer) (map[*model.Linear]*gptq.Packed, error) {
+func (r *runner) rtnLayer(l *model.Layer) (map[*model.Linear]*gptq.Layer, error) {
 	var jobs []*job
 	for k, lin := range l.Linears() {
-		if quantizable(lin.Spec) {
+		if r.opt.quantizes(lin.Spec) {
 			jobs = append(jobs, &job{mod: &stageModule{lin: lin, group: groupOf(lin.Spec), expert: lin.Spec.Expert}, layer: l.Index, rtn: true, order: k})
 		}
 	}
 	if err := r.runJobs(jobs, l.Index); err != nil {
 		return nil, err
 	}
-	out := map[*model.Linear]*gptq.Packed{}
+	out := map[*model.Linear]*gptq.Layer{}
 	for _, jb := range jobs {
-		out[jb.mod.lin] = jb.packed
+		out[jb.mod.lin] = jb.result
 	}
 	return out, nil
 }
@@ -214,8 +220,12 @@ func (r *runner) noteStarved(layer int, jobs []*job) {
 	}
 }
 
-// int4Matrix is the int4 matrix of a packed layer that the forward pass
+// int4Matrix packs a quantized layer into the matrix the forward pass
 // multiplies with (later capture passes see the quantized weights).
-func int4Matrix(p *gptq.Packed) gemm.Int4 {
-	return gemm.Int4{QWeight: p.QWeight, QZeros: p.QZeros, Scales: p.Scales, GIdx: p.GIdx, N: p.Out, K: p.In}
+func int4Matrix(l *gptq.Layer) (gemm.Matrix, error) {
+	p, err := l.Packed()
+	if err != nil {
+		return nil, err
+	}
+	return model.MatrixOf(p), nil
 }

@@ -66,7 +66,8 @@ func (r *runner) fingerprint(calib [][]int) (string, error) {
 		T  int
 		F  Fallback
 		CT int
-	}{o.Method, o.Config, o.MinExpertTokens, o.ExpertFallback, o.ChunkTokens})
+		MC MoECalib
+	}{o.Method, o.Config, o.MinExpertTokens, o.ExpertFallback, o.ChunkTokens, o.MoECalib})
 	if err != nil {
 		return "", err
 	}
@@ -139,6 +140,12 @@ func (r *runner) replayLayer(i int) error {
 	return nil
 }
 
+// lmHeadNeedsActs reports whether lm_head is quantized with GPTQ from the
+// last layer's outputs, which then are computed and checkpointed too.
+func (r *runner) lmHeadNeedsActs() bool {
+	return r.acts != nil && r.opt.quantizes(lmHeadSpec(r.ck.Config))
+}
+
 // stage calls the test hook inject at the start of a stage of layer i.
 func (r *runner) stage(i int, name string) error {
 	if r.opt.inject == nil {
@@ -193,7 +200,7 @@ func (r *runner) endLayer(i int) error {
 	if err := os.Rename(filepath.Join(dir, fmt.Sprintf("layer-%05d.bin.tmp", i)), filepath.Join(dir, fmt.Sprintf("layer-%05d.bin", i))); err != nil {
 		return err
 	}
-	if r.acts != nil && i+1 < len(r.m.Layers) {
+	if r.acts != nil && (i+1 < len(r.m.Layers) || r.lmHeadNeedsActs()) {
 		if err := r.saveActs(filepath.Join(dir, fmt.Sprintf("acts-%05d.f32", i+1))); err != nil {
 			return err
 		}

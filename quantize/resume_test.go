@@ -26,11 +26,14 @@ func TestResume(t *testing.T) {
 		layer   int
 		stage   string
 		spill   bool
+		lmHead  bool
 	}{
-		{"qwen2_moe_tiny", 1, "experts", false},
-		{"qwen2_moe_tiny", 2, "qkv", true},
-		{"qwen2_dense_tiny", 1, "mlp", false},
-		{"mixtral_tiny", 1, "output", false},
+		{"qwen2_moe_tiny", 3, "lm_head", false, true},
+		{"qwen2_dense_tiny", 2, "output", false, true},
+		{"qwen2_moe_tiny", 1, "experts", false, false},
+		{"qwen2_moe_tiny", 2, "qkv", true, false},
+		{"qwen2_dense_tiny", 1, "mlp", false, false},
+		{"mixtral_tiny", 1, "output", false, false},
 	} {
 		t.Run(tc.fixture+"/"+tc.stage, func(t *testing.T) {
 			src := tinyModel(t, tc.fixture)
@@ -41,6 +44,7 @@ func TestResume(t *testing.T) {
 			if tc.spill {
 				opt.SpillDir = t.TempDir()
 			}
+			opt.Config.LMHead = tc.lmHead
 			want, wantRep, _ := quantizeTo(t, src, calib, opt)
 
 			state := filepath.Join(t.TempDir(), "state")
@@ -70,6 +74,9 @@ func TestResume(t *testing.T) {
 			resumed.Checkpoint = state
 			got, gotRep, layers := quantizeTo(t, src, calib, resumed)
 			for name := range layers {
+				if name == "lm_head" {
+					continue
+				}
 				if !strings.HasPrefix(name, "model.layers.") || layerOf(name) < tc.layer {
 					t.Errorf("%s was quantized again", name)
 				}

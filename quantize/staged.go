@@ -37,14 +37,14 @@ const expertBatchBytes = 256 << 20
 //     the next layer's input.
 //
 // Each expert's Hessians exist only while a worker quantizes it.
-func (r *runner) seqLayer(l *model.Layer) (map[*model.Linear]*gptq.Packed, error) {
+func (r *runner) seqLayer(l *model.Layer) (map[*model.Linear]*gptq.Layer, error) {
 	c := r.m.Config
 	h := c.HiddenSize
 	order := map[*model.Linear]int{}
 	for k, lin := range l.Linears() {
 		order[lin] = k
 	}
-	out := map[*model.Linear]*gptq.Packed{}
+	out := map[*model.Linear]*gptq.Layer{}
 	newJob := func(group, expert int, lin *model.Linear, hs *Hessian, down bool) *job {
 		return &job{mod: &stageModule{lin: lin, group: group, expert: expert, hess: hs, down: down}, layer: l.Index, tokens: hs.Rows, order: order[lin]}
 	}
@@ -53,7 +53,7 @@ func (r *runner) seqLayer(l *model.Layer) (map[*model.Linear]*gptq.Packed, error
 			return err
 		}
 		for _, jb := range jobs {
-			out[jb.mod.lin] = jb.packed
+			out[jb.mod.lin] = jb.result
 		}
 		return nil
 	}
@@ -273,7 +273,7 @@ func (r *runner) seqLayer(l *model.Layer) (map[*model.Linear]*gptq.Packed, error
 		return nil, err
 	}
 	// 6. the layer output, the next layer's input.
-	if l.Index < len(r.m.Layers)-1 {
+	if l.Index < len(r.m.Layers)-1 || r.lmHeadNeedsActs() {
 		for i := range chunks {
 			var x, y []float32
 			r.clock.timed(PhaseOther, 1, 0, func() {
@@ -310,6 +310,21 @@ func (r *runner) seqLayer(l *model.Layer) (map[*model.Linear]*gptq.Packed, error
 		}
 	}
 	return out, nil
+}
+
+// seqSupports reports whether seqLayer handles layer l with the options:
+// routed expert calibration and every quantizable linear of the layer
+// quantized (no dynamic "-:" exclusion). Otherwise gptqLayer runs it.
+func (r *runner) seqSupports(l *model.Layer) bool {
+	if !r.opt.MoECalib.routed() {
+		return false
+	}
+	for _, lin := range l.Linears() {
+		if quantizable(lin.Spec) && !r.opt.quantizes(lin.Spec) {
+			return false
+		}
+	}
+	return true
 }
 
 // capture runs the layer over every chunk up to lin's input (with the
@@ -369,7 +384,7 @@ type expertRun struct {
 	moeOut [][]float32
 	allIn  *Hessian
 	newJob func(group, expert int, lin *model.Linear, hs *Hessian, down bool) *job
-	out    map[*model.Linear]*gptq.Packed
+	out    map[*model.Linear]*gptq.Layer
 
 	// rows[e] lists the (chunk, row) of every token routed to e, in the
 	// forward pass's order; weight[e] the routing weights.
@@ -441,7 +456,7 @@ func (e *expertRun) run() error {
 		})
 		for _, w := range batch {
 			for _, jb := range []*job{w.gate, w.up, w.down} {
-				e.out[jb.mod.lin] = jb.packed
+				e.out[jb.mod.lin] = jb.result
 			}
 		}
 		r.noteStarved(e.l.Index, batchJobs(batch))

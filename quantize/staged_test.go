@@ -2,6 +2,7 @@ package quantize
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"testing"
 
@@ -18,13 +19,19 @@ import (
 // the GPTQ losses closely, and the two quantized models must predict the
 // same distributions.
 func TestStagedMatchesLegacy(t *testing.T) {
-	for _, fixture := range []string{"qwen2_moe_tiny", "mixtral_tiny", "qwen2_dense_tiny"} {
-		t.Run(fixture, func(t *testing.T) {
+	for _, tc := range []struct {
+		fixture string
+		bits    int
+		lmHead  bool
+	}{{"qwen2_moe_tiny", 4, false}, {"mixtral_tiny", 4, false}, {"qwen2_dense_tiny", 4, false}, {"qwen2_moe_tiny", 3, true}, {"mixtral_tiny", 8, true}} {
+		fixture := tc.fixture
+		t.Run(fmt.Sprintf("%s/%dbit/lmhead=%v", fixture, tc.bits, tc.lmHead), func(t *testing.T) {
 			src := tinyModel(t, fixture)
 			ck := openCheckpoint(t, src)
 			calib := corpus.RandomIDs(6, 40, ck.Config.VocabSize, 5)
 			opt := defaultOptions()
 			opt.ExpertFallback = FallbackAllTokens
+			opt.Config.Bits, opt.Config.LMHead = tc.bits, tc.lmHead
 			a, ra, la := quantizeTo(t, src, calib, opt)
 			legacy := opt
 			legacy.legacySchedule = true
