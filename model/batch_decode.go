@@ -44,3 +44,12 @@ func (m *Model) StepLogits(ctx context.Context, seqs [][]int, caches []*KVCache)
 	}
 	return out, nil
 }
+
+// Truncate forgets the cached positions from n on, so that the sequence
+// can continue after its first n tokens (a chat turn that shares a prefix
+// with the previous prompt reuses that prefix's keys and values).
+func (c *KVCache) Truncate(n int) {
+	if n < c.Len {
+		c.Len = max(n, 0)
+	}
+}

@@ -330,20 +330,18 @@ func applyFilter(name string, v Value, args []Value, kw *Dict) (Value, error) {
 		return strings.Join(lines, "\n"), nil
 	case "wordcount":
 		return int64(len(strings.Fields(str(v)))), nil
-	case "batch", "slice", "groupby", "sum", "min", "max":
-		if name == "sum" {
-			items, err := iterate(v)
-			if err != nil {
+	case "sum":
+		items, err := iterate(v)
+		if err != nil {
+			return nil, err
+		}
+		var total Value = int64(0)
+		for _, it := range items {
+			if total, err = binary("+", total, it); err != nil {
 				return nil, err
 			}
-			var total Value = int64(0)
-			for _, it := range items {
-				if total, err = binary("+", total, it); err != nil {
-					return nil, err
-				}
-			}
-			return total, nil
 		}
+		return total, nil
 	}
 	return nil, fmt.Errorf("unknown filter")
 }
@@ -505,7 +503,9 @@ func title(s string) string {
 	return b.String()
 }
 
-func isPySpace(r rune) bool { return unicode.IsSpace(r) || r == 0x1c || r == 0x1d || r == 0x1e || r == 0x1f }
+func isPySpace(r rune) bool {
+	return unicode.IsSpace(r) || r == 0x1c || r == 0x1d || r == 0x1e || r == 0x1f
+}
 
 func stripChars(args []Value) (func(rune) bool, error) {
 	if len(args) == 0 || args[0] == nil {

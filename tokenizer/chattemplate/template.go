@@ -20,6 +20,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/moeforge/moeforge/tokenizer"
 )
 
 // Template is a compiled Jinja template.
@@ -298,4 +300,42 @@ func Strftime(format string, t time.Time) string {
 		}
 	}
 	return b.String()
+}
+
+// StopIDs returns the token ids chat generation stops at: the model's eos
+// ids (generation_config.json / config.json) that are special tokens, the
+// tokenizer's eos_token and the template's end-of-turn markers. An eos id
+// that names an ordinary vocabulary token is left out: a chat reply must be
+// able to contain it (the shipped small models say eos_token_id 0, the
+// token "!", an artifact of how they were made).
+func (c *Chat) StopIDs(tok *tokenizer.Tokenizer, eos []int) []int {
+	special := map[string]bool{}
+	for _, s := range tok.SpecialTokens() {
+		special[s] = true
+	}
+	var out []int
+	add := func(id int) {
+		for _, x := range out {
+			if x == id {
+				return
+			}
+		}
+		out = append(out, id)
+	}
+	for _, id := range eos {
+		if s, ok := tok.Token(id); ok && special[s] {
+			add(id)
+		}
+	}
+	for _, s := range c.EndOfTurn() {
+		if id, ok := tok.TokenID(s); ok {
+			add(id)
+		}
+	}
+	if s, ok := c.Tokens["eos_token"]; ok {
+		if id, ok := tok.TokenID(s); ok {
+			add(id)
+		}
+	}
+	return out
 }
