@@ -59,12 +59,12 @@ cancels its generation. SIGINT/SIGTERM stop accepting requests, let those in fli
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir := args[0]
-			signalDrains.Store(true)
 			m, err := model.Open(dir)
 			if err != nil {
 				return err
 			}
 			defer m.Close()
+			signalDrains.Store(true)
 			if tokenizerPath == "" {
 				tokenizerPath = dir
 			}
