@@ -35,15 +35,24 @@ func (e *Exception) Error() string { return "raise_exception: " + e.Message }
 type evaluator struct {
 	out   *strings.Builder
 	steps int // statements executed, bounded against runaway templates
+	depth int // macro calls in progress
 }
 
-const maxSteps = 10_000_000
+// Bounds against runaway templates.
+const (
+	maxSteps  = 10_000_000
+	maxDepth  = 200     // nested macro calls
+	maxOutput = 64 << 20 // bytes of output or of one string
+)
 
 func (ev *evaluator) exec(nodes []node, sc *scope) error {
 	for _, n := range nodes {
 		ev.steps++
 		if ev.steps > maxSteps {
 			return errors.New("template runs too long")
+		}
+		if ev.out.Len() > maxOutput {
+			return errors.New("template output too large")
 		}
 		switch n := n.(type) {
 		case *textNode:
@@ -231,6 +240,11 @@ func (ev *evaluator) execFor(n *forNode, sc *scope) error {
 
 func (ev *evaluator) macro(n *macroNode, defScope *scope) Callable {
 	return func(args []Value, kw *Dict) (Value, error) {
+		if ev.depth >= maxDepth {
+			return nil, fmt.Errorf("macro %s: calls nested too deep", n.name)
+		}
+		ev.depth++
+		defer func() { ev.depth-- }()
 		s := &scope{vars: map[string]Value{}, parent: defScope}
 		for i, p := range n.params {
 			switch {
@@ -713,6 +727,9 @@ func binary(op string, l, r Value) (Value, error) {
 	if op == "*" {
 		if s, ok := l.(string); ok {
 			if n, ok := r.(int64); ok {
+				if n > 0 && int64(len(s))*n > maxOutput {
+					return nil, errors.New("string repetition too large")
+				}
 				return strings.Repeat(s, max(int(n), 0)), nil
 			}
 		}
@@ -756,7 +773,7 @@ func binary(op string, l, r Value) (Value, error) {
 			}
 			return float64(li) / float64(ri), nil
 		case "**":
-			if ri >= 0 {
+			if ri >= 0 && ri <= 64 {
 				p := int64(1)
 				for k := int64(0); k < ri; k++ {
 					p *= li
