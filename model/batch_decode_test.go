@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/moeforge/moeforge/internal/fixture"
+	"github.com/moeforge/moeforge/internal/fixture/fixturetest"
 	"github.com/moeforge/moeforge/model"
 )
 
@@ -15,7 +15,7 @@ import (
 //
 //	go test -run X -bench DecodeStep ./model
 func BenchmarkDecodeStep(b *testing.B) {
-	m := loadModel(b, fixture.Dir(b, "models/qwen2_moe_small"))
+	m := loadModel(b, fixturetest.Dir(b, "models/qwen2_moe_small"))
 	ctx := context.Background()
 	for _, B := range []int{1, 8} {
 		b.Run(fmt.Sprintf("B=%d", B), func(b *testing.B) {

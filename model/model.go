@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/moeforge/moeforge/formats/gptq"
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/formats/safetensors"
 	"github.com/moeforge/moeforge/internal/gemm"
@@ -216,7 +217,7 @@ func loadLinear(ck *hf.Checkpoint, spec hf.Linear) (*Linear, error) {
 	}
 	l := &Linear{Name: spec.Name, Spec: spec}
 	if lw.Quantized() {
-		if l.W, err = int4Of(lw, spec); err != nil {
+		if l.W, err = int4Of(ck.Config, lw, spec); err != nil {
 			return nil, err
 		}
 	} else if l.W, err = matrixOf(lw.Weight); err != nil {
@@ -258,28 +259,21 @@ func matrixOf(t *safetensors.Tensor) (gemm.Matrix, error) {
 	return gemm.F32{Data: v, N: n, K: k}, nil
 }
 
-func int4Of(lw *hf.LinearWeights, spec hf.Linear) (gemm.Matrix, error) {
-	qw, err := lw.QWeight.Int32s()
+// int4Of reads a GPTQ linear through formats/gptq (the one reader and
+// validator of the layout) and wraps its packed words for the products.
+func int4Of(c *hf.Config, lw *hf.LinearWeights, spec hf.Linear) (gemm.Matrix, error) {
+	lay := gptq.V1Int4
+	if q := c.Quantization; q != nil {
+		var err error
+		if lay, err = q.Layout(); err != nil {
+			return nil, fmt.Errorf("quantization_config.%w", err)
+		}
+	}
+	p, err := lay.Read(spec.Name, spec.Out, spec.In, lw.GPTQ())
 	if err != nil {
 		return nil, err
 	}
-	qz, err := lw.QZeros.Int32s()
-	if err != nil {
-		return nil, err
-	}
-	gi, err := lw.GIdx.Int32s()
-	if err != nil {
-		return nil, err
-	}
-	sc, ok := lw.Scales.U16View()
-	if !ok {
-		return nil, fmt.Errorf("tensor %s: scales must be F16", lw.Scales.Name)
-	}
-	m := gemm.Int4{QWeight: qw, QZeros: qz, Scales: sc, GIdx: gi, N: spec.Out, K: spec.In}
-	if err := m.Check(); err != nil {
-		return nil, fmt.Errorf("%s: %w", spec.Name, err)
-	}
-	return m, nil
+	return gemm.Int4{QWeight: p.QWeight, QZeros: p.QZeros, Scales: p.Scales, GIdx: p.GIdx, N: p.Out, K: p.In}, nil
 }
 
 func vectorOf(ck *hf.Checkpoint, name string) ([]float32, error) {

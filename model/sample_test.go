@@ -8,7 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/moeforge/moeforge/internal/fixture"
+	"github.com/moeforge/moeforge/internal/fixture/fixturetest"
 	"github.com/moeforge/moeforge/model"
 )
 
@@ -120,7 +120,7 @@ func TestRepetitionPenalty(t *testing.T) {
 func TestStepLogitsBatched(t *testing.T) {
 	for _, name := range []string{"qwen2_moe_tiny", "mixtral_tiny", "qwen2_dense_tiny"} {
 		t.Run(name, func(t *testing.T) {
-			m := loadModel(t, filepath.Join(fixture.Dir(t, "fixtures/"+name), "model"))
+			m := loadModel(t, filepath.Join(fixturetest.Dir(t, "fixtures/"+name), "model"))
 			prompts := [][]int{{39, 421, 78, 897, 11}, {5}, {100, 200, 300, 7, 8, 9, 10, 11, 12}}
 			ctx := context.Background()
 			single := make([]*model.KVCache, len(prompts))

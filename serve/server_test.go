@@ -17,7 +17,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/moeforge/moeforge/internal/fixture"
+	"github.com/moeforge/moeforge/internal/fixture/fixturetest"
 	"github.com/moeforge/moeforge/model"
 	"github.com/moeforge/moeforge/serve"
 	"github.com/moeforge/moeforge/tokenizer"
@@ -26,7 +26,7 @@ import (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	fixture.Cleanup()
+	fixturetest.Cleanup()
 	os.Exit(code)
 }
 
@@ -40,7 +40,7 @@ type fixtureModel struct {
 
 func openFixture(t testing.TB, rel string) *fixtureModel {
 	t.Helper()
-	dir := fixture.Dir(t, rel)
+	dir := fixturetest.Dir(t, rel)
 	m, err := model.Open(dir)
 	if err != nil {
 		t.Fatal(err)

@@ -62,20 +62,13 @@ func (s *samplingFlags) apply(o model.SamplingOptions) (model.SamplingOptions, e
 // config for chatting.
 func openChat(dir, tokenizerPath string) (*model.Model, *tokenizer.Tokenizer, *chattemplate.Chat, model.GenerationConfig, error) {
 	var gen model.GenerationConfig
-	m, err := model.Open(dir)
+	m, tok, err := openWithTokenizer(dir, tokenizerPath)
 	if err != nil {
 		return nil, nil, nil, gen, err
 	}
 	fail := func(err error) (*model.Model, *tokenizer.Tokenizer, *chattemplate.Chat, model.GenerationConfig, error) {
 		m.Close()
 		return nil, nil, nil, gen, err
-	}
-	if tokenizerPath == "" {
-		tokenizerPath = dir
-	}
-	tok, err := tokenizer.Load(tokenizerPath)
-	if err != nil {
-		return fail(err)
 	}
 	chat, err := chattemplate.Load(dir)
 	if err != nil {

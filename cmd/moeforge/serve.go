@@ -14,7 +14,6 @@ import (
 
 	"github.com/moeforge/moeforge/model"
 	"github.com/moeforge/moeforge/serve"
-	"github.com/moeforge/moeforge/tokenizer"
 	"github.com/moeforge/moeforge/tokenizer/chattemplate"
 )
 
@@ -59,19 +58,12 @@ cancels its generation. SIGINT/SIGTERM stop accepting requests, let those in fli
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir := args[0]
-			m, err := model.Open(dir)
+			m, tok, err := openWithTokenizer(dir, tokenizerPath)
 			if err != nil {
 				return err
 			}
 			defer m.Close()
 			signalDrains.Store(true)
-			if tokenizerPath == "" {
-				tokenizerPath = dir
-			}
-			tok, err := tokenizer.Load(tokenizerPath)
-			if err != nil {
-				return err
-			}
 			chat, err := chattemplate.Load(dir)
 			if err != nil && !errors.Is(err, chattemplate.ErrNoTemplate) {
 				return err

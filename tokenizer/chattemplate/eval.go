@@ -41,7 +41,7 @@ type evaluator struct {
 // Bounds against runaway templates.
 const (
 	maxSteps  = 10_000_000
-	maxDepth  = 200     // nested macro calls
+	maxDepth  = 200      // nested macro calls
 	maxOutput = 64 << 20 // bytes of output or of one string
 )
 
