@@ -339,3 +339,39 @@ func (c *Chat) StopIDs(tok *tokenizer.Tokenizer, eos []int) []int {
 	}
 	return out
 }
+
+// RenderJSONL renders a file of conversations, one JSON object
+// {"messages": [...]} per line (blank lines skipped), each through the
+// template without a generation prompt: the text a chat model sees in
+// training and serving, e.g. for calibration. Errors name the line.
+func (c *Chat) RenderJSONL(name string, data []byte) ([]string, error) {
+	var out []string
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		v, err := FromJSON([]byte(line))
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: %v", name, i+1, err)
+		}
+		d, ok := v.(*Dict)
+		if !ok {
+			return nil, fmt.Errorf("%s:%d: not a JSON object", name, i+1)
+		}
+		mv, _ := d.Get("messages")
+		msgs, ok := mv.([]Value)
+		if !ok || len(msgs) == 0 {
+			return nil, fmt.Errorf("%s:%d: no \"messages\" array", name, i+1)
+		}
+		text, err := c.Render(msgs, Options{})
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: %v", name, i+1, err)
+		}
+		out = append(out, text)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no conversations", name)
+	}
+	return out, nil
+}
