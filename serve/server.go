@@ -431,6 +431,9 @@ func (x *exchange) usage(completion int) map[string]any {
 func (x *exchange) collect(r *Request, dec *TextDecoder, cancel func(), delta func(string) error) (n int, finish string, err error) {
 	for id := range r.Tokens {
 		n++
+		if r.eos[id] {
+			continue // the eos token ends the text; it is not part of it
+		}
 		d, stopped, derr := dec.Add(id)
 		if derr != nil {
 			cancel()

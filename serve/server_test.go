@@ -279,6 +279,39 @@ func TestCompletionsAndStop(t *testing.T) {
 	}
 }
 
+// TestCompletionEOS: an eos id of generation_config.json ends a text
+// completion (finish_reason stop) and is not part of the text.
+func TestCompletionEOS(t *testing.T) {
+	f := openFixture(t, "models/qwen2_moe_small")
+	ids := f.tok.Encode("ROMEO:")
+	g, err := f.m.Generate(context.Background(), ids, model.GenerateOptions{MaxNewTokens: 8}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eos := g.IDs[3]
+	f.gen.EOS = []int{eos}
+	want, _ := f.tok.Decode(g.IDs[:3])
+	_, hs := newTestServer(t, f, serve.Config{})
+	for _, streamed := range []bool{false, true} {
+		body := fmt.Sprintf(`{"prompt": "ROMEO:", "max_tokens": 8, "temperature": 0, "stream": %v}`, streamed)
+		var got string
+		if streamed {
+			got, _, _ = stream(t, hs.URL+"/v1/completions", body)
+		} else {
+			_, data := post(t, hs.URL+"/v1/completions", body)
+			var r chatResponse
+			json.Unmarshal(data, &r)
+			if len(r.Choices) != 1 || r.Choices[0].FinishReason != "stop" || r.Usage.CompletionTokens != 4 {
+				t.Fatalf("eos: %s", data)
+			}
+			got = r.Choices[0].Text
+		}
+		if got != want {
+			t.Errorf("streamed=%v: text %q, want %q (without the eos token %d)", streamed, got, want, eos)
+		}
+	}
+}
+
 // TestSeededSampling: the same seed gives the same text; temperature 0 is
 // greedy whatever the seed.
 func TestSeededSampling(t *testing.T) {
