@@ -618,24 +618,31 @@ func (p *parser) parsePow() (expr, error) {
 	}
 }
 
+// parseUnary parses [-+]operand and its filters and tests, which apply to
+// the negated value as in Jinja2: -x|abs is (-x)|abs.
 func (p *parser) parseUnary() (expr, error) {
+	e, err := p.parseSigned()
+	if err != nil {
+		return nil, err
+	}
+	return p.parseFilters(e)
+}
+
+func (p *parser) parseSigned() (expr, error) {
 	t := p.peek()
 	if t.kind == tkOp && (t.s == "-" || t.s == "+") {
 		p.tp++
-		e, err := p.parseUnary()
+		e, err := p.parseSigned()
 		if err != nil {
 			return nil, err
 		}
-		return p.parseFilters(&unaryExpr{op: t.s, e: e})
+		return &unaryExpr{op: t.s, e: e}, nil
 	}
 	e, err := p.parsePrimary()
 	if err != nil {
 		return nil, err
 	}
-	if e, err = p.parsePostfix(e); err != nil {
-		return nil, err
-	}
-	return p.parseFilters(e)
+	return p.parsePostfix(e)
 }
 
 func (p *parser) parsePrimary() (expr, error) {
