@@ -2,6 +2,7 @@ package serve_test
 
 import (
 	"context"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -47,8 +48,11 @@ func runStreams(tb testing.TB, e *serve.Engine, prompts [][]int, n int) (time.Du
 // time and in CPU time (the goal: ≥ 4×).
 //
 //	go test -run X -bench ConcurrentStreams ./serve
+//
+// MOEFORGE_BENCH_MODEL=DIR runs it on another checkpoint (e.g. the GPTQ
+// model demo --keep writes).
 func BenchmarkConcurrentStreams(b *testing.B) {
-	f := openFixture(b, "models/qwen2_moe_small")
+	f := benchModel(b)
 	e := serve.NewEngine(f.m, 16, 64)
 	defer e.Close(context.Background())
 	prompt := func(i int) []int {
@@ -80,14 +84,22 @@ func BenchmarkConcurrentStreams(b *testing.B) {
 	b.ReportMetric(cpu[1]/cpu[0], "x_speedup_cpu")
 }
 
+func benchModel(b *testing.B) *fixtureModel {
+	if dir := os.Getenv("MOEFORGE_BENCH_MODEL"); dir != "" {
+		return openDir(b, dir)
+	}
+	return openFixture(b, "models/qwen2_moe_small")
+}
+
 // BenchmarkLatency: time to first token for a 256-token prompt and the
-// per-token latency of the 64 tokens after it, one stream, qwen2_moe_small.
+// per-token latency of the 64 tokens after it, one stream, qwen2_moe_small
+// (or MOEFORGE_BENCH_MODEL).
 //
 //	go test -run X -bench Latency ./serve
 func BenchmarkLatency(b *testing.B) {
-	for _, rel := range []string{"models/qwen2_moe_small"} {
-		b.Run(rel, func(b *testing.B) {
-			f := openFixture(b, rel)
+	{
+		b.Run("model", func(b *testing.B) {
+			f := benchModel(b)
 			e := serve.NewEngine(f.m, 16, 64)
 			defer e.Close(context.Background())
 			p := make([]int, 256)

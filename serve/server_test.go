@@ -40,7 +40,11 @@ type fixtureModel struct {
 
 func openFixture(t testing.TB, rel string) *fixtureModel {
 	t.Helper()
-	dir := fixturetest.Dir(t, rel)
+	return openDir(t, fixturetest.Dir(t, rel))
+}
+
+func openDir(t testing.TB, dir string) *fixtureModel {
+	t.Helper()
 	m, err := model.Open(dir)
 	if err != nil {
 		t.Fatal(err)
