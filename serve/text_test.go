@@ -8,7 +8,6 @@ import (
 	"github.com/moeforge/moeforge/internal/fixture/fixturetest"
 	"github.com/moeforge/moeforge/serve"
 	"github.com/moeforge/moeforge/tokenizer"
-	"github.com/moeforge/moeforge/tokenizer/chattemplate"
 )
 
 // FuzzTextDecoder: whatever the token ids, the streamed pieces add up to
@@ -64,15 +63,5 @@ func FuzzTextDecoder(f *testing.F) {
 		if b.String() != want {
 			t.Fatalf("streamed %q, want %q (stop %q)", b.String(), want, stop)
 		}
-	})
-}
-
-// FuzzFromJSON: the ordered JSON decoder accepts what encoding/json
-// accepts and never panics.
-func FuzzFromJSON(f *testing.F) {
-	f.Add([]byte(`[{"role": "user", "content": "hi", "n": 1.5, "k": [1, null, true]}]`))
-	f.Add([]byte(`{"a": {"b": {}}, "c": -0, "d": 1e400}`))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		chattemplate.FromJSON(data)
 	})
 }

@@ -1,6 +1,7 @@
 package chattemplate
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
@@ -28,5 +29,18 @@ func FuzzTemplate(f *testing.F) {
 		}
 		c := &Chat{Template: tmpl, Tokens: map[string]string{"bos_token": "<s>", "eos_token": "</s>"}}
 		c.Render(msgs, Options{AddGenerationPrompt: true})
+	})
+}
+
+// FuzzFromJSON: the ordered JSON decoder never panics, and accepts exactly
+// what encoding/json accepts.
+func FuzzFromJSON(f *testing.F) {
+	f.Add([]byte(`[{"role": "user", "content": "hi", "n": 1.5, "k": [1, null, true]}]`))
+	f.Add([]byte(`{"a": {"b": {}}, "c": -0, "d": 1e400}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_, err := FromJSON(data)
+		if valid := json.Valid(data); valid != (err == nil) {
+			t.Fatalf("json.Valid %v, FromJSON error %v", valid, err)
+		}
 	})
 }

@@ -3,6 +3,7 @@ package chattemplate
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -121,6 +122,9 @@ func decodeJSON(dec *json.Decoder) (Value, error) {
 			return i, nil
 		}
 		f, err := t.Float64()
+		if errors.Is(err, strconv.ErrRange) {
+			return f, nil // ±Inf or 0, as Python's json reads it
+		}
 		return f, err
 	case string, bool, nil:
 		return t, nil
