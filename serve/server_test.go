@@ -522,3 +522,19 @@ func TestQueueFullAndShutdown(t *testing.T) {
 		t.Errorf("shutdown: %v", err)
 	}
 }
+
+// TestNoChatTemplate: a model without a chat template still serves text
+// completions; chat requests get a 400 that says why.
+func TestNoChatTemplate(t *testing.T) {
+	f := openFixture(t, "models/qwen2_moe_small")
+	g := *f
+	g.chat = nil
+	_, hs := newTestServer(t, &g, serve.Config{})
+	resp, body := post(t, hs.URL+"/v1/chat/completions", `{"messages": `+seedMessages+`}`)
+	if resp.StatusCode != 400 || !strings.Contains(string(body), "no chat template") {
+		t.Errorf("chat without a template: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := post(t, hs.URL+"/v1/completions", `{"prompt": "ROMEO:", "max_tokens": 3}`); resp.StatusCode != 200 {
+		t.Errorf("completion: %d %s", resp.StatusCode, body)
+	}
+}
