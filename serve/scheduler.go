@@ -33,11 +33,17 @@ type Request struct {
 	ctx   context.Context
 	cache *model.KVCache
 	next  []int // tokens to feed in the next step
+	rest  []int // prompt tokens still to feed after next (chunked prefill)
 	n     int   // tokens generated
 	eos   map[int]bool
 	start time.Time
 	first time.Duration // time to the first token
 }
+
+// PrefillChunk is the most prompt tokens one sequence feeds per step: a
+// long prompt is processed over several steps, so that the sequences
+// decoding beside it keep producing tokens while it is read.
+const PrefillChunk = 256
 
 // ErrQueueFull is returned by Submit when the waiting queue is full.
 var ErrQueueFull = errors.New("the request queue is full")
@@ -130,7 +136,10 @@ func (e *Engine) admit(r *Request, active []*Request) []*Request {
 		return active
 	}
 	r.cache = e.m.NewKVCache()
-	r.next = r.Prompt
+	r.next, r.rest = r.Prompt, nil
+	if len(r.next) > PrefillChunk {
+		r.next, r.rest = r.Prompt[:PrefillChunk], r.Prompt[PrefillChunk:]
+	}
 	if r.Sampler != nil {
 		r.Sampler.Observe(r.Prompt...)
 	}
@@ -197,6 +206,12 @@ func (e *Engine) loop() {
 		maxPos := e.m.Config.MaxPositionEmbeddings
 		kept = active[:0]
 		for i, r := range active {
+			if len(r.rest) > 0 { // more of the prompt to feed: nothing to sample yet
+				n := min(len(r.rest), PrefillChunk)
+				r.next, r.rest = r.rest[:n], r.rest[n:]
+				kept = append(kept, r)
+				continue
+			}
 			var next int
 			if r.Sampler != nil {
 				next = r.Sampler.Sample(logits[i])

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/moeforge/moeforge/internal/fixture"
 	"github.com/moeforge/moeforge/internal/fixture/fixturetest"
 	"github.com/moeforge/moeforge/model"
 	"github.com/moeforge/moeforge/serve"
@@ -537,4 +539,44 @@ func TestNoChatTemplate(t *testing.T) {
 	if resp, body := post(t, hs.URL+"/v1/completions", `{"prompt": "ROMEO:", "max_tokens": 3}`); resp.StatusCode != 200 {
 		t.Errorf("completion: %d %s", resp.StatusCode, body)
 	}
+}
+
+// TestChunkedPrefill: a prompt longer than PrefillChunk is fed over several
+// steps and the reply is the one the libraries compute in one pass.
+func TestChunkedPrefill(t *testing.T) {
+	f := openFixture(t, "models/qwen2_moe_small")
+	text, err := os.ReadFile(filepath.Join(fixtureRoot(t), "tinyshakespeare.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := f.tok.Encode(string(text[:4000]))[:serve.PrefillChunk*2+37]
+	g, err := f.m.Generate(context.Background(), ids, model.GenerateOptions{MaxNewTokens: 12}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := serve.NewEngine(f.m, 4, 4)
+	defer e.Close(context.Background())
+	r := &serve.Request{Prompt: ids, MaxTokens: 12, Tokens: make(chan int, 13)}
+	if err := e.Submit(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	var got []int
+	for id := range r.Tokens {
+		got = append(got, id)
+	}
+	if d := cmp.Diff(g.IDs, got); d != "" {
+		t.Errorf("chunked prefill (-one pass +chunked):\n%s", d)
+	}
+	if st := e.Stats(); st.Steps != 3+11 {
+		t.Errorf("%d steps, want 3 prefill steps + 11 decode steps", st.Steps)
+	}
+}
+
+func fixtureRoot(t *testing.T) string {
+	t.Helper()
+	root, err := fixture.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
 }

@@ -43,8 +43,8 @@ repetition_penalty, seed, stop (a string or up to 4), stream (server-sent events
 sampling fields follow generation_config.json. Chat replies stop as in "moeforge chat".
 
 Concurrent requests share forward passes (continuous batching): every step runs one batched
-forward pass over all active sequences, each with its own KV cache, up to --max-batch
-sequences; up to --max-queue more wait, beyond that requests get 429. Errors are OpenAI-style
+forward pass over all active sequences, each with its own KV cache (a new prompt is read 256
+tokens per step), up to --max-batch sequences; up to --max-queue more wait, beyond that requests get 429. Errors are OpenAI-style
 JSON: malformed JSON 400, a body over --max-body-bytes 413, a prompt plus max_tokens beyond
 max_position_embeddings 400, unknown model 404, shutting down 503. A client that disconnects
 cancels its generation. SIGINT/SIGTERM stop accepting requests, let those in flight finish
