@@ -14,7 +14,7 @@ import (
 // Hugging Face's decoder writes them), so the concatenated deltas equal
 // decoding all ids at once. Stop strings are matched on the text: Add
 // holds back a tail that could begin one, and reports when one appears
-// (the text ends before it).
+// (the text ends before it; the decoder is then finished).
 type TextDecoder struct {
 	Tok  *tokenizer.Tokenizer
 	Stop []string
@@ -23,6 +23,7 @@ type TextDecoder struct {
 	Skip map[int]bool
 
 	bytes []byte
+	done  int // bytes already converted into text (whole characters)
 	sent  int // bytes of text already returned
 	text  string
 }
@@ -38,8 +39,14 @@ func (d *TextDecoder) Add(id int) (string, bool, error) {
 		return "", false, err
 	}
 	d.bytes = append(d.bytes, b...)
+	// Only the new whole characters are converted: the bytes before done
+	// end on a character boundary, so converting in pieces gives what
+	// converting everything at once does.
 	n := len(d.bytes) - IncompleteTail(d.bytes)
-	d.text = string(LossyUTF8(d.bytes[:n]))
+	if n > d.done {
+		d.text += string(LossyUTF8(d.bytes[d.done:n]))
+		d.done = n
+	}
 	for _, s := range d.Stop {
 		if s == "" {
 			continue
@@ -71,12 +78,10 @@ func (d *TextDecoder) Add(id int) (string, bool, error) {
 
 // Flush returns what was held back (at the end of generation).
 func (d *TextDecoder) Flush() string {
-	full := string(LossyUTF8(d.bytes))
-	if d.sent > len(full) {
-		return ""
-	}
-	rest := full[d.sent:]
-	d.sent, d.text = len(full), full
+	d.text += string(LossyUTF8(d.bytes[d.done:]))
+	d.done = len(d.bytes)
+	rest := d.text[min(d.sent, len(d.text)):]
+	d.sent = len(d.text)
 	return rest
 }
 
