@@ -38,7 +38,7 @@ const (
 )
 
 // Modes lists every mode.
-var Modes = []Mode{SharedExact, VirtualGroup, HybridExact, MegatronScaled, Qwen2Report}
+var Modes = []Mode{SharedExact, VirtualGroup, HybridExact, MegatronScaled, Qwen2Report, Carve}
 
 // ParseMode checks a --init value.
 func ParseMode(s string) (Mode, error) {
@@ -103,6 +103,8 @@ type UpcycleOptions struct {
 	PadZeros bool
 	// DType is the output dtype ("" = the input's).
 	DType safetensors.DType
+	// Carve holds the choices of Mode Carve (carve.go).
+	Carve CarveOptions
 }
 
 // upcycler holds a validated upcycling layout and produces its tensors.
@@ -151,6 +153,9 @@ func Upcycle(in *hf.Checkpoint, opts UpcycleOptions) (*Plan, error) {
 	}
 	if _, err := ParseMode(string(opts.Mode)); err != nil {
 		return nil, err
+	}
+	if opts.Mode == Carve {
+		return carve(in, opts)
 	}
 	u := &upcycler{in: in, opts: opts, mode: opts.Mode, h: c.HiddenSize, cacheLayer: -1, stds: map[string]float64{}}
 	if err := u.resolve(c); err != nil {

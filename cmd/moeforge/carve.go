@@ -1,0 +1,95 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/pflag"
+
+	"github.com/moeforge/moeforge/convert"
+	"github.com/moeforge/moeforge/corpus"
+	"github.com/moeforge/moeforge/formats/hf"
+	"github.com/moeforge/moeforge/tokenizer"
+)
+
+// carveFlags are the flags of `convert upcycle --init carve`.
+type carveFlags struct {
+	calib    string
+	nsamples int
+	seqlen   int
+	splitAt  float64
+	method   string
+}
+
+func (f *carveFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&f.calib, "calib", "", "carve: calibration text file (tokenized with the input's tokenizer; windows from its first --split-at)")
+	fs.IntVar(&f.nsamples, "nsamples", 64, "carve: number of calibration windows")
+	fs.IntVar(&f.seqlen, "calib-seqlen", 256, "carve: tokens per calibration window")
+	fs.Float64Var(&f.splitAt, "split-at", corpus.DefaultSplitAt, "carve: calibration windows come from this first fraction of the text")
+	fs.StringVar(&f.method, "carve-method", convert.CarveActivation, "carve: activation (the recipe) or contiguous (baseline: neurons in order, random router; needs no --calib)")
+}
+
+func (f *carveFlags) check(mode convert.Mode) error {
+	if mode != convert.Carve {
+		if f.calib != "" {
+			return fmt.Errorf("convert upcycle: --calib is for --init carve (%s uses no calibration data)", mode)
+		}
+		return nil
+	}
+	switch {
+	case f.method == convert.CarveActivation && f.calib == "":
+		return fmt.Errorf("convert upcycle: --init carve needs --calib FILE (calibration text), or --carve-method contiguous")
+	case f.nsamples < 1 || f.seqlen < 2:
+		return fmt.Errorf("convert upcycle: --nsamples must be positive and --calib-seqlen at least 2")
+	case !(f.splitAt > 0 && f.splitAt <= 1):
+		return fmt.Errorf("convert upcycle: --split-at %g must be in (0, 1]", f.splitAt)
+	}
+	if f.calib != "" {
+		if _, err := os.Stat(f.calib); err != nil {
+			return fmt.Errorf("convert upcycle: --calib: %w", err)
+		}
+	}
+	return nil
+}
+
+// apply fills the carve options of o: the calibration windows drawn from
+// the text with the checkpoint's tokenizer.
+func (f *carveFlags) apply(ck *hf.Checkpoint, o *convert.UpcycleOptions) error {
+	if o.Mode != convert.Carve {
+		return nil
+	}
+	o.Carve.Method = f.method
+	if f.calib == "" {
+		return nil
+	}
+	text, err := os.ReadFile(f.calib)
+	if err != nil {
+		return err
+	}
+	tok, err := tokenizer.Load(ck.Dir)
+	if err != nil {
+		return err
+	}
+	if o.Carve.Calibration, err = corpus.Calibration(string(text), tok.Encode, f.splitAt, f.nsamples, f.seqlen, o.Seed); err != nil {
+		return fmt.Errorf("--calib %s: %w", f.calib, err)
+	}
+	return nil
+}
+
+// printCarve writes the carve part of the convert summary.
+func printCarve(p func(string, ...any), s *convert.Summary) {
+	u, c := s.Upcycle, s.Carve
+	p("  experts   %d × %d, top-%d, norm_topk_prob %v (method %s)", s.Experts, s.ExpertSize, s.TopK, s.NormTopKProb, c.Method)
+	p("  shared    %d: %s", s.SharedSize, u.SharedExpert)
+	p("  router    %s", u.RouterInit)
+	p("  combine   %s", c.Combine)
+	if c.CalibrationTokens > 0 {
+		p("  calib     %d windows, %d tokens; mass = %s", c.CalibrationWindows, c.CalibrationTokens, c.Mass)
+		p("  LAYER  SHARED MASS  COVERED MASS  ROUTED COVERED  ORACLE  K/E")
+		for _, l := range c.Layers {
+			p("  %5d  %10.1f%%  %11.1f%%  %13.1f%%  %5.1f%%  %4.1f%%", l.Layer, 100*l.SharedMass, 100*l.CoveredMass,
+				100*l.RoutedCovered, 100*l.OracleRoutedCovered, 100*float64(s.TopK)/float64(s.Experts))
+		}
+	}
+	p("  random    seed %d", u.Seed)
+}
