@@ -27,6 +27,15 @@ const (
 	CarveContiguous = "contiguous"
 )
 
+// Choices of CarveOptions.SharedBy, Features and RouterTarget.
+const (
+	CarveByMass      = "mass"
+	CarveByFrequency = "frequency"
+	CarveUnit        = "unit"
+	CarveBinary      = "binary"
+	CarveLogMass     = "log-mass"
+)
+
 // CarveOptions are the choices specific to --init carve. Zero values take
 // the documented defaults.
 type CarveOptions struct {
@@ -35,9 +44,21 @@ type CarveOptions struct {
 	Calibration [][]int
 	// Method is CarveActivation (default) or CarveContiguous.
 	Method string
+	// SharedBy ranks neurons for the shared expert: CarveByMass (default:
+	// the largest total contribution over the calibration tokens) or
+	// CarveByFrequency (most often among a token's MarkerSize largest).
+	SharedBy string
+	// Features are what describes a routed neuron to the clustering, over
+	// the calibration tokens: CarveByMass (default: its contributions),
+	// CarveUnit (the same scaled to unit length: co-activation only) or
+	// CarveBinary (1 where it is among the token's MarkerSize largest).
+	Features string
+	// RouterTarget is what the least-squares router predicts per expert:
+	// CarveLogMass (default: the log of its activation mass) or CarveByMass.
+	RouterTarget string
 	// MarkerSize is how many of a token's largest-contribution neurons count
-	// as "active" for that token when shared neurons are ranked by
-	// activation frequency. Default: the active width S + K·I.
+	// as "active" for that token (CarveByFrequency, CarveBinary). Default:
+	// the active width S + K·I.
 	MarkerSize int
 	// Iterations caps the balanced k-means iterations (default 30).
 	Iterations int
@@ -73,6 +94,12 @@ type carvedLayer struct {
 // CarveSummary is what carving found, per MoE layer.
 type CarveSummary struct {
 	Method string `json:"method"`
+	// SharedBy, Features, RouterTarget and MarkerSize are the choices of
+	// CarveOptions (activation method).
+	SharedBy     string `json:"shared_by,omitempty"`
+	Features     string `json:"features,omitempty"`
+	RouterTarget string `json:"router_target,omitempty"`
+	MarkerSize   int    `json:"marker_size,omitempty"`
 	// CalibrationWindows and CalibrationTokens describe the calibration set.
 	CalibrationWindows int `json:"calibration_windows"`
 	CalibrationTokens  int `json:"calibration_tokens"`
@@ -235,6 +262,22 @@ func (r *carveRecipe) resolve(c *hf.Config) error {
 	if r.K > r.E {
 		return fmt.Errorf("--top-k %d is more than --experts %d", r.K, r.E)
 	}
+	for _, c := range []struct {
+		v         *string
+		what, def string
+		ok        []string
+	}{
+		{&r.co.SharedBy, "shared-neuron ranking", CarveByMass, []string{CarveByMass, CarveByFrequency}},
+		{&r.co.Features, "clustering features", CarveByMass, []string{CarveByMass, CarveUnit, CarveBinary}},
+		{&r.co.RouterTarget, "router target", CarveLogMass, []string{CarveLogMass, CarveByMass}},
+	} {
+		if *c.v == "" {
+			*c.v = c.def
+		}
+		if !slices.Contains(c.ok, *c.v) {
+			return fmt.Errorf("unknown carve %s %q (want one of %v)", c.what, *c.v, c.ok)
+		}
+	}
 	if r.co.MarkerSize == 0 {
 		r.co.MarkerSize = r.S + r.K*r.I
 	}
@@ -360,8 +403,17 @@ func (r *carveRecipe) summary(in, out *hf.Config, moe []int) *Summary {
 	cs.CalibrationWindows = len(r.co.Calibration)
 	switch r.co.Method {
 	case CarveActivation:
-		us.SharedExpert = fmt.Sprintf("the %d neurons most often among a token's %d largest contributions (calibration), gate 0 (sigmoid ½), down_proj ×2: exact for them", r.S, r.co.MarkerSize)
-		us.RouterInit = fmt.Sprintf("least squares from the FFN input to each expert's activation mass on the calibration tokens, scaled to logit std %g", r.co.RouterSpread)
+		cs.SharedBy, cs.Features, cs.RouterTarget = r.co.SharedBy, r.co.Features, r.co.RouterTarget
+		if r.co.SharedBy == CarveByFrequency || r.co.Features == CarveBinary {
+			cs.MarkerSize = r.co.MarkerSize
+		}
+		if r.co.SharedBy == CarveByFrequency {
+			us.SharedExpert = fmt.Sprintf("the %d neurons most often among a token's %d largest contributions", r.S, r.co.MarkerSize)
+		} else {
+			us.SharedExpert = fmt.Sprintf("the %d neurons of largest activation mass", r.S)
+		}
+		us.SharedExpert += " on the calibration tokens, gate 0 (sigmoid ½), down_proj ×2: exact for them"
+		us.RouterInit = fmt.Sprintf("least squares from the FFN input to each expert's %s on the calibration tokens, scaled to logit std %g", map[string]string{CarveLogMass: "log activation mass", CarveByMass: "activation mass"}[r.co.RouterTarget], r.co.RouterSpread)
 	case CarveContiguous:
 		cs.Mass = ""
 		us.SharedExpert = fmt.Sprintf("neurons 0-%d, gate 0 (sigmoid ½), down_proj ×2", r.S-1)

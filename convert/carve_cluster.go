@@ -9,7 +9,8 @@ import (
 )
 
 // pickShared chooses the shared expert's S neurons from the contributions
-// c [N, F]: the neurons most often among a token's MarkerSize largest
+// c [N, F]: the neurons with the largest total contribution, or (by
+// frequency) those most often among a token's MarkerSize largest
 // contributions (ties: larger total contribution, then lower index). It
 // returns the shared and the routed neurons, each in increasing order.
 func (r *carveRecipe) pickShared(c []float32, N int) (shared, routed []int32) {
@@ -32,8 +33,9 @@ func (r *carveRecipe) pickShared(c []float32, N int) (shared, routed []int32) {
 	for i := range order {
 		order[i] = i
 	}
+	byFreq := r.co.SharedBy == CarveByFrequency
 	slices.SortFunc(order, func(a, b int) int {
-		if count[a] != count[b] {
+		if byFreq && count[a] != count[b] {
 			return count[b] - count[a]
 		}
 		if d := cmpDesc(mass[a], mass[b]); d != 0 {
@@ -90,8 +92,8 @@ const maxClusterTokens = 8192
 
 // cluster splits the routed neurons into E clusters of exactly I neurons
 // each, grouping neurons that are active on the same tokens: balanced
-// k-means on each neuron's contribution pattern over the calibration tokens
-// (normalized to unit length), seeded k-means++ start, capacity-constrained
+// k-means on each neuron's features over the calibration tokens (see
+// CarveOptions.Features), seeded k-means++ start, capacity-constrained
 // assignment (greedy by distance, then improving swaps). It returns each
 // routed neuron's cluster and the number of iterations run.
 func (r *carveRecipe) cluster(layer int, c []float32, N int, routed []int32) ([]int, int) {
@@ -101,11 +103,21 @@ func (r *carveRecipe) cluster(layer int, c []float32, N int, routed []int32) ([]
 	for j := 0; j < D; j++ {
 		t := j * N / D
 		row := c[t*F : (t+1)*F]
-		for k, n := range routed {
-			f[k*D+j] = row[n]
+		switch r.co.Features {
+		case CarveBinary:
+			thr := kthLargest(slices.Clone(row), r.co.MarkerSize)
+			for k, n := range routed {
+				if row[n] >= thr {
+					f[k*D+j] = 1
+				}
+			}
+		default:
+			for k, n := range routed {
+				f[k*D+j] = row[n]
+			}
 		}
 	}
-	for k := 0; k < R; k++ {
+	for k := 0; k < R && r.co.Features == CarveUnit; k++ {
 		v := f[k*D : (k+1)*D]
 		var ss float64
 		for _, x := range v {

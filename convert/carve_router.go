@@ -14,9 +14,9 @@ import (
 const routerRidge = 1e-3
 
 // fitRouter fits the router of a carved layer: W [E, hidden] minimizing
-// Σ_t ‖W·x_t − M_t‖² + λ‖W‖², where M_t holds the activation mass of every
-// expert for calibration token t (a linear predictor of which experts matter
-// for a token), then scales it so that the logits have standard deviation
+// Σ_t ‖W·x_t − y_t‖² + λ‖W‖², where y_t holds the (log) activation mass of
+// every expert for calibration token t (a linear predictor of which experts
+// matter for a token), then scales it so that the logits have standard deviation
 // RouterSpread across experts: top-K picks the experts with the largest
 // predicted mass and their renormalized weights are ≈ 1/K. The result is
 // rounded to dtype.
@@ -36,10 +36,24 @@ func (r *carveRecipe) fitRouter(layer int, xin []float32, N int, M []float64, dt
 	for i := 0; i < H; i++ {
 		A[i*H+i] += lambda
 	}
-	B := make([]float64, H*E) // Xᵀ M
+	// The target: each expert's mass, or its log (offset by a thousandth
+	// of the mean expert mass, so that silent experts stay finite).
+	target := M
+	if r.co.RouterTarget == CarveLogMass {
+		var mean float64
+		for _, v := range M {
+			mean += v
+		}
+		eps := 1e-3*mean/float64(len(M)) + 1e-30
+		target = make([]float64, len(M))
+		for i, v := range M {
+			target[i] = math.Log(v + eps)
+		}
+	}
+	B := make([]float64, H*E) // Xᵀ target
 	for t := 0; t < N; t++ {
 		x := xin[t*H : (t+1)*H]
-		m := M[t*E : (t+1)*E]
+		m := target[t*E : (t+1)*E]
 		for i, xv := range x {
 			if xv == 0 {
 				continue

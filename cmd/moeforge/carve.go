@@ -19,6 +19,10 @@ type carveFlags struct {
 	seqlen   int
 	splitAt  float64
 	method   string
+	shared   string
+	features string
+	target   string
+	markers  int
 }
 
 func (f *carveFlags) register(fs *pflag.FlagSet) {
@@ -26,6 +30,10 @@ func (f *carveFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&f.nsamples, "nsamples", 64, "carve: number of calibration windows")
 	fs.IntVar(&f.seqlen, "calib-seqlen", 256, "carve: tokens per calibration window")
 	fs.Float64Var(&f.splitAt, "split-at", corpus.DefaultSplitAt, "carve: calibration windows come from this first fraction of the text")
+	fs.StringVar(&f.shared, "carve-shared", convert.CarveByMass, "carve: shared neurons by total activation mass, or by frequency among each token's --carve-markers largest")
+	fs.StringVar(&f.features, "carve-features", convert.CarveByMass, "carve: what k-means clusters: mass (each neuron's contributions per token), unit (the same at unit length) or binary (active markers)")
+	fs.StringVar(&f.target, "carve-router-target", convert.CarveLogMass, "carve: the least-squares router predicts each expert's log-mass or mass")
+	fs.IntVar(&f.markers, "carve-markers", 0, "carve: a token's largest contributions counted as active by --carve-shared frequency and --carve-features binary (default S + K*I)")
 	fs.StringVar(&f.method, "carve-method", convert.CarveActivation, "carve: activation (the recipe) or contiguous (baseline: neurons in order, random router; needs no --calib)")
 }
 
@@ -58,7 +66,8 @@ func (f *carveFlags) apply(ck *hf.Checkpoint, o *convert.UpcycleOptions) error {
 	if o.Mode != convert.Carve {
 		return nil
 	}
-	o.Carve.Method = f.method
+	o.Carve.Method, o.Carve.SharedBy, o.Carve.Features, o.Carve.RouterTarget = f.method, f.shared, f.features, f.target
+	o.Carve.MarkerSize = f.markers
 	if f.calib == "" {
 		return nil
 	}
