@@ -62,6 +62,9 @@ type CarveOptions struct {
 	MarkerSize int
 	// Iterations caps the balanced k-means iterations (default 30).
 	Iterations int
+	// RefineSweeps caps the sweeps of swaps that raise the mass of every
+	// token's K heaviest clusters after k-means (default 4; negative: none).
+	RefineSweeps int
 	// RouterSpread is the standard deviation of the written router logits
 	// over the calibration tokens (default 1e-3): small, so that the
 	// renormalized top-K weights are within about RouterSpread of 1/K and a
@@ -100,6 +103,7 @@ type CarveSummary struct {
 	Features     string `json:"features,omitempty"`
 	RouterTarget string `json:"router_target,omitempty"`
 	MarkerSize   int    `json:"marker_size,omitempty"`
+	RefineSweeps int    `json:"refine_sweeps"`
 	// CalibrationWindows and CalibrationTokens describe the calibration set.
 	CalibrationWindows int `json:"calibration_windows"`
 	CalibrationTokens  int `json:"calibration_tokens"`
@@ -129,6 +133,8 @@ type CarveLayerStats struct {
 	OracleRoutedCovered float64 `json:"oracle_routed_covered"`
 	// KMeansIterations is how many balanced k-means iterations ran.
 	KMeansIterations int `json:"kmeans_iterations,omitempty"`
+	// RefineSwaps is how many neuron swaps the top-K refinement made.
+	RefineSwaps int `json:"refine_swaps,omitempty"`
 }
 
 // carve plans the carving of a dense qwen2 checkpoint (Upcycle with
@@ -287,6 +293,9 @@ func (r *carveRecipe) resolve(c *hf.Config) error {
 	if r.co.Iterations == 0 {
 		r.co.Iterations = 30
 	}
+	if r.co.RefineSweeps == 0 {
+		r.co.RefineSweeps = 4
+	}
 	if r.co.RouterSpread == 0 {
 		r.co.RouterSpread = 1e-3
 	}
@@ -404,6 +413,7 @@ func (r *carveRecipe) summary(in, out *hf.Config, moe []int) *Summary {
 	switch r.co.Method {
 	case CarveActivation:
 		cs.SharedBy, cs.Features, cs.RouterTarget = r.co.SharedBy, r.co.Features, r.co.RouterTarget
+		cs.RefineSweeps = max(r.co.RefineSweeps, 0)
 		if r.co.SharedBy == CarveByFrequency || r.co.Features == CarveBinary {
 			cs.MarkerSize = r.co.MarkerSize
 		}

@@ -109,6 +109,7 @@ func (r *carveRecipe) carveLayer(layer int, dense *model.FFN, xin []float32, dty
 
 	shared, routed := r.pickShared(c, N)
 	assign, iters := r.cluster(layer, c, N, routed)
+	swaps := r.refineTopK(c, N, routed, assign, r.co.RefineSweeps)
 	cl := &carvedLayer{shared: shared, experts: make([][]int32, r.E)}
 	for j, e := range assign {
 		cl.experts[e] = append(cl.experts[e], routed[j])
@@ -146,7 +147,7 @@ func (r *carveRecipe) carveLayer(layer int, dense *model.FFN, xin []float32, dty
 	}
 	cl.router = router
 	cl.stats = coverage(layer, xin, N, H, r.E, r.K, router, M, total, sharedMass)
-	cl.stats.KMeansIterations = iters
+	cl.stats.KMeansIterations, cl.stats.RefineSwaps = iters, swaps
 	return cl, nil
 }
 

@@ -280,3 +280,233 @@ func improveSwaps(assign []int, dist []float64, R, E int) {
 		}
 	}
 }
+
+// refineTopK improves a balanced clustering for top-K routing directly:
+// it swaps pairs of neurons between clusters while that raises
+// J = Σ_t (mass of token t's K heaviest clusters) on the (strided)
+// calibration tokens — the oracle coverage a router could reach. Per
+// sweep it scores every single move n → b exactly against the current
+// state, tries the most promising swaps (a move a → b paired with one
+// b → a) in order of estimated gain, re-evaluates each exactly and keeps
+// it when J rises. It returns the number of swaps made.
+func (r *carveRecipe) refineTopK(c []float32, N int, routed []int32, assign []int, sweeps int) int {
+	F, R, E, K := r.F, len(routed), r.E, r.K
+	if K+2 > E || sweeps <= 0 {
+		return 0
+	}
+	T := min(N, maxClusterTokens)
+	x := make([]float64, T*R) // routed contributions of the strided tokens
+	for j := 0; j < T; j++ {
+		row := c[(j*N/T)*F:]
+		for k, n := range routed {
+			x[j*R+k] = float64(row[n])
+		}
+	}
+	M := make([]float64, T*E)
+	for t := 0; t < T; t++ {
+		for k, e := range assign {
+			M[t*E+e] += x[t*R+k]
+		}
+	}
+	// Token t's K+2 heaviest clusters are cached with the prefix sums of
+	// their masses: with at most two clusters changed, the K heaviest
+	// unchanged ones are among them.
+	L := min(K+2, E)
+	val := make([]float64, T*L)     // masses, heaviest first
+	pre := make([]float64, T*(L+1)) // prefix sums of val
+	pos := make([]int16, T*E)       // position of a cluster in val, or L
+	idx := make([]int, E)
+	cache := func(t int) {
+		m := M[t*E : (t+1)*E]
+		for e := range idx {
+			idx[e] = e
+		}
+		slices.SortFunc(idx, func(a, b int) int {
+			if d := cmpDesc(m[a], m[b]); d != 0 {
+				return d
+			}
+			return a - b
+		})
+		p := pos[t*E : (t+1)*E]
+		for e := range p {
+			p[e] = int16(L)
+		}
+		for i := 0; i < L; i++ {
+			e := idx[i]
+			val[t*L+i] = m[e]
+			pre[t*(L+1)+i+1] = pre[t*(L+1)+i] + m[e]
+			p[e] = int16(i)
+		}
+	}
+	for t := 0; t < T; t++ {
+		cache(t)
+	}
+	// restTop is the sum of the q heaviest cached clusters of token t other
+	// than those at positions pa < pb (L: not cached).
+	restTop := func(t, q, pa, pb int) float64 {
+		qq := q
+		if pa < qq {
+			qq++
+		}
+		if pb < qq {
+			qq++
+		}
+		s := pre[t*(L+1)+qq]
+		if pa < qq {
+			s -= val[t*L+pa]
+		}
+		if pb < qq {
+			s -= val[t*L+pb]
+		}
+		return s
+	}
+	// topSum is token t's top-K mass with clusters a ≠ b at masses ma, mb:
+	// the best split of the K between the unchanged clusters and the two.
+	topSum := func(t, a, b int, ma, mb float64) float64 {
+		pa, pb := int(pos[t*E+a]), int(pos[t*E+b])
+		if pa > pb {
+			pa, pb = pb, pa
+		}
+		if ma < mb {
+			ma, mb = mb, ma
+		}
+		best := restTop(t, K, pa, pb)
+		if s := restTop(t, K-1, pa, pb) + ma; s > best {
+			best = s
+		}
+		if K >= 2 {
+			if s := restTop(t, K-2, pa, pb) + ma + mb; s > best {
+				best = s
+			}
+		}
+		return best
+	}
+	cur := make([]float64, T)
+	for t := 0; t < T; t++ {
+		cur[t] = pre[t*(L+1)+K]
+	}
+	swapGain := func(n, m int) float64 { // n ∈ a → b, m ∈ b → a
+		a, b := assign[n], assign[m]
+		var g float64
+		for t := 0; t < T; t++ {
+			d := x[t*R+m] - x[t*R+n]
+			if d == 0 {
+				continue
+			}
+			g += topSum(t, a, b, M[t*E+a]+d, M[t*E+b]-d) - cur[t]
+		}
+		return g
+	}
+	swaps := 0
+	gain := make([]float64, R*E)
+	type cand struct {
+		n, m int
+		g    float64
+	}
+	for sweep := 0; sweep < sweeps; sweep++ {
+		// Exact single-move gains against the current state. For a token
+		// and a source cluster a, the unchanged clusters' top sums are the
+		// same for every target b outside the cache: computed once.
+		clear(gain)
+		for t := 0; t < T; t++ {
+			mt := M[t*E : (t+1)*E]
+			pt := pos[t*E : (t+1)*E]
+			c0 := cur[t]
+			for a := 0; a < E; a++ {
+				pa := int(pt[a])
+				r0, r1, r2 := restTop(t, K, pa, L), restTop(t, K-1, pa, L), math.Inf(-1)
+				if K >= 2 {
+					r2 = restTop(t, K-2, pa, L)
+				}
+				for k := 0; k < R; k++ {
+					if assign[k] != a {
+						continue
+					}
+					v := x[t*R+k]
+					if v == 0 {
+						continue
+					}
+					ma := mt[a] - v
+					g := gain[k*E : (k+1)*E]
+					for b := 0; b < E; b++ {
+						if b == a {
+							continue
+						}
+						mb := mt[b] + v
+						if pt[b] < int16(L) {
+							g[b] += topSum(t, a, b, ma, mb) - c0
+							continue
+						}
+						hi, lo := ma, mb
+						if hi < lo {
+							hi, lo = lo, hi
+						}
+						best := r0
+						if s := r1 + hi; s > best {
+							best = s
+						}
+						if s := r2 + hi + lo; s > best {
+							best = s
+						}
+						g[b] += best - c0
+					}
+				}
+			}
+		}
+		// Best movers of every cluster towards every other cluster.
+		const per = 3
+		var cands []cand
+		for a := 0; a < E; a++ {
+			for b := a + 1; b < E; b++ {
+				best := func(from, to int) []int {
+					var ks []int
+					for k, e := range assign {
+						if e == from {
+							ks = append(ks, k)
+						}
+					}
+					slices.SortStableFunc(ks, func(p, q int) int { return cmpDesc(gain[p*E+to], gain[q*E+to]) })
+					return ks[:min(per, len(ks))]
+				}
+				for _, n := range best(a, b) {
+					for _, m := range best(b, a) {
+						if g := gain[n*E+b] + gain[m*E+a]; g > 0 {
+							cands = append(cands, cand{n, m, g})
+						}
+					}
+				}
+			}
+		}
+		slices.SortStableFunc(cands, func(p, q cand) int { return cmpDesc(p.g, q.g) })
+		moved := make([]bool, R)
+		made := 0
+		for _, cd := range cands {
+			if moved[cd.n] || moved[cd.m] {
+				continue
+			}
+			g := swapGain(cd.n, cd.m)
+			if g <= 1e-9*float64(T) {
+				continue
+			}
+			a, b := assign[cd.n], assign[cd.m]
+			for t := 0; t < T; t++ {
+				d := x[t*R+cd.m] - x[t*R+cd.n]
+				if d == 0 {
+					continue
+				}
+				M[t*E+a] += d
+				M[t*E+b] -= d
+				cache(t)
+				cur[t] = pre[t*(L+1)+K]
+			}
+			assign[cd.n], assign[cd.m] = b, a
+			moved[cd.n], moved[cd.m] = true, true
+			made++
+		}
+		swaps += made
+		if made == 0 {
+			break
+		}
+	}
+	return swaps
+}

@@ -23,6 +23,7 @@ type carveFlags struct {
 	features string
 	target   string
 	markers  int
+	refine   int
 }
 
 func (f *carveFlags) register(fs *pflag.FlagSet) {
@@ -34,6 +35,7 @@ func (f *carveFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.features, "carve-features", convert.CarveByMass, "carve: what k-means clusters: mass (each neuron's contributions per token), unit (the same at unit length) or binary (active markers)")
 	fs.StringVar(&f.target, "carve-router-target", convert.CarveLogMass, "carve: the least-squares router predicts each expert's log-mass or mass")
 	fs.IntVar(&f.markers, "carve-markers", 0, "carve: a token's largest contributions counted as active by --carve-shared frequency and --carve-features binary (default S + K*I)")
+	fs.IntVar(&f.refine, "carve-refine", 4, "carve: sweeps of neuron swaps after k-means that raise each token's top-K expert mass on the calibration tokens (0: none)")
 	fs.StringVar(&f.method, "carve-method", convert.CarveActivation, "carve: activation (the recipe) or contiguous (baseline: neurons in order, random router; needs no --calib)")
 }
 
@@ -47,8 +49,8 @@ func (f *carveFlags) check(mode convert.Mode) error {
 	switch {
 	case f.method == convert.CarveActivation && f.calib == "":
 		return fmt.Errorf("convert upcycle: --init carve needs --calib FILE (calibration text), or --carve-method contiguous")
-	case f.nsamples < 1 || f.seqlen < 2:
-		return fmt.Errorf("convert upcycle: --nsamples must be positive and --calib-seqlen at least 2")
+	case f.nsamples < 1 || f.seqlen < 2 || f.refine < 0:
+		return fmt.Errorf("convert upcycle: --nsamples must be positive, --calib-seqlen at least 2 and --carve-refine not negative")
 	case !(f.splitAt > 0 && f.splitAt <= 1):
 		return fmt.Errorf("convert upcycle: --split-at %g must be in (0, 1]", f.splitAt)
 	}
@@ -68,6 +70,10 @@ func (f *carveFlags) apply(ck *hf.Checkpoint, o *convert.UpcycleOptions) error {
 	}
 	o.Carve.Method, o.Carve.SharedBy, o.Carve.Features, o.Carve.RouterTarget = f.method, f.shared, f.features, f.target
 	o.Carve.MarkerSize = f.markers
+	o.Carve.RefineSweeps = f.refine
+	if f.refine == 0 {
+		o.Carve.RefineSweeps = -1
+	}
 	if f.calib == "" {
 		return nil
 	}
