@@ -471,3 +471,27 @@ func TestRefineTopK(t *testing.T) {
 		t.Errorf("refinement: top-K mass %.1f → %.1f, the planted clusters reach %.1f", before, after, J(planted))
 	}
 }
+
+// BenchmarkCarve measures carving qwen2_dense_small (S = 256, 12 × 64,
+// top-4) from 16 calibration windows of 256 tokens: calibration tokens
+// per second through the whole recipe (forward passes, statistics,
+// clustering, refinement, router).
+func BenchmarkCarve(b *testing.B) {
+	dir := fixture.Dir(b, "models/qwen2_dense_small")
+	in, err := hf.Open(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer in.Close()
+	calib := corpus.RandomIDs(16, 256, in.Config.VocabSize, 1)
+	for _, refine := range []int{-1, 4} {
+		b.Run(map[int]string{-1: "refine=0", 4: "refine=4"}[refine], func(b *testing.B) {
+			for b.Loop() {
+				if _, err := Upcycle(in, UpcycleOptions{Mode: Carve, Carve: CarveOptions{Calibration: calib, RefineSweeps: refine}}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(16*256)*float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
+		})
+	}
+}
