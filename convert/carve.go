@@ -143,6 +143,10 @@ type CarveLayerStats struct {
 // layers before it.
 func carve(in *hf.Checkpoint, opts UpcycleOptions) (*Plan, error) {
 	c := in.Config
+	target := upcycleTargets[c.ModelType]
+	if !target.shared {
+		return nil, fmt.Errorf("upcycle carve puts the most active neurons into a shared expert, which %s has not", target.arch)
+	}
 	r := &carveRecipe{in: in, opts: opts, co: opts.Carve, h: c.HiddenSize, layers: map[int]*carvedLayer{}}
 	if err := r.resolve(c); err != nil {
 		return nil, fmt.Errorf("upcycle carve: %w", err)
@@ -152,7 +156,7 @@ func carve(in *hf.Checkpoint, opts UpcycleOptions) (*Plan, error) {
 		return nil, err
 	}
 	out := c.Clone()
-	if err := out.ConvertTo(hf.Qwen2MoE); err != nil {
+	if err := out.ConvertTo(target.arch); err != nil {
 		return nil, err
 	}
 	out.QKVBias = true

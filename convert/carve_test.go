@@ -15,6 +15,7 @@ import (
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/formats/safetensors"
 	"github.com/moeforge/moeforge/internal/fixture"
+	"github.com/moeforge/moeforge/internal/fixture/fixturetest"
 	"github.com/moeforge/moeforge/model"
 	"github.com/moeforge/moeforge/tokenizer"
 )
@@ -477,7 +478,7 @@ func TestRefineTopK(t *testing.T) {
 // per second through the whole recipe (forward passes, statistics,
 // clustering, refinement, router).
 func BenchmarkCarve(b *testing.B) {
-	dir := fixture.Dir(b, "models/qwen2_dense_small")
+	dir := fixturetest.Dir(b, "models/qwen2_dense_small")
 	in, err := hf.Open(dir)
 	if err != nil {
 		b.Fatal(err)
