@@ -100,10 +100,11 @@ func printCarve(p func(string, ...any), s *convert.Summary) {
 	p("  combine   %s", c.Combine)
 	if c.CalibrationTokens > 0 {
 		p("  calib     %d windows, %d tokens; mass = %s", c.CalibrationWindows, c.CalibrationTokens, c.Mass)
-		p("  LAYER  SHARED MASS  COVERED MASS  ROUTED COVERED  ORACLE  K/E")
+		p("  clusters  balanced k-means on %s features, then up to %d sweeps of swaps raising each token's top-%d mass", c.Features, c.RefineSweeps, s.TopK)
+		p("  LAYER  SHARED MASS  COVERED MASS  ROUTED COVERED  ORACLE  K/E    K-MEANS IT  SWAPS")
 		for _, l := range c.Layers {
-			p("  %5d  %10.1f%%  %11.1f%%  %13.1f%%  %5.1f%%  %4.1f%%", l.Layer, 100*l.SharedMass, 100*l.CoveredMass,
-				100*l.RoutedCovered, 100*l.OracleRoutedCovered, 100*float64(s.TopK)/float64(s.Experts))
+			p("  %5d  %10.1f%%  %11.1f%%  %13.1f%%  %5.1f%%  %4.1f%%  %10d  %5d", l.Layer, 100*l.SharedMass, 100*l.CoveredMass,
+				100*l.RoutedCovered, 100*l.OracleRoutedCovered, 100*float64(s.TopK)/float64(s.Experts), l.KMeansIterations, l.RefineSwaps)
 		}
 	}
 	p("  random    seed %d", u.Seed)

@@ -29,7 +29,7 @@ func TestConvertCarveCommand(t *testing.T) {
 		"experts   12 × 16, top-4, norm_topk_prob true (method activation)",
 		"shared    64: the 64 neurons of largest activation mass",
 		"calib     4 windows, 256 tokens",
-		"LAYER  SHARED MASS  COVERED MASS  ROUTED COVERED  ORACLE  K/E",
+		"LAYER  SHARED MASS  COVERED MASS  ROUTED COVERED  ORACLE  K/E    K-MEANS IT  SWAPS",
 		"note      carve: 128 of 256 FFN neurons active per token (50.0%)",
 		"verify: 2 windows × 64 tokens",
 	} {
