@@ -121,9 +121,10 @@ Qwen2-MoE model from them (ALGORITHMS.md §1). G = F/I pieces per FFN. Modes (--
                    shared expert; --reinit-fraction (default 0.5) of each one's parameters redrawn.
                    Approximate, training-oriented.
   carve            activation-aware carving (docs/carve.md): from --calib text, per layer, the
-                   neurons most often active form the shared expert (gate 0, down x2), the rest
-                   are clustered into E equal experts of co-activated neurons, and a least-squares
-                   router predicts each expert's activation mass; norm_topk_prob true, routed
+                   neurons of largest activation mass form the shared expert (gate 0, down x2),
+                   the rest are clustered into E equal experts of co-activated neurons (balanced
+                   k-means, then swaps raising each token's top-K mass), and a least-squares
+                   router predicts each expert's log activation mass; norm_topk_prob true, routed
                    down xK. S + E*I must equal F (defaults: I = F/16, S = F/4, K for half of the
                    FFN active). Approximate: only S + K*I neurons run per token.
 
