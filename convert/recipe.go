@@ -29,7 +29,7 @@ var Modes = func() []Mode {
 	for i, r := range recipes {
 		m[i] = r.info().mode
 	}
-	return m
+	return append(m, Carve) // carve.go: its own planner, not a recipe
 }()
 
 // recipe is one upcycling initialization: how a dense FFN's neurons become
@@ -154,7 +154,7 @@ func recipeOf(m Mode) (recipe, bool) {
 
 // ParseMode checks a --init value.
 func ParseMode(s string) (Mode, error) {
-	if _, ok := recipeOf(Mode(s)); ok {
+	if _, ok := recipeOf(Mode(s)); ok || Mode(s) == Carve {
 		return Mode(s), nil
 	}
 	names := make([]string, len(Modes))
@@ -174,5 +174,5 @@ func (m Mode) Exact() bool {
 // whose MoE layers have a shared expert.
 func (m Mode) NeedsSharedExpert() bool {
 	r, ok := recipeOf(m)
-	return ok && r.info().needsShared
+	return ok && r.info().needsShared || m == Carve
 }

@@ -26,7 +26,7 @@ func TestRecipeRegistry(t *testing.T) {
 			t.Errorf("%s: Exact/NeedsSharedExpert disagree with its info %+v", i.mode, i)
 		}
 	}
-	want := []Mode{SharedExact, VirtualGroup, HybridExact, MegatronScaled, Qwen2Report}
+	want := []Mode{SharedExact, VirtualGroup, HybridExact, MegatronScaled, Qwen2Report, Carve}
 	if !slices.Equal(Modes, want) {
 		t.Errorf("Modes = %v, want %v", Modes, want)
 	}

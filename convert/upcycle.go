@@ -61,6 +61,8 @@ type UpcycleOptions struct {
 	// Activations is the dense model at work on calibration text, for
 	// data-driven recipes (see Activations); the others ignore it.
 	Activations Activations
+	// Carve holds the choices of Mode Carve (carve.go).
+	Carve CarveOptions
 }
 
 // upcycler holds a validated upcycling layout and produces its tensors.
@@ -114,6 +116,9 @@ func Upcycle(in *hf.Checkpoint, opts UpcycleOptions) (*Plan, error) {
 	}
 	if _, err := ParseMode(string(opts.Mode)); err != nil {
 		return nil, err
+	}
+	if opts.Mode == Carve {
+		return carve(in, opts)
 	}
 	r, _ := recipeOf(opts.Mode)
 	if r.info().needsShared && !target.shared {

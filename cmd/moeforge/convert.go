@@ -98,6 +98,7 @@ func newConvertUpcycleCmd() *cobra.Command {
 		moeLayers  string
 		pad        string
 		sparseStep int
+		cf         carveFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "upcycle --in DENSE --out DIR --init MODE [options]",
@@ -122,6 +123,13 @@ megatron-scaled leave out their silent one. Modes (--init):
   qwen2-report     ceil((E*I+S)/F) copies of the FFN, each shuffled, sliced into E experts and the
                    shared expert; --reinit-fraction (default 0.5) of each one's parameters redrawn.
                    Approximate, training-oriented.
+  carve            activation-aware carving (docs/carve.md): from --calib text, per layer, the
+                   neurons of largest activation mass form the shared expert (gate 0, down x2),
+                   the rest are clustered into E equal experts of co-activated neurons (balanced
+                   k-means, then swaps raising each token's top-K mass), and a least-squares
+                   router predicts each expert's log activation mass; norm_topk_prob true, routed
+                   down xK. S + E*I must equal F (defaults: I = F/16, S = F/4, K for half of the
+                   FFN active). Approximate: only S + K*I neurons run per token.
 
 Defaults: --expert-size F/4; --experts 4x the routed pieces of one FFN (4 replicas); --top-k the
 routed pieces of one FFN (one replica: a token uses one FFN's worth of routed parameters);
@@ -183,7 +191,13 @@ for exact modes a max relative logit difference above 1e-4 exits 1 (the output i
 			if o.DType, err = convert.ParseDType(f.dtype); err != nil {
 				return fmt.Errorf("--dtype: %w", err)
 			}
+			if err := cf.check(o.Mode); err != nil {
+				return err
+			}
 			return runConvert(cmd, &f, o.Seed, func(ck *hf.Checkpoint) (*convert.Plan, error) {
+				if err := cf.apply(ck, &o); err != nil {
+					return nil, err
+				}
 				return convert.Upcycle(ck, o)
 			})
 		},
@@ -202,6 +216,7 @@ for exact modes a max relative logit difference above 1e-4 exits 1 (the output i
 	fs.StringVar(&moeLayers, "moe-layers", "", "layers that become MoE, e.g. 0,2,4-7 (others keep their dense MLP)")
 	fs.IntVar(&sparseStep, "decoder-sparse-step", 0, "make layers i with (i+1) % n == 0 MoE (default 1: all)")
 	fs.StringVar(&pad, "pad", "none", "when F is not a multiple of --expert-size: none (refuse) or zero (pad every FFN with zero neurons)")
+	cf.register(fs)
 	cmd.MarkFlagsMutuallyExclusive("moe-layers", "decoder-sparse-step")
 	return cmd
 }
@@ -413,7 +428,9 @@ func printConvertReport(w io.Writer, r *convertReport) {
 	}
 	p("  files     %s, %s of %s; copied %s", shards, convertBytes(r.Files.TensorBytes), strings.Join(dtypes, "+"), convertList(r.Files.Copied))
 	p("  layers    MoE %s (%d), dense %s", convert.FormatLayers(s.MoELayers), len(s.MoELayers), convert.FormatLayers(s.DenseLayers))
-	if u := s.Upcycle; u != nil {
+	if s.Carve != nil {
+		printCarve(p, s)
+	} else if u := s.Upcycle; u != nil {
 		p("  experts   %d × %d, top-%d, norm_topk_prob %v", s.Experts, s.ExpertSize, s.TopK, s.NormTopKProb)
 		if u.Replicas > 0 {
 			p("            %d replicas × %d routed pieces, %d replica(s) selected per token", u.Replicas, u.RoutedPieces, u.SelectedReplicas)
