@@ -6,8 +6,9 @@
 // Mapping (FORMATS.md, GGUF section): qwen2 → architecture "qwen2",
 // qwen2_moe → "qwen2moe", mixtral → "llama" (q/k rows permuted for its NORM
 // rope). Which tensors get the requested type: the attention, dense MLP,
-// shared-expert and routed-expert matrices. token_embd and output get F16
-// when the type is Q8_0 or Q4_0 (else the type itself); norms, biases, the
+// shared-expert and routed-expert matrices. token_embd and output keep the
+// checkpoint's float dtype when the type is Q8_0 or Q4_0 (else they get the
+// type itself); norms, biases, the
 // router and the shared-expert gate stay F32. A matrix whose rows are not
 // whole 32-element blocks falls back to F16 (listed in the summary).
 //
@@ -106,16 +107,10 @@ var ggufArchs = map[hf.Arch]*ggufArch{}
 // written. Refusals match ErrUnsupported and name the config key or tensor.
 func PlanGGUF(ck *hf.Checkpoint, opt GGUFOptions) (*GGUFPlan, error) {
 	c := ck.Config
-	a, ok := ggufArchs[c.ModelType]
-	if !ok {
-		return nil, refuse("%s: model_type %q has no GGUF mapping (supported: qwen2, qwen2_moe, mixtral)", ck.Dir, c.ModelType)
+	if err := CheckGGUF(c); err != nil {
+		return nil, fmt.Errorf("%s: %w", ck.Dir, err)
 	}
-	if err := commonChecks(ck); err != nil {
-		return nil, err
-	}
-	if err := a.check(c); err != nil {
-		return nil, err
-	}
+	a := ggufArchs[c.ModelType]
 	src, err := newSource(ck)
 	if err != nil {
 		return nil, err
@@ -245,15 +240,19 @@ func baseName(dir string) string {
 	return dir
 }
 
-// commonChecks refuses what no GGUF architecture here computes as
-// transformers does.
-func commonChecks(ck *hf.Checkpoint) error {
-	c := ck.Config
+// CheckGGUF refuses, from the config alone, what llama.cpp's graph for the
+// architecture would compute differently from transformers. The error
+// matches ErrUnsupported and names the config key.
+func CheckGGUF(c *hf.Config) error {
+	a, ok := ggufArchs[c.ModelType]
+	if !ok {
+		return refuse("model_type %q has no GGUF mapping (supported: qwen2, qwen2_moe, mixtral)", c.ModelType)
+	}
 	if c.HiddenAct != "silu" {
-		return refuse("%s: config hidden_act=%q: llama.cpp's %s graph uses silu", ck.Dir, c.HiddenAct, c.ModelType)
+		return refuse("config hidden_act=%q: llama.cpp's %s graph uses silu", c.HiddenAct, a.name)
 	}
 	if c.SlidingWindow > 0 {
-		return refuse("%s: config sliding_window=%d (use_sliding_window): sliding-window attention is not exported to GGUF", ck.Dir, c.SlidingWindow)
+		return refuse("config sliding_window=%d (use_sliding_window): sliding-window attention is not exported to GGUF", c.SlidingWindow)
 	}
-	return nil
+	return a.check(c)
 }

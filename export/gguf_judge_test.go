@@ -132,3 +132,32 @@ func readZstdF32(t *testing.T, path string) []float32 {
 	os.WriteFile(tmp, raw, 0o644)
 	return readF32(t, tmp)
 }
+
+// TestGGUFJudgeQ4_0 loads a GPTQ→Q4_0 repack (RTN-made GPTQ, group 32) in
+// llama.cpp and compares with moeforge's forward pass on the GPTQ
+// checkpoint. llama.cpp multiplies Q4_0 by activations quantized to 8 bits,
+// so this is not float parity: the gate is top-1 agreement (measured 2026-12-01:
+// see the log line), the values themselves are checked bit for bit by
+// TestGPTQRepackExact.
+func TestGGUFJudgeQ4_0(t *testing.T) {
+	jd := judge.Dir(t, "llamacpp")
+	src := rtnCheckpoint(t, materialized(t, "models/qwen2_moe_small"), 32, true)
+	path, sum := exportFile(t, src, GGUFOptions{})
+	seqs := textIDs(t, src, 2, 128)
+	llama := llamaLogits(t, jd, path, seqs)
+	ours := moeforgeLogits(t, src, seqs)
+	rel, top1 := logitStats(llama, ours, len(ours)/(2*128))
+	t.Logf("llama.cpp (Q4_0, %d GPTQ matrices repacked) vs moeforge (GPTQ checkpoint), 2×128 tokens: max rel Δlogit %.3g, top-1 %.1f%%", sum.Repacked, rel, 100*top1)
+	if top1 < 0.97 || rel > 0.2 {
+		t.Errorf("max rel Δlogit %.3g (≤ 0.2), top-1 %.1f%% (≥ 97%%)", rel, 100*top1)
+	}
+	// The same GPTQ weights dequantized into an F32 file: float parity.
+	f32, _ := exportFile(t, src, GGUFOptions{Type: ggufF32, TypeSet: true})
+	llamaF32 := llamaLogits(t, jd, f32, seqs)
+	relF, topF := logitStats(llamaF32, ours, len(ours)/(2*128))
+	relQ, topQ := logitStats(llama, llamaF32, len(ours)/(2*128))
+	t.Logf("llama.cpp (F32, GPTQ dequantized) vs moeforge (GPTQ checkpoint): max rel Δlogit %.2g, top-1 %.1f%%; llama.cpp Q4_0 vs its F32: %.3g, %.1f%%", relF, 100*topF, relQ, 100*topQ)
+	if relF > 1e-4 || topF != 1 {
+		t.Errorf("F32: max rel Δlogit %.2g (≤ 1e-4), top-1 %.1f%% (100%%)", relF, 100*topF)
+	}
+}

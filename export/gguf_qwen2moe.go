@@ -54,7 +54,7 @@ func init() {
 						return err
 					}
 					if isZero(x) {
-						return refuse("tensor %s.weight is all zero: llama.cpp computes the shared-expert gate as silu(x)/x, which is NaN at 0 (transformers: sigmoid(0) = 0.5)", l.Name)
+						return refuse("%s: tensor %s.weight is all zero: llama.cpp computes the shared-expert gate as silu(x)/x, which is NaN at 0 (transformers: sigmoid(0) = 0.5)", b.src.ck.Dir, l.Name)
 					}
 					b.router(fmt.Sprintf("blk.%d.ffn_gate_inp_shexp.weight", i), l, []int{h})
 				}

@@ -30,6 +30,12 @@ func (s *source) defaultType() gguf.Type {
 	if s.gptq != nil {
 		return gguf.Q4_0
 	}
+	return s.floatType()
+}
+
+// floatType is the checkpoint's float dtype (config dtype/torch_dtype; F32
+// when absent or another).
+func (s *source) floatType() gguf.Type {
 	switch s.ck.Config.DType {
 	case "bfloat16":
 		return gguf.BF16

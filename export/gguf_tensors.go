@@ -28,11 +28,12 @@ func (b *builder) fail(err error) {
 }
 
 // floatType is the type of the large float tensors that are not quantized
-// (token_embd, output): the export type, or F16 for Q8_0 and Q4_0.
+// (token_embd, output): the export type, or for Q8_0 and Q4_0 the
+// checkpoint's own float dtype (lossless).
 func (b *builder) floatType() gguf.Type {
 	switch b.typ {
 	case gguf.Q8_0, gguf.Q4_0:
-		return gguf.F16
+		return b.src.floatType()
 	}
 	return b.typ
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/moeforge/moeforge/formats/gguf"
@@ -178,3 +179,7 @@ func float32Bits(v float32) [4]byte {
 	u := math.Float32bits(v)
 	return [4]byte{byte(u), byte(u >> 8), byte(u >> 16), byte(u >> 24)}
 }
+
+func mkdir(dir string) error { return os.MkdirAll(dir, 0o755) }
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }

@@ -40,8 +40,9 @@ func newExportGGUFCmd() *cobra.Command {
 checkpoint as one GGUF file with its tokenizer (byte-level BPE) and chat template.
 
 --type sets the type of the attention, MLP, shared-expert and routed-expert matrices: f32, f16,
-bf16, q8_0 or q4_0 (llama.cpp's reference round-to-nearest quantizers). token_embd and output are
-F16 for q8_0/q4_0 (else --type); norms, biases, routers and the shared-expert gate stay F32.
+bf16, q8_0 or q4_0 (llama.cpp's reference round-to-nearest quantizers). token_embd and output keep
+the checkpoint's dtype for q8_0/q4_0 (else --type); norms, biases, routers and the shared-expert
+gate stay F32.
 Default: q4_0 for a GPTQ checkpoint, else the checkpoint's dtype.
 
 A GPTQ checkpoint (4-bit, sym, group size a multiple of 32, desc_act false) becomes Q4_0 bit for
@@ -88,6 +89,12 @@ func runExportGGUF(cmd *cobra.Command, f exportGGUFFlags) error {
 			return fmt.Errorf("--type %q: want f32, f16, bf16, q8_0 or q4_0", f.typ)
 		}
 		opt.Type, opt.TypeSet = t, true
+	}
+	// Refuse from config.json alone before the weights are validated.
+	if c, err := hf.ReadConfig(f.in); err == nil {
+		if err := export.CheckGGUF(c); err != nil {
+			return fmt.Errorf("%s: %w", f.in, err)
+		}
 	}
 	ck, err := hf.Open(f.in)
 	if err != nil {
