@@ -4,9 +4,9 @@ package export
 
 import (
 	"context"
+	"math"
 	"os"
 	"path/filepath"
-	"math"
 	"testing"
 
 	"github.com/moeforge/moeforge/corpus"
