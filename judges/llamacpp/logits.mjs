@@ -33,9 +33,13 @@ const context = await m.createContext({
 const sequence = context.getSequence();
 const vocab = m.tokens.length ?? m.fileInsights?.tokenizer?.length;
 const out = fs.openSync(outPath, "w");
+let evalMs = 0, nTokens = 0;
 for (const ids of seqs) {
 	await sequence.clearHistory();
+	const t0 = performance.now();
 	const res = await sequence.controlledEvaluate(ids.map((t) => [t, {generateNext: {logits: true}}]));
+	evalMs += performance.now() - t0;
+	nTokens += ids.length;
 	for (let i = 0; i < ids.length; i++) {
 		const logits = res[i]?.next?.logits;
 		if (!logits) {
@@ -54,6 +58,8 @@ for (const ids of seqs) {
 	}
 }
 fs.closeSync(out);
+// Timing of the evaluations alone (not loading), for speed comparisons.
+console.error(`llama.cpp: ${nTokens} tokens in ${(evalMs / 1000).toFixed(3)} s, ${(nTokens / (evalMs / 1000)).toFixed(0)} tokens/s, ${threads} threads`);
 await context.dispose();
 await m.dispose();
 await llama.dispose();
