@@ -97,7 +97,11 @@ func TestExportGGUFErrors(t *testing.T) {
 		{"head_dim", []string{"--in", edit(t, "config.json", func(m map[string]any) { m["head_dim"] = 32 })}, "head_dim=32"},
 		{"sliding window", []string{"--in", edit(t, "config.json", func(m map[string]any) { m["use_sliding_window"], m["sliding_window"] = true, 128 })}, "sliding_window=128"},
 		{"hidden_act", []string{"--in", edit(t, "config.json", func(m map[string]any) { m["hidden_act"] = "gelu" })}, "hidden_act"},
-		{"no tokenizer", []string{"--in", func() string { d := checkpointCopy(t, "models/qwen2_moe_small"); os.Remove(filepath.Join(d, "tokenizer.json")); return d }()}, "no tokenizer.json"},
+		{"no tokenizer", []string{"--in", func() string {
+			d := checkpointCopy(t, "models/qwen2_moe_small")
+			os.Remove(filepath.Join(d, "tokenizer.json"))
+			return d
+		}()}, "no tokenizer.json"},
 		{"sentencepiece", []string{"--in", edit(t, "tokenizer.json", func(m map[string]any) { m["model"].(map[string]any)["byte_fallback"] = true })}, "SentencePiece-style tokenizer"},
 		{"truncated weights", []string{"--in", truncated}, "model.safetensors"},
 	}
