@@ -8,29 +8,20 @@ import (
 	"github.com/moeforge/moeforge/formats/hf"
 )
 
-// gptqLayer unpacks the GPTQ tensors of one linear layer. It is the only
-// place this package touches the GPTQ layout: re-point it when the layout's
-// reader moves (formats/gptq).
-func gptqLayer(dir string, lw *hf.LinearWeights, out, in int) (*gptq.Layer, error) {
-	qw, err := lw.QWeight.Int32s()
+// gptqLayer unpacks the GPTQ tensors of one linear layer through
+// formats/gptq (the one home of the layout).
+func gptqLayer(dir string, c *gptq.Config, lw *hf.LinearWeights, out, in int) (*gptq.Layer, error) {
+	lay, err := gptq.LayoutOf(c.Bits, c.CheckpointFormat)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %s.qweight: %v", dir, lw.Name, err)
+		return nil, fmt.Errorf("%s: %v", dir, err)
 	}
-	qz, err := lw.QZeros.Int32s()
+	p, err := lay.Read(lw.Name, out, in, gptq.Tensors{QWeight: lw.QWeight, QZeros: lw.QZeros, Scales: lw.Scales, GIdx: lw.GIdx})
 	if err != nil {
-		return nil, fmt.Errorf("%s: %s.qzeros: %v", dir, lw.Name, err)
+		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
-	gi, err := lw.GIdx.Int32s()
+	l, err := p.Unpack()
 	if err != nil {
-		return nil, fmt.Errorf("%s: %s.g_idx: %v", dir, lw.Name, err)
-	}
-	sc, ok := lw.Scales.U16View()
-	if !ok || lw.Scales.DType != "F16" {
-		return nil, fmt.Errorf("%s: %s.scales: dtype %s, want F16", dir, lw.Name, lw.Scales.DType)
-	}
-	l, err := gptq.Unpack(out, in, qw, qz, sc, gi)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %s: %v", dir, lw.Name, err)
+		return nil, fmt.Errorf("%s: %s: %w", dir, lw.Name, err)
 	}
 	return l, nil
 }

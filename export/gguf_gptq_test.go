@@ -125,7 +125,7 @@ func compareLayer(t *testing.T, ck *hf.Checkpoint, f *gguf.File, name string, l 
 	if err != nil {
 		t.Fatal(err)
 	}
-	layer, err := gptqLayer(ck.Dir, lw, l.Out, l.In)
+	layer, err := gptqLayer(ck.Dir, ck.Config.Quantization, lw, l.Out, l.In)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/moeforge/moeforge/formats/gguf"
+	"github.com/moeforge/moeforge/formats/gptq"
 	"github.com/moeforge/moeforge/formats/hf"
 )
 
@@ -11,7 +12,7 @@ import (
 // unpacked GPTQ layers.
 type source struct {
 	ck   *hf.Checkpoint
-	gptq *hf.Quantization // nil for a float checkpoint
+	gptq *gptq.Config // nil for a float checkpoint
 }
 
 func newSource(ck *hf.Checkpoint) (*source, error) {
@@ -98,7 +99,7 @@ func (s *source) encodeLinear(dst []byte, l hf.Linear, typ gguf.Type, perm func(
 		return err
 	}
 	if lw.Quantized() {
-		layer, err := gptqLayer(s.ck.Dir, lw, l.Out, l.In)
+		layer, err := gptqLayer(s.ck.Dir, s.gptq, lw, l.Out, l.In)
 		if err != nil {
 			return err
 		}

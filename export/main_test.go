@@ -15,13 +15,14 @@ import (
 	"github.com/moeforge/moeforge/formats/gguf"
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/internal/fixture"
+	"github.com/moeforge/moeforge/internal/fixture/fixturetest"
 	"github.com/moeforge/moeforge/model"
 	"github.com/moeforge/moeforge/tokenizer"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	fixture.Cleanup()
+	fixturetest.Cleanup()
 	os.Exit(code)
 }
 
@@ -33,7 +34,7 @@ func materialized(t testing.TB, rel string) string {
 	if filepath.Base(rel) == "model" {
 		dir, sub = filepath.Dir(rel), "model"
 	}
-	return filepath.Join(fixture.Dir(t, dir), sub)
+	return filepath.Join(fixturetest.Dir(t, dir), sub)
 }
 
 // exportFile writes dir as GGUF into a temporary file and returns its path
