@@ -244,3 +244,30 @@ func BenchmarkQuantize(b *testing.B) {
 		})
 	}
 }
+
+// TestBlockMatrixWiden: any block of a BlockMatrix widens to what Decode
+// gives for the whole matrix.
+func TestBlockMatrixWiden(t *testing.T) {
+	x := quantInput()[:8*96]
+	for _, ty := range []Type{Q8_0, Q4_0} {
+		n, _ := EncodedSize(ty, len(x))
+		enc := make([]byte, n)
+		Encode(ty, enc, x)
+		all := make([]float32, len(x))
+		Decode(ty, all, enc)
+		m := BlockMatrix{Type: ty, Data: enc, N: 8, K: 96}
+		for _, b := range [][4]int{{0, 8, 0, 96}, {1, 3, 5, 70}, {7, 8, 31, 33}, {2, 5, 64, 96}} {
+			r0, r1, c0, c1 := b[0], b[1], b[2], b[3]
+			ld := c1 - c0 + 3
+			dst := make([]float32, (r1-r0)*ld)
+			m.Widen(dst, ld, r0, r1, c0, c1)
+			for r := r0; r < r1; r++ {
+				for c := c0; c < c1; c++ {
+					if dst[(r-r0)*ld+c-c0] != all[r*96+c] {
+						t.Fatalf("%s [%d, %d] of block %v: %g, want %g", ty, r, c, b, dst[(r-r0)*ld+c-c0], all[r*96+c])
+					}
+				}
+			}
+		}
+	}
+}

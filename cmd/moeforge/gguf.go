@@ -9,8 +9,19 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/moeforge/moeforge/export"
 	"github.com/moeforge/moeforge/formats/gguf"
+	"github.com/moeforge/moeforge/tokenizer"
 )
+
+// loadTokenizer loads the tokenizer of path: a GGUF file's own tokenizer.*
+// metadata, else tokenizer.json (path is that file or a directory with it).
+func loadTokenizer(path string) (*tokenizer.Tokenizer, error) {
+	if export.IsGGUF(path) {
+		return export.GGUFTokenizer(path)
+	}
+	return tokenizer.Load(path)
+}
 
 // isGGUF reports whether path is a file named *.gguf or starting with the
 // GGUF magic.
