@@ -152,3 +152,37 @@ func TestInspectBrokenGGUF(t *testing.T) {
 		}
 	}
 }
+
+// TestGGUFForwardCommands: eval ppl and verify take a GGUF file, tokenizing
+// with its own metadata; an F32 export verifies as exact against its source.
+func TestGGUFForwardCommands(t *testing.T) {
+	in := checkpointCopy(t, "models/qwen2_moe_small")
+	out := filepath.Join(t.TempDir(), "moe.gguf")
+	if code, _, stderr := runMoeforge(t, "export", "gguf", "--in", in, "--out", out, "--type", "f32"); code != 0 {
+		t.Fatalf("export: exit %d: %s", code, stderr)
+	}
+	text := filepath.Join("..", "..", "testdata", "tinyshakespeare.txt")
+	ppl := func(path string) float64 {
+		code, stdout, stderr := runMoeforge(t, "eval", "ppl", path, "--text", text, "--windows", "2", "--seqlen", "64", "--json")
+		if code != 0 {
+			t.Fatalf("eval ppl %s: exit %d: %s", path, code, stderr)
+		}
+		var r struct{ PPL float64 }
+		if err := json.Unmarshal([]byte(stdout), &r); err != nil {
+			t.Fatal(err)
+		}
+		return r.PPL
+	}
+	if a, b := ppl(in), ppl(out); a != b || a == 0 {
+		t.Errorf("perplexity %v on the checkpoint, %v on its F32 GGUF", a, b)
+	}
+	code, stdout, stderr := runMoeforge(t, "verify", "--ref", in, "--candidate", out, "--text", text, "--windows", "2", "--seqlen", "64", "--expect", "exact")
+	if code != 0 {
+		t.Errorf("verify --candidate FILE.gguf: exit %d\n%s%s", code, stdout, stderr)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.gguf")
+	os.WriteFile(bad, []byte("GGUF\x03\x00\x00\x00\x01"), 0o644)
+	if code, _, stderr := runMoeforge(t, "eval", "ppl", bad, "--text", text); code != 2 || !strings.Contains(stderr, "bad.gguf: header: truncated") {
+		t.Errorf("truncated GGUF: exit %d, %q", code, stderr)
+	}
+}
