@@ -63,6 +63,11 @@ func ConfigFromGGUF(f *gguf.File) (*hf.Config, error) {
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("%s: %s", f.Path, fmt.Sprintf(format, args...))
 	}
+	switch arch {
+	case "qwen2", "qwen2moe", "llama":
+	default:
+		return nil, fail("general.architecture %q is not read (supported: qwen2, qwen2moe, llama with experts)", arch)
+	}
 	u := func(key string) (int, error) {
 		v, ok := f.Uint(arch + "." + key)
 		if !ok {
@@ -199,6 +204,9 @@ func (s *ggufSource) Vector(name string) ([]float32, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !equalInts(t.Dims, []int{s.c.HiddenSize}) {
+		return nil, fmt.Errorf("%s: tensor %s has ne %v, want [%d] (embedding_length)", s.f.Path, gn, t.Dims, s.c.HiddenSize)
+	}
 	return t.Float32()
 }
 
@@ -209,6 +217,9 @@ func (s *ggufSource) Matrix(name string) (gemm.Matrix, error) {
 	t, err := s.tensor("token_embd.weight")
 	if err != nil {
 		return nil, err
+	}
+	if !equalInts(t.Dims, []int{s.c.HiddenSize, s.c.VocabSize}) {
+		return nil, fmt.Errorf("%s: tensor token_embd.weight has ne %v, want [%d %d] (embedding_length, vocabulary)", s.f.Path, t.Dims, s.c.HiddenSize, s.c.VocabSize)
 	}
 	return matrixView(s.f.Path, t, 0, t.Dims[1], t.Dims[0])
 }

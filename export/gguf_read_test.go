@@ -2,10 +2,14 @@ package export
 
 import (
 	"context"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/moeforge/moeforge/formats/gguf"
 	"github.com/moeforge/moeforge/model"
 	"github.com/moeforge/moeforge/tokenizer"
 )
@@ -84,5 +88,96 @@ func TestGGUFTokenizerFromFile(t *testing.T) {
 	}
 	if fromFile.VocabSize() != src.VocabSize() {
 		t.Errorf("vocab %d, want %d", fromFile.VocabSize(), src.VocabSize())
+	}
+}
+
+// rewriteGGUF copies the GGUF file at path with its metadata edited and a
+// tensor optionally dropped or retyped, for hostile-input tests.
+func rewriteGGUF(t *testing.T, path string, edit func(kv *gguf.KV), drop string, shrink string) string {
+	t.Helper()
+	f, err := gguf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out := filepath.Join(t.TempDir(), "edited.gguf")
+	fd, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	w := gguf.NewWriter(fd)
+	for _, kv := range f.KVs {
+		kv := kv
+		if edit != nil {
+			edit(&kv)
+		}
+		if err := w.AddKV(kv.Key, kv.Value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var keep []*gguf.Tensor
+	for _, tt := range f.Tensors {
+		if tt.Name == drop {
+			continue
+		}
+		dims := tt.Dims
+		if tt.Name == shrink {
+			dims = []int{dims[0] / 2}
+		}
+		if err := w.AddTensor(tt.Name, tt.Type, dims); err != nil {
+			t.Fatal(err)
+		}
+		keep = append(keep, tt)
+	}
+	w.WriteHeader()
+	for _, tt := range keep {
+		b := tt.Bytes()
+		if tt.Name == shrink {
+			b = b[:len(b)/2]
+		}
+		if err := w.WriteTensor(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestGGUFSourceHostile: well-formed GGUF files whose metadata or tensors do
+// not describe a model are refused with an error naming the key or tensor,
+// never a panic.
+func TestGGUFSourceHostile(t *testing.T) {
+	path, _ := exportFile(t, materialized(t, "fixtures/mixtral_tiny/model"), GGUFOptions{Type: ggufF32, TypeSet: true})
+	set := func(key string, v any) func(*gguf.KV) {
+		return func(kv *gguf.KV) {
+			if kv.Key == key {
+				kv.Value = v
+			}
+		}
+	}
+	for _, c := range []struct {
+		name, file, want string
+	}{
+		{"more layers", rewriteGGUF(t, path, set("llama.block_count", uint32(3)), "", ""), "missing tensor blk.2.attn_norm.weight"},
+		{"wider", rewriteGGUF(t, path, set("llama.embedding_length", uint32(128)), "", ""), "token_embd.weight has ne [64 1024], want [128 1024]"},
+		{"layer count type", rewriteGGUF(t, path, set("llama.block_count", "two"), "", ""), "llama.block_count missing or not an unsigned integer"},
+		{"no experts", rewriteGGUF(t, path, set("llama.expert_count", uint32(0)), "", ""), "without experts"},
+		{"other architecture", rewriteGGUF(t, path, set("general.architecture", "gemma"), "", ""), `general.architecture "gemma" is not read`},
+		{"missing tensor", rewriteGGUF(t, path, nil, "blk.1.ffn_down_exps.weight", ""), "missing tensor blk.1.ffn_down_exps.weight"},
+		{"short norm", rewriteGGUF(t, path, nil, "", "blk.0.ffn_norm.weight"), "blk.0.ffn_norm.weight has ne [32], want [64]"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m, err := model.Open(c.file)
+			if err == nil {
+				m.Close()
+				t.Fatal("opened")
+			}
+			if !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("error %q, want one line containing %q", err, c.want)
+			}
+		})
 	}
 }
