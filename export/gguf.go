@@ -1,7 +1,9 @@
 // Package export turns Hugging Face checkpoints into the files other
 // runtimes load. GGUF (llama.cpp, ollama): PlanGGUF checks a checkpoint
 // against what llama.cpp's graph computes and lists every tensor it will
-// write; (*GGUFPlan).Write streams the file one tensor at a time.
+// write; (*GGUFPlan).Write streams the file one tensor at a time. The
+// inverse mapping (gguf_read.go) registers a model.Source so the forward
+// pass, eval and verify run on GGUF files too.
 //
 // Mapping (FORMATS.md, GGUF section): qwen2 → architecture "qwen2",
 // qwen2_moe → "qwen2moe", mixtral → "llama" (q/k rows permuted for its NORM

@@ -88,44 +88,29 @@ func tokenizerKVs(dir string, c *hf.Config) ([]gguf.KV, error) {
 				return uint32(n), true, nil
 			}
 		}
-		if raw, ok := c.Raw(key + "_id"); ok {
-			var n int
-			if json.Unmarshal(raw, &n) == nil && n >= 0 && n < c.VocabSize {
-				return uint32(n), true, nil
-			}
-			var ns []int
-			if json.Unmarshal(raw, &ns) == nil && len(ns) > 0 && ns[0] >= 0 && ns[0] < c.VocabSize {
-				return uint32(ns[0]), true, nil
-			}
-		}
-		return 0, false, nil
+		n, ok := configID(c, key+"_id")
+		return n, ok, nil
 	}
-	// bos comes from config.json (Qwen's tokenizer_config has no bos_token,
-	// and llama.cpp's gpt2 default would be 11); eos and pad prefer
-	// tokenizer_config.json.
-	for _, k := range []struct{ hfKey, gkey string }{
-		{"bos_token", "tokenizer.ggml.bos_token_id"},
-		{"eos_token", "tokenizer.ggml.eos_token_id"},
-		{"pad_token", "tokenizer.ggml.padding_token_id"},
+	// bos comes from config.json first (Qwen's tokenizer_config.json has no
+	// bos_token, and llama.cpp's gpt2 default would be 11); eos and pad
+	// prefer tokenizer_config.json.
+	for _, k := range []struct {
+		hfKey, gkey string
+		configFirst bool
+	}{
+		{"bos_token", "tokenizer.ggml.bos_token_id", true},
+		{"eos_token", "tokenizer.ggml.eos_token_id", false},
+		{"pad_token", "tokenizer.ggml.padding_token_id", false},
 	} {
-		var n uint32
-		var ok bool
-		var err error
-		if k.hfKey == "bos_token" {
-			if raw, has := c.Raw("bos_token_id"); has {
-				var v int
-				if json.Unmarshal(raw, &v) == nil && v >= 0 && v < c.VocabSize {
-					n, ok = uint32(v), true
-				}
+		n, ok := configID(c, k.hfKey+"_id")
+		if !ok || !k.configFirst {
+			m, found, err := id(k.hfKey)
+			if err != nil {
+				return nil, err
 			}
-			if !ok {
-				n, ok, err = id(k.hfKey)
+			if found {
+				n, ok = m, true
 			}
-		} else {
-			n, ok, err = id(k.hfKey)
-		}
-		if err != nil {
-			return nil, err
 		}
 		if ok {
 			kvs = append(kvs, gguf.KV{Key: k.gkey, Value: n})
@@ -232,4 +217,22 @@ func chatTemplate(dir string, tc map[string]json.RawMessage) (string, error) {
 		return "", nil
 	}
 	return string(data), err
+}
+
+// configID reads a token id key of config.json (an id, or a list whose
+// first entry is taken), within the vocabulary.
+func configID(c *hf.Config, key string) (uint32, bool) {
+	raw, ok := c.Raw(key)
+	if !ok {
+		return 0, false
+	}
+	var n int
+	if json.Unmarshal(raw, &n) == nil && n >= 0 && n < c.VocabSize {
+		return uint32(n), true
+	}
+	var ns []int
+	if json.Unmarshal(raw, &ns) == nil && len(ns) > 0 && ns[0] >= 0 && ns[0] < c.VocabSize {
+		return uint32(ns[0]), true
+	}
+	return 0, false
 }
