@@ -221,7 +221,7 @@ func (s *ggufSource) Matrix(name string) (gemm.Matrix, error) {
 	if !equalInts(t.Dims, []int{s.c.HiddenSize, s.c.VocabSize}) {
 		return nil, fmt.Errorf("%s: tensor token_embd.weight has ne %v, want [%d %d] (embedding_length, vocabulary)", s.f.Path, t.Dims, s.c.HiddenSize, s.c.VocabSize)
 	}
-	return matrixView(s.f.Path, t, 0, t.Dims[1], t.Dims[0])
+	return matrixView(s.f.Path, t, 0, t.Dims[1], t.Dims[0], nil)
 }
 
 // Linear maps a linear layer to its GGUF tensor (a slice of the stacked
@@ -276,12 +276,9 @@ func (s *ggufSource) Linear(spec hf.Linear) (gemm.Matrix, []float32, error) {
 	if !equalInts(t.Dims, want) {
 		return nil, nil, fmt.Errorf("%s: tensor %s has ne %v, want %v", s.f.Path, name, t.Dims, want)
 	}
-	w, err := matrixView(s.f.Path, t, index, spec.Out, spec.In)
+	w, err := matrixView(s.f.Path, t, index, spec.Out, spec.In, perm)
 	if err != nil {
 		return nil, nil, err
-	}
-	if perm != nil {
-		w = rowPermuted{w, perm}
 	}
 	var bias []float32
 	if spec.Bias {
@@ -316,8 +313,24 @@ func equalInts(a, b []int) bool {
 }
 
 // matrixView is matrix index (of a stack) [rows, cols] of t, viewing the
-// mapped bytes without copying.
-func matrixView(path string, t *gguf.Tensor, index, rows, cols int) (gemm.Matrix, error) {
+// mapped bytes without copying (Q4_0: repacked for the int4 kernels); row r
+// is the tensor's row perm[r] when perm is set.
+func matrixView(path string, t *gguf.Tensor, index, rows, cols int, perm []int) (gemm.Matrix, error) {
+	if t.Type == gguf.Q4_0 && rows%8 == 0 {
+		rb := cols / gguf.QK * gguf.BlockBytesQ4_0
+		if cols%gguf.QK != 0 || (index+1)*rows*rb > len(t.Bytes()) {
+			return nil, fmt.Errorf("%s: tensor %s: matrix %d of [%d, %d] does not fit its data", path, t.Name, index, rows, cols)
+		}
+		return q4ToInt4(t.Bytes()[index*rows*rb:(index+1)*rows*rb], rows, cols, perm), nil
+	}
+	w, err := plainView(path, t, index, rows, cols)
+	if err != nil || perm == nil {
+		return w, err
+	}
+	return rowPermuted{w, perm}, nil
+}
+
+func plainView(path string, t *gguf.Tensor, index, rows, cols int) (gemm.Matrix, error) {
 	rb, err := t.Type.RowBytes(cols)
 	if err != nil {
 		return nil, fmt.Errorf("%s: tensor %s: %v", path, t.Name, err)
@@ -341,7 +354,7 @@ func matrixView(path string, t *gguf.Tensor, index, rows, cols int) (gemm.Matrix
 		if v, ok := view[uint16](b); ok {
 			return gemm.BF16{Data: v, N: rows, K: cols}, nil
 		}
-	case gguf.Q8_0, gguf.Q4_0:
+	case gguf.Q4_0, gguf.Q8_0:
 		return gguf.BlockMatrix{Type: t.Type, Data: b, N: rows, K: cols}, nil
 	default:
 		return nil, fmt.Errorf("%s: tensor %s has type %s; the forward pass reads F32, F16, BF16, Q8_0 and Q4_0", path, t.Name, t.Type)
@@ -423,4 +436,46 @@ func GGUFTokenizer(path string) (*tokenizer.Tokenizer, error) {
 		return nil, fmt.Errorf("%s: %v", path, err)
 	}
 	return tok, nil
+}
+
+// q4ToInt4 repacks Q4_0 rows [n, k] into the int4 layout the products have
+// SIMD kernels for (GPTQ v1: codes packed along the inputs, zero point 8,
+// one f16 scale per 32 inputs). Every weight keeps its value exactly:
+// Q4_0's (q − 8)·d is int4's scale·(q − zero) with zero 8. It costs one
+// pass and a copy of the same size as the Q4_0 data, made at load time.
+func q4ToInt4(b []byte, n, k int, perm []int) gemm.Int4 {
+	const qk, bb = gguf.QK, gguf.BlockBytesQ4_0
+	groups := k / qk
+	m := gemm.Int4{
+		QWeight: make([]int32, k/8*n),
+		QZeros:  make([]int32, groups*n/8),
+		Scales:  make([]uint16, groups*n),
+		GIdx:    make([]int32, k),
+		N:       n, K: k,
+	}
+	for i := range m.GIdx {
+		m.GIdx[i] = int32(i / qk)
+	}
+	for i := range m.QZeros {
+		m.QZeros[i] = 0x77777777 // stored zero − 1 = 7 for every output
+	}
+	rowBytes := groups * bb
+	for c := 0; c < n; c++ {
+		src := c
+		if perm != nil {
+			src = perm[c]
+		}
+		row := b[src*rowBytes : (src+1)*rowBytes]
+		for g := 0; g < groups; g++ {
+			blk := row[g*bb : (g+1)*bb]
+			m.Scales[g*n+c] = uint16(blk[0]) | uint16(blk[1])<<8
+			for j := 0; j < qk/2; j++ {
+				lo, hi := uint32(blk[2+j]&15), uint32(blk[2+j]>>4)
+				i0, i1 := g*qk+j, g*qk+j+qk/2
+				m.QWeight[(i0/8)*n+c] |= int32(lo << (4 * (i0 % 8)))
+				m.QWeight[(i1/8)*n+c] |= int32(hi << (4 * (i1 % 8)))
+			}
+		}
+	}
+	return m
 }
