@@ -79,7 +79,10 @@ func TestGGUFJudge(t *testing.T) {
 	jd := judge.Dir(t, "llamacpp")
 	// qwen2_moe_a60 (60 experts, 3 shards) only live: its F32 export is
 	// 70 MB, too large for a golden.
-	for _, c := range append(judgeCases, struct{ name, rel string }{"qwen2_moe_a60", "models/qwen2_moe_a60"}) {
+	// qwen2_dense_tiny has tied embeddings (output.weight is written from
+	// token_embd).
+	for _, c := range append(judgeCases, struct{ name, rel string }{"qwen2_moe_a60", "models/qwen2_moe_a60"},
+		struct{ name, rel string }{"qwen2_dense_tiny", "fixtures/qwen2_dense_tiny/model"}) {
 		t.Run(c.name, func(t *testing.T) {
 			dir := materialized(t, c.rel)
 			path, _ := exportFile(t, dir, GGUFOptions{Type: ggufF32, TypeSet: true})

@@ -28,6 +28,7 @@ func TestGGUFForward(t *testing.T) {
 	for _, c := range judgeCases {
 		cases = append(cases, tc{c.name + "/F32", materialized(t, c.rel), GGUFOptions{Type: ggufF32, TypeSet: true}})
 	}
+	cases = append(cases, tc{"qwen2_dense_tiny(tied)/F32", materialized(t, "fixtures/qwen2_dense_tiny/model"), GGUFOptions{Type: ggufF32, TypeSet: true}})
 	cases = append(cases,
 		tc{"qwen2_moe_small/GPTQ→Q4_0", rtnCheckpoint(t, materialized(t, "models/qwen2_moe_small"), 32, true), GGUFOptions{}},
 		tc{"mixtral_tiny/GPTQ→Q4_0", rtnCheckpoint(t, materialized(t, "fixtures/mixtral_tiny/model"), 32, true), GGUFOptions{}})
