@@ -180,6 +180,18 @@ func TestGGUFForwardCommands(t *testing.T) {
 	if code != 0 {
 		t.Errorf("verify --candidate FILE.gguf: exit %d\n%s%s", code, stdout, stderr)
 	}
+	gen := func(path string) string {
+		code, stdout, stderr := runMoeforge(t, "generate", path, "--prompt", "ROMEO:", "--max-new-tokens", "12", "--json")
+		if code != 0 {
+			t.Fatalf("generate %s: exit %d: %s", path, code, stderr)
+		}
+		var r struct{ Text string }
+		json.Unmarshal([]byte(stdout), &r)
+		return r.Text
+	}
+	if a, b := gen(in), gen(out); a != b || a == "" {
+		t.Errorf("generate: %q from the checkpoint, %q from its GGUF", a, b)
+	}
 	bad := filepath.Join(t.TempDir(), "bad.gguf")
 	os.WriteFile(bad, []byte("GGUF\x03\x00\x00\x00\x01"), 0o644)
 	if code, _, stderr := runMoeforge(t, "eval", "ppl", bad, "--text", text); code != 2 || !strings.Contains(stderr, "bad.gguf: header: truncated") {
