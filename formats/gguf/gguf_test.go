@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/moeforge/moeforge/formats/safetensors"
 )
 
 // sampleKVs holds one entry of every value type, scalar and array.
@@ -259,8 +261,8 @@ func TestHostileFiles(t *testing.T) {
 			if err == nil {
 				t.Fatal("accepted")
 			}
-			if !errors.Is(err, ErrCorrupt) {
-				t.Errorf("error %q does not match ErrCorrupt", err)
+			if !errors.Is(err, ErrCorrupt) || !errors.Is(err, safetensors.ErrFormat) {
+				t.Errorf("error %q does not match ErrCorrupt and safetensors.ErrFormat", err)
 			}
 			msg := err.Error()
 			if !strings.Contains(msg, c.want) || !strings.HasPrefix(msg, "bad.gguf: ") || strings.Contains(msg, "\n") {

@@ -8,10 +8,13 @@ import (
 	"math/bits"
 	"os"
 	"slices"
+
+	"github.com/moeforge/moeforge/formats/safetensors"
 )
 
 // ErrCorrupt is what every FormatError matches with errors.Is: the file is
-// not a well-formed GGUF file.
+// not a well-formed GGUF file. FormatErrors also match safetensors.ErrFormat,
+// the one sentinel of malformed input across moeforge's format packages.
 var ErrCorrupt = errors.New("malformed GGUF file")
 
 // FormatError describes why a file is not well-formed GGUF: which file, where
@@ -29,8 +32,10 @@ func (e *FormatError) Error() string {
 	return fmt.Sprintf("%s: %s: %s", e.File, e.Where, e.Msg)
 }
 
-// Is makes errors.Is(err, ErrCorrupt) true.
-func (e *FormatError) Is(target error) bool { return target == ErrCorrupt }
+// Is makes errors.Is true for ErrCorrupt and safetensors.ErrFormat.
+func (e *FormatError) Is(target error) bool {
+	return target == ErrCorrupt || target == safetensors.ErrFormat
+}
 
 // Tensor is a tensor described by the header, with a zero-copy view of its
 // bytes in the file.
