@@ -42,22 +42,26 @@ func TestGGUFQ4_0Quality(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	calib, err := corpus.Calibration(string(text), tok.Encode, corpus.DefaultSplitAt, 128, 256, 0)
-	if err != nil {
-		t.Fatal(err)
+	gptq := func(nsamples int) string {
+		calib, err := corpus.Calibration(string(text), tok.Encode, corpus.DefaultSplitAt, nsamples, 256, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ck, err := hf.Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ck.Close()
+		out := filepath.Join(t.TempDir(), "gptq32")
+		mkdir(out)
+		opt := quantize.DefaultOptions()
+		opt.Config.GroupSize = 32
+		if _, err := quantize.Run(context.Background(), ck, out, calib, opt); err != nil {
+			t.Fatal(err)
+		}
+		return out
 	}
-	ck, err := hf.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gptqDir := filepath.Join(t.TempDir(), "gptq32")
-	mkdir(gptqDir)
-	opt := quantize.DefaultOptions()
-	opt.Config.GroupSize = 32
-	if _, err := quantize.Run(context.Background(), ck, gptqDir, calib, opt); err != nil {
-		t.Fatal(err)
-	}
-	ck.Close()
+	gptqDir := gptq(128)
 
 	floatFile, _ := exportFile(t, dir, GGUFOptions{Type: gguf.F32, TypeSet: true})
 	rtnFile, rtnSum := exportFile(t, dir, GGUFOptions{Type: gguf.Q4_0, TypeSet: true})
@@ -70,8 +74,11 @@ func TestGGUFQ4_0Quality(t *testing.T) {
 	gq := llamaLogits(t, jd, gptqFile, eval)
 	klR, topR := meanKL(ref, rtn, vocab)
 	klG, topG := meanKL(ref, gq, vocab)
-	t.Logf("llama.cpp, qwen2_moe_small, 16×256 tokens: KL(float‖RTN Q4_0) %.3g top-1 %.2f%%; KL(float‖GPTQ g32 Q4_0) %.3g top-1 %.2f%%; ratio %.3f",
+	t.Logf("llama.cpp, qwen2_moe_small, 16×256 tokens: KL(float‖RTN Q4_0) %.3g top-1 %.2f%%; KL(float‖GPTQ g32 Q4_0, 128×256 calibration) %.3g top-1 %.2f%%; ratio %.3f",
 		klR, 100*topR, klG, 100*topG, klG/klR)
+	g512File, _ := exportFile(t, gptq(512), GGUFOptions{})
+	kl512, top512 := meanKL(ref, llamaLogits(t, jd, g512File, eval), vocab)
+	t.Logf("llama.cpp: KL(float‖GPTQ g32 Q4_0, 512×256 calibration) %.3g top-1 %.2f%%; ratio %.3f", kl512, 100*top512, kl512/klR)
 
 	// moeforge's own forward pass on the GPTQ checkpoint, against llama.cpp
 	// on the repacked file (llama.cpp quantizes activations to 8 bits for
