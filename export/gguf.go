@@ -79,7 +79,6 @@ type GGUFPlan struct {
 	kvs     []gguf.KV
 	tensors []outTensor
 	summary GGUFSummary
-	writer  *gguf.Writer // declared (not yet written) header, for Size
 }
 
 // ErrUnsupported marks refusals: the checkpoint is valid but llama.cpp
@@ -171,7 +170,6 @@ func PlanGGUF(ck *hf.Checkpoint, opt GGUFOptions) (*GGUFPlan, error) {
 		}
 		p.summary.TensorTypes[t.typ.String()]++
 	}
-	p.writer = w
 	p.summary.Tensors = len(p.tensors)
 	p.summary.Metadata = len(p.kvs)
 	p.summary.Bytes = w.Size()
