@@ -283,9 +283,11 @@ func Parse(name string, data []byte) (*File, error) {
 	if nTensors > rest/24 {
 		return nil, p.fail("tensor count %d cannot fit in the %d bytes left", nTensors, rest)
 	}
+	// Preallocate for plausible counts only: a header may claim millions of
+	// entries that the reads below then refuse.
 	f := &File{Path: name, Version: version, Size: int64(len(data)), Alignment: DefaultAlignment,
-		kv: make(map[string]int, nKV), tensors: make(map[string]*Tensor, nTensors)}
-	f.KVs = make([]KV, 0, nKV)
+		kv: make(map[string]int, min(nKV, 1024)), tensors: make(map[string]*Tensor, min(nTensors, 1<<16))}
+	f.KVs = make([]KV, 0, min(nKV, 1024))
 	for i := uint64(0); i < nKV; i++ {
 		p.where = fmt.Sprintf("metadata entry %d", i)
 		key, err := p.str("key")
@@ -318,7 +320,7 @@ func Parse(name string, data []byte) (*File, error) {
 		}
 		f.Alignment = int(a)
 	}
-	f.Tensors = make([]*Tensor, 0, nTensors)
+	f.Tensors = make([]*Tensor, 0, min(nTensors, 1<<16))
 	for i := uint64(0); i < nTensors; i++ {
 		p.where = fmt.Sprintf("tensor info %d", i)
 		t, err := p.tensorInfo()
