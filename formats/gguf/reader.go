@@ -415,13 +415,15 @@ func (p *parser) array(et ValueType, n uint64) (any, error) {
 		if n > rest/8 {
 			return nil, p.fail("array of %d strings cannot fit in the %d bytes left", n, rest)
 		}
-		out := make([]string, n)
-		for i := range out {
+		// Grow as strings are read: each takes at least its 8-byte length
+		// in the file, but a string header takes 16 bytes in memory.
+		out := make([]string, 0, min(n, 1<<16))
+		for i := uint64(0); i < n; i++ {
 			s, err := p.str(fmt.Sprintf("string %d", i))
 			if err != nil {
 				return nil, err
 			}
-			out[i] = s
+			out = append(out, s)
 		}
 		return out, nil
 	}
