@@ -1,10 +1,12 @@
-// Package quantize implements GPTQ int4 quantization (Frantar et al., 2022;
-// reference code IST-DASLab/gptq and AutoGPTQ) and round-to-nearest, on one
-// matrix (GPTQ, RTN) and on a whole model (Model): calibration activations
-// are run layer by layer through the already-quantized model, each
-// true-sequential group of linears gets its Hessian from its inputs, routed
-// experts from the tokens routed to them, and the result is streamed into an
-// AutoGPTQ-layout checkpoint with a per-module report.
+// Package quantize implements GPTQ quantization at 2, 3, 4 and 8 bits
+// (Frantar et al., 2022; reference code IST-DASLab/gptq and AutoGPTQ) and
+// round-to-nearest, on one matrix (GPTQ, RTN) and on a whole model (Run):
+// calibration activations are run layer by layer through the
+// already-quantized model, each true-sequential group of linears gets its
+// Hessian from its inputs, routed experts from the tokens routed to them
+// (or MoECalib's selection), per-module settings follow
+// gptq.Config.Dynamic, lm_head optionally too, and the result is streamed
+// into an AutoGPTQ-layout (or gptq_v2) checkpoint with a per-module report.
 package quantize
 
 import (
@@ -14,6 +16,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/moeforge/moeforge/formats/gptq"
 	"github.com/moeforge/moeforge/internal/gemm"
@@ -48,6 +51,9 @@ type Result struct {
 	// Dead counts inputs whose Hessian diagonal was 0 (never active in the
 	// calibration data): their weights are set to 0, as the reference does.
 	Dead int
+	// ZeroShifted counts the (group, output) grids whose asymmetric zero of 0
+	// the v1 layout cannot store, shifted to zero 1 (see findParams).
+	ZeroShifted int
 }
 
 // GPTQ quantizes w [out, in] (row-major, the checkpoint layout) to 4 bits
@@ -109,10 +115,13 @@ func gptqThreads(w []float32, out, in int, h []float64, cfg gptq.Config, threads
 	gw := groupWidth(cfg, in)
 	groups := gptq.NumGroups(in, cfg.GroupSize)
 	layer := gptq.NewLayer(out, in, groups)
+	gr := gridOf(cfg)
+	layer.Layout = gr.layout
 	sf := make([]float32, groups*out) // float32 values of the scales
 	if cfg.StaticGroups {
 		for g := 0; g < groups; g++ {
-			err := findParams(wt, out, g*gw, min((g+1)*gw, in), 0, out, cfg.Sym, layer.Scales[g*out:], sf[g*out:], layer.Zeros[g*out:])
+			n, err := findParams(wt, out, g*gw, min((g+1)*gw, in), 0, out, gr, layer.Scales[g*out:], sf[g*out:], layer.Zeros[g*out:])
+			res.ZeroShifted += n
 			if err != nil {
 				return nil, err
 			}
@@ -149,6 +158,7 @@ func gptqThreads(w []float32, out, in int, h []float64, cfg gptq.Config, threads
 	losses := make([]float64, threads)
 	errs := make([]error, threads)
 	eb := make([]float32, blockSize*out) // errors of the current block, one row per column
+	var shifted atomic.Int64
 	var wg sync.WaitGroup
 	for b0 := 0; b0 < in; b0 += blockSize {
 		b1 := min(b0+blockSize, in)
@@ -158,7 +168,9 @@ func gptqThreads(w []float32, out, in int, h []float64, cfg gptq.Config, threads
 				for j := i0; j < i1; j++ {
 					g := groupOf(j)
 					if !cfg.StaticGroups && j%gw == 0 {
-						if err := findParams(wt, out, j, min(j+gw, in), c0, c1, cfg.Sym, layer.Scales[g*out:], sf[g*out:], layer.Zeros[g*out:]); err != nil {
+						n, err := findParams(wt, out, j, min(j+gw, in), c0, c1, gr, layer.Scales[g*out:], sf[g*out:], layer.Zeros[g*out:])
+						shifted.Add(int64(n))
+						if err != nil {
 							errs[t] = err
 							return
 						}
@@ -170,7 +182,7 @@ func gptqThreads(w []float32, out, in int, h []float64, cfg gptq.Config, threads
 					s, z := sf[g*out:(g+1)*out], layer.Zeros[g*out:(g+1)*out]
 					var loss float64
 					for c := c0; c < c1; c++ {
-						q := code(row[c], s[c], z[c])
+						q := code(row[c], s[c], z[c], gr.maxq)
 						codes[c] = q
 						ec := (row[c] - s[c]*float32(int32(q)-int32(z[c]))) / d
 						e[c] = ec
@@ -219,6 +231,7 @@ func gptqThreads(w []float32, out, in int, h []float64, cfg gptq.Config, threads
 		layer.GIdx = gptq.GroupIndex(in, cfg.GroupSize, perm)
 	}
 	res.Layer = layer
+	res.ZeroShifted += int(shifted.Load())
 	return res, nil
 }
 

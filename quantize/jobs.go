@@ -27,7 +27,7 @@ type job struct {
 }
 
 // runJobs quantizes the jobs on up to gemm.Threads() goroutines (largest
-// first) and swaps every module's weight for its int4 matrix.
+// first) and swaps every module's weight for its quantized matrix.
 func (r *runner) runJobs(jobs []*job, layer int) error {
 	order := make([]*job, len(jobs))
 	copy(order, jobs)
@@ -102,11 +102,13 @@ func (r *runner) quantizeJob(jb *job, threads int) error {
 	rep := ModuleReport{Name: lin.Name, Layer: jb.layer, Expert: jb.mod.expert, Group: jb.mod.group, Out: out, In: in,
 		Tokens: jb.tokens, Fallback: jb.fallback, MinTokens: jb.minTokens, order: jb.order}
 	var res *Result
+	cfg, _ := r.opt.module(lin.Spec)
+	rep.Bits, rep.GroupSize = cfg.Bits, cfg.GroupSize
 	var err error
 	switch {
 	case jb.rtn || jb.fallback == FallbackRTN:
 		rep.Method = string(MethodRTN)
-		res, err = RTN(w, out, in, r.opt.Config)
+		res, err = RTN(w, out, in, cfg)
 	default:
 		rep.Method = string(MethodGPTQ)
 		hs := jb.mod.hess
@@ -117,13 +119,14 @@ func (r *runner) quantizeJob(jb *job, threads int) error {
 			merged.AddHessian(jb.extra)
 			hs = merged
 		}
-		res, err = gptqThreads(w, out, in, hs.Matrix(), r.opt.Config, threads)
+		res, err = gptqThreads(w, out, in, hs.Matrix(), cfg, threads)
 	}
 	if err != nil {
 		return err
 	}
 	jb.result = res.Layer
 	rep.Loss, rep.Damp, rep.DampRaises, rep.Dead = res.Loss, res.Damp, res.DampRaises, res.Dead
+	rep.ZeroShifted = res.ZeroShifted
 	rep.Seconds = time.Since(start).Seconds()
 	r.mu.Lock()
 	r.rep.Modules = append(r.rep.Modules, rep)
@@ -139,7 +142,7 @@ func (r *runner) quantizeJob(jb *job, threads int) error {
 func (r *runner) rtnLayer(l *model.Layer) (map[*model.Linear]*gptq.Layer, error) {
 	var jobs []*job
 	for k, lin := range l.Linears() {
-		if quantizable(lin.Spec) {
+		if r.opt.quantizes(lin.Spec) {
 			jobs = append(jobs, &job{mod: &stageModule{lin: lin, group: groupOf(lin.Spec), expert: lin.Spec.Expert}, layer: l.Index, rtn: true, order: k})
 		}
 	}
@@ -185,12 +188,12 @@ func (r *runner) noteStarved(layer int, jobs []*job) {
 	}
 }
 
-// int4Matrix packs a quantized layer into the int4 matrix the forward pass
+// int4Matrix packs a quantized layer into the matrix the forward pass
 // multiplies with (later capture passes see the quantized weights).
-func int4Matrix(l *gptq.Layer) (gemm.Int4, error) {
+func int4Matrix(l *gptq.Layer) (gemm.Matrix, error) {
 	p, err := l.Packed()
 	if err != nil {
-		return gemm.Int4{}, err
+		return nil, err
 	}
-	return gemm.Int4{QWeight: p.QWeight, QZeros: p.QZeros, Scales: p.Scales, GIdx: p.GIdx, N: p.Out, K: p.In}, nil
+	return model.MatrixOf(p), nil
 }

@@ -41,9 +41,13 @@ func (r *runner) plan() ([]safetensors.Info, error) {
 			return nil, err
 		}
 		for _, l := range c.LayerLinears(i) {
-			if quantizable(l) {
-				groups := gptq.NumGroups(l.In, r.opt.Config.GroupSize)
-				plan = append(plan, gptq.V1Int4.Tensors(l.Name, l.Out, l.In, groups)...)
+			if mc, ok := r.opt.module(l); ok {
+				lay, err := mc.Layout()
+				if err != nil {
+					return nil, fmt.Errorf("%s: %w", l.Name, err)
+				}
+				groups := gptq.NumGroups(l.In, mc.GroupSize)
+				plan = append(plan, lay.Tensors(l.Name, l.Out, l.In, groups)...)
 				if l.Bias {
 					lw, err := r.ck.Linear(l)
 					if err != nil {
@@ -75,7 +79,14 @@ func (r *runner) plan() ([]safetensors.Info, error) {
 	if err := raw(hf.FinalNorm); err != nil {
 		return nil, err
 	}
-	if !c.TieWordEmbeddings {
+	if mc, ok := r.opt.module(lmHeadSpec(c)); ok {
+		// GPTQ lm_head (a tied head is untied: the embeddings stay float).
+		lay, err := mc.Layout()
+		if err != nil {
+			return nil, fmt.Errorf("lm_head: %w", err)
+		}
+		plan = append(plan, lay.Tensors(hf.LMHead, c.VocabSize, c.HiddenSize, gptq.NumGroups(c.HiddenSize, mc.GroupSize))...)
+	} else if !c.TieWordEmbeddings {
 		if err := raw(hf.LMHead + ".weight"); err != nil {
 			return nil, err
 		}
@@ -142,7 +153,7 @@ func (r *runner) writeLayer(l *model.Layer, q map[*model.Linear]*gptq.Layer) err
 	}
 	for _, spec := range c.LayerLinears(l.Index) {
 		lin := byName[spec.Name]
-		if !quantizable(spec) {
+		if !r.opt.quantizes(spec) {
 			lw, err := r.ck.Linear(spec)
 			if err != nil {
 				return err
@@ -157,7 +168,17 @@ func (r *runner) writeLayer(l *model.Layer, q map[*model.Linear]*gptq.Layer) err
 			}
 			continue
 		}
-		ql := q[lin]
+		if err := r.writeQuantized(spec, lin, q[lin]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeQuantized writes the GPTQ tensors of a quantized linear and its
+// bias as float16.
+func (r *runner) writeQuantized(spec hf.Linear, lin *model.Linear, ql *gptq.Layer) error {
+	{
 		if ql == nil {
 			return fmt.Errorf("internal error: %s was not quantized", spec.Name)
 		}
@@ -197,6 +218,9 @@ func (r *runner) writeLayer(l *model.Layer, q map[*model.Linear]*gptq.Layer) err
 func (r *runner) writeConfigs() error {
 	c := r.ck.Config.Clone()
 	qc := r.opt.Config // validated by Run before any work
+	if qc.LMHead {
+		c.TieWordEmbeddings = false // lm_head has its own GPTQ tensors
+	}
 	qc.ModulesInBlock = r.modulesInBlock()
 	c.Quantization = &qc
 	if err := r.w.WriteConfig(c); err != nil {
@@ -224,7 +248,7 @@ func (r *runner) modulesInBlock() [][]string {
 	for i := 0; i < c.NumHiddenLayers; i++ {
 		prefix := hf.LayerPrefix(i)
 		for _, l := range c.LayerLinears(i) {
-			if !quantizable(l) {
+			if !r.opt.quantizes(l) {
 				continue
 			}
 			n := strings.TrimPrefix(l.Name, prefix)

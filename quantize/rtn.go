@@ -30,9 +30,14 @@ func RTN(w []float32, out, in int, cfg gptq.Config) (*Result, error) {
 	gw := groupWidth(cfg, in)
 	groups := gptq.NumGroups(in, cfg.GroupSize)
 	layer := gptq.NewLayer(out, in, groups)
+	gr := gridOf(cfg)
+	layer.Layout = gr.layout
 	sf := make([]float32, groups*out)
+	shifted := 0
 	for g := 0; g < groups; g++ {
-		if err := findParams(wt, out, g*gw, min((g+1)*gw, in), 0, out, cfg.Sym, layer.Scales[g*out:], sf[g*out:], layer.Zeros[g*out:]); err != nil {
+		n, err := findParams(wt, out, g*gw, min((g+1)*gw, in), 0, out, gr, layer.Scales[g*out:], sf[g*out:], layer.Zeros[g*out:])
+		shifted += n
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -42,11 +47,11 @@ func RTN(w []float32, out, in int, cfg gptq.Config) (*Result, error) {
 		row := wt[i*out : (i+1)*out]
 		codes := layer.Codes[i*out : (i+1)*out]
 		for c, v := range row {
-			codes[c] = code(v, s[c], z[c])
+			codes[c] = code(v, s[c], z[c], gr.maxq)
 		}
 	}
 	layer.GIdx = gptq.GroupIndex(in, cfg.GroupSize, nil)
-	return &Result{Layer: layer}, nil
+	return &Result{Layer: layer, ZeroShifted: shifted}, nil
 }
 
 // Hessian accumulates Σ xxᵀ over calibration input rows x of one linear

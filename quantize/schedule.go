@@ -51,7 +51,8 @@ func RunTo(ctx context.Context, ck *hf.Checkpoint, w *hf.Writer, calib [][]int, 
 	r := &runner{ctx: ctx, ck: ck, m: m, opt: opt, w: w, rep: &Report{
 		Input: ck.Dir, Output: w.Dir(), Method: opt.Method, Bits: opt.Config.Bits, GroupSize: opt.Config.GroupSize, Sym: opt.Config.Sym,
 		DescAct: opt.Config.DescAct, StaticGroups: opt.Config.StaticGroups, Damp: opt.Config.DampPercent,
-		TrueSequential: opt.Config.TrueSequential, MinExpertTokens: minTok, ExpertFallback: opt.ExpertFallback,
+		TrueSequential: opt.Config.TrueSequential, MinExpertTokens: minTok, ExpertFallback: opt.ExpertFallback, MoECalib: opt.MoECalib.String(),
+		CheckpointFormat: opt.Config.CheckpointFormat, Dynamic: describeDynamic(opt.Config.Dynamic), LMHead: opt.Config.LMHead,
 		Calibration: opt.Calibration, GroupNames: GroupNames, Starved: []StarvedExpert{}}}
 	if err := r.run(calib); err != nil {
 		return nil, err
@@ -85,10 +86,13 @@ func (r *runner) run(calib [][]int) error {
 	}
 	for i := 0; i < c.NumHiddenLayers; i++ {
 		for _, l := range c.LayerLinears(i) {
-			if quantizable(l) {
+			if r.opt.quantizes(l) {
 				r.total++
 			}
 		}
+	}
+	if r.opt.quantizes(lmHeadSpec(c)) {
+		r.total++
 	}
 	if err := r.writeRaw(hf.EmbedTokens); err != nil {
 		return err
@@ -141,7 +145,11 @@ func (r *runner) run(calib [][]int) error {
 	if err := r.writeRaw(hf.FinalNorm); err != nil {
 		return err
 	}
-	if !c.TieWordEmbeddings {
+	if r.opt.quantizes(lmHeadSpec(c)) {
+		if err := r.lmHead(); err != nil {
+			return err
+		}
+	} else if !c.TieWordEmbeddings {
 		if err := r.writeRaw(hf.LMHead + ".weight"); err != nil {
 			return err
 		}
@@ -150,4 +158,33 @@ func (r *runner) run(calib [][]int) error {
 		return err
 	}
 	return r.writeConfigs()
+}
+
+// lmHead quantizes lm_head (--lm-head) and writes it: GPTQ with the Hessian
+// of the final norm's outputs over every calibration token (the stored
+// activations are the last layer's outputs), or RTN. A tied head is
+// quantized from the embedding matrix, which stays float.
+func (r *runner) lmHead() error {
+	lin := r.m.LMHead
+	spec := lmHeadSpec(r.ck.Config)
+	jb := &job{mod: &stageModule{lin: lin, group: 0, expert: -1}, layer: len(r.m.Layers), rtn: r.opt.Method == MethodRTN}
+	if !jb.rtn {
+		hs := NewHessian(lin.In())
+		for i := range r.acts.chunks {
+			x, err := r.acts.load(i)
+			if err != nil {
+				return err
+			}
+			r.m.FinalNorm(x)
+			hs.Add(x, len(x)/lin.In())
+		}
+		jb.mod.hess, jb.tokens = hs, hs.Rows
+	}
+	orig := lin.W
+	err := r.runJobs([]*job{jb}, -1)
+	lin.W = orig
+	if err != nil {
+		return err
+	}
+	return r.writeQuantized(spec, lin, jb.result)
 }

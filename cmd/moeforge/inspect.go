@@ -110,12 +110,27 @@ func writeInspectTable(w io.Writer, r *hf.Report) error {
 		row("config dtype", "%s", r.ConfigDType)
 	}
 	if q := r.Quantization; q != nil {
-		desc := fmt.Sprintf("%s %d-bit, group %d, desc_act %t, sym %t", q.Method, q.Bits, q.GroupSize, q.DescAct, q.Sym)
+		desc := fmt.Sprintf("%s %d-bit, group %d, desc_act %t, sym %t, checkpoint_format %s", q.Method, q.Bits, q.GroupSize, q.DescAct, q.Sym, q.CheckpointFormat)
 		if q.Bits == 0 {
 			desc = q.Method
 		}
+		if q.DynamicRules > 0 {
+			desc += fmt.Sprintf(", %d dynamic rules", q.DynamicRules)
+		}
+		if q.LMHead {
+			desc += ", lm_head quantized"
+		}
 		if r.WeightsRead {
 			desc += fmt.Sprintf("; %d of %d linears quantized", q.QuantizedLinears, q.Linears)
+			if len(q.LinearsByBits) > 1 {
+				var parts []string
+				for _, b := range []string{"2", "3", "4", "8"} {
+					if n := q.LinearsByBits[b]; n > 0 {
+						parts = append(parts, fmt.Sprintf("%d at %s-bit", n, b))
+					}
+				}
+				desc += " (" + strings.Join(parts, ", ") + ")"
+			}
 		}
 		row("quantization", "%s", desc)
 	} else {

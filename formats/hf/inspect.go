@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+
+	"github.com/moeforge/moeforge/formats/gptq"
 
 	"github.com/moeforge/moeforge/formats/safetensors"
 )
@@ -96,6 +99,13 @@ type QuantReport struct {
 	// the weights were not read).
 	QuantizedLinears int `json:"quantized_linears"`
 	Linears          int `json:"linears"`
+	// LinearsByBits counts the quantized linears per code width (after
+	// quantization_config.dynamic), e.g. {"4": 120, "8": 45}.
+	LinearsByBits map[string]int `json:"linears_by_bits,omitempty"`
+	// DynamicRules is the number of quantization_config.dynamic rules.
+	DynamicRules int `json:"dynamic_rules,omitempty"`
+	// LMHead: lm_head is GPTQ-quantized (quantization_config.lm_head).
+	LMHead bool `json:"lm_head,omitempty"`
 }
 
 // Inspect reports on a checkpoint directory, or on a config alone: path may
@@ -191,7 +201,10 @@ func configReport(path string, c *Config) *Report {
 	}
 	if q := c.Quantization; q != nil {
 		r.Quantization = &QuantReport{Method: q.QuantMethod, Bits: q.Bits, GroupSize: q.GroupSize,
-			DescAct: q.DescAct, Sym: q.Sym, CheckpointFormat: q.CheckpointFormat}
+			DescAct: q.DescAct, Sym: q.Sym, CheckpointFormat: q.CheckpointFormat, DynamicRules: len(q.Dynamic), LMHead: q.LMHead}
+		if r.Quantization.CheckpointFormat == "" {
+			r.Quantization.CheckpointFormat = gptq.FormatV1
+		}
 	}
 	return r
 }
@@ -238,6 +251,18 @@ func (ck *Checkpoint) Report() (*Report, error) {
 		linears++
 		if lw.Quantized() {
 			quantized++
+			bits := gptq.Bits
+			if q := c.Quantization; q != nil {
+				if lay, err := q.LayoutFor(l.Name); err == nil {
+					bits = lay.Bits
+				}
+			}
+			if r.Quantization != nil {
+				if r.Quantization.LinearsByBits == nil {
+					r.Quantization.LinearsByBits = map[string]int{}
+				}
+				r.Quantization.LinearsByBits[strconv.Itoa(bits)]++
+			}
 		}
 	}
 	if quantized > 0 && r.Quantization == nil {

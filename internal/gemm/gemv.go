@@ -50,6 +50,11 @@ func gemv(k *kernel, c, a []float32, b Matrix, acc bool) bool {
 		rows = func(ws *workspace, r0, r1 int) {
 			gemvInt4(k, ws, c, v, m, r0, r1, acc)
 		}
+	case GPTQ:
+		mustCheckGPTQ(m)
+		rows = func(ws *workspace, r0, r1 int) {
+			gemvGPTQ(c, a, m, r0, r1, acc)
+		}
 	default:
 		return false
 	}
@@ -177,5 +182,85 @@ func int4RowsGoRange(y, a []float32, qw []int32, n, q0 int, gidx []int32, sc []f
 				yy[c] += ai * (s[c] * float32(int32(uint32(w)>>shift&15)-z[c]))
 			}
 		}
+	}
+}
+
+// gemvGPTQ computes outputs [r0, r1) of c (+)= W·a for a GPTQ matrix of any
+// width: for every input the codes of consecutive outputs are read from one
+// word row, summed against a per group, and each group's sum is scaled and
+// offset once: y[c] = Σ_g s[g,c]·(Σ_{i∈g} a[i]·q[i,c] − z[g,c]·Σ_{i∈g} a[i]).
+func gemvGPTQ(c, a []float32, m GPTQ, r0, r1 int, acc bool) {
+	cols := r1 - r0
+	zw := m.N * m.Bits / 32
+	y := make([]float32, cols)
+	dot := make([]float32, cols)
+	sc := make([]float32, cols)
+	widen := active.Load().widenF16
+	bits, mask := m.Bits, uint32(1)<<uint(m.Bits)-1
+	cur, asum := int32(-1), float32(0)
+	flush := func() {
+		if cur < 0 {
+			return
+		}
+		g := int(cur)
+		widen(sc, m.Scales[g*m.N+r0:g*m.N+r1])
+		zrow := m.QZeros[g*zw : (g+1)*zw]
+		for j := range dot {
+			z := float32(field(zrow, 1, r0+j, bits) + m.ZeroOffset)
+			y[j] += sc[j] * (dot[j] - z*asum)
+			dot[j] = 0
+		}
+		asum = 0
+	}
+	for i := 0; i < m.K; i++ {
+		if g := m.GIdx[i]; g != cur {
+			flush()
+			cur = g
+		}
+		// 8 bits: a whole word (4 inputs of one group) at once.
+		if bits == 8 && i%4 == 0 && i+4 <= m.K && m.GIdx[i+1] == cur && m.GIdx[i+2] == cur && m.GIdx[i+3] == cur {
+			a0, a1, a2, a3 := a[i], a[i+1], a[i+2], a[i+3]
+			asum += a0 + a1 + a2 + a3
+			row := m.QWeight[(i/4)*m.N+r0 : (i/4)*m.N+r1]
+			d := dot[:len(row)]
+			for j, x := range row {
+				u := uint32(x)
+				d[j] += a0*float32(u&255) + a1*float32(u>>8&255) + a2*float32(u>>16&255) + a3*float32(u>>24)
+			}
+			i += 3
+			continue
+		}
+		ai := a[i]
+		asum += ai
+		b := i * bits
+		w, sh := b>>5, uint(b&31)
+		row := m.QWeight[w*m.N+r0 : w*m.N+r1]
+		d := dot[:len(row)]
+		if int(sh)+bits <= 32 {
+			for j, x := range row {
+				d[j] += ai * float32(uint32(x)>>sh&mask)
+			}
+			continue
+		}
+		next := m.QWeight[(w+1)*m.N+r0 : (w+1)*m.N+r1]
+		for j, x := range row {
+			d[j] += ai * float32((uint32(x)>>sh|uint32(next[j])<<(32-sh))&mask)
+		}
+	}
+	flush()
+	for j, v := range y {
+		if acc {
+			c[r0+j] += v
+		} else {
+			c[r0+j] = v
+		}
+	}
+}
+
+// mustCheckGPTQ panics on a malformed GPTQ matrix (the products index its
+// tables by g_idx).
+func mustCheckGPTQ(m GPTQ) {
+	if err := m.Check(); err != nil {
+		panic("gemm: " + err.Error())
 	}
 }
