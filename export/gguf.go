@@ -14,9 +14,10 @@
 // router and the shared-expert gate stay F32. A matrix whose rows are not
 // whole 32-element blocks falls back to F16 (listed in the summary).
 //
-// From a GPTQ checkpoint (4-bit, symmetric, group size a multiple of 32 or
-// -1, g_idx in order), Q4_0 is a repack, bit for bit: each 32-element block
-// takes its group's f16 scale as d and GPTQ's codes as its nibbles.
+// From a GPTQ checkpoint (symmetric, group size a multiple of 32 or -1,
+// g_idx in order), Q4_0 (4-bit) and Q8_0 (8-bit) are repacks, bit for bit:
+// each 32-element block takes its group's f16 scale as d and GPTQ's codes
+// as its values.
 package export
 
 import (

@@ -16,6 +16,11 @@ import (
 // rtnCheckpoint quantizes the checkpoint dir with round-to-nearest GPTQ
 // int4 (the GPTQ layout without calibration) into a temporary directory.
 func rtnCheckpoint(t testing.TB, dir string, group int, sym bool) string {
+	return rtnCheckpointBits(t, dir, 4, group, sym)
+}
+
+// rtnCheckpointBits is rtnCheckpoint with another code width.
+func rtnCheckpointBits(t testing.TB, dir string, bits, group int, sym bool) string {
 	t.Helper()
 	ck, err := hf.Open(dir)
 	if err != nil {
@@ -24,7 +29,7 @@ func rtnCheckpoint(t testing.TB, dir string, group int, sym bool) string {
 	defer ck.Close()
 	out := filepath.Join(t.TempDir(), "gptq")
 	opt := quantize.DefaultOptions()
-	opt.Method, opt.Config.GroupSize, opt.Config.Sym = quantize.MethodRTN, group, sym
+	opt.Method, opt.Config.Bits, opt.Config.GroupSize, opt.Config.Sym = quantize.MethodRTN, bits, group, sym
 	if err := mkdir(out); err != nil {
 		t.Fatal(err)
 	}
@@ -35,18 +40,24 @@ func rtnCheckpoint(t testing.TB, dir string, group int, sym bool) string {
 }
 
 // TestGPTQRepackExact: a symmetric GPTQ checkpoint with group size 32 or 64
-// exported as Q4_0 dequantizes, in every quantized matrix, to exactly the
-// GPTQ dequantization (bit for bit), with Mixtral's q/k rows permuted.
+// exported as Q4_0 (4-bit) or Q8_0 (8-bit) dequantizes, in every quantized
+// matrix, to exactly the GPTQ dequantization (bit for bit), with Mixtral's
+// q/k rows permuted.
 func TestGPTQRepackExact(t *testing.T) {
 	for _, c := range []struct {
-		rel   string
-		group int
-	}{{"models/qwen2_moe_small", 32}, {"fixtures/mixtral_tiny/model", 32}, {"models/qwen2_dense_small", 64}} {
-		t.Run(fmt.Sprintf("%s/g%d", c.rel, c.group), func(t *testing.T) {
-			src := rtnCheckpoint(t, materialized(t, c.rel), c.group, true)
+		rel         string
+		bits, group int
+		want        string
+	}{
+		{"models/qwen2_moe_small", 4, 32, "Q4_0"}, {"fixtures/mixtral_tiny/model", 4, 32, "Q4_0"},
+		{"models/qwen2_dense_small", 4, 64, "Q4_0"},
+		{"models/qwen2_moe_small", 8, 32, "Q8_0"}, {"fixtures/mixtral_tiny/model", 8, 64, "Q8_0"},
+	} {
+		t.Run(fmt.Sprintf("%s/%dbit-g%d", c.rel, c.bits, c.group), func(t *testing.T) {
+			src := rtnCheckpointBits(t, materialized(t, c.rel), c.bits, c.group, true)
 			path, sum := exportFile(t, src, GGUFOptions{})
-			if sum.Type != "Q4_0" || sum.Requantized != 0 || sum.Repacked == 0 {
-				t.Fatalf("summary %+v: want the default Q4_0 with every GPTQ matrix repacked", sum)
+			if sum.Type != c.want || sum.Requantized != 0 || sum.Repacked == 0 {
+				t.Fatalf("summary %+v: want the default %s with every GPTQ matrix repacked", sum, c.want)
 			}
 			ck, err := hf.Open(src)
 			if err != nil {
@@ -118,8 +129,8 @@ func compareLayer(t *testing.T, ck *hf.Checkpoint, f *gguf.File, name string, l 
 	if !ok {
 		t.Fatalf("GGUF has no %s", name)
 	}
-	if gt.Type != gguf.Q4_0 {
-		t.Fatalf("%s is %s, want Q4_0", name, gt.Type)
+	if gt.Type != gguf.Q4_0 && gt.Type != gguf.Q8_0 {
+		t.Fatalf("%s is %s, want Q4_0 or Q8_0", name, gt.Type)
 	}
 	lw, err := ck.Linear(l)
 	if err != nil {
@@ -130,9 +141,11 @@ func compareLayer(t *testing.T, ck *hf.Checkpoint, f *gguf.File, name string, l 
 		t.Fatal(err)
 	}
 	want := permuteRows(layer.Dequantize(), l.Out, l.In, perm)
-	per := l.Out * l.In / 32 * gguf.BlockBytesQ4_0
+	per := l.Out * l.In / 32 * gt.Type.BlockBytes()
 	got := make([]float32, l.Out*l.In)
-	gguf.DequantizeQ4_0(got, gt.Bytes()[index*per:(index+1)*per])
+	if err := gguf.Decode(gt.Type, got, gt.Bytes()[index*per:(index+1)*per]); err != nil {
+		t.Fatal(err)
+	}
 	for k := range want {
 		if math.Float32bits(got[k]) != math.Float32bits(want[k]) {
 			t.Fatalf("%s (matrix %d) element [%d, %d]: GGUF %g, GPTQ %g", name, index, k/l.In, k%l.In, got[k], want[k])

@@ -195,3 +195,30 @@ func TestGGUFJudgeTypes(t *testing.T) {
 		})
 	}
 }
+
+// TestGGUFJudgeQ8_0: an 8-bit symmetric GPTQ checkpoint repacked into Q8_0
+// loads in llama.cpp and agrees with moeforge's forward pass on the GPTQ
+// checkpoint (llama.cpp rounds the activations to Q8_0 too).
+func TestGGUFJudgeQ8_0(t *testing.T) {
+	jd := judge.Dir(t, "llamacpp")
+	src := rtnCheckpointBits(t, materialized(t, "models/qwen2_moe_small"), 8, 32, true)
+	path, sum := exportFile(t, src, GGUFOptions{})
+	seqs := textIDs(t, src, 2, 128)
+	llama := llamaLogits(t, jd, path, seqs)
+	ours := moeforgeLogits(t, src, seqs)
+	rel, top1 := logitStats(llama, ours, len(ours)/(2*128))
+	t.Logf("llama.cpp (Q8_0, %d 8-bit GPTQ matrices repacked) vs moeforge (GPTQ checkpoint), 2×128 tokens: max rel Δlogit %.3g, top-1 %.1f%%", sum.Repacked, rel, 100*top1)
+	if top1 < 0.97 || rel > 0.3 {
+		t.Errorf("max rel Δlogit %.3g (≤ 0.3), top-1 %.1f%% (≥ 97%%)", rel, 100*top1)
+	}
+	// The same weights dequantized into an F32 file: float parity, so the
+	// gap above is llama.cpp's 8-bit activations.
+	f32, _ := exportFile(t, src, GGUFOptions{Type: ggufF32, TypeSet: true})
+	llamaF32 := llamaLogits(t, jd, f32, seqs)
+	relF, topF := logitStats(llamaF32, ours, len(ours)/(2*128))
+	relQ, topQ := logitStats(llama, llamaF32, len(ours)/(2*128))
+	t.Logf("llama.cpp (F32, 8-bit GPTQ dequantized) vs moeforge: max rel Δlogit %.2g, top-1 %.1f%%; llama.cpp Q8_0 vs its F32: %.3g, %.1f%%", relF, 100*topF, relQ, 100*topQ)
+	if relF > 1e-4 || topF != 1 {
+		t.Errorf("F32: max rel Δlogit %.2g (≤ 1e-4), top-1 %.1f%% (100%%)", relF, 100*topF)
+	}
+}

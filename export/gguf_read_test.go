@@ -31,7 +31,8 @@ func TestGGUFForward(t *testing.T) {
 	cases = append(cases, tc{"qwen2_dense_tiny(tied)/F32", materialized(t, "fixtures/qwen2_dense_tiny/model"), GGUFOptions{Type: ggufF32, TypeSet: true}})
 	cases = append(cases,
 		tc{"qwen2_moe_small/GPTQ→Q4_0", rtnCheckpoint(t, materialized(t, "models/qwen2_moe_small"), 32, true), GGUFOptions{}},
-		tc{"mixtral_tiny/GPTQ→Q4_0", rtnCheckpoint(t, materialized(t, "fixtures/mixtral_tiny/model"), 32, true), GGUFOptions{}})
+		tc{"mixtral_tiny/GPTQ→Q4_0", rtnCheckpoint(t, materialized(t, "fixtures/mixtral_tiny/model"), 32, true), GGUFOptions{}},
+		tc{"qwen2_moe_small/GPTQ 8-bit→Q8_0", rtnCheckpointBits(t, materialized(t, "models/qwen2_moe_small"), 8, 32, true), GGUFOptions{}})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			path, _ := exportFile(t, c.dir, c.opt)

@@ -2,6 +2,7 @@ package export
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/moeforge/moeforge/formats/gguf"
 	"github.com/moeforge/moeforge/formats/gptq"
@@ -26,9 +27,13 @@ func newSource(ck *hf.Checkpoint) (*source, error) {
 	return s, nil
 }
 
-// defaultType is Q4_0 for GPTQ, else the checkpoint's float dtype.
+// defaultType is the exact repack of a GPTQ checkpoint (Q8_0 for 8 bits,
+// else Q4_0), else the checkpoint's float dtype.
 func (s *source) defaultType() gguf.Type {
 	if s.gptq != nil {
+		if s.gptq.Bits == 8 {
+			return gguf.Q8_0
+		}
 		return gguf.Q4_0
 	}
 	return s.floatType()
@@ -47,28 +52,52 @@ func (s *source) floatType() gguf.Type {
 }
 
 // checkTarget refuses GPTQ settings that cannot become the target type
-// exactly, unless requantizing was asked for.
+// exactly, unless requantizing was asked for: Q4_0 takes 4-bit and Q8_0
+// 8-bit symmetric modules whose groups are whole 32-blocks in order. Each
+// quantized module is checked with its own settings (after dynamic rules).
 func (s *source) checkTarget(opt GGUFOptions) error {
 	q := s.gptq
 	if q == nil || opt.Requantize {
 		return nil
 	}
-	dir := s.ck.Dir
+	var bits int
 	switch opt.Type {
-	case gguf.F32, gguf.F16, gguf.BF16:
-		return nil // dequantized (exactly for F32)
+	case gguf.Q4_0:
+		bits = 4
 	case gguf.Q8_0:
-		return refuse("%s: --type q8_0 from %d-bit GPTQ is not exact (8-bit GPTQ → Q8_0 is not implemented yet); use --type q4_0, a float type, or --requantize", dir, q.Bits)
+		bits = 8
+	default:
+		return nil // F32/F16/BF16: dequantized (exactly for F32)
 	}
-	switch {
-	case q.Bits != 4:
-		return refuse("%s: config quantization_config.bits=%d: only 4-bit GPTQ repacks into Q4_0 (use --requantize)", dir, q.Bits)
-	case !q.Sym:
-		return refuse("%s: config quantization_config.sym=false: Q4_0 has no zero point, only symmetric GPTQ repacks exactly (use --requantize)", dir)
-	case q.DescAct:
-		return refuse("%s: config quantization_config.desc_act=true: act-order groups are not contiguous 32-blocks, no exact Q4_0 repack (use --requantize)", dir)
-	case q.GroupSize != -1 && (q.GroupSize <= 0 || q.GroupSize%32 != 0):
-		return refuse("%s: config quantization_config.group_size=%d: Q4_0 blocks of 32 need a group size that is a multiple of 32 (use --requantize)", dir, q.GroupSize)
+	c := s.ck.Config
+	var ls []hf.Linear
+	for i := 0; i < c.NumHiddenLayers; i++ {
+		ls = append(ls, c.LayerLinears(i)...)
+	}
+	ls = append(ls, hf.Linear{Name: hf.LMHead})
+	for _, l := range ls {
+		if _, ok := s.ck.Weights.Tensor(l.Name + gptq.SuffixQWeight); !ok {
+			continue // float (or a fused expert view, which is float)
+		}
+		m, _ := q.Module(l.Name)
+		where := "config quantization_config"
+		if len(q.Dynamic) > 0 {
+			where += " (" + l.Name + " after dynamic)"
+		}
+		hint := "use --requantize, or a float --type"
+		switch {
+		case m.Bits != bits:
+			if m.Bits == 4 || m.Bits == 8 {
+				hint = fmt.Sprintf("use --type %s, --requantize, or a float --type", map[int]string{4: "q4_0", 8: "q8_0"}[m.Bits])
+			}
+			return refuse("%s: %s.bits=%d: --type %s repacks only %d-bit GPTQ exactly (%s)", s.ck.Dir, where, m.Bits, strings.ToLower(opt.Type.String()), bits, hint)
+		case !m.Sym:
+			return refuse("%s: %s.sym=false: %s has no zero point, only symmetric GPTQ repacks exactly (%s)", s.ck.Dir, where, opt.Type, hint)
+		case m.DescAct:
+			return refuse("%s: %s.desc_act=true: act-order groups are not contiguous 32-blocks, no exact repack (%s)", s.ck.Dir, where, hint)
+		case m.GroupSize != -1 && (m.GroupSize <= 0 || m.GroupSize%32 != 0):
+			return refuse("%s: %s.group_size=%d: %s blocks of 32 need a group size that is a multiple of 32 (%s)", s.ck.Dir, where, m.GroupSize, opt.Type, hint)
+		}
 	}
 	return nil
 }
@@ -103,8 +132,13 @@ func (s *source) encodeLinear(dst []byte, l hf.Linear, typ gguf.Type, perm func(
 		if err != nil {
 			return err
 		}
-		if typ == gguf.Q4_0 {
-			err := repackQ4_0(dst, layer, perm)
+		if typ == gguf.Q4_0 || typ == gguf.Q8_0 {
+			var err error
+			if typ == gguf.Q4_0 {
+				err = repackQ4_0(dst, layer, perm)
+			} else {
+				err = repackQ8_0(dst, layer, perm)
+			}
 			if err == nil {
 				p.summary.Repacked++
 				return nil

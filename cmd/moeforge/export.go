@@ -43,11 +43,11 @@ checkpoint as one GGUF file with its tokenizer (byte-level BPE) and chat templat
 bf16, q8_0 or q4_0 (llama.cpp's reference round-to-nearest quantizers). token_embd and output keep
 the checkpoint's dtype for q8_0/q4_0 (else --type); norms, biases, routers and the shared-expert
 gate stay F32.
-Default: q4_0 for a GPTQ checkpoint, else the checkpoint's dtype.
+Default: the exact repack for GPTQ (q4_0 for 4-bit, q8_0 for 8-bit), else the checkpoint's dtype.
 
-A GPTQ checkpoint (4-bit, sym, group size a multiple of 32, desc_act false) becomes Q4_0 bit for
-bit: each 32-block takes its group's scale and GPTQ's codes unchanged. Other GPTQ settings are
-refused unless --requantize (dequantize, then round to nearest).
+A GPTQ checkpoint (sym, group size a multiple of 32, desc_act false) becomes Q4_0 (4-bit) or Q8_0
+(8-bit) bit for bit: each 32-block takes its group's scale and GPTQ's codes unchanged. Other GPTQ
+settings are refused unless --requantize (dequantize, then round to nearest).
 
 Refused, naming the config key or tensor, because llama.cpp would compute something else:
 qwen2_moe with norm_topk_prob true, dense layers (mlp_only_layers, decoder_sparse_step > 1), no
@@ -65,7 +65,7 @@ The file is written to a temporary sibling and renamed when complete.`,
 	fs := cmd.Flags()
 	fs.StringVar(&f.in, "in", "", "input checkpoint directory (required)")
 	fs.StringVar(&f.out, "out", "", "output .gguf file (required; must not exist unless --force)")
-	fs.StringVar(&f.typ, "type", "", "matrix type: f32, f16, bf16, q8_0, q4_0 (default: q4_0 for GPTQ, else the input dtype)")
+	fs.StringVar(&f.typ, "type", "", "matrix type: f32, f16, bf16, q8_0, q4_0 (default: q4_0/q8_0 for 4/8-bit GPTQ, else the input dtype)")
 	fs.StringVar(&f.name, "name", "", "general.name (default: the input directory's name)")
 	fs.BoolVar(&f.requantize, "requantize", false, "allow a GPTQ checkpoint that cannot be repacked exactly to be dequantized and quantized again")
 	fs.BoolVar(&f.force, "force", false, "replace an existing output file")
