@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/moeforge/moeforge/formats/gguf"
+	"github.com/moeforge/moeforge/formats/gptq"
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/quantize"
 )
@@ -21,6 +22,11 @@ func rtnCheckpoint(t testing.TB, dir string, group int, sym bool) string {
 
 // rtnCheckpointBits is rtnCheckpoint with another code width.
 func rtnCheckpointBits(t testing.TB, dir string, bits, group int, sym bool) string {
+	return rtnCheckpointFormat(t, dir, bits, group, sym, gptq.FormatV1)
+}
+
+// rtnCheckpointFormat is rtnCheckpointBits in the given checkpoint_format.
+func rtnCheckpointFormat(t testing.TB, dir string, bits, group int, sym bool, format string) string {
 	t.Helper()
 	ck, err := hf.Open(dir)
 	if err != nil {
@@ -30,6 +36,7 @@ func rtnCheckpointBits(t testing.TB, dir string, bits, group int, sym bool) stri
 	out := filepath.Join(t.TempDir(), "gptq")
 	opt := quantize.DefaultOptions()
 	opt.Method, opt.Config.Bits, opt.Config.GroupSize, opt.Config.Sym = quantize.MethodRTN, bits, group, sym
+	opt.Config.CheckpointFormat = format
 	if err := mkdir(out); err != nil {
 		t.Fatal(err)
 	}
@@ -48,13 +55,14 @@ func TestGPTQRepackExact(t *testing.T) {
 		rel         string
 		bits, group int
 		want        string
+		format      string
 	}{
-		{"models/qwen2_moe_small", 4, 32, "Q4_0"}, {"fixtures/mixtral_tiny/model", 4, 32, "Q4_0"},
-		{"models/qwen2_dense_small", 4, 64, "Q4_0"},
-		{"models/qwen2_moe_small", 8, 32, "Q8_0"}, {"fixtures/mixtral_tiny/model", 8, 64, "Q8_0"},
+		{"models/qwen2_moe_small", 4, 32, "Q4_0", gptq.FormatV1}, {"fixtures/mixtral_tiny/model", 4, 32, "Q4_0", gptq.FormatV1},
+		{"models/qwen2_dense_small", 4, 64, "Q4_0", gptq.FormatV1}, {"models/qwen2_dense_small", 4, 32, "Q4_0", gptq.FormatV2},
+		{"models/qwen2_moe_small", 8, 32, "Q8_0", gptq.FormatV1}, {"fixtures/mixtral_tiny/model", 8, 64, "Q8_0", gptq.FormatV2},
 	} {
-		t.Run(fmt.Sprintf("%s/%dbit-g%d", c.rel, c.bits, c.group), func(t *testing.T) {
-			src := rtnCheckpointBits(t, materialized(t, c.rel), c.bits, c.group, true)
+		t.Run(fmt.Sprintf("%s/%dbit-g%d-%s", c.rel, c.bits, c.group, c.format), func(t *testing.T) {
+			src := rtnCheckpointFormat(t, materialized(t, c.rel), c.bits, c.group, true, c.format)
 			path, sum := exportFile(t, src, GGUFOptions{})
 			if sum.Type != c.want || sum.Requantized != 0 || sum.Repacked == 0 {
 				t.Fatalf("summary %+v: want the default %s with every GPTQ matrix repacked", sum, c.want)
@@ -177,6 +185,16 @@ func TestGPTQRefusals(t *testing.T) {
 	_, sum = exportFile(t, src, GGUFOptions{Type: gguf.F32, TypeSet: true})
 	if sum.Dequantized == 0 || sum.Repacked != 0 {
 		t.Errorf("F32 from GPTQ summary %+v", sum)
+	}
+
+	eight := rtnCheckpointBits(t, materialized(t, "models/qwen2_dense_small"), 8, 32, true)
+	ck8, err := hf.Open(eight)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck8.Close()
+	if _, err := PlanGGUF(ck8, GGUFOptions{Type: gguf.Q4_0, TypeSet: true}); !errors.Is(err, ErrUnsupported) || !contains(err.Error(), "bits=8") || !contains(err.Error(), "use --type q8_0") {
+		t.Errorf("8-bit as q4_0: %v", err)
 	}
 
 	asym := rtnCheckpoint(t, materialized(t, "models/qwen2_dense_small"), 32, false)
