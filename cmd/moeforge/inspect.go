@@ -12,6 +12,7 @@ import (
 
 	"github.com/moeforge/moeforge/convert"
 	"github.com/moeforge/moeforge/formats/hf"
+	"github.com/moeforge/moeforge/formats/mlx"
 )
 
 func init() { addCommand(newInspectCmd) }
@@ -22,7 +23,7 @@ func newInspectCmd() *cobra.Command {
 		Use:   "inspect PATH",
 		Short: "Describe a checkpoint: architecture, experts, parameters, dtypes, shards, quantization",
 		Long: `inspect describes a Hugging Face checkpoint directory (model.safetensors, or shards with
-model.safetensors.index.json): architecture, layers, attention heads, experts (routed, per token,
+model.safetensors.index.json) or an MLX directory (what moeforge export mlx writes): architecture, layers, attention heads, experts (routed, per token,
 widths, which layers are MoE), parameters in total and active per token (embeddings and lm_head
 counted), dtypes, shards, GPTQ quantization and tensors the config does not account for.
 
@@ -44,7 +45,11 @@ described too: architecture, hyperparameters, tokenizer, tensor types and parame
 			if isGGUF(args[0]) {
 				return inspectGGUF(cmd, args[0], asJSON)
 			}
-			r, err := hf.Inspect(args[0])
+			inspect := hf.Inspect
+			if mlx.IsDir(args[0]) {
+				inspect = mlx.Report
+			}
+			r, err := inspect(args[0])
 			if err != nil {
 				return err
 			}
@@ -73,6 +78,9 @@ func writeInspectTable(w io.Writer, r *hf.Report) error {
 	yesNo := map[bool]string{true: "yes", false: "no"}
 
 	row("path", "%s", r.Path)
+	if r.Format != "" {
+		row("format", "%s", r.Format)
+	}
 	if r.Class != "" {
 		row("architecture", "%s (%s)", r.Architecture, r.Class)
 	} else {
@@ -111,6 +119,9 @@ func writeInspectTable(w io.Writer, r *hf.Report) error {
 	}
 	if q := r.Quantization; q != nil {
 		desc := fmt.Sprintf("%s %d-bit, group %d, desc_act %t, sym %t, checkpoint_format %s", q.Method, q.Bits, q.GroupSize, q.DescAct, q.Sym, q.CheckpointFormat)
+		if r.Format != "" {
+			desc = q.Method
+		}
 		if q.Bits == 0 {
 			desc = q.Method
 		}

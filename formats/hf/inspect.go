@@ -20,6 +20,9 @@ type Report struct {
 	Path         string `json:"path"`
 	Architecture Arch   `json:"architecture"`
 	Class        string `json:"class,omitempty"` // architectures[0]
+	// Format is the on-disk format when it is not a Hugging Face
+	// checkpoint ("mlx"); empty otherwise.
+	Format string `json:"format,omitempty"`
 
 	Layers                int     `json:"layers"`
 	HiddenSize            int     `json:"hidden_size"`
@@ -129,7 +132,7 @@ func Inspect(path string) (*Report, error) {
 			}
 			return nil, err
 		}
-		return configReport(path, cfg), nil
+		return ConfigReport(path, cfg), nil
 	}
 	ck, err := Open(path)
 	if err != nil {
@@ -153,8 +156,9 @@ func hasWeights(dir string) bool {
 	return false
 }
 
-// configReport fills what a config alone tells.
-func configReport(path string, c *Config) *Report {
+// ConfigReport fills what a config alone tells (other formats' reports
+// start from it).
+func ConfigReport(path string, c *Config) *Report {
 	r := &Report{
 		Path:                  path,
 		Architecture:          c.ModelType,
@@ -214,7 +218,7 @@ func configReport(path string, c *Config) *Report {
 // config does not account for.
 func (ck *Checkpoint) Report() (*Report, error) {
 	c := ck.Config
-	r := configReport(ck.Dir, c)
+	r := ConfigReport(ck.Dir, c)
 	r.WeightsRead = true
 	r.Tensors = ck.Weights.Len()
 	for _, n := range ck.Weights.Names() {
