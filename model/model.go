@@ -452,6 +452,11 @@ func (m *Model) ForwardLayer(l *Layer, x []float32, b *Batch, hooks *Hooks) {
 	}
 }
 
+// RMSNorm writes w ⊙ x / sqrt(mean(x²) + eps) for every row of x [rows,
+// len(w)] into dst (dst may be x): the layers' input and post-attention
+// norms, for callers that run a layer's parts one at a time (quantize).
+func RMSNorm(dst, x, w []float32, eps float64) { rmsNormRows(dst, x, w, len(w), eps) }
+
 // FinalNorm applies the model's final RMS norm to hidden states x
 // [N, hidden] in place: what lm_head takes as input.
 func (m *Model) FinalNorm(x []float32) {

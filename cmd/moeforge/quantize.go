@@ -49,6 +49,7 @@ type quantizeFlags struct {
 	maxShard       string
 	report         string
 	asJSON         bool
+	resume         bool
 }
 
 func newQuantizeCmd() *cobra.Command {
@@ -120,6 +121,7 @@ token count and fallback, and any raised damping; --report FILE.json records eve
 	fs.StringVar(&f.maxShard, "max-shard-size", "5GB", "largest output shard, e.g. 5GB, 500MB")
 	fs.StringVar(&f.report, "report", "", "write the per-module report as JSON to this file")
 	fs.BoolVar(&f.asJSON, "json", false, "print the report as one JSON document instead of the summary")
+	fs.BoolVar(&f.resume, "resume", false, "continue a killed run of the same command after its last finished layer (state kept in the temporary output directory)")
 	return cmd
 }
 
@@ -260,6 +262,20 @@ func runQuantize(cmd *cobra.Command, f *quantizeFlags) error {
 		return outputError(err)
 	}
 	defer w.Abort()
+	if opt.Method == quantize.MethodGPTQ {
+		opt.Checkpoint = filepath.Join(w.Dir(), quantize.CheckpointDir)
+		if f.resume {
+			from, err := quantize.AdoptState(f.out, opt.Checkpoint)
+			if err != nil {
+				return err
+			}
+			if from == "" && !global.quiet {
+				fmt.Fprintf(cmd.ErrOrStderr(), "moeforge: --resume: no interrupted run of %s found; starting from the first layer\n", f.out)
+			}
+		} else if left := quantize.LeftState(f.out); left != "" && !global.quiet {
+			fmt.Fprintf(cmd.ErrOrStderr(), "moeforge: %s holds an interrupted run; --resume continues it (or remove it)\n", left)
+		}
+	}
 	var bar *progress.Bar
 	opt.Progress = func(done, total int, label string) {
 		if bar == nil {
