@@ -129,7 +129,10 @@ func argmax(v []float32) int {
 // one id or a list; nil means the checkpoint names none.
 func EOSTokens(dir string, c *hf.Config) ([]int, error) {
 	path := filepath.Join(dir, "generation_config.json")
-	if data, err := os.ReadFile(path); err == nil {
+	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
+		// A single-file model (GGUF) has no generation_config.json: its
+		// config carries the ids.
+	} else if data, err := os.ReadFile(path); err == nil {
 		var gc map[string]json.RawMessage
 		if err := json.Unmarshal(data, &gc); err != nil {
 			return nil, fmt.Errorf("%s: %v", path, err)

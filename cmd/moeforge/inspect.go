@@ -29,7 +29,8 @@ counted), dtypes, shards, GPTQ quantization and tensors the config does not acco
 
 Every tensor is checked against config.json (presence and shape); any problem is an error.
 PATH may also be a config.json file, or a directory holding only a config.json: the counts are
-then computed from the config and no weights are read.`,
+then computed from the config and no weights are read. A GGUF file (llama.cpp) is validated and
+described too: architecture, hyperparameters, tokenizer, tensor types and parameters.`,
 		Example: `  moeforge inspect path/to/Qwen1.5-MoE-A2.7B
   moeforge inspect --json path/to/checkpoint | jq .params_active
   moeforge inspect testdata/fixtures/configs/qwen1.5-moe-a2.7b.json`,
@@ -41,6 +42,9 @@ then computed from the config and no weights are read.`,
 			return nil, cobra.ShellCompDirectiveDefault // directories and config files
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if isGGUF(args[0]) {
+				return inspectGGUF(cmd, args[0], asJSON)
+			}
 			inspect := hf.Inspect
 			if mlx.IsDir(args[0]) {
 				inspect = mlx.Report

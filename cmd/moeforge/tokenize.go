@@ -50,7 +50,7 @@ DIR is a checkpoint directory holding tokenizer.json, or the tokenizer.json file
 			if err != nil {
 				return err
 			}
-			tok, err := tokenizer.Load(tokDir)
+			tok, err := loadTokenizer(tokDir)
 			if err != nil {
 				return err
 			}
