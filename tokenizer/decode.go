@@ -144,8 +144,8 @@ func (r replaceDecoder) decodeChain(tokens []string, raw bool) []string {
 }
 
 // metaspaceDecoder is Metaspace: the replacement character becomes a
-// space, and the first token loses a leading one unless prepend_scheme is
-// "never".
+// space, except in the first token, where (unless prepend_scheme is
+// "never") Hugging Face drops every one of them.
 type metaspaceDecoder struct {
 	repl      rune
 	stripHead bool
@@ -155,9 +155,9 @@ func (m metaspaceDecoder) decodeChain(tokens []string, raw bool) []string {
 	out := make([]string, len(tokens))
 	for k, t := range tokens {
 		var b strings.Builder
-		for i, r := range t {
+		for _, r := range t {
 			if r == m.repl {
-				if k == 0 && i == 0 && m.stripHead {
+				if k == 0 && m.stripHead {
 					continue
 				}
 				b.WriteByte(' ')

@@ -25,6 +25,7 @@ type probe struct {
 	NFD      map[string]string    `json:"nfd"`
 	NFKD     map[string]string    `json:"nfkd"`
 	Reorders []rune               `json:"reorders"`
+	Lower    map[string]string    `json:"lower"`
 }
 
 func main() {
@@ -107,6 +108,34 @@ func main() {
 		}
 	}
 	fmt.Fprintf(os.Stderr, "normalization: %d unknown to tokenizers, %d other differences\n", len(unknown), bad)
+	// Lowercase: where Rust's char::to_lowercase (what tokenizers' Lowercase
+	// applies per character) differs from Go's unicode.ToLower.
+	var lowerDiff []rune
+	for c := rune(0x80); c <= unicode.MaxRune; c++ {
+		if c >= 0xD800 && c <= 0xDFFF {
+			continue
+		}
+		hl, ok := p.Lower[strconv.Itoa(int(c))]
+		if !ok {
+			hl = string(c)
+		}
+		if hl != string(unicode.ToLower(c)) {
+			lowerDiff = append(lowerDiff, c)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "lowercase: %d differences\n", len(lowerDiff))
+	fmt.Printf("// hfLower maps the characters whose lower case in tokenizers (Rust's char::to_lowercase) differs from Go's unicode.ToLower (%d).\n", len(lowerDiff))
+	fmt.Println("var hfLower = map[rune]string{")
+	for _, c := range lowerDiff {
+		hl, ok := p.Lower[strconv.Itoa(int(c))]
+		if !ok {
+			hl = string(c)
+		}
+		fmt.Printf("\t0x%04X: %+q,\n", c, hl)
+	}
+	fmt.Println("}")
+	fmt.Println()
+
 	emit("hfNormUnknown", "code points with normalization data in Go's x/text (a decomposition or a combining class) that tokenizers' tables lack: it leaves them as they are, as starters", unknown)
 }
 

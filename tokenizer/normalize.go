@@ -31,8 +31,8 @@ type unicodeNormalizer struct{ form norm.Form }
 func (u unicodeNormalizer) normalize(s string) string { return hfNormalize(u.form, s) }
 
 // lowercaseNormalizer is Lowercase: every character mapped by its full
-// lower-case mapping (Rust's char::to_lowercase), with no context rules —
-// Σ is always σ.
+// lower-case mapping (Rust's char::to_lowercase, whose Unicode tables
+// hfLower brings in), with no context rules — Σ is always σ.
 type lowercaseNormalizer struct{}
 
 func (lowercaseNormalizer) normalize(s string) string {
@@ -52,10 +52,12 @@ func (lowercaseNormalizer) normalize(s string) string {
 		switch {
 		case r == utf8.RuneError && w == 1:
 			b.WriteByte(s[i])
-		case r == 0x130: // the one character whose lower case is two
-			b.WriteString("i\u0307")
 		default:
-			b.WriteRune(unicode.ToLower(r))
+			if l, ok := hfLower[r]; ok {
+				b.WriteString(l)
+			} else {
+				b.WriteRune(unicode.ToLower(r))
+			}
 		}
 		i += w
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -325,7 +326,7 @@ func (t *Tokenizer) parsePreTokenizer(raw json.RawMessage) error {
 			return fmt.Errorf("pre-tokenizer %q is not supported (supported: %s)", s.Type, supportedPreTokenizers)
 		}
 	}
-	if len(steps) == 2 && steps[0].Type == "Split" && steps[1].Type == "ByteLevel" && len(q) == 2 {
+	if len(steps) == 2 && steps[0].Type == "Split" && steps[1].Type == "ByteLevel" && len(q) == 1 {
 		if sp, ok := q[0].(splitPre); ok && sp.b == isolated && !sp.invert {
 			if re, ok := sp.pat.(*regexPattern); ok {
 				switch re.src {
@@ -585,17 +586,49 @@ func truncate(s string, n int) string {
 }
 
 // setAdded registers the added tokens and builds the decoding table.
+//
+// Like Hugging Face, it does not take the ids written in added_tokens as
+// given: it adds the tokens in file order and gives each the id its content
+// already has (in the vocab, or among the tokens added before it) or else
+// the next id after the vocab and the tokens added so far. For real files
+// this is the id written there.
 func (t *Tokenizer) setAdded(added []addedToken) error {
-	t.addedIDs = make(map[string]int, len(added))
-	var raw, normd []addedToken
-	var rawPat, normPat []string
-	maxSeen := len(t.tokens) - 1
 	for _, a := range added {
 		if a.ID < 0 || a.ID >= maxID {
 			return fmt.Errorf("added token %q has id %d, outside [0, %d)", a.Content, a.ID, maxID)
 		}
+	}
+	added = slices.Clone(added)
+	vocabLen := len(t.model.vocab)
+	t.addedIDs = make(map[string]int, len(added))
+	maxAdded := -1
+	for k := range added {
+		a := &added[k]
+		if a.Content == "" {
+			continue
+		}
+		id, ok := t.addedIDs[a.Content]
+		if !ok {
+			id, ok = t.model.vocab[a.Content]
+		}
+		if !ok {
+			id = vocabLen
+			if maxAdded >= vocabLen || (maxAdded >= 0 && vocabLen == 0) {
+				id = maxAdded + 1
+			}
+		}
+		a.ID = id
+		t.addedIDs[a.Content] = id
+		maxAdded = max(maxAdded, id)
+	}
+	var raw, normd []addedToken
+	var rawPat, normPat []string
+	maxSeen := len(t.tokens) - 1
+	for _, a := range added {
+		if a.Content == "" {
+			continue // Hugging Face ignores an empty added token
+		}
 		maxSeen = max(maxSeen, a.ID)
-		t.addedIDs[a.Content] = a.ID
 		if a.Normalized {
 			// Matched after normalization, in the text between the other
 			// added tokens; its content is normalized too.
@@ -624,11 +657,20 @@ func (t *Tokenizer) setAdded(added []addedToken) error {
 	}
 	for _, a := range added {
 		// An added token takes precedence over a vocab entry with its id.
-		t.tokens[a.ID], t.has[a.ID] = a.Content, true
+		// Hugging Face stores a normalized token's content normalized, and
+		// decodes it so.
+		if a.Content == "" {
+			continue
+		}
+		tok := a.Content
+		if a.Normalized && t.normalizer != nil {
+			tok = t.normalizer.normalize(tok)
+		}
+		t.tokens[a.ID], t.has[a.ID] = tok, true
 	}
 	t.special = make([]bool, n)
 	for _, a := range added {
-		if a.Special {
+		if a.Special && a.Content != "" {
 			t.special[a.ID] = true
 		}
 	}

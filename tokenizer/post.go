@@ -68,9 +68,11 @@ func (t *Tokenizer) parsePostProcessor(raw json.RawMessage) (postProcessor, erro
 				if !ok {
 					return pp, fmt.Errorf("post_processor TemplateProcessing: special token %q is not in special_tokens", it.SpecialToken.ID)
 				}
+				// Hugging Face adds these ids as written, in the vocabulary
+				// or not.
 				for _, id := range sp.IDs {
-					if id < 0 || id >= len(t.tokens) || !t.has[id] {
-						return pp, fmt.Errorf("post_processor TemplateProcessing: special token %q has id %d, not in the vocabulary", it.SpecialToken.ID, id)
+					if id < 0 || id >= maxID {
+						return pp, fmt.Errorf("post_processor TemplateProcessing: special token %q has id %d, outside [0, %d)", it.SpecialToken.ID, id, maxID)
 					}
 				}
 				if seen {
@@ -106,8 +108,8 @@ func (t *Tokenizer) processorToken(typ, what string, raw []json.RawMessage) (int
 	if len(raw) != 2 || json.Unmarshal(raw[1], &id) != nil {
 		return 0, fmt.Errorf("post_processor %s: %s is not a [token, id] pair", typ, what)
 	}
-	if id < 0 || id >= len(t.tokens) || !t.has[id] {
-		return 0, fmt.Errorf("post_processor %s: %s id %d is not in the vocabulary", typ, what, id)
+	if id < 0 || id >= maxID {
+		return 0, fmt.Errorf("post_processor %s: %s id %d is outside [0, %d)", typ, what, id, maxID)
 	}
 	return id, nil
 }

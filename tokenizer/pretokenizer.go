@@ -172,7 +172,9 @@ type metaspacePre struct {
 func (m metaspacePre) split(dst []piece, p piece) []piece {
 	rs := string(m.repl)
 	s := strings.ReplaceAll(p.s, " ", rs)
-	if !strings.HasPrefix(s, rs) && (m.prepend == "always" || (m.prepend == "first" && p.first)) {
+	// Hugging Face's prepend needs a character to attach to: an empty piece
+	// stays empty.
+	if s != "" && !strings.HasPrefix(s, rs) && (m.prepend == "always" || (m.prepend == "first" && p.first)) {
 		s = rs + s
 	}
 	q := piece{s, p.first}
@@ -206,7 +208,7 @@ func (q seqPre) split(dst []piece, p piece) []piece {
 type prefixSpacePre struct{}
 
 func (prefixSpacePre) split(dst []piece, p piece) []piece {
-	if !strings.HasPrefix(p.s, " ") {
+	if p.s != "" && !strings.HasPrefix(p.s, " ") {
 		p.s = " " + p.s
 	}
 	return append(dst, p)

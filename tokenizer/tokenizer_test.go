@@ -451,12 +451,17 @@ func TestVocabAndLookup(t *testing.T) {
 	if diff := cmp.Diff([]string{"<|endoftext|>", "<|im_start|>", "<|im_end|>"}, tok.SpecialTokens()); diff != "" {
 		t.Errorf("SpecialTokens mismatch:\n%s", diff)
 	}
-	// An added token above the vocab grows VocabSize; a hole has no token.
+	// An added token not in the vocab gets the next id after it, whatever
+	// id the file wrote (as in Hugging Face); a hole has no token.
 	tiny := mustParse(t, tinyJSON(t, nil, func(root, _ map[string]any) {
+		root["model"].(map[string]any)["vocab"].(map[string]any)["zz"] = 299
 		root["added_tokens"] = []any{map[string]any{"id": 300, "content": "<pad>", "special": true}}
 	}))
-	if got := tiny.VocabSize(); got != 301 {
-		t.Errorf("VocabSize with an added token at 300 = %d, want 301", got)
+	if got := tiny.VocabSize(); got != 300 {
+		t.Errorf("VocabSize with vocab up to 299 and one added token = %d, want 300", got)
+	}
+	if id, _ := tiny.TokenID("<pad>"); id != 257 {
+		t.Errorf("added token <pad> got id %d, want 257 (the vocab's size)", id)
 	}
 	if got, err := tiny.Decode([]int{280, 'a'}); err != nil || got != "a" {
 		t.Errorf("Decode of a hole and 'a' = %q, %v; want %q (the hole skipped)", got, err, "a")

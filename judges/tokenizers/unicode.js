@@ -2,7 +2,8 @@
 // tokenizer/gen_unicode.go: the regex classes of Split patterns (Oniguruma)
 // and the normalization data of its NFD/NFKD (unicode-normalization).
 // Prints JSON: {"classes": {"L": [[lo, hi], ...], ...},
-//               "nfd": {cp: "..."}, "nfkd": {cp: "..."}, "reorders": [cp, ...]}
+//               "nfd": {cp: "..."}, "nfkd": {cp: "..."}, "reorders": [cp, ...],
+//               "lower": {cp: "..."}}
 // where nfd/nfkd list the code points that do not map to themselves and
 // reorders those c for which NFD(c U+0334) is not c U+0334 with c's own NFD,
 // i.e. whose combining class is above 1.
@@ -35,8 +36,8 @@ for (const cls of ['L', 'N', 'M', 'P', 'S', 'Nd']) {
   classes[cls] = ranges;
 }
 
-const nfdN = t.nfdNormalizer(), nfkdN = t.nfkdNormalizer();
-const nfd = {}, nfkd = {}, reorders = [];
+const nfdN = t.nfdNormalizer(), nfkdN = t.nfkdNormalizer(), lowerN = t.lowercase();
+const nfd = {}, nfkd = {}, reorders = [], lower = {};
 for (let cp = 0x80; cp <= 0x10ffff; cp++) {
   if (cp >= 0xd800 && cp <= 0xdfff) continue;
   const c = String.fromCodePoint(cp);
@@ -45,5 +46,7 @@ for (let cp = 0x80; cp <= 0x10ffff; cp++) {
   const k = nfkdN.normalizeString(c);
   if (k !== c) nfkd[cp] = k;
   if (nfdN.normalizeString(c + '\u0334') !== d + '\u0334') reorders.push(cp);
+  const l = lowerN.normalizeString(c);
+  if (l !== c) lower[cp] = l;
 }
-process.stdout.write(JSON.stringify({ classes, nfd, nfkd, reorders }) + '\n');
+process.stdout.write(JSON.stringify({ classes, nfd, nfkd, reorders, lower }) + '\n');
