@@ -29,7 +29,7 @@ import (
 //	go test ./tokenizer -run TestFamilyGoldens -update-goldens
 var updateGoldens = flag.Bool("update-goldens", false, "rewrite testdata/tokenizers/*/golden.json.zst with the judge")
 
-var families = []string{"qwen1_5", "qwen2_5", "qwen3", "mistral", "llama3", "deepseek_v3"}
+var families = []string{"qwen1_5", "qwen2_5", "qwen3", "mistral", "mistral_tiny", "llama3", "deepseek_v3"}
 
 func TestMain(m *testing.M) {
 	code := m.Run()
@@ -358,7 +358,7 @@ func readGolden(t testing.TB, path string) familyGolden {
 // hand-written Split matcher, and that it splits the corpus as the regex
 // engine does.
 func TestFastPathChosen(t *testing.T) {
-	want := map[string]int{"qwen1_5": 1, "qwen2_5": 1, "qwen3": 1, "llama3": 3, "mistral": 0, "deepseek_v3": 0}
+	want := map[string]int{"qwen1_5": 1, "qwen2_5": 1, "qwen3": 1, "llama3": 3, "mistral": 0, "mistral_tiny": 0, "deepseek_v3": 0}
 	shakespeare := readShakespeare(t)
 	for _, name := range families {
 		tok := parseFamily(t, name)
