@@ -112,18 +112,17 @@ type stripDecoder struct {
 }
 
 func (st stripDecoder) decodeChain(tokens []string, raw bool) []string {
+	c := string(st.content)
 	out := make([]string, len(tokens))
 	for k, t := range tokens {
-		rs := []rune(t)
-		lo := 0
-		for lo < len(rs) && lo < st.start && rs[lo] == st.content {
-			lo++
+		// Byte-wise, so that raw bytes from ByteFallback pass unchanged.
+		for n := 0; n < st.start && strings.HasPrefix(t, c); n++ {
+			t = t[len(c):]
 		}
-		hi := len(rs)
-		for n := 0; n < st.stop && hi > lo && rs[hi-1] == st.content; n++ {
-			hi--
+		for n := 0; n < st.stop && strings.HasSuffix(t, c); n++ {
+			t = t[:len(t)-len(c)]
 		}
-		out[k] = string(rs[lo:hi])
+		out[k] = t
 	}
 	return out
 }
@@ -154,18 +153,11 @@ type metaspaceDecoder struct {
 func (m metaspaceDecoder) decodeChain(tokens []string, raw bool) []string {
 	out := make([]string, len(tokens))
 	for k, t := range tokens {
-		var b strings.Builder
-		for _, r := range t {
-			if r == m.repl {
-				if k == 0 && m.stripHead {
-					continue
-				}
-				b.WriteByte(' ')
-				continue
-			}
-			b.WriteRune(r)
+		with := " "
+		if k == 0 && m.stripHead {
+			with = ""
 		}
-		out[k] = b.String()
+		out[k] = strings.ReplaceAll(t, string(m.repl), with)
 	}
 	return out
 }

@@ -393,3 +393,160 @@ func TestFastPathChosen(t *testing.T) {
 		}
 	}
 }
+
+// TestIssueCases pins the cases of issue #15 with the ids Hugging Face
+// gives (also in the goldens): Unicode-version differences, padding ids,
+// and Mistral's template.
+func TestIssueCases(t *testing.T) {
+	qwen := parseFamily(t, "qwen2_5")
+	for _, tc := range []struct {
+		text string
+		want []int
+	}{
+		{"\u0301\u07fd", []int{53839, 155, 121}}, // U+07FD (Unicode 11) has class 0 in HF's NFC
+		{"\u1c89's", []int{128233, 231, 594}},    // U+1C89 (Unicode 16) is a letter for HF's regex
+	} {
+		if got := qwen.Encode(tc.text); !slices.Equal(got, tc.want) {
+			t.Errorf("qwen2_5 Encode(%+q) = %v, want %v", tc.text, got, tc.want)
+		}
+	}
+	// An id between the tokenizer's size and a model's vocab_size decodes
+	// to nothing.
+	if got, err := qwen.Decode([]int{9707, 151700, 151935}); err != nil || got != "Hello" {
+		t.Errorf("Decode with padding ids = %q, %v; want %q", got, err, "Hello")
+	}
+	mistral := loadFamily(t, "mistral")
+	if got := mistral.EncodeWithSpecialTokens("Hello"); !slices.Equal(got, []int{1, 22557}) {
+		t.Errorf("mistral EncodeWithSpecialTokens(Hello) = %v, want [1 22557]", got)
+	}
+	// Streaming decode of Mistral's byte-fallback tokens: raw bytes of a cut
+	// character, U+FFFD per byte in Decode as HF does.
+	robot := mistral.Encode("🤖")
+	raw, err := mistral.DecodeBytes(robot[:len(robot)-1])
+	if err != nil || !strings.HasSuffix(string(raw), "\xf0\x9f\xa4") {
+		t.Errorf("DecodeBytes(cut 🤖) = %q, %v; want the raw bytes F0 9F A4 at the end", raw, err)
+	}
+	if got, _ := mistral.Decode(robot[:len(robot)-1]); got != " \ufffd\ufffd\ufffd" && got != "\ufffd\ufffd\ufffd" {
+		t.Errorf("Decode(cut 🤖) = %+q, want three U+FFFD", got)
+	}
+}
+
+// TestTransformersConfig checks what Load takes from tokenizer_config.json:
+// the Llama tokenizer classes rebuild the post-processor from add_bos_token
+// and add_eos_token, as transformers' LlamaTokenizerFast does.
+func TestTransformersConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		want []int // EncodeWithSpecialTokens("Hi") without the text's ids
+		len  int
+	}{
+		{"deepseek_v3", []int{0}, 1}, // tokenizer.json adds nothing; LlamaTokenizerFast adds BOS
+		{"mistral", []int{1}, 1},
+		{"qwen2_5", nil, 0},
+		{"llama3", nil, 0}, // PreTrainedTokenizerFast: tokenizer.json's post-processor (ByteLevel) only
+	} {
+		tok := loadFamily(t, tc.name)
+		plain := tok.Encode("Hi")
+		got := tok.EncodeWithSpecialTokens("Hi")
+		if len(got) != len(plain)+tc.len || !slices.Equal(got[:tc.len], tc.want) || !slices.Equal(got[tc.len:], plain) {
+			t.Errorf("%s: EncodeWithSpecialTokens(Hi) = %v, want %v then %v", tc.name, got, tc.want, plain)
+		}
+	}
+	// add_eos_token and a missing bos_token.
+	dir := t.TempDir()
+	data, err := os.ReadFile(filepath.Join(fixture.Dir(t, "tokenizers/mistral"), "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "tokenizer.json"), data, 0o644)
+	os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), []byte(`{"tokenizer_class": "LlamaTokenizer", "add_bos_token": false, "add_eos_token": true, "eos_token": {"content": "</s>"}}`), 0o644)
+	tok, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tok.EncodeWithSpecialTokens("Hello"); !slices.Equal(got, []int{22557, 2}) {
+		t.Errorf("add_eos_token only: %v, want [22557 2]", got)
+	}
+	os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), []byte(`{"tokenizer_class": "LlamaTokenizerFast", "bos_token": null}`), 0o644)
+	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "bos_token") {
+		t.Errorf("Load with add_bos_token but no bos_token: error %v, want one naming bos_token", err)
+	}
+}
+
+// TestLoadErrorNamesFileOnce checks the one-line error of an unsupported
+// component: the file named once, the component named.
+func TestLoadErrorNamesFileOnce(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "tokenizer.json")
+	os.WriteFile(file, tinyJSON(t, nil, func(r, m map[string]any) { r["normalizer"] = map[string]any{"type": "StripAccents"} }), 0o644)
+	_, err := Load(dir)
+	want := file + `: normalizer "StripAccents" is not supported (supported: ` + supportedNormalizers + ")"
+	if err == nil || err.Error() != want {
+		t.Errorf("Load error:\n got %v\nwant %s", err, want)
+	}
+	os.WriteFile(file, []byte(`{"model": {"type": "BPE", "vocab": {}, "merges": []}, "pre_tokenizer": {"type": "UnicodeScripts"}}`), 0o644)
+	if _, err := Load(dir); err == nil || strings.Count(err.Error(), "tokenizer.json") != 1 || !strings.Contains(err.Error(), `"UnicodeScripts"`) {
+		t.Errorf("Load error = %v, want the file once and the pre-tokenizer named", err)
+	}
+}
+
+// FuzzMistralRoundTrip checks that Mistral's pipeline (Prepend, Replace,
+// byte fallback, the Replace/ByteFallback/Fuse/Strip decoder) gives back the
+// text, ▁ read as a space, on the 1024-token Mistral-style tokenizer.
+func FuzzMistralRoundTrip(f *testing.F) {
+	for _, s := range handCases {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		tok := parseFamily(t, "mistral_tiny")
+		if !utf8.ValidString(s) || tok.hasAddedString(s) {
+			return
+		}
+		ids := tok.Encode(s)
+		got, err := tok.Decode(ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := strings.ReplaceAll(s, "▁", " "); got != want {
+			t.Fatalf("Decode(Encode(%+q)) = %+q, want %+q", s, got, want)
+		}
+		if raw, _ := tok.DecodeBytes(ids); string(raw) != got {
+			t.Fatalf("DecodeBytes = %+q, Decode = %+q", raw, got)
+		}
+	})
+}
+
+// FuzzSplitFastPath checks the hand-written Qwen2 and Llama 3 matchers
+// against the regex engine with Hugging Face's tables.
+func FuzzSplitFastPath(f *testing.F) {
+	for _, s := range handCases {
+		f.Add(s)
+	}
+	res := map[int]*regexPattern{}
+	for d, src := range map[int]string{1: qwen2Pattern, 3: llama3Pattern} {
+		re, err := compileRegex(src)
+		if err != nil {
+			f.Fatal(err)
+		}
+		res[d] = re
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if !utf8.ValidString(s) { // regexp2 sees U+FFFD where the fast path sees a byte
+			return
+		}
+		for d, re := range res {
+			var fast, slow []string
+			for i := 0; i < len(s); {
+				j := nextSplit(s, i, d)
+				fast = append(fast, s[i:j])
+				i = j
+			}
+			for _, p := range (splitPre{re, isolated, false}).split(nil, piece{s, true}) {
+				slow = append(slow, p.s)
+			}
+			if !slices.Equal(fast, slow) {
+				t.Fatalf("digits=%d: %+q split differently:\n%s", d, s, cmp.Diff(slow, fast))
+			}
+		}
+	})
+}

@@ -668,6 +668,17 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"model":{"type":"WordPiece"}}`))
 	f.Add([]byte(`{"normalizer":{"type":"Sequence","normalizers":[{"type":"NFC"},{"type":"Lowercase"}]}}`))
 	f.Add([]byte(`null`))
+	// The other components: Metaspace, byte fallback, decoders, templates.
+	f.Add([]byte(`{"normalizer":{"type":"Sequence","normalizers":[{"type":"Prepend","prepend":"▁"},{"type":"Replace","pattern":{"String":" "},"content":"▁"}]},` +
+		`"pre_tokenizer":{"type":"Metaspace","replacement":"▁","prepend_scheme":"first","split":true},` +
+		`"post_processor":{"type":"TemplateProcessing","single":[{"SpecialToken":{"id":"<s>"}},{"Sequence":{"id":"A"}}],"special_tokens":{"<s>":{"id":"<s>","ids":[1]}}},` +
+		`"decoder":{"type":"Sequence","decoders":[{"type":"Replace","pattern":{"String":"▁"},"content":" "},{"type":"ByteFallback"},{"type":"Fuse"},{"type":"Strip","content":" ","start":1,"stop":0}]},` +
+		`"added_tokens":[{"id":1,"content":"<s>","special":true}],` +
+		`"model":{"type":"BPE","unk_token":"<unk>","byte_fallback":true,"fuse_unk":true,"vocab":{"<unk>":0,"<s>":1,"<0x61>":2,"▁":3,"b":4,"▁b":5},"merges":["▁ b"]}}`))
+	f.Add([]byte(`{"pre_tokenizer":{"type":"Sequence","pretokenizers":[{"type":"Digits","individual_digits":true},{"type":"Punctuation"},{"type":"Whitespace"},` +
+		`{"type":"Split","pattern":{"Regex":"(?<=a)b|\p{L}+"},"behavior":"MergedWithNext","invert":true},{"type":"ByteLevel","add_prefix_space":true}]},` +
+		`"normalizer":{"type":"Sequence","normalizers":[{"type":"NFKD"},{"type":"Lowercase"},{"type":"Strip"}]},` +
+		`"model":{"type":"BPE","continuing_subword_prefix":"##","end_of_word_suffix":"</w>","vocab":{"a":0,"##b":1,"ab":2,"b</w>":3},"merges":["a ##b"]}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		tok, err := Parse(data)
 		if err != nil {
@@ -677,6 +688,10 @@ func FuzzParse(f *testing.F) {
 			ids := tok.Encode(s)
 			if _, err := tok.Decode(ids); err != nil {
 				t.Fatalf("Decode(Encode(%q)): %v", s, err)
+			}
+			tok.EncodeWithSpecialTokens(s)
+			if _, err := tok.DecodeBytes(append(ids, 0, 5, 1<<20)); err != nil {
+				t.Fatalf("DecodeBytes: %v", err)
 			}
 		}
 		tok.VocabSize()
