@@ -355,8 +355,8 @@ func readGolden(t testing.TB, path string) familyGolden {
 }
 
 // TestFastPathChosen checks that the Qwen and Llama 3 files take the
-// hand-written Split matcher, and that it splits the corpus as the regex
-// engine does.
+// hand-written Split fast path, and that every hand-written matcher finds
+// the matches the regex engine finds on the corpus.
 func TestFastPathChosen(t *testing.T) {
 	want := map[string]int{"qwen1_5": 1, "qwen2_5": 1, "qwen3": 1, "llama3": 3, "mistral": 0, "mistral_tiny": 0, "deepseek_v3": 0}
 	shakespeare := readShakespeare(t)
@@ -366,29 +366,20 @@ func TestFastPathChosen(t *testing.T) {
 			t.Errorf("%s: fastDigits = %d, want %d", name, tok.fastDigits, want[name])
 		}
 	}
-	tok := parseFamily(t, "qwen2_5")
+	tok := parseFamily(t, "deepseek_v3")
 	texts := corpus(tok, shakespeare, 5, 1000)
-	for _, pat := range []struct {
-		src    string
-		digits int
-	}{{qwen2Pattern, 1}, {llama3Pattern, 3}} {
-		re, err := compileRegex(pat.src)
+	for src, at := range handPatterns {
+		re, err := compileRegex(src)
 		if err != nil {
 			t.Fatal(err)
 		}
+		hp := &handPattern{src: src, at: at}
 		for _, s := range texts {
-			var fast []string
-			for i := 0; i < len(s); {
-				j := nextSplit(s, i, pat.digits)
-				fast = append(fast, s[i:j])
-				i = j
+			if !utf8.ValidString(s) {
+				continue
 			}
-			var slow []string
-			for _, p := range (splitPre{re, isolated, false}).split(nil, piece{s, true}) {
-				slow = append(slow, p.s)
-			}
-			if !slices.Equal(fast, slow) {
-				t.Errorf("digits=%d: fast path and regex split %+q differently:\n%s", pat.digits, s, cmp.Diff(slow, fast))
+			if hand, slow := hp.matches(nil, s), re.matches(nil, s); !slices.Equal(hand, slow) {
+				t.Errorf("%q on %+q: hand %v, regexp2 %v", src, s, hand, slow)
 			}
 		}
 	}
@@ -516,36 +507,28 @@ func FuzzMistralRoundTrip(f *testing.F) {
 	})
 }
 
-// FuzzSplitFastPath checks the hand-written Qwen2 and Llama 3 matchers
+// FuzzHandPatterns checks every hand-written Split matcher (handPatterns)
 // against the regex engine with Hugging Face's tables.
-func FuzzSplitFastPath(f *testing.F) {
+func FuzzHandPatterns(f *testing.F) {
 	for _, s := range handCases {
 		f.Add(s)
 	}
-	res := map[int]*regexPattern{}
-	for d, src := range map[int]string{1: qwen2Pattern, 3: llama3Pattern} {
+	res := map[string]*regexPattern{}
+	for src := range handPatterns {
 		re, err := compileRegex(src)
 		if err != nil {
 			f.Fatal(err)
 		}
-		res[d] = re
+		res[src] = re
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		if !utf8.ValidString(s) { // regexp2 sees U+FFFD where the fast path sees a byte
+		if !utf8.ValidString(s) { // regexp2 sees U+FFFD where the matchers see a byte
 			return
 		}
-		for d, re := range res {
-			var fast, slow []string
-			for i := 0; i < len(s); {
-				j := nextSplit(s, i, d)
-				fast = append(fast, s[i:j])
-				i = j
-			}
-			for _, p := range (splitPre{re, isolated, false}).split(nil, piece{s, true}) {
-				slow = append(slow, p.s)
-			}
-			if !slices.Equal(fast, slow) {
-				t.Fatalf("digits=%d: %+q split differently:\n%s", d, s, cmp.Diff(slow, fast))
+		for src, re := range res {
+			hand := (&handPattern{src: src, at: handPatterns[src]}).matches(nil, s)
+			if slow := re.matches(nil, s); !slices.Equal(hand, slow) {
+				t.Fatalf("%q on %+q: hand %v, regexp2 %v", src, s, hand, slow)
 			}
 		}
 	})

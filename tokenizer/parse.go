@@ -140,7 +140,7 @@ func parsePattern(what string, p *splitPattern) (pattern, error) {
 	case p.String != nil:
 		return stringPattern(*p.String), nil
 	}
-	re, err := compileRegex(*p.Regex)
+	re, err := compilePattern(*p.Regex)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
@@ -328,7 +328,7 @@ func (t *Tokenizer) parsePreTokenizer(raw json.RawMessage) error {
 	}
 	if len(steps) == 2 && steps[0].Type == "Split" && steps[1].Type == "ByteLevel" && len(q) == 1 {
 		if sp, ok := q[0].(splitPre); ok && sp.b == isolated && !sp.invert {
-			if re, ok := sp.pat.(*regexPattern); ok {
+			if re, ok := sp.pat.(*handPattern); ok {
 				switch re.src {
 				case qwen2Pattern:
 					t.fastDigits = 1

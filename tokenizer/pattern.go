@@ -43,6 +43,15 @@ type regexPattern struct {
 	re  *regexp2.Regexp
 }
 
+// compilePattern returns the hand-written matcher of src when there is one
+// (handPatterns), else the regexp2 pattern.
+func compilePattern(src string) (pattern, error) {
+	if at, ok := handPatterns[src]; ok {
+		return &handPattern{src: src, at: at}, nil
+	}
+	return compileRegex(src)
+}
+
 func compileRegex(src string) (*regexPattern, error) {
 	re, err := regexp2.Compile(rewritePattern(src), regexp2.None)
 	if err != nil {
