@@ -109,7 +109,7 @@ func runWhile(s string, i int, is func(rune) bool) int {
 	return i
 }
 
-func isLetterOrMark(r rune) bool { return isLetter(r) || isMark(r) }
+func isLetterOrMark(r rune) bool  { return isLetter(r) || isMark(r) }
 func isPunctOrSymbol(r rune) bool { return isPunct(r) || isSymbol(r) }
 
 // matchDeepseek is deepseekMain: its alternatives tried in order, as a
