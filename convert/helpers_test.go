@@ -13,6 +13,7 @@ import (
 	"github.com/moeforge/moeforge/corpus"
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/internal/fixture"
+	"github.com/moeforge/moeforge/internal/fixture/fixturetest"
 	"github.com/moeforge/moeforge/model"
 	"github.com/moeforge/moeforge/tokenizer"
 	"github.com/moeforge/moeforge/verify"
@@ -20,15 +21,15 @@ import (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	fixture.Cleanup()
+	fixturetest.Cleanup()
 	os.Exit(code)
 }
 
 // Checkpoints used by the tests (materialized from testdata/ once per run).
 func denseTiny(t *testing.T) string {
-	return filepath.Join(fixture.Dir(t, "fixtures/qwen2_dense_tiny"), "model")
+	return filepath.Join(fixturetest.Dir(t, "fixtures/qwen2_dense_tiny"), "model")
 }
-func denseSmall(t *testing.T) string { return fixture.Dir(t, "models/qwen2_dense_small") }
+func denseSmall(t *testing.T) string { return fixturetest.Dir(t, "models/qwen2_dense_small") }
 
 // exactTol is the parity bound of the exact recipes (ALGORITHMS.md §1–2):
 // max |Δlogit| / max |logit| over every position and vocabulary entry.

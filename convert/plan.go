@@ -74,44 +74,40 @@ type WriteResult struct {
 }
 
 // Write writes the checkpoint into dir, which must exist and should be
-// empty (callers use internal/outdir for atomicity): config.json, the
-// tensors streamed shard by shard, the index when sharded, and the input's
-// non-weight files. Each tensor is computed just before it is written.
+// empty (WriteTo with hf.Create is the atomic form).
 func (p *Plan) Write(ctx context.Context, dir string, opt WriteOptions) (*WriteResult, error) {
-	w, err := safetensors.NewDirWriter(dir, p.Tensors, safetensors.WriterOptions{MaxShardSize: opt.MaxShardSize})
+	w := hf.NewWriter(dir, hf.WriterOptions{MaxShardSize: opt.MaxShardSize})
+	res, err := p.WriteTo(ctx, w, opt.Progress)
 	if err != nil {
-		return nil, err
+		w.Abort()
 	}
-	res := &WriteResult{Shards: w.Shards()}
+	return res, err
+}
+
+// WriteTo writes the checkpoint through w (the shard size is w's):
+// the tensors streamed shard by shard, each computed just before it is
+// written, the index when sharded, config.json, and the input's non-weight
+// files. The caller commits or aborts w.
+func (p *Plan) WriteTo(ctx context.Context, w *hf.Writer, progress func(done, total int)) (*WriteResult, error) {
+	tensors := make([]hf.Tensor, len(p.Tensors))
+	res := &WriteResult{}
 	for i, info := range p.Tensors {
-		if err := ctx.Err(); err != nil {
-			w.Abort()
-			return nil, err
-		}
-		data, err := p.produce[i]()
-		if err != nil {
-			w.Abort()
-			return nil, err
-		}
-		if err := w.Write(info.Name, data); err != nil {
-			w.Abort()
-			return nil, err
-		}
-		for _, t := range p.release[i] {
-			releasePages(t.Bytes())
-		}
-		res.TensorBytes += info.ByteSize()
-		if opt.Progress != nil {
-			opt.Progress(i+1, len(p.Tensors))
-		}
+		rel := p.release[i]
+		tensors[i] = hf.Tensor{Info: info, Produce: p.produce[i], Written: func() {
+			for _, t := range rel {
+				releasePages(t.Bytes())
+			}
+			res.TensorBytes += info.ByteSize()
+		}}
 	}
-	if err := w.Close(); err != nil {
+	var err error
+	if res.Shards, err = w.WriteAll(ctx, tensors, progress); err != nil {
 		return nil, err
 	}
-	if err := p.Config.WriteFile(dir); err != nil {
+	if err := w.WriteConfig(p.Config); err != nil {
 		return nil, err
 	}
-	if res.Copied, err = hf.CopyExtraFiles(p.src.Dir, dir); err != nil {
+	if res.Copied, err = w.CopyExtraFiles(p.src.Dir); err != nil {
 		return nil, err
 	}
 	return res, nil

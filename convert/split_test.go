@@ -10,7 +10,7 @@ import (
 
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/formats/safetensors"
-	"github.com/moeforge/moeforge/internal/fixture"
+	"github.com/moeforge/moeforge/internal/fixture/fixturetest"
 )
 
 // TestSplitExact splits the MoE fixtures and checks that the output's
@@ -31,7 +31,7 @@ func TestSplitExact(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.fixture+"/"+string(rune('0'+tc.factor)), func(t *testing.T) {
-			src := fixture.Dir(t, tc.fixture)
+			src := fixturetest.Dir(t, tc.fixture)
 			if strings.HasPrefix(tc.fixture, "fixtures/") {
 				src = filepath.Join(src, "model")
 			}
@@ -87,7 +87,7 @@ func TestSplitRefusals(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.fixture, func(t *testing.T) {
-			_, err := Split(openCheckpoint(t, filepath.Join(fixture.Dir(t, tc.fixture), "model")), tc.opts)
+			_, err := Split(openCheckpoint(t, filepath.Join(fixturetest.Dir(t, tc.fixture), "model")), tc.opts)
 			if err == nil {
 				t.Fatalf("accepted, want an error containing %q", tc.want)
 			}
@@ -103,7 +103,7 @@ func TestSplitRefusals(t *testing.T) {
 // TestSplitDTypeF32 shows the way out of the bf16 refusal: a factor of 3
 // written in f32 is exact.
 func TestSplitDTypeF32(t *testing.T) {
-	src := filepath.Join(fixture.Dir(t, "fixtures/mixtral_tiny"), "model")
+	src := filepath.Join(fixturetest.Dir(t, "fixtures/mixtral_tiny"), "model")
 	p, err := Split(openCheckpoint(t, src), SplitOptions{Factor: 3, DType: safetensors.F32})
 	if err != nil {
 		t.Fatal(err)
@@ -121,7 +121,7 @@ func TestSplitDTypeF32(t *testing.T) {
 // fused layout (experts.gate_up_proj [E, 2I, H], experts.down_proj
 // [E, H, I]); the output is written per expert and stays exact.
 func TestSplitFusedInput(t *testing.T) {
-	src := filepath.Join(fixture.Dir(t, "fixtures/qwen2_moe_tiny"), "model")
+	src := filepath.Join(fixturetest.Dir(t, "fixtures/qwen2_moe_tiny"), "model")
 	in := openCheckpoint(t, src)
 	c := in.Config
 	dir := t.TempDir()

@@ -1,5 +1,11 @@
 package convert
 
+// Upcycling (ALGORITHMS.md §1), the machinery every recipe shares: options
+// and their defaults, the layout of pieces, padding and replicas, layer
+// selection, router rows, shuffling, re-initialization, the output config
+// and tensors, the summary. What differs between --init modes is in one
+// file per recipe, recipe_*.go, behind the interface in recipe.go.
+
 import (
 	"fmt"
 	"math"
@@ -9,57 +15,6 @@ import (
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/formats/safetensors"
 )
-
-// Mode is an upcycling initialization (ALGORITHMS.md §1).
-type Mode string
-
-// The upcycling modes.
-const (
-	// SharedExact: the dense FFN becomes the shared expert (gate 0, so
-	// sigmoid = ½, and down_proj × 2); the routed experts are FFN pieces
-	// with a zero down_proj, silent until trained. Exact.
-	SharedExact Mode = "shared-exact"
-	// VirtualGroup: E = R·G experts, R replicas of the FFN's G pieces, a
-	// replica's pieces adjacent and sharing one router row; K = k·G,
-	// norm_topk_prob, down_proj × G. Exact.
-	VirtualGroup Mode = "virtual-group"
-	// HybridExact: the Qwen1.5-MoE shape: s = S/I pieces form the shared
-	// expert (gate 0, down × 2), the other G−s form virtual groups
-	// (down × (G−s)). Exact.
-	HybridExact Mode = "hybrid-exact"
-	// MegatronScaled: virtual-group's experts and router without
-	// renormalization; every expert's gate, up and down × (R·G/k)^(1/3)
-	// (arXiv 2410.07524). Approximate.
-	MegatronScaled Mode = "megatron-scaled"
-	// Qwen2Report: shuffled FFN copies sliced into experts, a fraction of
-	// each expert re-initialized, random router (Qwen2 technical report).
-	// Approximate.
-	Qwen2Report Mode = "qwen2-report"
-)
-
-// Modes lists every mode.
-var Modes = []Mode{SharedExact, VirtualGroup, HybridExact, MegatronScaled, Qwen2Report}
-
-// ParseMode checks a --init value.
-func ParseMode(s string) (Mode, error) {
-	for _, m := range Modes {
-		if string(m) == s {
-			return m, nil
-		}
-	}
-	names := make([]string, len(Modes))
-	for i, m := range Modes {
-		names[i] = string(m)
-	}
-	return "", fmt.Errorf("unknown --init mode %q (want one of %s)", s, strings.Join(names, ", "))
-}
-
-// Exact reports whether the mode reproduces the dense model's logits.
-func (m Mode) Exact() bool { return m == SharedExact || m == VirtualGroup || m == HybridExact }
-
-// grouped reports whether the experts are replicas of the FFN's pieces
-// routed as groups (one router row per replica).
-func (m Mode) grouped() bool { return m == VirtualGroup || m == HybridExact || m == MegatronScaled }
 
 // UpcycleOptions are the choices of an upcycling. Zero values take the
 // documented defaults.
@@ -103,14 +58,19 @@ type UpcycleOptions struct {
 	PadZeros bool
 	// DType is the output dtype ("" = the input's).
 	DType safetensors.DType
+	// Activations is the dense model at work on calibration text, for
+	// data-driven recipes (see Activations); the others ignore it.
+	Activations Activations
 }
 
 // upcycler holds a validated upcycling layout and produces its tensors.
 type upcycler struct {
-	in   *hf.Checkpoint
-	opts UpcycleOptions
-	mode Mode
-	h    int
+	in     *hf.Checkpoint
+	opts   UpcycleOptions
+	mode   Mode
+	r      recipe
+	target upcycleTarget
+	h      int
 
 	F, I, G int // FFN width, expert width, pieces per FFN (⌈F/I⌉)
 	pad     int // zero neurons appended per FFN
@@ -121,7 +81,7 @@ type upcycler struct {
 	norm    bool
 	reinit  float64
 	shuffle bool
-	copies  int // qwen2-report
+	copies  int // FFN copies sliced (recipes that slice)
 
 	routedDown, sharedDown float32 // down_proj factors; 0 = silent
 	expertScale            float32 // megatron-scaled: on gate, up and down
@@ -139,7 +99,8 @@ type upcycler struct {
 // Invalid combinations are refused with an error that proposes a valid one.
 func Upcycle(in *hf.Checkpoint, opts UpcycleOptions) (*Plan, error) {
 	c := in.Config
-	if c.ModelType != hf.Qwen2 {
+	target, ok := upcycleTargets[c.ModelType]
+	if !ok {
 		hint := ""
 		if c.IsMoE() {
 			hint = " (to make its experts finer, use convert split)"
@@ -152,9 +113,19 @@ func Upcycle(in *hf.Checkpoint, opts UpcycleOptions) (*Plan, error) {
 	if _, err := ParseMode(string(opts.Mode)); err != nil {
 		return nil, err
 	}
-	u := &upcycler{in: in, opts: opts, mode: opts.Mode, h: c.HiddenSize, cacheLayer: -1, stds: map[string]float64{}}
+	r, _ := recipeOf(opts.Mode)
+	if r.info().needsShared && !target.shared {
+		return nil, fmt.Errorf("upcycle %s puts part of the FFN into a shared expert, which %s has not: use a recipe without one, e.g. %s", opts.Mode, target.arch, VirtualGroup)
+	}
+	if r.info().needsActivations && opts.Activations == nil {
+		return nil, fmt.Errorf("upcycle %s chooses neurons by their activations: it needs Activations (the dense model run on calibration text)", opts.Mode)
+	}
+	u := &upcycler{in: in, opts: opts, mode: opts.Mode, r: r, target: target, h: c.HiddenSize, cacheLayer: -1, stds: map[string]float64{}}
 	if err := u.resolve(c); err != nil {
 		return nil, fmt.Errorf("upcycle %s: %w", u.mode, err)
+	}
+	if !target.shared {
+		u.S = 0 // the recipe's shared expert is silent: leave it out
 	}
 	moe, step, mlpOnly, err := selectLayers(c.NumHiddenLayers, opts.MoELayers, opts.DecoderSparseStep)
 	if err != nil {
@@ -162,7 +133,7 @@ func Upcycle(in *hf.Checkpoint, opts UpcycleOptions) (*Plan, error) {
 	}
 
 	out := c.Clone()
-	if err := out.ConvertTo(hf.Qwen2MoE); err != nil {
+	if err := out.ConvertTo(target.arch); err != nil {
 		return nil, err
 	}
 	out.QKVBias = true // qwen2 attention always has q/k/v biases
@@ -227,11 +198,12 @@ func (u *upcycler) resolve(c *hf.Config) error {
 	if I < 1 {
 		return fmt.Errorf("--expert-size %d must be positive", I)
 	}
-	if I > F && u.mode != Qwen2Report {
+	info := u.r.info()
+	if I > F && !info.slices {
 		return fmt.Errorf("--expert-size %d is wider than the FFN (intermediate_size %d): use at most %d", I, F, F)
 	}
 	u.G = ceilDiv(F, I)
-	if F%I != 0 && u.mode != Qwen2Report {
+	if F%I != 0 && !info.slices {
 		if !o.PadZeros {
 			return fmt.Errorf("intermediate_size %d is not a multiple of --expert-size %d (%d = %d×%d + %d): pass --pad zero to append %d zero neurons to every FFN (%d pieces of %d), or use an expert size that divides %d, e.g. %s",
 				F, I, F, F/I, I, F%I, u.G*I-F, u.G, I, F, divisorHint(F, I))
@@ -241,15 +213,14 @@ func (u *upcycler) resolve(c *hf.Config) error {
 	if o.ReinitFraction != nil && (*o.ReinitFraction < 0 || *o.ReinitFraction > 1 || math.IsNaN(*o.ReinitFraction)) {
 		return fmt.Errorf("--reinit-fraction %g must be in [0, 1]", *o.ReinitFraction)
 	}
-	if u.mode.Exact() && o.ReinitFraction != nil && *o.ReinitFraction != 0 {
+	if info.exact && o.ReinitFraction != nil && *o.ReinitFraction != 0 {
 		return fmt.Errorf("--reinit-fraction %g would break exactness: %s is exact, use megatron-scaled or qwen2-report for a re-initialized start", *o.ReinitFraction, u.mode)
 	}
+	u.reinit = info.defaultReinit
 	if o.ReinitFraction != nil {
 		u.reinit = *o.ReinitFraction
-	} else if u.mode == Qwen2Report {
-		u.reinit = 0.5
 	}
-	u.shuffle = o.Shuffle || u.mode == Qwen2Report
+	u.shuffle = o.Shuffle || info.slices
 	u.initStd = 0.02
 	if raw, ok := c.Raw("initializer_range"); ok {
 		if _, err := fmt.Sscan(string(raw), &u.initStd); err != nil || !(u.initStd > 0) {
@@ -258,39 +229,16 @@ func (u *upcycler) resolve(c *hf.Config) error {
 	}
 
 	// Shared expert width.
-	G := u.G
-	u.S = o.SharedSize
-	if u.S < 0 {
-		return fmt.Errorf("--shared-size %d must be positive", u.S)
+	if o.SharedSize < 0 {
+		return fmt.Errorf("--shared-size %d must be positive", o.SharedSize)
 	}
-	switch u.mode {
-	case SharedExact:
-		if u.S == 0 {
-			u.S = F
-		}
-		if u.S < F {
-			return fmt.Errorf("shared-exact puts the whole FFN into the shared expert, so --shared-size must be at least intermediate_size %d (got %d); to put only part of it there use hybrid-exact, e.g. --shared-size %d", F, u.S, (G/2)*I)
-		}
-	case HybridExact:
-		if G < 2 {
-			return fmt.Errorf("hybrid-exact needs at least 2 pieces per FFN, but intermediate_size %d / --expert-size %d gives %d: use a smaller expert size, e.g. %d", F, I, G, max(F/4, 1))
-		}
-		if u.S == 0 {
-			u.S = (G / 2) * I
-		}
-		if u.S%I != 0 || u.S/I < 1 || u.S/I >= G {
-			return fmt.Errorf("hybrid-exact moves whole pieces into the shared expert: --shared-size must be a multiple of --expert-size %d between %d and %d (1 to %d of the %d pieces), e.g. %d; got %d",
-				I, I, (G-1)*I, G-1, G, (G/2)*I, u.S)
-		}
-		u.s = u.S / I
-	default:
-		if u.S == 0 {
-			u.S = I
-		}
+	u.S = o.SharedSize
+	if err := u.r.resolveShared(u); err != nil {
+		return err
 	}
 
 	// Routed experts.
-	u.gr = G - u.s
+	u.gr = u.G - u.s
 	u.E, u.K = o.Experts, o.TopK
 	if u.E == 0 {
 		u.E = 4 * u.gr
@@ -304,7 +252,7 @@ func (u *upcycler) resolve(c *hf.Config) error {
 	if u.K > u.E {
 		return fmt.Errorf("--top-k %d is more than --experts %d", u.K, u.E)
 	}
-	if u.mode.grouped() {
+	if info.grouped {
 		what := fmt.Sprintf("the %d routed pieces of each FFN", u.gr)
 		if u.E%u.gr != 0 {
 			return fmt.Errorf("--experts %d is not a multiple of %s (experts are whole replicas of them): use --experts %s", u.E, what, multiplesHint(u.E, u.gr))
@@ -315,41 +263,9 @@ func (u *upcycler) resolve(c *hf.Config) error {
 		u.R, u.k = u.E/u.gr, u.K/u.gr
 	}
 
-	// norm_topk_prob.
-	req := o.NormTopKProb
-	switch u.mode {
-	case VirtualGroup, HybridExact:
-		if req != nil && !*req {
-			return fmt.Errorf("%s is exact only with norm_topk_prob=true (the selected replicas' weights must sum to 1); drop --norm-topk-prob=false, or use megatron-scaled for the unnormalized recipe", u.mode)
-		}
-		u.norm = true
-	case MegatronScaled:
-		if req != nil && *req {
-			return fmt.Errorf("megatron-scaled is defined with norm_topk_prob=false (softmax over all experts, then top-k); drop --norm-topk-prob, or use virtual-group for the normalized, exact recipe")
-		}
-		u.norm = false
-	default:
-		u.norm = req != nil && *req
-	}
-
-	// Scale factors.
+	// norm_topk_prob and scale factors.
 	u.expertScale = 1
-	u.sharedDown = 0 // silent
-	switch u.mode {
-	case SharedExact:
-		u.routedDown, u.sharedDown = 0, 2
-	case VirtualGroup:
-		u.routedDown = float32(u.gr)
-	case HybridExact:
-		u.routedDown, u.sharedDown = float32(u.gr), 2
-	case MegatronScaled:
-		u.routedDown = 1
-		u.expertScale = float32(math.Cbrt(float64(u.E) * float64(G) / float64(u.K)))
-	case Qwen2Report:
-		u.routedDown, u.sharedDown = 1, 1
-		u.copies = ceilDiv(u.E*I+u.S, F)
-	}
-	return nil
+	return u.r.resolveRouting(u)
 }
 
 // selectLayers resolves which layers become MoE and how the config says so.
@@ -401,7 +317,7 @@ func (u *upcycler) planLayer(b *builder, i int) error {
 		dense[p] = t
 	}
 	downDType := b.outDType(dense[hf.DownProj].DType)
-	if u.mode.Exact() {
+	if u.r.info().exact {
 		fix := "pass --dtype f32"
 		if u.routedDown != 0 && !isPow2(float64(u.routedDown)) {
 			fix += fmt.Sprintf(", or choose --expert-size/--shared-size so that the routed pieces per FFN (now %d) are a power of two", u.gr)
@@ -417,16 +333,20 @@ func (u *upcycler) planLayer(b *builder, i int) error {
 	}
 	h := u.h
 	b.compute(out.RouterLinear(i)+".weight", dense[hf.GateProj], []int{u.E, h}, func() ([]float32, error) { return u.router(i), nil })
-	b.compute(out.SharedExpertGateLinear(i)+".weight", dense[hf.GateProj], []int{1, h}, func() ([]float32, error) {
-		return make([]float32, h), nil // sigmoid(0) = ½
-	})
+	if u.target.shared {
+		b.compute(out.SharedExpertGateLinear(i)+".weight", dense[hf.GateProj], []int{1, h}, func() ([]float32, error) {
+			return make([]float32, h), nil // sigmoid(0) = ½
+		})
+	}
 	for _, p := range hf.FFNProjs {
-		shape := []int{u.S, h}
-		if p == hf.DownProj {
-			shape = []int{h, u.S}
+		if u.target.shared {
+			shape := []int{u.S, h}
+			if p == hf.DownProj {
+				shape = []int{h, u.S}
+			}
+			name := out.SharedExpertLinear(i, p) + ".weight"
+			b.compute(name, dense[p], shape, func() ([]float32, error) { return u.ffn(i, -1, p, name) }, dense[p])
 		}
-		name := out.SharedExpertLinear(i, p) + ".weight"
-		b.compute(name, dense[p], shape, func() ([]float32, error) { return u.ffn(i, -1, p, name) }, dense[p])
 		for e := 0; e < u.E; e++ {
 			shape := []int{u.I, h}
 			if p == hf.DownProj {
@@ -444,7 +364,7 @@ func (u *upcycler) planLayer(b *builder, i int) error {
 // adjacent pieces, so that they tie exactly and are selected together.
 func (u *upcycler) router(layer int) []float32 {
 	r := newRNG(u.opts.Seed, fmt.Sprintf("router/%d", layer))
-	if !u.mode.grouped() {
+	if !u.r.info().grouped {
 		return normalRows(r, u.E, u.h, u.initStd)
 	}
 	rows := normalRows(r, u.R, u.h, u.initStd)
@@ -460,7 +380,10 @@ func (u *upcycler) router(layer int) []float32 {
 // ffn computes projection p of routed expert e (or of the shared expert
 // when e < 0) in layer i.
 func (u *upcycler) ffn(layer, e int, p hf.Proj, name string) ([]float32, error) {
-	experts, shared := u.neurons(layer)
+	experts, shared, err := u.neurons(layer)
+	if err != nil {
+		return nil, err
+	}
 	src := shared
 	if e >= 0 {
 		src = experts[e]
@@ -482,7 +405,7 @@ func (u *upcycler) ffn(layer, e int, p hf.Proj, name string) ([]float32, error) 
 	case p == hf.DownProj:
 		scale = u.sharedDown
 	}
-	reinit := u.reinit > 0 && scale != 0 && (e >= 0 || u.mode == Qwen2Report)
+	reinit := u.reinit > 0 && scale != 0 && (e >= 0 || u.r.info().slices)
 	gs := scale
 	if reinit {
 		gs = 1 // re-initialize the unscaled piece, then scale it
@@ -512,93 +435,53 @@ func (u *upcycler) ffn(layer, e int, p hf.Proj, name string) ([]float32, error) 
 }
 
 // neurons returns, for layer i, the dense FFN neuron behind every neuron of
-// every routed expert and of the shared expert (−1: a zero padding neuron).
-// Replicas share their slices.
-func (u *upcycler) neurons(layer int) (experts [][]int32, shared []int32) {
+// every routed expert and of the shared expert (−1: a zero padding neuron),
+// as the recipe assigns them. Replicas share their slices.
+func (u *upcycler) neurons(layer int) (experts [][]int32, shared []int32, err error) {
 	if u.cacheLayer == layer {
-		return u.cacheExp, u.cacheSh
+		return u.cacheExp, u.cacheSh, nil
 	}
-	F, I := u.F, u.I
 	perm := func(copy int) []int32 {
 		if !u.shuffle {
-			p := make([]int32, F)
+			p := make([]int32, u.F)
 			for i := range p {
 				p[i] = int32(i)
 			}
 			return p
 		}
 		key := fmt.Sprintf("shuffle/%d", layer)
-		if u.mode == Qwen2Report {
+		if u.r.info().slices {
 			key = fmt.Sprintf("shuffle/%d/%d", layer, copy)
 		}
-		return permutation(newRNG(u.opts.Seed, key), F)
+		return permutation(newRNG(u.opts.Seed, key), u.F)
 	}
-	experts = make([][]int32, u.E)
-	if u.mode == Qwen2Report {
-		// Concatenate `copies` independently shuffled copies of the FFN;
-		// expert e takes virtual neurons [e·I, (e+1)·I), the shared expert
-		// the S after them; the rest is discarded.
-		perms := make([][]int32, u.copies)
-		for c := range perms {
-			perms[c] = perm(c)
-		}
-		at := func(v int) int32 { return perms[v/F][v%F] }
-		slice := func(v0, n int) []int32 {
-			s := make([]int32, n)
-			for t := range s {
-				s[t] = at(v0 + t)
-			}
-			return s
-		}
-		for e := range experts {
-			experts[e] = slice(e*I, I)
-		}
-		shared = slice(u.E*I, u.S)
-	} else {
-		p := perm(0)
-		at := func(v int) int32 { // the shuffled FFN, padded with zero neurons
-			if v < F {
-				return p[v]
-			}
-			return -1
-		}
-		pieces := make([][]int32, u.G)
-		for j := range pieces {
-			pieces[j] = make([]int32, I)
-			for t := range pieces[j] {
-				pieces[j][t] = at(j*I + t)
-			}
-		}
-		switch u.mode {
-		case SharedExact:
-			for e := range experts {
-				experts[e] = pieces[e%u.G]
-			}
-			shared = make([]int32, u.S)
-			for v := range shared {
-				shared[v] = at(v)
-			}
-		case HybridExact:
-			for e := range experts {
-				experts[e] = pieces[u.s+e%u.gr] // replica e/gr, piece s + e%gr
-			}
-			for j := 0; j < u.s; j++ {
-				shared = append(shared, pieces[j]...)
-			}
-		default: // virtual-group, megatron-scaled
-			for e := range experts {
-				experts[e] = pieces[e%u.gr] // replica e/G, piece e%G
-			}
-			// The shared expert is silent (zero down_proj); its gate and up
-			// rows are FFN neurons (cycled) so that training can wake it.
-			shared = make([]int32, u.S)
-			for v := range shared {
-				shared[v] = p[v%F]
-			}
-		}
+	ctx := &recipeContext{layer: layer, in: u.in, acts: u.opts.Activations}
+	experts, shared, err = u.r.neurons(u, ctx, perm)
+	if err != nil {
+		return nil, nil, fmt.Errorf("upcycle %s, layer %d: %w", u.mode, layer, err)
+	}
+	if !u.target.shared {
+		shared = nil
 	}
 	u.cacheLayer, u.cacheExp, u.cacheSh = layer, experts, shared
-	return experts, shared
+	return experts, shared, nil
+}
+
+// pieces cuts one FFN neuron order p into the G pieces of I neurons, the
+// last padded with zero neurons (−1) to a whole piece.
+func (u *upcycler) pieces(p []int32) [][]int32 {
+	pieces := make([][]int32, u.G)
+	for j := range pieces {
+		pieces[j] = make([]int32, u.I)
+		for t := range pieces[j] {
+			if v := j*u.I + t; v < u.F {
+				pieces[j][t] = p[v]
+			} else {
+				pieces[j][t] = -1
+			}
+		}
+	}
+	return pieces
 }
 
 // summary describes the layout.
@@ -606,7 +489,7 @@ func (u *upcycler) summary(in, out *hf.Config) *Summary {
 	moe, dense := layerSplit(out)
 	s := &Summary{
 		Recipe: "upcycle", Input: u.in.Dir, InputArch: in.ModelType, OutputArch: out.ModelType,
-		Exact: u.mode.Exact(), MoELayers: moe, DenseLayers: dense,
+		Exact: u.r.info().exact, MoELayers: moe, DenseLayers: dense,
 		Experts: u.E, TopK: u.K, ExpertSize: u.I, SharedSize: u.S, NormTopKProb: u.norm,
 		ParamsBefore: paramsOf(in),
 	}
@@ -615,30 +498,18 @@ func (u *upcycler) summary(in, out *hf.Config) *Summary {
 		RoutedDownScale: float64(u.routedDown), SharedDownScale: float64(u.sharedDown), ExpertScale: float64(u.expertScale),
 		Shuffle: u.shuffle, ReinitFraction: u.reinit, Seed: u.opts.Seed,
 	}
-	if u.mode != Qwen2Report {
+	if !u.r.info().slices {
 		us.RoutedPieces = u.gr
 	}
-	if u.mode.grouped() {
+	if u.r.info().grouped {
 		us.Replicas, us.SelectedReplicas = u.R, u.k
 		us.RouterInit = fmt.Sprintf("one row per replica ~ N(0, %g²) (initializer_range), repeated for its %d adjacent pieces", u.initStd, u.gr)
 	} else {
 		us.RouterInit = fmt.Sprintf("every row ~ N(0, %g²) (initializer_range)", u.initStd)
 	}
-	switch u.mode {
-	case SharedExact:
-		us.SharedExpert = fmt.Sprintf("the whole FFN (%d neurons", u.F)
-		if u.S > u.F {
-			us.SharedExpert += fmt.Sprintf(" + %d zero neurons", u.S-u.F)
-		}
-		us.SharedExpert += "), gate 0 (sigmoid ½), down_proj ×2; routed experts silent (down_proj 0)"
-	case HybridExact:
-		us.SharedExpert = fmt.Sprintf("pieces 0-%d of the FFN (%d neurons), gate 0 (sigmoid ½), down_proj ×2", u.s-1, u.S)
-	case Qwen2Report:
-		us.SharedExpert = fmt.Sprintf("%d neurons sliced from the shuffled FFN copies after the experts, gate 0 (sigmoid ½)", u.S)
-		us.Copies = u.copies
-		us.DiscardedNeurons = u.copies*u.F - u.E*u.I - u.S
-	default:
-		us.SharedExpert = fmt.Sprintf("silent: %d FFN neurons in gate/up, down_proj 0, gate 0", u.S)
+	u.r.describe(u, us, s)
+	if !u.target.shared {
+		us.SharedExpert = fmt.Sprintf("none (%s has no shared expert)", out.ModelType)
 	}
 	if u.reinit > 0 {
 		us.Reinit = "each element independently with probability reinit_fraction, redrawn ~ N(0, σ²), σ = std of the dense layer's projection it comes from; before any scaling"
@@ -646,10 +517,6 @@ func (u *upcycler) summary(in, out *hf.Config) *Summary {
 	s.Upcycle = us
 	if u.pad > 0 {
 		s.note("intermediate_size %d is not a multiple of %d: every FFN was padded with %d zero neurons to %d pieces (zero neurons add nothing)", u.F, u.I, u.pad, u.G)
-	}
-	if u.mode == Qwen2Report {
-		s.note("qwen2-report: the FFN was replicated %d times, each copy shuffled, and sliced into %d experts of %d and a shared expert of %d; %d neurons per layer were discarded",
-			u.copies, u.E, u.I, u.S, us.DiscardedNeurons)
 	}
 	return s
 }

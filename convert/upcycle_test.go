@@ -13,7 +13,7 @@ import (
 
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/formats/safetensors"
-	"github.com/moeforge/moeforge/internal/fixture"
+	"github.com/moeforge/moeforge/internal/fixture/fixturetest"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -106,7 +106,7 @@ func TestUpcycleExact(t *testing.T) {
 // Qwen2-MoE config has, the layer selection written the way transformers
 // reads it, the dtype, and files carried over.
 func TestUpcycleConfig(t *testing.T) {
-	ref, err := os.ReadFile(filepath.Join(fixture.Dir(t, "fixtures/qwen2_moe_tiny"), "model", "config.json"))
+	ref, err := os.ReadFile(filepath.Join(fixturetest.Dir(t, "fixtures/qwen2_moe_tiny"), "model", "config.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,7 +317,7 @@ func TestUpcycleRefusals(t *testing.T) {
 		})
 	}
 	t.Run("moe input", func(t *testing.T) {
-		_, err := Upcycle(openCheckpoint(t, filepath.Join(fixture.Dir(t, "fixtures/qwen2_moe_tiny"), "model")), UpcycleOptions{Mode: SharedExact})
+		_, err := Upcycle(openCheckpoint(t, filepath.Join(fixturetest.Dir(t, "fixtures/qwen2_moe_tiny"), "model")), UpcycleOptions{Mode: SharedExact})
 		if err == nil || !strings.Contains(err.Error(), "convert split") {
 			t.Fatalf("error %v, want a refusal pointing to convert split", err)
 		}

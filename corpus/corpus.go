@@ -49,14 +49,23 @@ func Calibration(text string, encode func(string) []int, splitAt float64, n, seq
 // tinyshakespeare; a split inside a UTF-8 sequence moves back to the
 // sequence's start.
 func SplitText(text string, at float64) (calib, eval string, err error) {
-	if at < 0 || at > 1 {
-		return "", "", fmt.Errorf("split fraction %g must be in [0, 1]", at)
+	if err := CheckSplit(at); err != nil {
+		return "", "", err
 	}
 	cut := int(at * float64(len(text)))
 	for cut > 0 && cut < len(text) && text[cut]&0xc0 == 0x80 {
 		cut--
 	}
 	return text[:cut], text[cut:], nil
+}
+
+// CheckSplit refuses a split fraction outside [0, 1] (SplitText, Eval and
+// Calibration do too; callers check early to fail before loading a model).
+func CheckSplit(at float64) error {
+	if !(at >= 0 && at <= 1) {
+		return fmt.Errorf("split fraction %g must be in [0, 1]", at)
+	}
+	return nil
 }
 
 // EvalWindows returns the first n consecutive, non-overlapping windows of

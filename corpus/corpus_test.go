@@ -1,6 +1,7 @@
 package corpus
 
 import (
+	"math"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -59,5 +60,23 @@ func TestEvalAndCalibration(t *testing.T) {
 	}
 	if _, err := Calibration(text, encode, 0.1, 1, 5, 1); err == nil {
 		t.Error("a calibration part shorter than one window was accepted")
+	}
+}
+
+// TestCheckSplit: fractions outside [0, 1], NaN included, are refused
+// before any slicing (a NaN once panicked in SplitText).
+func TestCheckSplit(t *testing.T) {
+	for _, at := range []float64{-0.1, 1.5, math.NaN(), math.Inf(1)} {
+		if err := CheckSplit(at); err == nil {
+			t.Errorf("CheckSplit(%g) accepted", at)
+		}
+		if _, _, err := SplitText("abc", at); err == nil {
+			t.Errorf("SplitText at %g accepted", at)
+		}
+	}
+	for _, at := range []float64{0, 0.9, 1} {
+		if err := CheckSplit(at); err != nil {
+			t.Errorf("CheckSplit(%g): %v", at, err)
+		}
 	}
 }

@@ -10,7 +10,7 @@ import (
 
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/formats/safetensors"
-	"github.com/moeforge/moeforge/internal/fixture"
+	"github.com/moeforge/moeforge/internal/fixture/fixturetest"
 	"github.com/moeforge/moeforge/internal/gemm"
 	"github.com/moeforge/moeforge/model"
 )
@@ -142,7 +142,7 @@ func TestDerivedCheckpoints(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.fixture+"/"+tc.name, func(t *testing.T) {
-			src := filepath.Join(fixture.Dir(t, "fixtures/"+tc.fixture), "model")
+			src := filepath.Join(fixturetest.Dir(t, "fixtures/"+tc.fixture), "model")
 			ref := loadFixtureRef(t, filepath.Join(filepath.Dir(src), "reference.safetensors"))
 			cfg := readConfigMap(t, src)
 			if tc.config != nil {
@@ -209,9 +209,9 @@ func TestDerivedCheckpoints(t *testing.T) {
 // max|logit|, mean next-token NLL within 0.05 nats, top-1 agreement on at
 // least 85% of the positions (measured 45/48).
 func TestBF16MatchesF32(t *testing.T) {
-	ref := loadFixtureRef(t, filepath.Join(fixture.Dir(t, "fixtures/qwen2_moe_tiny"), "reference.safetensors"))
-	f32 := loadModel(t, filepath.Join(fixture.Dir(t, "fixtures/qwen2_moe_tiny"), "model"))
-	bf16 := loadModel(t, filepath.Join(fixture.Dir(t, "fixtures/qwen2_moe_tiny_sharded"), "model"))
+	ref := loadFixtureRef(t, filepath.Join(fixturetest.Dir(t, "fixtures/qwen2_moe_tiny"), "reference.safetensors"))
+	f32 := loadModel(t, filepath.Join(fixturetest.Dir(t, "fixtures/qwen2_moe_tiny"), "model"))
+	bf16 := loadModel(t, filepath.Join(fixturetest.Dir(t, "fixtures/qwen2_moe_tiny_sharded"), "model"))
 	if _, ok := bf16.Layers[0].Attn.Q.W.(gemm.BF16); !ok {
 		t.Fatalf("the sharded fixture's weights are %T, want bf16", bf16.Layers[0].Attn.Q.W)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/moeforge/moeforge/corpus"
 	"github.com/moeforge/moeforge/internal/fixture"
+	"github.com/moeforge/moeforge/internal/fixture/fixturetest"
 	"github.com/moeforge/moeforge/model"
 	"github.com/moeforge/moeforge/tokenizer"
 	"github.com/moeforge/moeforge/verify"
@@ -63,7 +64,7 @@ func TestTrainedModelsPerplexity(t *testing.T) {
 	}
 	for _, name := range []string{"qwen2_dense_small", "qwen2_moe_small", "qwen2_moe_a60"} {
 		t.Run(name, func(t *testing.T) {
-			dir := fixture.Dir(t, "models/"+name)
+			dir := fixturetest.Dir(t, "models/"+name)
 			m := loadModel(t, dir)
 			windows := evalWindows(t, dir, 16, 256)
 			start := time.Now()
@@ -86,7 +87,7 @@ func TestTrainedModelsPerplexity(t *testing.T) {
 // (16 windows × 256 tokens of qwen2_moe_small, 4 windows per batch) and
 // reports tokens/s counting every input token.
 func BenchmarkEvalPPL(b *testing.B) {
-	dir := fixture.Dir(b, "models/qwen2_moe_small")
+	dir := fixturetest.Dir(b, "models/qwen2_moe_small")
 	m := loadModel(b, dir)
 	windows := evalWindows(b, dir, 16, 256)
 	var ppl float64
@@ -108,7 +109,7 @@ func BenchmarkEvalPPL(b *testing.B) {
 func BenchmarkGenerate(b *testing.B) {
 	for _, name := range []string{"qwen2_dense_small", "qwen2_moe_small", "qwen2_moe_a60"} {
 		b.Run(name, func(b *testing.B) {
-			dir := fixture.Dir(b, "models/"+name)
+			dir := fixturetest.Dir(b, "models/"+name)
 			m := loadModel(b, dir)
 			prompt := evalWindows(b, dir, 1, 32)[0]
 			opt := model.GenerateOptions{MaxNewTokens: 128}

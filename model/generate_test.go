@@ -11,7 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/moeforge/moeforge/formats/hf"
-	"github.com/moeforge/moeforge/internal/fixture"
+	"github.com/moeforge/moeforge/internal/fixture/fixturetest"
 	"github.com/moeforge/moeforge/model"
 )
 
@@ -37,7 +37,7 @@ func greedyWithoutCache(t *testing.T, m *model.Model, prompt []int, n int) []int
 func TestGenerateMatchesFullForward(t *testing.T) {
 	for _, name := range []string{"qwen2_moe_tiny", "mixtral_tiny", "qwen2_dense_tiny"} {
 		t.Run(name, func(t *testing.T) {
-			dir := filepath.Join(fixture.Dir(t, "fixtures/"+name), "model")
+			dir := filepath.Join(fixturetest.Dir(t, "fixtures/"+name), "model")
 			m := loadModel(t, dir)
 			prompt := []int{39, 421, 78, 897, 11}
 			want := greedyWithoutCache(t, m, prompt, 24)
@@ -61,7 +61,7 @@ func TestGenerateMatchesFullForward(t *testing.T) {
 }
 
 func TestGenerateStops(t *testing.T) {
-	m := loadModel(t, filepath.Join(fixture.Dir(t, "fixtures/qwen2_moe_tiny"), "model"))
+	m := loadModel(t, filepath.Join(fixturetest.Dir(t, "fixtures/qwen2_moe_tiny"), "model"))
 	prompt := []int{5, 6, 7}
 	free, err := m.Generate(context.Background(), prompt, model.GenerateOptions{MaxNewTokens: 10}, nil)
 	if err != nil {
@@ -118,7 +118,7 @@ func TestGenerateStops(t *testing.T) {
 }
 
 func TestGenerateBadInput(t *testing.T) {
-	m := loadModel(t, filepath.Join(fixture.Dir(t, "fixtures/qwen2_moe_tiny"), "model"))
+	m := loadModel(t, filepath.Join(fixturetest.Dir(t, "fixtures/qwen2_moe_tiny"), "model"))
 	for _, tc := range []struct {
 		name   string
 		prompt []int

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/moeforge/moeforge/internal/fixture"
+	"github.com/moeforge/moeforge/internal/fixture/fixturetest"
 	"github.com/moeforge/moeforge/model"
 )
 
@@ -59,17 +59,17 @@ func decodeInChunks(t *testing.T, m *model.Model, seqs [][]int, chunks [][]int) 
 // different lengths and positions decoded in the same batch, and for
 // sliding-window layers whose window the chunks cross.
 func TestKVCacheMatchesFullForward(t *testing.T) {
-	long := loadFixtureRef(t, filepath.Join(fixture.Dir(t, "fixtures/qwen2_moe_tiny"), "reference_long.safetensors"))
-	mixtralRef := loadFixtureRef(t, filepath.Join(fixture.Dir(t, "fixtures/mixtral_tiny"), "reference.safetensors"))
+	long := loadFixtureRef(t, filepath.Join(fixturetest.Dir(t, "fixtures/qwen2_moe_tiny"), "reference_long.safetensors"))
+	mixtralRef := loadFixtureRef(t, filepath.Join(fixturetest.Dir(t, "fixtures/mixtral_tiny"), "reference.safetensors"))
 	type tcase struct {
 		name   string
 		m      *model.Model
 		seqs   [][]int
 		chunks [][]int
 	}
-	moeTiny := loadModel(t, filepath.Join(fixture.Dir(t, "fixtures/qwen2_moe_tiny"), "model"))
-	mixtral := loadModel(t, filepath.Join(fixture.Dir(t, "fixtures/mixtral_tiny"), "model"))
-	dense := loadModel(t, filepath.Join(fixture.Dir(t, "fixtures/qwen2_dense_tiny"), "model"))
+	moeTiny := loadModel(t, filepath.Join(fixturetest.Dir(t, "fixtures/qwen2_moe_tiny"), "model"))
+	mixtral := loadModel(t, filepath.Join(fixturetest.Dir(t, "fixtures/mixtral_tiny"), "model"))
+	dense := loadModel(t, filepath.Join(fixturetest.Dir(t, "fixtures/qwen2_dense_tiny"), "model"))
 	slidingQwen := loadModel(t, randomCheckpoint(t, branchCases[5].cfg, 3))
 	slidingMixtral := loadModel(t, randomCheckpoint(t, branchCases[6].cfg, 4))
 	cases := []tcase{
@@ -106,7 +106,7 @@ func TestKVCacheMatchesFullForward(t *testing.T) {
 // TestBadInputs: invalid batches are refused with one-line errors that say
 // what is wrong, before any computation.
 func TestBadInputs(t *testing.T) {
-	m := loadModel(t, filepath.Join(fixture.Dir(t, "fixtures/qwen2_moe_tiny"), "model"))
+	m := loadModel(t, filepath.Join(fixturetest.Dir(t, "fixtures/qwen2_moe_tiny"), "model"))
 	long := make([]int, 513)
 	cache := m.NewKVCache()
 	if _, err := m.Logits(context.Background(), &model.Batch{Seqs: [][]int{make([]int, 500)}, Caches: []*model.KVCache{cache}}, nil); err != nil {

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/moeforge/moeforge/formats/gptq"
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/formats/safetensors"
 	"github.com/moeforge/moeforge/internal/gemm"
@@ -92,63 +93,65 @@ type Model struct {
 	LMHead     *Linear // tied models point at the embedding matrix
 
 	rope *rope
-	ck   *hf.Checkpoint // set by Open, closed by Close
+	src  Source // set by Open, closed by Close
 }
 
-// Open opens the checkpoint directory dir and loads its model; Close
-// releases the checkpoint's memory maps.
-func Open(dir string) (*Model, error) {
-	ck, err := hf.Open(dir)
+// Open opens the model at path — a Hugging Face checkpoint directory, or any
+// other format a Source has been registered for (see RegisterFormat) — and
+// loads it; Close releases the memory maps.
+func Open(path string) (*Model, error) {
+	src, err := OpenSource(path)
 	if err != nil {
 		return nil, err
 	}
-	m, err := Load(ck)
+	m, err := LoadSource(src)
 	if err != nil {
-		ck.Close()
+		src.Close()
 		return nil, err
 	}
-	m.ck = ck
+	m.src = src
 	return m, nil
 }
 
 // Close closes the checkpoint of a model made by Open (a no-op for Load:
 // the caller owns that checkpoint).
 func (m *Model) Close() error {
-	if m.ck == nil {
+	if m.src == nil {
 		return nil
 	}
-	err := m.ck.Close()
-	m.ck = nil
+	err := m.src.Close()
+	m.src = nil
 	return err
 }
 
 // Load builds the model over the checkpoint's tensors. Matrices are not
 // copied: they are read from the memory map when used. Checkpoint must stay
 // open while the model is in use.
-func Load(ck *hf.Checkpoint) (*Model, error) {
-	c := ck.Config
+func Load(ck *hf.Checkpoint) (*Model, error) { return LoadSource(HFSource(ck)) }
+
+// LoadSource builds the model over the tensors of src, which must stay open
+// while the model is in use.
+func LoadSource(src Source) (*Model, error) {
+	c := src.Config()
 	m := &Model{Config: c, rope: newRope(c.HeadDim, c.RopeTheta)}
-	emb, err := ck.Tensor(hf.EmbedTokens)
-	if err != nil {
+	var err error
+	if m.Embeddings, err = src.Matrix(hf.EmbedTokens); err != nil {
 		return nil, err
 	}
-	if m.Embeddings, err = matrixOf(emb); err != nil {
-		return nil, err
-	}
-	if m.Norm, err = vectorOf(ck, hf.FinalNorm); err != nil {
+	if m.Norm, err = src.Vector(hf.FinalNorm); err != nil {
 		return nil, err
 	}
 	if c.TieWordEmbeddings {
 		m.LMHead = &Linear{Name: hf.LMHead, W: m.Embeddings,
 			Spec: hf.Linear{Name: hf.LMHead, Out: c.VocabSize, In: c.HiddenSize, Kind: hf.KindLMHead, Layer: -1, Expert: -1}}
 	} else {
-		m.LMHead, err = loadLinear(ck, hf.Linear{Name: hf.LMHead, Out: c.VocabSize, In: c.HiddenSize, Kind: hf.KindLMHead, Layer: -1, Expert: -1})
+		m.LMHead, err = loadLinear(src, hf.Linear{Name: hf.LMHead, Out: c.VocabSize, In: c.HiddenSize, Kind: hf.KindLMHead, Layer: -1, Expert: -1})
 		if err != nil {
 			return nil, err
 		}
 	}
 	for i := 0; i < c.NumHiddenLayers; i++ {
-		l, err := loadLayer(ck, i)
+		l, err := loadLayer(src, i)
 		if err != nil {
 			return nil, err
 		}
@@ -157,14 +160,14 @@ func Load(ck *hf.Checkpoint) (*Model, error) {
 	return m, nil
 }
 
-func loadLayer(ck *hf.Checkpoint, i int) (*Layer, error) {
-	c := ck.Config
+func loadLayer(src Source, i int) (*Layer, error) {
+	c := src.Config()
 	l := &Layer{Index: i, SlidingWindow: slidingWindow(c, i)}
 	var err error
-	if l.InputNorm, err = vectorOf(ck, hf.InputNorm(i)); err != nil {
+	if l.InputNorm, err = src.Vector(hf.InputNorm(i)); err != nil {
 		return nil, err
 	}
-	if l.PostNorm, err = vectorOf(ck, hf.PostAttentionNorm(i)); err != nil {
+	if l.PostNorm, err = src.Vector(hf.PostAttentionNorm(i)); err != nil {
 		return nil, err
 	}
 	linears := map[string]*Linear{}
@@ -173,7 +176,7 @@ func loadLayer(ck *hf.Checkpoint, i int) (*Layer, error) {
 		experts = make([][3]*Linear, c.NumExperts)
 	}
 	for _, spec := range c.LayerLinears(i) {
-		lin, err := loadLinear(ck, spec)
+		lin, err := loadLinear(src, spec)
 		if err != nil {
 			return nil, err
 		}
@@ -209,25 +212,18 @@ func projIndex(p hf.Proj) int {
 }
 
 // loadLinear wraps a linear layer's tensors as a Linear.
-func loadLinear(ck *hf.Checkpoint, spec hf.Linear) (*Linear, error) {
-	lw, err := ck.Linear(spec)
+func loadLinear(src Source, spec hf.Linear) (*Linear, error) {
+	w, bias, err := src.Linear(spec)
 	if err != nil {
 		return nil, err
 	}
-	l := &Linear{Name: spec.Name, Spec: spec}
-	if lw.Quantized() {
-		if l.W, err = int4Of(lw, spec); err != nil {
-			return nil, err
-		}
-	} else if l.W, err = matrixOf(lw.Weight); err != nil {
-		return nil, err
+	if w.Rows() != spec.Out || w.Cols() != spec.In {
+		return nil, fmt.Errorf("%s: matrix [%d %d], want [%d %d]", spec.Name, w.Rows(), w.Cols(), spec.Out, spec.In)
 	}
-	if lw.Bias != nil {
-		if l.Bias, err = lw.Bias.Float32(); err != nil {
-			return nil, err
-		}
+	if bias != nil && len(bias) != spec.Out {
+		return nil, fmt.Errorf("%s: bias of %d values, want %d", spec.Name, len(bias), spec.Out)
 	}
-	return l, nil
+	return &Linear{Name: spec.Name, Spec: spec, W: w, Bias: bias}, nil
 }
 
 // matrixOf views a 2-D float tensor as a gemm.Matrix without copying when
@@ -258,36 +254,21 @@ func matrixOf(t *safetensors.Tensor) (gemm.Matrix, error) {
 	return gemm.F32{Data: v, N: n, K: k}, nil
 }
 
-func int4Of(lw *hf.LinearWeights, spec hf.Linear) (gemm.Matrix, error) {
-	qw, err := lw.QWeight.Int32s()
+// int4Of reads a GPTQ linear through formats/gptq (the one reader and
+// validator of the layout) and wraps its packed words for the products.
+func int4Of(c *hf.Config, lw *hf.LinearWeights, spec hf.Linear) (gemm.Matrix, error) {
+	lay := gptq.V1Int4
+	if q := c.Quantization; q != nil {
+		var err error
+		if lay, err = q.Layout(); err != nil {
+			return nil, fmt.Errorf("quantization_config.%w", err)
+		}
+	}
+	p, err := lay.Read(spec.Name, spec.Out, spec.In, lw.GPTQ())
 	if err != nil {
 		return nil, err
 	}
-	qz, err := lw.QZeros.Int32s()
-	if err != nil {
-		return nil, err
-	}
-	gi, err := lw.GIdx.Int32s()
-	if err != nil {
-		return nil, err
-	}
-	sc, ok := lw.Scales.U16View()
-	if !ok {
-		return nil, fmt.Errorf("tensor %s: scales must be F16", lw.Scales.Name)
-	}
-	m := gemm.Int4{QWeight: qw, QZeros: qz, Scales: sc, GIdx: gi, N: spec.Out, K: spec.In}
-	if err := m.Check(); err != nil {
-		return nil, fmt.Errorf("%s: %w", spec.Name, err)
-	}
-	return m, nil
-}
-
-func vectorOf(ck *hf.Checkpoint, name string) ([]float32, error) {
-	t, err := ck.Tensor(name)
-	if err != nil {
-		return nil, err
-	}
-	return t.Float32()
+	return gemm.Int4{QWeight: p.QWeight, QZeros: p.QZeros, Scales: p.Scales, GIdx: p.GIdx, N: p.Out, K: p.In}, nil
 }
 
 // Linears returns every linear layer of the model in forward order, lm_head last.

@@ -12,12 +12,12 @@ import (
 
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/formats/safetensors"
-	"github.com/moeforge/moeforge/internal/fixture"
+	"github.com/moeforge/moeforge/internal/fixture/fixturetest"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	fixture.Cleanup()
+	fixturetest.Cleanup()
 	os.Exit(code)
 }
 
@@ -179,7 +179,7 @@ func TestParityWithTransformers(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.fixture+"/"+c.ref, func(t *testing.T) {
-			dir := fixture.Dir(t, "fixtures/"+c.fixture)
+			dir := fixturetest.Dir(t, "fixtures/"+c.fixture)
 			_, m := openModel(t, filepath.Join(dir, "model"))
 			checkParity(t, m, loadReference(t, filepath.Join(dir, c.ref)))
 		})

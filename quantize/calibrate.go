@@ -12,38 +12,18 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/moeforge/moeforge/corpus"
-	"github.com/moeforge/moeforge/formats/safetensors"
 )
-
-// TextCalibration tokenizes the calibration part of a corpus (the first
-// splitAt fraction of its characters, as the evaluation protocol splits it)
-// with encode and draws n random windows of seqlen tokens from it (seeded).
-func TextCalibration(text string, encode func(string) []int, splitAt float64, n, seqlen int, seed uint64) ([][]int, error) {
-	return corpus.Calibration(text, encode, splitAt, n, seqlen, seed)
-}
 
 // IDCalibration reads calibration sequences from the input_ids tensor
 // [N, T] (I64 or I32) of a safetensors file; every id must be below vocab.
 func IDCalibration(path string, vocab int) ([][]int, error) {
-	f, err := safetensors.Open(path)
+	seqs, err := corpus.ReadIDs(path, corpus.InputIDs)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	t, ok := f.Tensor("input_ids")
-	if !ok {
-		return nil, fmt.Errorf("%s: no tensor input_ids (want token ids [N, T])", path)
-	}
-	if len(t.Shape) != 2 {
-		return nil, fmt.Errorf("%s: input_ids has shape %v, want [N, T] with N, T > 0", path, t.Shape)
-	}
-	seqs, err := t.TokenIDs()
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
 	for s, seq := range seqs {
 		for j, id := range seq {
-			if id < 0 || id >= vocab {
+			if id >= vocab {
 				return nil, fmt.Errorf("%s: input_ids[%d, %d] = %d outside the vocabulary [0, %d)", path, s, j, id, vocab)
 			}
 		}

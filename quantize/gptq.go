@@ -70,7 +70,7 @@ type Result struct {
 // which columns of the current block have not yet received that block's
 // earlier errors when groups are smaller than a block; here the grid always
 // sees the current weights, as the algorithm describes. h is not modified.
-func GPTQ(w []float32, out, in int, h []float64, cfg Config) (*Result, error) {
+func GPTQ(w []float32, out, in int, h []float64, cfg gptq.Config) (*Result, error) {
 	if len(h) != in*in {
 		return nil, fmt.Errorf("Hessian has %d values, want %d×%d", len(h), in, in)
 	}
@@ -80,8 +80,8 @@ func GPTQ(w []float32, out, in int, h []float64, cfg Config) (*Result, error) {
 // gptqThreads is GPTQ with the column loop split over up to threads
 // goroutines (products and factorizations use gemm.Threads()). It takes
 // ownership of h and overwrites it.
-func gptqThreads(w []float32, out, in int, h []float64, cfg Config, threads int) (*Result, error) {
-	if err := cfg.check(out, in); err != nil {
+func gptqThreads(w []float32, out, in int, h []float64, cfg gptq.Config, threads int) (*Result, error) {
+	if err := checkConfig(cfg, out, in); err != nil {
 		return nil, err
 	}
 	if len(w) != out*in {
@@ -106,7 +106,7 @@ func gptqThreads(w []float32, out, in int, h []float64, cfg Config, threads int)
 			res.Dead++
 		}
 	}
-	gw := cfg.groupWidth(in)
+	gw := groupWidth(cfg, in)
 	groups := gptq.NumGroups(in, cfg.GroupSize)
 	layer := gptq.NewLayer(out, in, groups)
 	sf := make([]float32, groups*out) // float32 values of the scales
@@ -127,7 +127,7 @@ func gptqThreads(w []float32, out, in int, h []float64, cfg Config, threads int)
 		H = permuteSym(H, in, perm)
 		wt = permuteRows(wt, out, perm)
 	}
-	u, lam, raises, err := inverseFactor(H, in, cfg.Damp)
+	u, lam, raises, err := inverseFactor(H, in, cfg.DampPercent)
 	if err != nil {
 		return nil, err
 	}

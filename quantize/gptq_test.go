@@ -97,17 +97,17 @@ func TestGPTQBeatsRTN(t *testing.T) {
 	h := hessianOf(x, n, in)
 	tests := []struct {
 		name string
-		cfg  Config
+		cfg  gptq.Config
 	}{
-		{"sym group -1", Config{GroupSize: -1, Sym: true, Damp: 0.01}},
-		{"sym group 128", Config{GroupSize: 128, Sym: true, Damp: 0.01}},
-		{"sym group 32", Config{GroupSize: 32, Sym: true, Damp: 0.01}},
-		{"asym group 32", Config{GroupSize: 32, Sym: false, Damp: 0.01}},
-		{"sym group 8", Config{GroupSize: 8, Sym: true, Damp: 0.01}},
-		{"act-order group 32", Config{GroupSize: 32, Sym: true, DescAct: true, Damp: 0.01}},
-		{"act-order one group", Config{GroupSize: -1, Sym: true, DescAct: true, Damp: 0.01}},
-		{"act-order static groups", Config{GroupSize: 32, Sym: true, DescAct: true, StaticGroups: true, Damp: 0.01}},
-		{"asym act-order group 64", Config{GroupSize: 64, Sym: false, DescAct: true, Damp: 0.01}},
+		{"sym group -1", gptq.Config{GroupSize: -1, Sym: true, DampPercent: 0.01}},
+		{"sym group 128", gptq.Config{GroupSize: 128, Sym: true, DampPercent: 0.01}},
+		{"sym group 32", gptq.Config{GroupSize: 32, Sym: true, DampPercent: 0.01}},
+		{"asym group 32", gptq.Config{GroupSize: 32, Sym: false, DampPercent: 0.01}},
+		{"sym group 8", gptq.Config{GroupSize: 8, Sym: true, DampPercent: 0.01}},
+		{"act-order group 32", gptq.Config{GroupSize: 32, Sym: true, DescAct: true, DampPercent: 0.01}},
+		{"act-order one group", gptq.Config{GroupSize: -1, Sym: true, DescAct: true, DampPercent: 0.01}},
+		{"act-order static groups", gptq.Config{GroupSize: 32, Sym: true, DescAct: true, StaticGroups: true, DampPercent: 0.01}},
+		{"asym act-order group 64", gptq.Config{GroupSize: 64, Sym: false, DescAct: true, DampPercent: 0.01}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -147,7 +147,7 @@ func checkPacked(t *testing.T, l *gptq.Layer) {
 	if diff := cmp.Diff(l, back); diff != "" {
 		t.Fatalf("unpacked layer differs (-want +got):\n%s", diff)
 	}
-	m, err := l.Matrix()
+	m, err := int4Matrix(l)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ func checkPacked(t *testing.T, l *gptq.Layer) {
 // (column by column, eager update of the whole block, float64), used to
 // check the blocked, parallel implementation. It returns the dequantized Q
 // [out, in] and the permutation.
-func referenceGPTQ(w []float32, out, in int, h []float64, cfg Config) ([]float64, []int) {
+func referenceGPTQ(w []float32, out, in int, h []float64, cfg gptq.Config) ([]float64, []int) {
 	W := make([]float64, out*in)
 	for i, v := range w {
 		W[i] = float64(v)
@@ -199,13 +199,13 @@ func referenceGPTQ(w []float32, out, in int, h []float64, cfg Config) ([]float64
 		mean += H[i*in+i]
 	}
 	for i := 0; i < in; i++ {
-		H[i*in+i] += cfg.Damp * mean / float64(in)
+		H[i*in+i] += cfg.DampPercent * mean / float64(in)
 	}
 	U, err := linalg.CholeskyInverseUpper(H, in)
 	if err != nil {
 		panic(err)
 	}
-	gw := cfg.groupWidth(in)
+	gw := groupWidth(cfg, in)
 	Q := make([]float64, out*in)
 	scale := make([]float64, out)
 	zero := make([]float64, out)
@@ -291,13 +291,13 @@ func TestGPTQMatchesReference(t *testing.T) {
 	h := hessianOf(x, n, in)
 	tests := []struct {
 		name    string
-		cfg     Config
+		cfg     gptq.Config
 		threads int
 	}{
-		{"group 128, 1 thread", Config{GroupSize: 128, Sym: true, Damp: 0.01}, 1},
-		{"group 32, 2 threads", Config{GroupSize: 32, Sym: true, Damp: 0.01}, 2},
-		{"act-order group 32, 2 threads", Config{GroupSize: 32, Sym: true, DescAct: true, Damp: 0.01}, 2},
-		{"asym act-order one group", Config{GroupSize: -1, Sym: false, DescAct: true, Damp: 0.01}, 2},
+		{"group 128, 1 thread", gptq.Config{GroupSize: 128, Sym: true, DampPercent: 0.01}, 1},
+		{"group 32, 2 threads", gptq.Config{GroupSize: 32, Sym: true, DampPercent: 0.01}, 2},
+		{"act-order group 32, 2 threads", gptq.Config{GroupSize: 32, Sym: true, DescAct: true, DampPercent: 0.01}, 2},
+		{"asym act-order one group", gptq.Config{GroupSize: -1, Sym: false, DescAct: true, DampPercent: 0.01}, 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -356,7 +356,7 @@ func TestGPTQDiagonalHessianIsRTN(t *testing.T) {
 	for i := 0; i < in; i++ {
 		h[i*in+i] = 0.1 + rng.Float64()
 	}
-	for _, cfg := range []Config{{GroupSize: 32, Sym: true, Damp: 0.01}, {GroupSize: -1, Sym: false, Damp: 0.01}} {
+	for _, cfg := range []gptq.Config{{GroupSize: 32, Sym: true, DampPercent: 0.01}, {GroupSize: -1, Sym: false, DampPercent: 0.01}} {
 		g, err := GPTQ(w, out, in, h, cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -381,7 +381,7 @@ func TestGPTQDampingAndErrors(t *testing.T) {
 		h[b*in+b], h[(b+1)*in+b+1] = 1, 1
 		h[b*in+b+1], h[(b+1)*in+b] = 3, 3
 	}
-	res, err := GPTQ(w, out, in, h, Config{GroupSize: -1, Sym: true, Damp: 0.01})
+	res, err := GPTQ(w, out, in, h, gptq.Config{GroupSize: -1, Sym: true, DampPercent: 0.01})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -401,14 +401,14 @@ func TestGPTQDampingAndErrors(t *testing.T) {
 		name string
 		w    []float32
 		h    []float64
-		cfg  Config
+		cfg  gptq.Config
 		want string
 	}{
-		{"hopeless Hessian", w, neg, Config{GroupSize: -1, Sym: true, Damp: 0.01}, "not positive definite even with damping"},
-		{"NaN weight", nan, h, Config{GroupSize: -1, Sym: true, Damp: 0.01}, "weight [1, 5] is NaN"},
-		{"Inf Hessian", w, hinf, Config{GroupSize: -1, Sym: true, Damp: 0.01}, "Hessian entry [1, 1] is +Inf"},
-		{"bad group", w, h, Config{GroupSize: 48, Sym: true, Damp: 0.01}, "group size 48"},
-		{"bad damp", w, h, Config{GroupSize: -1, Sym: true, Damp: 0}, "damp 0"},
+		{"hopeless Hessian", w, neg, gptq.Config{GroupSize: -1, Sym: true, DampPercent: 0.01}, "not positive definite even with damping"},
+		{"NaN weight", nan, h, gptq.Config{GroupSize: -1, Sym: true, DampPercent: 0.01}, "weight [1, 5] is NaN"},
+		{"Inf Hessian", w, hinf, gptq.Config{GroupSize: -1, Sym: true, DampPercent: 0.01}, "Hessian entry [1, 1] is +Inf"},
+		{"bad group", w, h, gptq.Config{GroupSize: 48, Sym: true, DampPercent: 0.01}, "group_size=48"},
+		{"bad damp", w, h, gptq.Config{GroupSize: -1, Sym: true, DampPercent: 0}, "damp_percent=0"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -418,7 +418,7 @@ func TestGPTQDampingAndErrors(t *testing.T) {
 			}
 		})
 	}
-	if _, err := GPTQ(w, 12, 8, h, Config{GroupSize: -1, Sym: true, Damp: 0.01}); err == nil {
+	if _, err := GPTQ(w, 12, 8, h, gptq.Config{GroupSize: -1, Sym: true, DampPercent: 0.01}); err == nil {
 		t.Error("GPTQ accepted a matrix with 12 rows")
 	}
 }
@@ -480,7 +480,7 @@ func BenchmarkGPTQExpert(b *testing.B) {
 		x[i] = float32(rng.NormFloat64())
 	}
 	h := hessianOf(x, n, in)
-	cfg := Config{GroupSize: 128, Sym: true, Damp: 0.01}
+	cfg := gptq.Config{GroupSize: 128, Sym: true, DampPercent: 0.01}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if _, err := GPTQ(w, out, in, h, cfg); err != nil {

@@ -8,27 +8,9 @@ import (
 	"github.com/moeforge/moeforge/internal/half"
 )
 
-// Config holds the settings of GPTQ (or RTN) on one matrix.
-type Config struct {
-	// GroupSize is the number of consecutive inputs (in quantization order)
-	// sharing a scale and zero point; -1 means one group spanning all inputs.
-	// It must be -1, a power of two from 8 to 64, or a multiple of 128, so
-	// that every group starts where all earlier columns' updates have been
-	// applied (see GPTQ).
-	GroupSize int
-	// Sym selects the symmetric grid (zero point 8); otherwise asymmetric.
-	Sym bool
-	// DescAct quantizes inputs in order of descending Hessian diagonal
-	// (act-order); the weight is not permuted on disk, g_idx records it.
-	DescAct bool
-	// StaticGroups computes every group's grid up front from the original
-	// weights (natural input groups) instead of at the group's first column.
-	StaticGroups bool
-	// Damp is damp_percent: λ in H += λ·mean(diag H)·I.
-	Damp float64
-}
-
-// checkGroupSize validates a group size (see Config.GroupSize).
+// checkGroupSize validates a group size: -1, a power of two from 8 to 64,
+// or a multiple of 128, so that every group starts where all earlier
+// columns' updates have been applied (see GPTQ).
 func checkGroupSize(g int) error {
 	switch {
 	case g == -1:
@@ -38,25 +20,29 @@ func checkGroupSize(g int) error {
 	case g > 0 && g%blockSize == 0:
 		return nil
 	}
-	return fmt.Errorf("group size %d: want -1, 8, 16, 32, 64 or a multiple of %d", g, blockSize)
+	return fmt.Errorf("group_size=%d: want -1, 8, 16, 32, 64 or a multiple of %d", g, blockSize)
 }
 
-// check validates the settings for a matrix [out, in].
-func (c Config) check(out, in int) error {
+// checkConfig validates the settings (zero fields take their defaults,
+// gptq.Config.WithDefaults) for a matrix [out, in]: the group sizes GPTQ's
+// blocked updates allow, what the checkpoint can hold
+// (gptq.Config.Validate), and the shape.
+func checkConfig(c gptq.Config, out, in int) error {
+	c = c.WithDefaults()
 	if err := checkGroupSize(c.GroupSize); err != nil {
 		return err
 	}
-	if !(c.Damp > 0 && c.Damp < 1) {
-		return fmt.Errorf("damp %g: want a value in (0, 1)", c.Damp)
+	if err := c.Validate(); err != nil {
+		return err
 	}
-	if out <= 0 || in <= 0 || out%8 != 0 || in%8 != 0 {
-		return fmt.Errorf("matrix [%d, %d]: GPTQ int4 needs both dimensions to be positive multiples of 8", out, in)
+	if a := gptq.V1Int4.Align(); out <= 0 || in <= 0 || out%a != 0 || in%a != 0 {
+		return fmt.Errorf("matrix [%d, %d]: GPTQ int4 needs both dimensions to be positive multiples of %d", out, in, a)
 	}
 	return nil
 }
 
 // groupWidth is the number of inputs per group for a matrix with in inputs.
-func (c Config) groupWidth(in int) int {
+func groupWidth(c gptq.Config, in int) int {
 	if c.GroupSize <= 0 || c.GroupSize >= in {
 		return in
 	}

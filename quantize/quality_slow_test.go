@@ -17,6 +17,7 @@ import (
 	"github.com/moeforge/moeforge/corpus"
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/internal/fixture"
+	"github.com/moeforge/moeforge/internal/fixture/fixturetest"
 	"github.com/moeforge/moeforge/model"
 	"github.com/moeforge/moeforge/tokenizer"
 	"github.com/moeforge/moeforge/verify"
@@ -34,7 +35,7 @@ type qualityModel struct {
 
 func loadQualityModel(t *testing.T, name string) *qualityModel {
 	t.Helper()
-	dir := fixture.Dir(t, "models/"+name)
+	dir := fixturetest.Dir(t, "models/"+name)
 	ck := openCheckpoint(t, dir)
 	fp, err := model.Load(ck)
 	if err != nil {
@@ -52,7 +53,7 @@ func loadQualityModel(t *testing.T, name string) *qualityModel {
 	if err != nil {
 		t.Fatal(err)
 	}
-	calib, err := TextCalibration(string(text), tok.Encode, 0.9, 128, 256, 0)
+	calib, err := corpus.Calibration(string(text), tok.Encode, 0.9, 128, 256, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,12 +12,12 @@ import (
 // weights of the natural input groups; no error feedback, no act-order). It
 // is the baseline GPTQ is measured against and the fallback for experts
 // that saw too few calibration tokens.
-func RTN(w []float32, out, in int, cfg Config) (*Result, error) {
+func RTN(w []float32, out, in int, cfg gptq.Config) (*Result, error) {
 	cfg.DescAct, cfg.StaticGroups = false, false
-	if cfg.Damp == 0 {
-		cfg.Damp = 0.01 // unused; keeps check happy
+	if cfg.DampPercent == 0 {
+		cfg.DampPercent = 0.01 // unused; keeps checkConfig happy
 	}
-	if err := cfg.check(out, in); err != nil {
+	if err := checkConfig(cfg, out, in); err != nil {
 		return nil, err
 	}
 	if len(w) != out*in {
@@ -27,7 +27,7 @@ func RTN(w []float32, out, in int, cfg Config) (*Result, error) {
 		return nil, fmt.Errorf("weight [%d, %d] is %v", i/in, i%in, w[i])
 	}
 	wt := transpose(w, out, in)
-	gw := cfg.groupWidth(in)
+	gw := groupWidth(cfg, in)
 	groups := gptq.NumGroups(in, cfg.GroupSize)
 	layer := gptq.NewLayer(out, in, groups)
 	sf := make([]float32, groups*out)

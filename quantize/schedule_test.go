@@ -18,21 +18,21 @@ import (
 	"github.com/moeforge/moeforge/formats/gptq"
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/formats/safetensors"
-	"github.com/moeforge/moeforge/internal/fixture"
+	"github.com/moeforge/moeforge/internal/fixture/fixturetest"
 	"github.com/moeforge/moeforge/model"
 	"github.com/moeforge/moeforge/verify"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	fixture.Cleanup()
+	fixturetest.Cleanup()
 	os.Exit(code)
 }
 
 // tinyModel returns the materialized model directory of a tiny fixture.
 func tinyModel(t testing.TB, name string) string {
 	t.Helper()
-	return filepath.Join(fixture.Dir(t, "fixtures/"+name), "model")
+	return filepath.Join(fixturetest.Dir(t, "fixtures/"+name), "model")
 }
 
 func openCheckpoint(t testing.TB, dir string) *hf.Checkpoint {
@@ -61,7 +61,7 @@ func quantizeTo(t *testing.T, src string, calib [][]int, opt Options) (string, *
 }
 
 func defaultOptions() Options {
-	return Options{Method: MethodGPTQ, Config: Config{GroupSize: 32, Sym: true, Damp: 0.01}, TrueSequential: true,
+	return Options{Method: MethodGPTQ, Config: gptq.Config{GroupSize: 32, Sym: true, DampPercent: 0.01, TrueSequential: true},
 		MinExpertTokens: -1, ExpertFallback: FallbackRTN, ChunkTokens: 100}
 }
 
@@ -84,7 +84,7 @@ func TestRunTinyCheckpoints(t *testing.T) {
 		{"qwen2_moe act-order asym", "qwen2_moe_tiny", func(o *Options) { o.Config.DescAct, o.Config.Sym = true, false }},
 		{"qwen2_moe act-order static groups", "qwen2_moe_tiny", func(o *Options) { o.Config.DescAct, o.Config.StaticGroups = true, true }},
 		{"qwen2_moe not true-sequential, all-tokens fallback", "qwen2_moe_tiny", func(o *Options) {
-			o.TrueSequential, o.ExpertFallback = false, FallbackAllTokens
+			o.Config.TrueSequential, o.ExpertFallback = false, FallbackAllTokens
 		}},
 		{"qwen2_moe sharded bf16, group 128", "qwen2_moe_tiny_sharded", func(o *Options) { o.Config.GroupSize = 128 }},
 		{"mixtral group 32 act-order", "mixtral_tiny", func(o *Options) { o.Config.DescAct = true }},
@@ -204,9 +204,9 @@ func checkOutput(t *testing.T, in *hf.Checkpoint, dir string, rep *Report, layer
 	if q == nil {
 		t.Fatal("config.json has no quantization_config")
 	}
-	wantQ := gptq.NewConfig(opt.Config.GroupSize, opt.Config.Sym, opt.Config.DescAct, opt.Config.StaticGroups, opt.TrueSequential, opt.Config.Damp)
+	wantQ := gptq.NewConfig(opt.Config.GroupSize, opt.Config.Sym, opt.Config.DescAct, opt.Config.StaticGroups, opt.Config.TrueSequential, opt.Config.DampPercent)
 	if q.QuantMethod != "gptq" || q.Bits != 4 || q.GroupSize != wantQ.GroupSize || q.Sym != wantQ.Sym || q.DescAct != wantQ.DescAct ||
-		q.StaticGroups != wantQ.StaticGroups || q.TrueSequential != opt.TrueSequential || q.DampPercent != opt.Config.Damp || q.CheckpointFormat != "gptq" {
+		q.StaticGroups != wantQ.StaticGroups || q.TrueSequential != opt.Config.TrueSequential || q.DampPercent != opt.Config.DampPercent || q.CheckpointFormat != "gptq" {
 		t.Errorf("quantization_config = %+v", q)
 	}
 	if len(q.ModulesInBlock) == 0 || !slices.Contains(q.ModulesInBlock[0], "self_attn.q_proj") {
@@ -481,44 +481,6 @@ func TestIDCalibration(t *testing.T) {
 		if _, err := IDCalibration(tc.path, vocab); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("IDCalibration(%s) error = %v, want %q", filepath.Base(tc.path), err, tc.want)
 		}
-	}
-}
-
-func TestTextCalibration(t *testing.T) {
-	encode := func(s string) []int {
-		ids := make([]int, len(s))
-		for i := range s {
-			ids[i] = int(s[i])
-		}
-		return ids
-	}
-	text := strings.Repeat("abcdefghij", 10) // 100 characters: 90 for calibration
-	seqs, err := TextCalibration(text, encode, 0.9, 4, 20, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(seqs) != 4 {
-		t.Fatalf("%d windows", len(seqs))
-	}
-	calib := text[:90]
-	for _, s := range seqs {
-		if len(s) != 20 {
-			t.Fatalf("window of %d tokens", len(s))
-		}
-		b := make([]byte, len(s))
-		for i, id := range s {
-			b[i] = byte(id)
-		}
-		if !strings.Contains(calib, string(b)) {
-			t.Errorf("window %q is not from the calibration part", b)
-		}
-	}
-	again, _ := TextCalibration(text, encode, 0.9, 4, 20, 7)
-	if !cmp.Equal(seqs, again) {
-		t.Error("same seed, different windows")
-	}
-	if _, err := TextCalibration(text, encode, 0.1, 1, 20, 7); err == nil || !strings.Contains(err.Error(), "fewer than one window") {
-		t.Errorf("short text error = %v", err)
 	}
 }
 

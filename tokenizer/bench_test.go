@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/moeforge/moeforge/internal/fixture"
+	"github.com/moeforge/moeforge/internal/fixture/fixturetest"
 	"github.com/moeforge/moeforge/internal/judge"
 )
 
@@ -40,7 +40,7 @@ func BenchmarkJudgeEncode(b *testing.B) {
 	for _, name := range families {
 		b.Run(name, func(b *testing.B) {
 			req, err := json.Marshal(map[string]any{
-				"tokenizer": filepath.Join(fixture.Dir(b, filepath.Join("tokenizers", name)), "tokenizer.json"),
+				"tokenizer": filepath.Join(fixturetest.Dir(b, filepath.Join("tokenizers", name)), "tokenizer.json"),
 				"texts":     []string{text},
 				"bench":     max(b.N, 1),
 			})

@@ -18,7 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/moeforge/moeforge/internal/fixture"
+	"github.com/moeforge/moeforge/internal/fixture/fixturetest"
 	"github.com/moeforge/moeforge/internal/judge"
 )
 
@@ -33,7 +33,7 @@ var families = []string{"qwen1_5", "qwen2_5", "qwen3", "mistral", "mistral_tiny"
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	fixture.Cleanup()
+	fixturetest.Cleanup()
 	os.Exit(code)
 }
 
@@ -41,7 +41,7 @@ func TestMain(m *testing.M) {
 // its tokenizer_config.json.
 func loadFamily(t testing.TB, name string) *Tokenizer {
 	t.Helper()
-	tok, err := Load(fixture.Dir(t, filepath.Join("tokenizers", name)))
+	tok, err := Load(fixturetest.Dir(t, filepath.Join("tokenizers", name)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func parseFamily(t testing.TB, name string) *Tokenizer {
 	if tok, ok := parsed[name]; ok {
 		return tok
 	}
-	data, err := os.ReadFile(filepath.Join(fixture.Dir(t, filepath.Join("tokenizers", name)), "tokenizer.json"))
+	data, err := os.ReadFile(filepath.Join(fixturetest.Dir(t, filepath.Join("tokenizers", name)), "tokenizer.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +276,7 @@ func TestFamilyGoldens(t *testing.T) {
 				dir := judge.Dir(t, "tokenizers")
 				g := familyGolden{Texts: corpus(tok, shakespeare, 1, 1500), Decode: decodeCases(tok, 1, 300)}
 				rep := runJudge(t, dir, judgeRequest{
-					Tokenizer: filepath.Join(fixture.Dir(t, filepath.Join("tokenizers", name)), "tokenizer.json"),
+					Tokenizer: filepath.Join(fixturetest.Dir(t, filepath.Join("tokenizers", name)), "tokenizer.json"),
 					Texts:     g.Texts, Decode: g.Decode,
 				})
 				g.Results, g.Decoded = rep.Results, rep.Decoded
@@ -303,7 +303,7 @@ func TestFamilyJudgeLive(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			tok := parseFamily(t, name)
 			req := judgeRequest{
-				Tokenizer: filepath.Join(fixture.Dir(t, filepath.Join("tokenizers", name)), "tokenizer.json"),
+				Tokenizer: filepath.Join(fixturetest.Dir(t, filepath.Join("tokenizers", name)), "tokenizer.json"),
 				Texts:     corpus(tok, shakespeare, 2, n), Decode: decodeCases(tok, 2, n/4),
 			}
 			rep := runJudge(t, dir, req)
@@ -445,7 +445,7 @@ func TestTransformersConfig(t *testing.T) {
 	}
 	// add_eos_token and a missing bos_token.
 	dir := t.TempDir()
-	data, err := os.ReadFile(filepath.Join(fixture.Dir(t, "tokenizers/mistral"), "tokenizer.json"))
+	data, err := os.ReadFile(filepath.Join(fixturetest.Dir(t, "tokenizers/mistral"), "tokenizer.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/moeforge/moeforge/internal/fixture"
+	"github.com/moeforge/moeforge/internal/fixture/fixturetest"
 	"github.com/moeforge/moeforge/internal/judge"
 )
 
@@ -135,7 +135,7 @@ var variants = []variant{
 // returns its path.
 func variantFile(t *testing.T, v variant) string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(fixture.Dir(t, filepath.Join("tokenizers", v.base)), "tokenizer.json"))
+	data, err := os.ReadFile(filepath.Join(fixturetest.Dir(t, filepath.Join("tokenizers", v.base)), "tokenizer.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

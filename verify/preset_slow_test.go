@@ -14,6 +14,7 @@ import (
 
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/internal/fixture"
+	"github.com/moeforge/moeforge/internal/fixture/fixturetest"
 	"github.com/moeforge/moeforge/internal/gemm"
 	"github.com/moeforge/moeforge/internal/half"
 	"github.com/moeforge/moeforge/model"
@@ -84,7 +85,7 @@ func TestQuantizedPreset(t *testing.T) {
 		{"int2 rtn", 2, -1, false},
 	}
 	for _, rel := range []string{"models/qwen2_dense_small", "models/qwen2_moe_small", "models/qwen2_moe_a60"} {
-		dir := fixture.Dir(t, rel)
+		dir := fixturetest.Dir(t, rel)
 		ck, err := hf.Open(dir)
 		if err != nil {
 			t.Fatal(err)

@@ -13,14 +13,14 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/moeforge/moeforge/formats/hf"
-	"github.com/moeforge/moeforge/internal/fixture"
+	"github.com/moeforge/moeforge/internal/fixture/fixturetest"
 	"github.com/moeforge/moeforge/internal/gemm"
 	"github.com/moeforge/moeforge/model"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	fixture.Cleanup()
+	fixturetest.Cleanup()
 	os.Exit(code)
 }
 
@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 // stays open until the test ends.
 func loadModel(t *testing.T, rel string) *model.Model {
 	t.Helper()
-	m, err := model.Open(filepath.Join(fixture.Dir(t, rel), "model"))
+	m, err := model.Open(filepath.Join(fixturetest.Dir(t, rel), "model"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +154,7 @@ func TestRunCorruptedExpert(t *testing.T) {
 func TestRunBF16VsF32(t *testing.T) {
 	ref := loadModel(t, "fixtures/qwen2_moe_tiny")
 	cand := loadModel(t, "fixtures/qwen2_moe_tiny_sharded")
-	seqs, err := ReadIDs(filepath.Join(fixture.Dir(t, "fixtures/qwen2_moe_tiny"), "reference.safetensors"))
+	seqs, err := corpus.ReadIDs(filepath.Join(fixturetest.Dir(t, "fixtures/qwen2_moe_tiny"), "reference.safetensors"), corpus.AnyIDs)
 	if err != nil {
 		t.Fatal(err)
 	}

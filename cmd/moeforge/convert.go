@@ -14,17 +14,12 @@ import (
 	"github.com/moeforge/moeforge/corpus"
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/formats/safetensors"
-	"github.com/moeforge/moeforge/internal/outdir"
 	"github.com/moeforge/moeforge/model"
 	"github.com/moeforge/moeforge/tokenizer"
 	"github.com/moeforge/moeforge/verify"
 )
 
 func init() { addCommand(newConvertCmd) }
-
-// convertExactTol is the parity bound of the exact recipes: max relative
-// logit difference (ALGORITHMS.md §5).
-const convertExactTol = 1e-4
 
 func newConvertCmd() *cobra.Command {
 	cmd := &cobra.Command{
@@ -296,21 +291,18 @@ func runConvert(cmd *cobra.Command, f *convertFlags, seed uint64, build func(*hf
 	if err != nil {
 		return err
 	}
-	od, err := outdir.Create(f.out, f.force)
+	w, err := hf.Create(f.out, f.force, hf.WriterOptions{MaxShardSize: maxShard})
 	if err != nil {
-		return err
+		return outputError(err)
 	}
-	defer od.Abort()
+	defer w.Abort()
 	bar := newBar("convert", len(plan.Tensors), "tensors")
-	res, err := plan.Write(cmd.Context(), od.Path(), convert.WriteOptions{
-		MaxShardSize: maxShard,
-		Progress:     func(done, total int) { bar.Set(done) },
-	})
+	res, err := plan.WriteTo(cmd.Context(), w, func(done, total int) { bar.Set(done) })
 	bar.Done()
 	if err != nil {
 		return err
 	}
-	if err := od.Commit(); err != nil {
+	if err := w.Commit(); err != nil {
 		return err
 	}
 	rep := &convertReport{Output: f.out, Summary: plan.Summary, Files: res}
@@ -329,7 +321,7 @@ func runConvert(cmd *cobra.Command, f *convertFlags, seed uint64, build func(*hf
 	}
 	if v := rep.Verify; v != nil && v.Pass != nil && !*v.Pass {
 		return failed(fmt.Errorf("parity check failed: max relative logit difference %.3g > %g for an exact conversion (output kept in %s)",
-			v.Metrics.MaxRelLogitDiff, convertExactTol, f.out))
+			v.Metrics.MaxRelLogitDiff, v.Threshold, f.out))
 	}
 	return nil
 }
@@ -355,15 +347,11 @@ func convertVerify(cmd *cobra.Command, f *convertFlags, ck *hf.Checkpoint, exact
 		if err != nil {
 			return nil, err
 		}
-		_, eval, err := corpus.SplitText(string(text), 0.9)
-		if err != nil {
-			return nil, err
-		}
 		tok, err := tokenizer.Load(f.out)
 		if err != nil {
 			return nil, err
 		}
-		if seqs, err = corpus.EvalWindows(tok.Encode(eval), f.windows, f.seqlen); err != nil {
+		if seqs, err = corpus.Eval(string(text), tok.Encode, corpus.DefaultSplitAt, f.windows, f.seqlen); err != nil {
 			return nil, fmt.Errorf("%s (last 10%%): %w; use fewer --windows or a smaller --seqlen", f.text, err)
 		}
 		rep.Tokens = f.text
@@ -383,8 +371,18 @@ func convertVerify(cmd *cobra.Command, f *convertFlags, ck *hf.Checkpoint, exact
 		return nil, err
 	}
 	if exact {
-		pass := rep.Metrics.MaxRelLogitDiff <= convertExactTol
-		rep.Threshold, rep.Pass = convertExactTol, &pass
+		// The parity of an exact conversion: verify's "exact" preset
+		// (max relative logit difference, ALGORITHMS.md §5).
+		th, err := verify.Preset("exact")
+		if err != nil {
+			return nil, err
+		}
+		checks, err := th.Evaluate(rep.Metrics, nil)
+		if err != nil {
+			return nil, err
+		}
+		pass := len(verify.Failed(checks)) == 0
+		rep.Threshold, rep.Pass = *th.MaxRelLogit, &pass
 	}
 	return rep, nil
 }
@@ -469,27 +467,7 @@ func convertList(names []string) string {
 }
 
 // convertCount writes a parameter count as 1.23M / 14.3B.
-func convertCount(n int64) string {
-	switch {
-	case n >= 1e9:
-		return fmt.Sprintf("%.3gB", float64(n)/1e9)
-	case n >= 1e6:
-		return fmt.Sprintf("%.3gM", float64(n)/1e6)
-	case n >= 1e3:
-		return fmt.Sprintf("%.3gK", float64(n)/1e3)
-	}
-	return fmt.Sprint(n)
-}
+func convertCount(n int64) string { return scaled(n, "%.3g", "", countUnits, "") }
 
 // convertBytes writes a size as 12.3 MB.
-func convertBytes(n int64) string {
-	switch {
-	case n >= 1e9:
-		return fmt.Sprintf("%.3g GB", float64(n)/1e9)
-	case n >= 1e6:
-		return fmt.Sprintf("%.3g MB", float64(n)/1e6)
-	case n >= 1e3:
-		return fmt.Sprintf("%.3g kB", float64(n)/1e3)
-	}
-	return fmt.Sprintf("%d B", n)
-}
+func convertBytes(n int64) string { return scaled(n, "%.3g", " ", byteUnits, "B") }

@@ -6,9 +6,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/moeforge/moeforge/internal/demo"
 	"github.com/moeforge/moeforge/internal/fixture"
 	"github.com/moeforge/moeforge/internal/outdir"
+	"github.com/moeforge/moeforge/pipeline"
 )
 
 func init() { addCommand(newDemoCmd) }
@@ -54,11 +54,11 @@ It exits 1 if any step fails.`,
 			} else if err := os.MkdirAll(work, 0o755); err != nil {
 				return err
 			}
-			opt := demo.Options{Testdata: testdata, WorkDir: work, CalibSamples: nsamples}
+			opt := pipeline.Options{Testdata: testdata, WorkDir: work, CalibSamples: nsamples}
 			if !global.quiet && !asJSON {
 				opt.Log = cmd.ErrOrStderr()
 			}
-			res, err := demo.Run(cmd.Context(), opt)
+			res, err := pipeline.Run(cmd.Context(), opt)
 			if err != nil {
 				return err
 			}

@@ -9,9 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/moeforge/moeforge/corpus"
-	"github.com/moeforge/moeforge/model"
-
-	"github.com/moeforge/moeforge/tokenizer"
 	"github.com/moeforge/moeforge/verify"
 )
 
@@ -71,27 +68,19 @@ tokens run through the model (windows × seqlen) over the time of the forward pa
 			if batch <= 0 {
 				return fmt.Errorf("eval ppl: --batch %d must be positive", batch)
 			}
+			if err := corpus.CheckSplit(splitAt); err != nil {
+				return fmt.Errorf("eval ppl: --split-at: %w", err)
+			}
 			raw, err := os.ReadFile(textPath)
 			if err != nil {
 				return err
 			}
-			_, evalText, err := corpus.SplitText(string(raw), splitAt)
-			if err != nil {
-				return fmt.Errorf("eval ppl: --split-at: %w", err)
-			}
-			m, err := model.Open(args[0])
+			m, tok, err := openWithTokenizer(args[0], tokenizerPath)
 			if err != nil {
 				return err
 			}
 			defer m.Close()
-			if tokenizerPath == "" {
-				tokenizerPath = args[0]
-			}
-			tok, err := tokenizer.Load(tokenizerPath)
-			if err != nil {
-				return err
-			}
-			seqs, err := corpus.EvalWindows(tok.Encode(evalText), windows, seqlen)
+			seqs, err := corpus.Eval(string(raw), tok.Encode, splitAt, windows, seqlen)
 			if err != nil {
 				return fmt.Errorf("%s: %w", textPath, err)
 			}
@@ -120,9 +109,9 @@ tokens run through the model (windows × seqlen) over the time of the forward pa
 	}
 	f := cmd.Flags()
 	f.StringVar(&textPath, "text", "", "text corpus (UTF-8)")
-	f.Float64Var(&splitAt, "split-at", 0.9, "fraction of the text (in characters) before the evaluation part")
-	f.IntVar(&windows, "windows", 16, "number of evaluation windows")
-	f.IntVar(&seqlen, "seqlen", 256, "tokens per window")
+	f.Float64Var(&splitAt, "split-at", corpus.DefaultSplitAt, "fraction of the text (in characters) before the evaluation part")
+	f.IntVar(&windows, "windows", corpus.DefaultWindows, "number of evaluation windows")
+	f.IntVar(&seqlen, "seqlen", corpus.DefaultSeqLen, "tokens per window")
 	f.IntVar(&batch, "batch", 4, "windows per forward pass")
 	f.StringVar(&tokenizerPath, "tokenizer", "", "tokenizer.json or a directory holding it (default: MODEL's)")
 	f.BoolVar(&asJSON, "json", false, `print {"ppl", "tokens", "tokens_per_second", ...} as JSON`)

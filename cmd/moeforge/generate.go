@@ -58,18 +58,11 @@ the speed is printed at the end.`,
 			if maxNew <= 0 {
 				return fmt.Errorf("generate: --max-new-tokens %d must be positive", maxNew)
 			}
-			m, err := model.Open(args[0])
+			m, tok, err := openWithTokenizer(args[0], tokenizerPath)
 			if err != nil {
 				return err
 			}
 			defer m.Close()
-			if tokenizerPath == "" {
-				tokenizerPath = args[0]
-			}
-			tok, err := tokenizer.Load(tokenizerPath)
-			if err != nil {
-				return err
-			}
 			ids := tok.Encode(prompt)
 			if len(ids) == 0 {
 				return errors.New("generate: the prompt is empty: nothing to continue")

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/moeforge/moeforge/convert"
 	"github.com/moeforge/moeforge/formats/hf"
 )
 
@@ -152,52 +153,17 @@ func writeInspectTable(w io.Writer, r *hf.Report) error {
 	return tw.Flush()
 }
 
-// layerRanges writes sorted layer indices compactly: [0 1 2 5] → "0-2, 5".
+// layerRanges writes sorted layer indices compactly: [0 1 2 5] → "0-2, 5"
+// (convert's list, spaced for the table).
 func layerRanges(layers []int) string {
-	if len(layers) == 0 {
-		return "none"
-	}
-	var parts []string
-	for i := 0; i < len(layers); {
-		j := i
-		for j+1 < len(layers) && layers[j+1] == layers[j]+1 {
-			j++
-		}
-		if j > i {
-			parts = append(parts, fmt.Sprintf("%d-%d", layers[i], layers[j]))
-		} else {
-			parts = append(parts, strconv.Itoa(layers[i]))
-		}
-		i = j + 1
-	}
-	return strings.Join(parts, ", ")
+	return strings.ReplaceAll(convert.FormatLayers(layers), ",", ", ")
 }
 
 // humanCount writes a parameter count with a decimal unit: 14.32 B, 2.69 M.
-func humanCount(n int64) string {
-	switch {
-	case n >= 1e9:
-		return fmt.Sprintf("%.2f B", float64(n)/1e9)
-	case n >= 1e6:
-		return fmt.Sprintf("%.2f M", float64(n)/1e6)
-	case n >= 1e3:
-		return fmt.Sprintf("%.2f K", float64(n)/1e3)
-	}
-	return strconv.FormatInt(n, 10)
-}
+func humanCount(n int64) string { return scaled(n, "%.2f", " ", countUnits, "") }
 
 // humanBytes writes a byte count with a decimal unit, as shard sizes are given.
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1e9:
-		return fmt.Sprintf("%.2f GB", float64(n)/1e9)
-	case n >= 1e6:
-		return fmt.Sprintf("%.2f MB", float64(n)/1e6)
-	case n >= 1e3:
-		return fmt.Sprintf("%.2f kB", float64(n)/1e3)
-	}
-	return fmt.Sprintf("%d B", n)
-}
+func humanBytes(n int64) string { return scaled(n, "%.2f", " ", byteUnits, "B") }
 
 // groupDigits writes n with thousands separators: 14315784192 → 14,315,784,192.
 func groupDigits(n int64) string {

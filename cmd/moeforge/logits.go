@@ -7,11 +7,11 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/moeforge/moeforge/corpus"
 	"github.com/moeforge/moeforge/formats/safetensors"
 	"github.com/moeforge/moeforge/internal/outdir"
 	"github.com/moeforge/moeforge/model"
@@ -54,7 +54,7 @@ renamed into place when complete; an existing OUT is replaced only with --force.
 			if err := checkOutputFile(outPath, force); err != nil {
 				return err
 			}
-			seqs, err := readInputIDs(idsPath)
+			seqs, err := corpus.ReadIDs(idsPath, corpus.InputIDs)
 			if err != nil {
 				return err
 			}
@@ -114,7 +114,7 @@ renamed into place when complete; an existing OUT is replaced only with --force.
 				}
 				tensors = append(tensors, t)
 			}
-			err = createFileAtomic(outPath, func(tmp string) error {
+			err = outdir.WriteFile(outPath, func(tmp string) error {
 				return safetensors.WriteFile(tmp, tensors, map[string]string{"moeforge": "logits"})
 			})
 			if err != nil {
@@ -160,32 +160,6 @@ type logitsResult struct {
 	TokensPerSecond float64 `json:"tokens_per_second"` // input tokens per second of forward pass
 }
 
-// readInputIDs reads input_ids [B, T] (I64 or I32) from a safetensors file.
-func readInputIDs(path string) ([][]int, error) {
-	f, err := safetensors.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	t, ok := f.Tensor("input_ids")
-	if !ok {
-		var names []string
-		for _, t := range f.Tensors() {
-			names = append(names, t.Name)
-		}
-		slices.Sort(names)
-		return nil, fmt.Errorf("%s: no tensor input_ids (want input_ids [B, T] of I64 or I32; the file has %v)", path, names)
-	}
-	if len(t.Shape) != 2 {
-		return nil, fmt.Errorf("%s: tensor input_ids has shape %v, want [B, T] with B, T ≥ 1", path, t.Shape)
-	}
-	seqs, err := t.TokenIDs()
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return seqs, nil
-}
-
 // checkIDs refuses ids outside the model's vocabulary and sequences longer
 // than its positions, naming the file and the place.
 func checkIDs(path string, seqs [][]int, m *model.Model) error {
@@ -224,23 +198,4 @@ func checkOutputFile(path string, force bool) error {
 		return fmt.Errorf("output %s: directory %s does not exist", path, filepath.Dir(path))
 	}
 	return nil
-}
-
-// createFileAtomic has write produce the file in a temporary directory beside
-// path (registered with outdir, so an interrupt removes it) and renames it to
-// path when write succeeded.
-func createFileAtomic(path string, write func(tmp string) error) error {
-	dir, err := outdir.Create(filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".partial"), true)
-	if err != nil {
-		return err
-	}
-	defer dir.Abort()
-	tmp := filepath.Join(dir.Path(), filepath.Base(path))
-	if err := write(tmp); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

@@ -190,7 +190,7 @@ func TestLogitsBadInput(t *testing.T) {
 	}{
 		{"missing input_ids", []string{"logits", modelDir, "--ids", noIDs, "--out", out}, []string{noIDs, "no tensor input_ids", "[ids]"}},
 		{"wrong dtype", []string{"logits", modelDir, "--ids", f32, "--out", out}, []string{f32, "input_ids has dtype F32, want I64 or I32"}},
-		{"not 2-D", []string{"logits", modelDir, "--ids", flat, "--out", out}, []string{flat, "shape [2], want [B, T]"}},
+		{"not 2-D", []string{"logits", modelDir, "--ids", flat, "--out", out}, []string{flat, "shape [2], want [N, T]"}},
 		{"id out of range", []string{"logits", modelDir, "--ids", big, "--out", out}, []string{big, "input_ids[1][1] = 1024", "[0, 1024)"}},
 		{"too long", []string{"logits", modelDir, "--ids", long, "--out", out}, []string{long, "513 positions", "max_position_embeddings=512"}},
 		{"nonexistent model", []string{"logits", filepath.Join(tmp, "nope"), "--ids", good, "--out", out}, []string{"nope", "no such checkpoint directory"}},

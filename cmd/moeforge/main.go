@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/moeforge/moeforge/formats/safetensors"
 	"github.com/moeforge/moeforge/internal/gemm"
 	"github.com/moeforge/moeforge/internal/outdir"
 )
@@ -100,9 +101,20 @@ func run(args []string) int {
 		return 1
 	}
 	fmt.Fprintln(os.Stderr, "moeforge: "+err.Error())
+	return exitCode(err)
+}
+
+// exitCode maps an error to the process exit code: 1 for a failed check
+// (failure), 2 for bad input — a malformed file (safetensors.ErrFormat,
+// which every format package's corrupt-input errors match), a missing path
+// (os.ErrNotExist) — and for usage errors and everything else.
+func exitCode(err error) int {
 	var f failure
-	if errors.As(err, &f) {
+	switch {
+	case errors.As(err, &f):
 		return 1
+	case errors.Is(err, safetensors.ErrFormat), errors.Is(err, os.ErrNotExist):
+		return 2
 	}
 	return 2
 }

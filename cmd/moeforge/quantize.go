@@ -9,9 +9,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/moeforge/moeforge/corpus"
+	"github.com/moeforge/moeforge/formats/gptq"
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/formats/safetensors"
-	"github.com/moeforge/moeforge/internal/outdir"
 	"github.com/moeforge/moeforge/internal/progress"
 	"github.com/moeforge/moeforge/quantize"
 	"github.com/moeforge/moeforge/tokenizer"
@@ -92,13 +93,13 @@ token count and fallback, and any raised damping; --report FILE.json records eve
 	fs.IntVar(&f.groupSize, "group-size", def.Config.GroupSize, "inputs per scale/zero group: -1 (one group per row), 8, 16, 32, 64 or a multiple of 128")
 	fs.BoolVar(&f.descAct, "desc-act", false, "act-order: quantize inputs by descending Hessian diagonal (g_idx records the order)")
 	fs.BoolVar(&f.sym, "sym", def.Config.Sym, "symmetric grid (zero point 8); --sym=false for asymmetric")
-	fs.Float64Var(&f.damp, "damp", def.Config.Damp, "damp_percent: H += damp·mean(diag H)·I (raised ×10 when Cholesky fails)")
+	fs.Float64Var(&f.damp, "damp", def.Config.DampPercent, "damp_percent: H += damp·mean(diag H)·I (raised ×10 when Cholesky fails)")
 	fs.BoolVar(&f.staticGroups, "static-groups", false, "compute every group's grid up front from the original weights")
-	fs.BoolVar(&f.trueSequential, "true-sequential", def.TrueSequential, "quantize a layer's linears group by group, each on inputs from the quantized earlier groups")
+	fs.BoolVar(&f.trueSequential, "true-sequential", def.Config.TrueSequential, "quantize a layer's linears group by group, each on inputs from the quantized earlier groups")
 	fs.StringVar(&f.calib, "calib", "", "calibration text file (tokenized with the checkpoint's tokenizer)")
 	fs.StringVar(&f.calibIDs, "calib-ids", "", "calibration token ids: safetensors file with input_ids [N, T]")
 	fs.IntVar(&f.seqlen, "seqlen", 2048, "with --calib: tokens per calibration window (capped at max_position_embeddings)")
-	fs.Float64Var(&f.splitAt, "split-at", 0.9, "with --calib: windows come from this first fraction of the text")
+	fs.Float64Var(&f.splitAt, "split-at", corpus.DefaultSplitAt, "with --calib: windows come from this first fraction of the text")
 	fs.IntVar(&f.nsamples, "nsamples", 128, "with --calib: number of calibration windows")
 	fs.Uint64Var(&f.seed, "seed", 0, "with --calib: seed of the window positions")
 	fs.IntVar(&f.minTokens, "min-expert-tokens", def.MinExpertTokens, "an expert's module routed fewer tokens gets --expert-fallback (-1: in_features/8 of the module; experts with no token always fall back)")
@@ -114,9 +115,9 @@ token count and fallback, and any raised damping; --report FILE.json records eve
 // options validates the flags and turns them into quantize.Options.
 func (f *quantizeFlags) options(cmd *cobra.Command) (quantize.Options, error) {
 	o := quantize.Options{
-		Method:         quantize.Method(f.method),
-		Config:         quantize.Config{GroupSize: f.groupSize, Sym: f.sym, DescAct: f.descAct, StaticGroups: f.staticGroups, Damp: f.damp},
-		TrueSequential: f.trueSequential, MinExpertTokens: f.minTokens, ExpertFallback: quantize.Fallback(f.fallback),
+		Method:          quantize.Method(f.method),
+		Config:          gptq.NewConfig(f.groupSize, f.sym, f.descAct, f.staticGroups, f.trueSequential, f.damp),
+		MinExpertTokens: f.minTokens, ExpertFallback: quantize.Fallback(f.fallback),
 		ChunkTokens: f.chunkTokens, SpillDir: f.spill,
 	}
 	changed := cmd.Flags().Changed
@@ -184,7 +185,7 @@ func (f *quantizeFlags) calibration(cmd *cobra.Command, ck *hf.Checkpoint) ([][]
 			fmt.Fprintf(cmd.ErrOrStderr(), "moeforge: --seqlen %d exceeds max_position_embeddings; using %d\n", f.seqlen, maxPos)
 		}
 	}
-	seqs, err := quantize.TextCalibration(string(text), tok.Encode, f.splitAt, f.nsamples, seqlen, f.seed)
+	seqs, err := corpus.Calibration(string(text), tok.Encode, f.splitAt, f.nsamples, seqlen, f.seed)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", f.calib, err)
 	}
@@ -206,11 +207,11 @@ func runQuantize(cmd *cobra.Command, f *quantizeFlags) error {
 		return err
 	}
 	opt.Calibration = info
-	od, err := outdir.Create(f.out, f.force)
+	w, err := hf.Create(f.out, f.force, hf.WriterOptions{MaxShardSize: opt.MaxShardSize})
 	if err != nil {
-		return err
+		return outputError(err)
 	}
-	defer od.Abort()
+	defer w.Abort()
 	var bar *progress.Bar
 	opt.Progress = func(done, total int, label string) {
 		if bar == nil {
@@ -219,12 +220,12 @@ func runQuantize(cmd *cobra.Command, f *quantizeFlags) error {
 		bar.Label("quantize " + label)
 		bar.Set(done)
 	}
-	rep, err := quantize.Run(cmd.Context(), ck, od.Path(), calib, opt)
+	rep, err := quantize.RunTo(cmd.Context(), ck, w, calib, opt)
 	bar.Done()
 	if err != nil {
 		return err
 	}
-	if err := od.Commit(); err != nil {
+	if err := w.Commit(); err != nil {
 		return err
 	}
 	rep.Output = f.out

@@ -153,7 +153,7 @@ func TestQuantizeErrors(t *testing.T) {
 		{"both calibrations", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--calib", corpus, "--calib-ids", ids}, "not both"},
 		{"bad method", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--method", "awq"}, `--method "awq"`},
 		{"8 bits", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--method", "rtn", "--bits", "8"}, "only 4-bit"},
-		{"bad group size", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--method", "rtn", "--group-size", "48"}, "group size 48"},
+		{"bad group size", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--method", "rtn", "--group-size", "48"}, "group_size=48"},
 		{"bad fallback", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--calib", corpus, "--expert-fallback", "skip"}, `--expert-fallback "skip"`},
 		{"rtn with calibration", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--method", "rtn", "--calib", corpus}, "--method rtn uses no calibration"},
 		{"damp", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--calib", corpus, "--damp", "2"}, "--damp 2"},

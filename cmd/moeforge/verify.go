@@ -95,9 +95,9 @@ lists it in "failed"), 2 on bad input (missing files, different vocabularies, ..
 	f.StringVar(&o.ids, "ids", "", "safetensors file with input_ids [N, T] (I64 or I32)")
 	f.IntVar(&o.random, "random", 0, "compare on N seeded random sequences")
 	f.Uint64Var(&o.seed, "seed", 0, "seed of --random")
-	f.IntVar(&o.windows, "windows", 16, "number of --text windows")
-	f.IntVar(&o.seqlen, "seqlen", 256, "tokens per sequence for --text and --random")
-	f.Float64Var(&o.splitAt, "split-at", 0.9, "--text: the evaluation part starts at this fraction of the characters")
+	f.IntVar(&o.windows, "windows", corpus.DefaultWindows, "number of --text windows")
+	f.IntVar(&o.seqlen, "seqlen", corpus.DefaultSeqLen, "tokens per sequence for --text and --random")
+	f.Float64Var(&o.splitAt, "split-at", corpus.DefaultSplitAt, "--text: the evaluation part starts at this fraction of the characters")
 	f.IntVar(&o.batch, "batch", 4, "sequences run together (bounds memory)")
 	f.BoolVar(&o.perLayer, "per-layer", false, "compare the hidden state after every layer and the expert selection")
 	f.StringVar(&o.expect, "expect", "", "threshold preset: exact or quantized")
@@ -261,8 +261,7 @@ func (o *verifyOptions) inputs(cmd *cobra.Command, vocab int) ([][]int, verify.I
 		if err != nil {
 			return nil, in, err
 		}
-		_, eval, err := corpus.SplitText(string(raw), o.splitAt)
-		if err != nil {
+		if err := corpus.CheckSplit(o.splitAt); err != nil {
 			return nil, in, fmt.Errorf("--split-at: %w", err)
 		}
 		tok, err := tokenizer.Load(o.ref)
@@ -270,14 +269,14 @@ func (o *verifyOptions) inputs(cmd *cobra.Command, vocab int) ([][]int, verify.I
 			return nil, in, fmt.Errorf("--text needs the reference's tokenizer.json: %w", err)
 		}
 		o.warnTokenizer(cmd)
-		seqs, err = corpus.EvalWindows(tok.Encode(eval), o.windows, o.seqlen)
+		seqs, err = corpus.Eval(string(raw), tok.Encode, o.splitAt, o.windows, o.seqlen)
 		if err != nil {
 			return nil, in, fmt.Errorf("%s (split at %g): %w", o.text, o.splitAt, err)
 		}
 	case o.ids != "":
 		in.Source, in.File = "ids", o.ids
 		var err error
-		if seqs, err = verify.ReadIDs(o.ids); err != nil {
+		if seqs, err = corpus.ReadIDs(o.ids, corpus.AnyIDs); err != nil {
 			return nil, in, err
 		}
 	default:

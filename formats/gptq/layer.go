@@ -1,7 +1,13 @@
-// Package gptq holds the on-disk form of GPTQ int4 checkpoints in the
-// AutoGPTQ "gptq" (v1) layout read by transformers/optimum and vLLM: packing
-// and unpacking of 4-bit codes, zero points and group indices (FORMATS.md,
-// GPTQ section), and the quantize_config.json document.
+// Package gptq is the one home of the GPTQ checkpoint layout (AutoGPTQ's
+// "gptq" v1 layout, read by transformers/optimum and vLLM; FORMATS.md, GPTQ
+// section): the tensor names and suffixes, dtypes and shapes (Layout), the
+// packing of codes, zero points and group indices for each bit width
+// (Layout.PackCodes, PackZeros and their inverses), the one validator and
+// reader of a linear's stored tensors (Layout.CheckTensors, Layout.Read →
+// Packed), the unpacked form the quantizer produces (Layer), and the one
+// settings type that quantize_config.json, config.json's
+// quantization_config and the quantizer share (Config). It imports no
+// compute package: model and quantize build their matrices from Packed.
 //
 // A quantized linear layer with weight [out, in] is stored as
 //
@@ -10,8 +16,8 @@
 //	scales  [groups, out]  F16
 //	g_idx   [in]           I32  group of each input
 //
-// and dequantizes to W[c, i] = scales[g, c] · (q[i, c] − zero[g, c]) with
-// g = g_idx[i].
+// (4 bits; 32/Bits codes per word in general) and dequantizes to
+// W[c, i] = scales[g, c] · (q[i, c] − zero[g, c]) with g = g_idx[i].
 package gptq
 
 import (
@@ -19,7 +25,6 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/moeforge/moeforge/internal/gemm"
 	"github.com/moeforge/moeforge/internal/half"
 )
 
@@ -88,8 +93,8 @@ func NewLayer(out, in, groups int) *Layer {
 // Check validates the layer's dimensions and values against what the v1
 // layout can hold.
 func (l *Layer) Check() error {
-	if l.Out <= 0 || l.In <= 0 || l.Out%8 != 0 || l.In%8 != 0 {
-		return fmt.Errorf("gptq layer [%d, %d]: both dimensions must be positive multiples of 8", l.Out, l.In)
+	if err := V1Int4.CheckDims(l.Out, l.In); err != nil {
+		return err
 	}
 	if l.Groups < 1 || l.Groups > l.In {
 		return fmt.Errorf("gptq layer [%d, %d]: %d groups outside [1, %d]", l.Out, l.In, l.Groups, l.In)
@@ -145,75 +150,39 @@ func (l *Layer) Dequantize() []float32 {
 	return w
 }
 
-// Pack returns qweight [In/8, Out] and qzeros [Groups, Out/8] in the v1
-// layout (stored zero = zero − 1).
+// Pack returns qweight [In·Bits/32, Out] and qzeros [Groups, Out·Bits/32]
+// in the V1Int4 layout (stored zero = zero − 1).
 func (l *Layer) Pack() (qweight, qzeros []int32, err error) {
-	if err := l.Check(); err != nil {
+	p, err := l.Packed()
+	if err != nil {
 		return nil, nil, err
 	}
-	qweight = make([]int32, l.In/8*l.Out)
-	for r := 0; r < l.In/8; r++ {
-		row := qweight[r*l.Out : (r+1)*l.Out]
-		for k := 0; k < 8; k++ {
-			codes := l.Codes[(8*r+k)*l.Out : (8*r+k+1)*l.Out]
-			shift := uint(4 * k)
-			for c, q := range codes {
-				row[c] = int32(uint32(row[c]) | uint32(q)<<shift)
-			}
-		}
-	}
-	qzeros = make([]int32, l.Groups*l.Out/8)
-	for g := 0; g < l.Groups; g++ {
-		zs := l.Zeros[g*l.Out : (g+1)*l.Out]
-		for c, z := range zs {
-			w := &qzeros[g*l.Out/8+c/8]
-			*w = int32(uint32(*w) | uint32(z-1)<<(uint(c%8)*4))
-		}
-	}
-	return qweight, qzeros, nil
+	return p.QWeight, p.QZeros, nil
 }
 
-// Unpack reads a layer [out, in] from its packed v1 tensors.
-func Unpack(out, in int, qweight, qzeros []int32, scales []uint16, gidx []int32) (*Layer, error) {
-	if out <= 0 || in <= 0 || out%8 != 0 || in%8 != 0 {
-		return nil, fmt.Errorf("gptq layer [%d, %d]: both dimensions must be positive multiples of 8", out, in)
-	}
-	groups := len(scales) / out
-	if groups*out != len(scales) || len(qzeros) != groups*out/8 || len(qweight) != in/8*out || len(gidx) != in {
-		return nil, fmt.Errorf("gptq layer [%d, %d]: qweight has %d words, qzeros %d, scales %d, g_idx %d: not the v1 layout",
-			out, in, len(qweight), len(qzeros), len(scales), len(gidx))
-	}
-	l := NewLayer(out, in, groups)
-	copy(l.Scales, scales)
-	copy(l.GIdx, gidx)
-	for i := 0; i < in; i++ {
-		row := qweight[(i/8)*out : (i/8+1)*out]
-		shift := uint(4 * (i % 8))
-		codes := l.Codes[i*out : (i+1)*out]
-		for c, w := range row {
-			codes[c] = uint8(uint32(w) >> shift & 15)
-		}
-	}
-	for g := 0; g < groups; g++ {
-		for c := 0; c < out; c++ {
-			w := qzeros[g*out/8+c/8]
-			l.Zeros[g*out+c] = uint8(uint32(w)>>(uint(c%8)*4)&15) + 1
-		}
-	}
+// Packed checks the layer and packs it in the V1Int4 layout; Scales and GIdx
+// are copies.
+func (l *Layer) Packed() (*Packed, error) {
 	if err := l.Check(); err != nil {
 		return nil, err
 	}
-	return l, nil
+	lay := V1Int4
+	return &Packed{
+		Layout: lay, Out: l.Out, In: l.In, Groups: l.Groups,
+		QWeight: lay.PackCodes(l.Codes, l.Out, l.In),
+		QZeros:  lay.PackZeros(l.Zeros, l.Out, l.Groups),
+		Scales:  append([]uint16(nil), l.Scales...),
+		GIdx:    append([]int32(nil), l.GIdx...),
+	}, nil
 }
 
-// Matrix packs the layer into the int4 matrix the forward pass multiplies
-// with (dequantizing inside the product).
-func (l *Layer) Matrix() (gemm.Int4, error) {
-	qw, qz, err := l.Pack()
+// Unpack reads a layer [out, in] from its packed V1Int4 tensors.
+func Unpack(out, in int, qweight, qzeros []int32, scales []uint16, gidx []int32) (*Layer, error) {
+	p, err := NewPacked(V1Int4, out, in, qweight, qzeros, scales, gidx)
 	if err != nil {
-		return gemm.Int4{}, err
+		return nil, err
 	}
-	return gemm.Int4{QWeight: qw, QZeros: qz, Scales: append([]uint16(nil), l.Scales...), GIdx: append([]int32(nil), l.GIdx...), N: l.Out, K: l.In}, nil
+	return p.Unpack()
 }
 
 // Int32Bytes encodes int32 values little-endian, as safetensors stores I32.

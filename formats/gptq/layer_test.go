@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/moeforge/moeforge/internal/gemm"
 	"github.com/moeforge/moeforge/internal/half"
 )
 
@@ -92,10 +93,7 @@ func TestPackBits(t *testing.T) {
 	if got := uint32(qz[1]); got != 0xeca86420 {
 		t.Errorf("qzeros[1, 0] = %#08x, want 0xeca86420", got)
 	}
-	m, err := l.Matrix()
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := int4Matrix(t, l)
 	dst := make([]float32, 8*16)
 	m.Widen(dst, 16, 0, 8, 0, 16)
 	// W[1, 9] = 0.5 · (code (9+3) − zero 3) = 4.5
@@ -144,13 +142,7 @@ func TestPackRoundTrip(t *testing.T) {
 			if diff := cmp.Diff(l, back); diff != "" {
 				t.Fatalf("unpacked layer differs (-want +got):\n%s", diff)
 			}
-			m, err := l.Matrix()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := m.Check(); err != nil {
-				t.Fatal(err)
-			}
+			m := int4Matrix(t, l)
 			got := make([]float32, tc.out*tc.in)
 			m.Widen(got, tc.in, 0, tc.out, 0, tc.in)
 			want := l.Dequantize()
@@ -224,9 +216,22 @@ func TestConfigFile(t *testing.T) {
 	if diff := cmp.Diff(c, back); diff != "" {
 		t.Errorf("round trip (-want +got):\n%s", diff)
 	}
-	q := c.Quantization([][]string{{"self_attn.q_proj"}})
-	if q.QuantMethod != "gptq" || q.Bits != 4 || q.GroupSize != 128 || !q.Sym || q.DescAct || q.CheckpointFormat != "gptq" || q.DampPercent != 0.01 {
-		t.Errorf("quantization_config = %+v", q)
+	c.ModulesInBlock = [][]string{{"self_attn.q_proj"}}
+	qb, err := c.MarshalQuantizationConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var q map[string]any
+	if err := json.Unmarshal(qb, &q); err != nil {
+		t.Fatal(err)
+	}
+	wantQ := map[string]any{
+		"bits": 4.0, "group_size": 128.0, "damp_percent": 0.01, "desc_act": false, "static_groups": false,
+		"sym": true, "true_sequential": true, "quant_method": "gptq", "checkpoint_format": "gptq",
+		"modules_in_block_to_quantize": []any{[]any{"self_attn.q_proj"}},
+	}
+	if diff := cmp.Diff(wantQ, q); diff != "" {
+		t.Errorf("quantization_config (-want +got):\n%s", diff)
 	}
 	for _, bad := range []Config{
 		NewConfig(0, true, false, false, true, 0.01),
@@ -238,4 +243,18 @@ func TestConfigFile(t *testing.T) {
 			t.Errorf("Validate accepted %+v", bad)
 		}
 	}
+}
+
+// int4Matrix is the forward pass's int4 matrix built from the packed layer,
+// as model does.
+func int4Matrix(t *testing.T, l *Layer) gemm.Int4 {
+	t.Helper()
+	p, err := l.Packed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewPacked(p.Layout, p.Out, p.In, p.QWeight, p.QZeros, p.Scales, p.GIdx); err != nil {
+		t.Fatal(err)
+	}
+	return gemm.Int4{QWeight: p.QWeight, QZeros: p.QZeros, Scales: p.Scales, GIdx: p.GIdx, N: p.Out, K: p.In}
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/moeforge/moeforge/formats/gptq"
 	"github.com/moeforge/moeforge/formats/safetensors"
 )
 
@@ -35,6 +36,11 @@ type LinearWeights struct {
 	GIdx    *safetensors.Tensor
 }
 
+// GPTQ returns the layer's GPTQ tensors (nil without Quantized).
+func (l *LinearWeights) GPTQ() gptq.Tensors {
+	return gptq.Tensors{QWeight: l.QWeight, QZeros: l.QZeros, Scales: l.Scales, GIdx: l.GIdx}
+}
+
 // Quantized reports whether the layer is stored as GPTQ int4.
 func (l *LinearWeights) Quantized() bool { return l.QWeight != nil }
 
@@ -45,9 +51,9 @@ func Open(dir string) (*Checkpoint, error) {
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			if st, serr := os.Stat(dir); serr != nil || !st.IsDir() {
-				return nil, fmt.Errorf("%s: no such checkpoint directory", dir)
+				return nil, &safetensors.NotFoundError{Path: dir, Msg: "no such checkpoint directory"}
 			}
-			return nil, fmt.Errorf("%s: no config.json: not a Hugging Face checkpoint directory", dir)
+			return nil, &safetensors.NotFoundError{Path: dir, Msg: "no config.json: not a Hugging Face checkpoint directory"}
 		}
 		return nil, err
 	}
@@ -70,7 +76,7 @@ func (ck *Checkpoint) Close() error { return ck.Weights.Close() }
 func (ck *Checkpoint) Tensor(name string) (*safetensors.Tensor, error) {
 	t, ok := ck.Weights.Tensor(name)
 	if !ok {
-		return nil, fmt.Errorf("%s: missing tensor %s", ck.Dir, name)
+		return nil, safetensors.Corrupt(ck.Dir, fmt.Sprintf("missing tensor %s", name))
 	}
 	return t, nil
 }
@@ -82,13 +88,13 @@ func (ck *Checkpoint) Linear(l Linear) (*LinearWeights, error) {
 	lw := &LinearWeights{Name: l.Name}
 	if t, ok := ck.Weights.Tensor(l.Name + ".weight"); ok {
 		lw.Weight = t
-	} else if t, ok := ck.Weights.Tensor(l.Name + ".qweight"); ok {
+	} else if t, ok := ck.Weights.Tensor(l.Name + gptq.SuffixQWeight); ok {
 		lw.QWeight = t
 		var err error
 		for _, p := range []struct {
 			suffix string
 			dst    **safetensors.Tensor
-		}{{".qzeros", &lw.QZeros}, {".scales", &lw.Scales}, {".g_idx", &lw.GIdx}} {
+		}{{gptq.SuffixQZeros, &lw.QZeros}, {gptq.SuffixScales, &lw.Scales}, {gptq.SuffixGIdx, &lw.GIdx}} {
 			if *p.dst, err = ck.Tensor(l.Name + p.suffix); err != nil {
 				return nil, err
 			}
@@ -100,7 +106,7 @@ func (ck *Checkpoint) Linear(l Linear) (*LinearWeights, error) {
 		}
 		lw.Weight = w
 	} else {
-		return nil, fmt.Errorf("%s: missing tensor %s.weight", ck.Dir, l.Name)
+		return nil, safetensors.Corrupt(ck.Dir, fmt.Sprintf("missing tensor %s.weight", l.Name))
 	}
 	if l.Bias {
 		b, err := ck.Tensor(l.Name + ".bias")
@@ -122,7 +128,7 @@ func (ck *Checkpoint) fusedExpert(l Linear) (*safetensors.Tensor, error) {
 	}
 	t, ok := ck.Weights.Tensor(name)
 	if !ok {
-		return nil, fmt.Errorf("%s: missing tensor %s.weight (and no fused %s)", ck.Dir, l.Name, name)
+		return nil, safetensors.Corrupt(ck.Dir, fmt.Sprintf("missing tensor %s.weight (and no fused %s)", l.Name, name))
 	}
 	E, H, I := c.NumExperts, c.HiddenSize, c.MoEIntermediateSize
 	want := []int{E, 2 * I, H}
@@ -130,7 +136,7 @@ func (ck *Checkpoint) fusedExpert(l Linear) (*safetensors.Tensor, error) {
 		want = []int{E, H, I}
 	}
 	if !slices.Equal(t.Shape, want) {
-		return nil, fmt.Errorf("%s: tensor %s has shape %v, want %v (config %s=%d, hidden_size=%d, %s=%d)", ck.Dir, name, t.Shape, want, c.expertsKey(), E, H, c.expertWidthKey(), I)
+		return nil, safetensors.Corrupt(ck.Dir, fmt.Sprintf("tensor %s has shape %v, want %v (config %s=%d, hidden_size=%d, %s=%d)", name, t.Shape, want, c.expertsKey(), E, H, c.expertWidthKey(), I))
 	}
 	switch l.Proj {
 	case GateProj:
@@ -160,10 +166,10 @@ func (ck *Checkpoint) validate() error {
 	used := map[string]bool{}
 	check := func(t *safetensors.Tensor, want []int, hint string) error {
 		if !t.DType.IsFloat() {
-			return fmt.Errorf("%s: tensor %s has dtype %s, want a float type", ck.Dir, t.Name, t.DType)
+			return safetensors.Corrupt(ck.Dir, fmt.Sprintf("tensor %s has dtype %s, want a float type", t.Name, t.DType))
 		}
 		if !slices.Equal(t.Shape, want) {
-			return fmt.Errorf("%s: tensor %s has shape %v, want %v (%s)", ck.Dir, t.Name, t.Shape, want, hint)
+			return safetensors.Corrupt(ck.Dir, fmt.Sprintf("tensor %s has shape %v, want %v (%s)", t.Name, t.Shape, want, hint))
 		}
 		return nil
 	}
@@ -205,10 +211,10 @@ func (ck *Checkpoint) validate() error {
 				return err
 			}
 		} else {
-			if err := checkGPTQ(ck.Dir, lw, l); err != nil {
+			if err := checkGPTQ(ck.Dir, c, lw, l); err != nil {
 				return err
 			}
-			for _, s := range []string{".qweight", ".qzeros", ".scales", ".g_idx"} {
+			for _, s := range gptq.Suffixes {
 				used[l.Name+s] = true
 			}
 		}
@@ -250,29 +256,18 @@ func linearHint(c *Config, l Linear) string {
 	return fmt.Sprintf("config hidden_size=%d, vocab_size=%d", c.HiddenSize, c.VocabSize)
 }
 
-// checkGPTQ checks the shapes and dtypes of a GPTQ linear (FORMATS.md).
-func checkGPTQ(dir string, lw *LinearWeights, l Linear) error {
-	if l.In%8 != 0 || l.Out%8 != 0 {
-		return fmt.Errorf("%s: %s is GPTQ-quantized but [%d, %d] is not a multiple of 8", dir, l.Name, l.Out, l.In)
-	}
-	groups := 0
-	if len(lw.Scales.Shape) == 2 {
-		groups = lw.Scales.Shape[0]
-	}
-	want := []struct {
-		t     *safetensors.Tensor
-		dtype safetensors.DType
-		shape []int
-	}{
-		{lw.QWeight, safetensors.I32, []int{l.In / 8, l.Out}},
-		{lw.QZeros, safetensors.I32, []int{groups, l.Out / 8}},
-		{lw.Scales, safetensors.F16, []int{groups, l.Out}},
-		{lw.GIdx, safetensors.I32, []int{l.In}},
-	}
-	for _, w := range want {
-		if w.t.DType != w.dtype || !slices.Equal(w.t.Shape, w.shape) || groups < 1 || groups > l.In {
-			return fmt.Errorf("%s: tensor %s is %s %v, want %s %v (GPTQ layer [out=%d, in=%d])", dir, w.t.Name, w.t.DType, w.t.Shape, w.dtype, w.shape, l.Out, l.In)
+// checkGPTQ checks the shapes and dtypes of a GPTQ linear (FORMATS.md)
+// against the layout its config declares.
+func checkGPTQ(dir string, c *Config, lw *LinearWeights, l Linear) error {
+	lay := gptq.V1Int4
+	if c.Quantization != nil {
+		var err error
+		if lay, err = c.Quantization.Layout(); err != nil {
+			return safetensors.Corrupt(dir, "quantization_config."+err.Error())
 		}
+	}
+	if err := lay.CheckTensors(l.Name, l.Out, l.In, lw.GPTQ()); err != nil {
+		return safetensors.Corrupt(dir, err.Error())
 	}
 	return nil
 }
@@ -281,7 +276,7 @@ func checkGPTQ(dir string, lw *LinearWeights, l Linear) error {
 // or config (everything else travels unchanged to converted checkpoints).
 func IsWeightFile(name string) bool {
 	switch {
-	case name == "config.json", name == safetensors.IndexFile, name == "quantize_config.json":
+	case name == "config.json", name == safetensors.IndexFile, name == gptq.ConfigFile:
 		return true
 	case strings.HasSuffix(name, ".safetensors"), strings.HasSuffix(name, ".bin"), strings.HasSuffix(name, ".pt"),
 		strings.HasSuffix(name, ".gguf"), name == "pytorch_model.bin.index.json":

@@ -2,6 +2,7 @@ package hf
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/moeforge/moeforge/formats/gptq"
 	"github.com/moeforge/moeforge/formats/safetensors"
 )
 
@@ -231,6 +233,9 @@ func TestOpenErrors(t *testing.T) {
 			if strings.Contains(msg, "\n") {
 				t.Errorf("error spans several lines: %q", msg)
 			}
+			if !errors.Is(err, safetensors.ErrFormat) && !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("error %q matches neither safetensors.ErrFormat nor os.ErrNotExist", msg)
+			}
 			for _, w := range append([]string{dir}, c.want...) {
 				if !strings.Contains(msg, w) {
 					t.Errorf("error %q does not mention %q", msg, w)
@@ -428,7 +433,7 @@ func gptqCheckpoint(t *testing.T, edit func(ts []*safetensors.Tensor) []*safeten
 		return ts
 	})
 	editConfig(t, dir, func(c *Config) {
-		c.Quantization = &Quantization{QuantMethod: "gptq", Bits: 4, GroupSize: 32, Sym: true, CheckpointFormat: "gptq"}
+		c.Quantization = &gptq.Config{QuantMethod: "gptq", Bits: 4, GroupSize: 32, Sym: true, CheckpointFormat: "gptq"}
 	})
 	return dir
 }

@@ -11,6 +11,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+
+	"github.com/moeforge/moeforge/formats/gptq"
+	"github.com/moeforge/moeforge/formats/safetensors"
 )
 
 // Arch is a config.json model_type that moeforge knows.
@@ -55,7 +58,7 @@ type Config struct {
 	MLPOnlyLayers                []int
 
 	// Quantization is the parsed quantization_config, nil for float checkpoints.
-	Quantization *Quantization
+	Quantization *gptq.Config
 
 	raw         map[string]json.RawMessage
 	ropeNested  bool // rope theta lives in rope_parameters (transformers 5.x)
@@ -63,24 +66,10 @@ type Config struct {
 	headDimNull bool
 }
 
-// Quantization is a GPTQ quantization_config (see FORMATS.md).
-type Quantization struct {
-	QuantMethod      string     `json:"quant_method"`
-	Bits             int        `json:"bits"`
-	GroupSize        int        `json:"group_size"`
-	DescAct          bool       `json:"desc_act"`
-	Sym              bool       `json:"sym"`
-	DampPercent      float64    `json:"damp_percent"`
-	TrueSequential   bool       `json:"true_sequential"`
-	StaticGroups     bool       `json:"static_groups"`
-	CheckpointFormat string     `json:"checkpoint_format"`
-	ModulesInBlock   [][]string `json:"modules_in_block_to_quantize,omitempty"`
-}
-
-// merge overlays q's fields on the quantization_config read from the file
-// (raw, possibly nil), so that keys moeforge does not interpret (e.g.
-// model_file_base_name, meta) are written back unchanged.
-func (q *Quantization) merge(raw json.RawMessage) (map[string]json.RawMessage, error) {
+// mergeQuantization overlays q's keys on the quantization_config read from
+// the file (raw, possibly nil), so that keys moeforge does not interpret
+// (e.g. model_file_base_name, meta) are written back unchanged.
+func mergeQuantization(q *gptq.Config, raw json.RawMessage) (map[string]json.RawMessage, error) {
 	out := map[string]json.RawMessage{}
 	if len(raw) > 0 {
 		json.Unmarshal(raw, &out) // a non-object was rejected by ParseConfig; start afresh if so
@@ -88,7 +77,7 @@ func (q *Quantization) merge(raw json.RawMessage) (map[string]json.RawMessage, e
 			out = map[string]json.RawMessage{}
 		}
 	}
-	b, err := json.Marshal(q)
+	b, err := q.MarshalQuantizationConfig()
 	if err != nil {
 		return nil, err
 	}
@@ -116,7 +105,7 @@ func ReadConfig(path string) (*Config, error) {
 	}
 	c, err := ParseConfig(data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, safetensors.Corrupt(path, err.Error())
 	}
 	return c, nil
 }
@@ -193,18 +182,12 @@ func ParseConfig(data []byte) (*Config, error) {
 	}
 	c.DType = p.str(c.dtypeKey, "")
 	if _, ok := raw["quantization_config"]; ok && !p.isNull("quantization_config") {
-		var q Quantization
+		var q gptq.Config
 		if err := json.Unmarshal(raw["quantization_config"], &q); err != nil {
 			return nil, fmt.Errorf("quantization_config: %v", err)
 		}
-		if q.QuantMethod != "gptq" {
-			return nil, fmt.Errorf("quantization_config.quant_method=%q is not supported (only gptq)", q.QuantMethod)
-		}
-		if q.CheckpointFormat != "" && q.CheckpointFormat != "gptq" {
-			return nil, fmt.Errorf("quantization_config.checkpoint_format=%q is not supported (only the gptq v1 layout)", q.CheckpointFormat)
-		}
-		if q.Bits != 4 {
-			return nil, fmt.Errorf("quantization_config.bits=%d is not supported (only 4)", q.Bits)
+		if _, err := q.Layout(); err != nil {
+			return nil, fmt.Errorf("quantization_config.%w", err)
 		}
 		c.Quantization = &q
 	}
@@ -327,6 +310,7 @@ func (c *Config) Clone() *Config {
 	d.MLPOnlyLayers = slices.Clone(c.MLPOnlyLayers)
 	if c.Quantization != nil {
 		q := *c.Quantization
+		q.ModulesInBlock = slices.Clone(q.ModulesInBlock)
 		d.Quantization = &q
 	}
 	d.raw = make(map[string]json.RawMessage, len(c.raw))
@@ -405,7 +389,7 @@ func (c *Config) Marshal() ([]byte, error) {
 		set(c.dtypeKey, c.DType)
 	}
 	if c.Quantization != nil {
-		q, err := c.Quantization.merge(c.raw["quantization_config"])
+		q, err := mergeQuantization(c.Quantization, c.raw["quantization_config"])
 		if err != nil {
 			return nil, err
 		}

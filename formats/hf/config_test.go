@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/moeforge/moeforge/formats/gptq"
 )
 
 // ignoreRaw compares Configs by their typed fields.
@@ -400,8 +401,8 @@ func TestMarshalQuantization(t *testing.T) {
 		"model_file_base_name": "model", "meta": map[string]any{"quantizer": "x"},
 	}
 	cfg := mustParseMap(t, m)
-	want := &Quantization{QuantMethod: "gptq", Bits: 4, GroupSize: 128, DescAct: true, Sym: true, DampPercent: 0.01,
-		TrueSequential: true, CheckpointFormat: "gptq"}
+	want := &gptq.Config{QuantMethod: "gptq", Bits: 4, GroupSize: 128, DescAct: true, Sym: true, DampPercent: 0.01,
+		TrueSequential: true, CheckpointFormat: "gptq", ModelFileBaseName: "model"}
 	if diff := cmp.Diff(want, cfg.Quantization); diff != "" {
 		t.Fatal(diff)
 	}
@@ -646,7 +647,7 @@ func TestClone(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.MLPOnlyLayers = []int{0}
-	c.Quantization = &Quantization{QuantMethod: "gptq", Bits: 4}
+	c.Quantization = &gptq.Config{QuantMethod: "gptq", Bits: 4}
 	d := c.Clone()
 	d.MLPOnlyLayers[0] = 1
 	d.Architectures[0] = "X"

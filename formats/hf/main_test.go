@@ -7,11 +7,12 @@ import (
 
 	"github.com/moeforge/moeforge/formats/safetensors"
 	"github.com/moeforge/moeforge/internal/fixture"
+	"github.com/moeforge/moeforge/internal/fixture/fixturetest"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	fixture.Cleanup()
+	fixturetest.Cleanup()
 	os.Exit(code)
 }
 
@@ -46,7 +47,7 @@ func materialized(t testing.TB, rel string) string {
 	if filepath.Base(rel) == "model" {
 		dir, sub = filepath.Dir(rel), "model"
 	}
-	return filepath.Join(fixture.Dir(t, dir), sub)
+	return filepath.Join(fixturetest.Dir(t, dir), sub)
 }
 
 // rewriteCheckpoint writes a copy of the checkpoint src into a new temporary

@@ -77,7 +77,7 @@ type headerEntry struct {
 // the file with tensor views into data. name is used in error messages.
 func Parse(name string, data []byte) (*File, error) {
 	fail := func(format string, args ...any) error {
-		return fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...))
+		return Corrupt(name, fmt.Sprintf(format, args...))
 	}
 	if len(data) < 8 {
 		return nil, fail("not a safetensors file: %d bytes, shorter than the 8-byte header length", len(data))

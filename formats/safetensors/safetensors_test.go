@@ -11,13 +11,13 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/moeforge/moeforge/internal/fixture"
+	"github.com/moeforge/moeforge/internal/fixture/fixturetest"
 	"github.com/moeforge/moeforge/internal/half"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	fixture.Cleanup()
+	fixturetest.Cleanup()
 	os.Exit(code)
 }
 
@@ -124,7 +124,7 @@ func TestOpenErrors(t *testing.T) {
 func TestRoundTrip(t *testing.T) {
 	for _, name := range fixtures {
 		t.Run(name, func(t *testing.T) {
-			src, err := OpenDir(filepath.Join(fixture.Dir(t, "fixtures/"+name), "model"))
+			src, err := OpenDir(filepath.Join(fixturetest.Dir(t, "fixtures/"+name), "model"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -184,12 +184,12 @@ func TestRoundTrip(t *testing.T) {
 // TestShardedBF16MatchesF32 checks that every tensor of the sharded bf16
 // fixture is the single-file f32 fixture's tensor rounded to nearest even.
 func TestShardedBF16MatchesF32(t *testing.T) {
-	f32, err := OpenDir(filepath.Join(fixture.Dir(t, "fixtures/qwen2_moe_tiny"), "model"))
+	f32, err := OpenDir(filepath.Join(fixturetest.Dir(t, "fixtures/qwen2_moe_tiny"), "model"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f32.Close()
-	bf, err := OpenDir(filepath.Join(fixture.Dir(t, "fixtures/qwen2_moe_tiny_sharded"), "model"))
+	bf, err := OpenDir(filepath.Join(fixturetest.Dir(t, "fixtures/qwen2_moe_tiny_sharded"), "model"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,7 +59,7 @@ func OpenDir(dir string) (*Set, error) {
 			if len(others) > 0 {
 				return nil, fmt.Errorf("%s: no %s or %s, but %d other .safetensors files: sharded checkpoint without its index?", dir, SingleFile, IndexFile, len(others))
 			}
-			return nil, fmt.Errorf("%s: no %s or %s: not a safetensors checkpoint directory", dir, SingleFile, IndexFile)
+			return nil, &NotFoundError{Path: dir, Msg: fmt.Sprintf("no %s or %s: not a safetensors checkpoint directory", SingleFile, IndexFile)}
 		}
 		f, err := Open(single)
 		if err != nil {
@@ -72,15 +72,15 @@ func OpenDir(dir string) (*Set, error) {
 	}
 	var idx Index
 	if err := json.Unmarshal(raw, &idx); err != nil {
-		return nil, fmt.Errorf("%s: %v", indexPath, err)
+		return nil, Corrupt(indexPath, err.Error())
 	}
 	if len(idx.WeightMap) == 0 {
-		return nil, fmt.Errorf("%s: weight_map is empty", indexPath)
+		return nil, Corrupt(indexPath, "weight_map is empty")
 	}
 	var shardNames []string
 	for name, shard := range idx.WeightMap {
 		if shard == "" || strings.ContainsAny(shard, `/\`) || shard == "." || shard == ".." {
-			return nil, fmt.Errorf("%s: tensor %q maps to invalid shard name %q", indexPath, name, shard)
+			return nil, Corrupt(indexPath, fmt.Sprintf("tensor %q maps to invalid shard name %q", name, shard))
 		}
 		if !slices.Contains(shardNames, shard) {
 			shardNames = append(shardNames, shard)
@@ -99,9 +99,9 @@ func OpenDir(dir string) (*Set, error) {
 			closeAll()
 			if errors.Is(err, os.ErrNotExist) {
 				if _, zerr := os.Stat(filepath.Join(dir, s+".zst")); zerr == nil {
-					return nil, fmt.Errorf("%s: lists shard %s, which is zstd-compressed (%s.zst): decompress it first (zstd -d)", indexPath, s, s)
+					return nil, Corrupt(indexPath, fmt.Sprintf("lists shard %s, which is zstd-compressed (%s.zst): decompress it first (zstd -d)", s, s))
 				}
-				return nil, fmt.Errorf("%s: lists shard %s, which does not exist", indexPath, s)
+				return nil, Corrupt(indexPath, fmt.Sprintf("lists shard %s, which does not exist", s))
 			}
 			return nil, err
 		}
@@ -144,7 +144,7 @@ func newSet(dir string, files []*File, idx *Index) (*Set, error) {
 	for _, f := range files {
 		for _, t := range f.tensors {
 			if prev, dup := s.byName[t.Name]; dup {
-				return nil, fmt.Errorf("tensor %q is in two shards: %s and %s", t.Name, filepath.Base(prev.File), filepath.Base(f.Path))
+				return nil, Corrupt(dir, fmt.Sprintf("tensor %q is in two shards: %s and %s", t.Name, filepath.Base(prev.File), filepath.Base(f.Path)))
 			}
 			s.byName[t.Name] = t
 		}
@@ -156,24 +156,24 @@ func (s *Set) checkIndex(indexPath string) error {
 	for name, shard := range s.Index.WeightMap {
 		t, ok := s.byName[name]
 		if !ok {
-			return fmt.Errorf("%s: tensor %q is listed in shard %s, which does not hold it", indexPath, name, shard)
+			return Corrupt(indexPath, fmt.Sprintf("tensor %q is listed in shard %s, which does not hold it", name, shard))
 		}
 		if filepath.Base(t.File) != shard {
-			return fmt.Errorf("%s: tensor %q is listed in shard %s but found in %s", indexPath, name, shard, filepath.Base(t.File))
+			return Corrupt(indexPath, fmt.Sprintf("tensor %q is listed in shard %s but found in %s", name, shard, filepath.Base(t.File)))
 		}
 	}
 	for name, t := range s.byName {
 		if _, ok := s.Index.WeightMap[name]; !ok {
-			return fmt.Errorf("%s: tensor %q in %s is not listed in the index", indexPath, name, filepath.Base(t.File))
+			return Corrupt(indexPath, fmt.Sprintf("tensor %q in %s is not listed in the index", name, filepath.Base(t.File)))
 		}
 	}
 	if v, ok := s.Index.Metadata["total_size"]; ok {
 		want, ok := v.(float64)
 		if !ok {
-			return fmt.Errorf("%s: metadata.total_size is not a number", indexPath)
+			return Corrupt(indexPath, "metadata.total_size is not a number")
 		}
 		if got := s.TotalBytes(); float64(got) != want {
-			return fmt.Errorf("%s: metadata.total_size is %.0f but the shards' tensors hold %d bytes", indexPath, want, got)
+			return Corrupt(indexPath, fmt.Sprintf("metadata.total_size is %.0f but the shards' tensors hold %d bytes", want, got))
 		}
 	}
 	return nil

@@ -39,9 +39,13 @@ type WriterOptions struct {
 	// MaxShardSize caps the tensor bytes per shard (0 = DefaultMaxShardSize).
 	// A tensor larger than the cap gets a shard of its own.
 	MaxShardSize int64
-	// Metadata is stored in every shard's __metadata__; "format": "pt" is
-	// always set.
+	// Metadata is stored in every shard's __metadata__; "format" is "pt"
+	// unless Metadata sets it (MLX writes "mlx").
 	Metadata map[string]string
+	// ShardName names shard i (0-based) of n; nil gives transformers'
+	// names (ShardName): model.safetensors alone, else
+	// model-0000i-of-0000n.safetensors.
+	ShardName func(i, n int) string
 	// IndexMetadata adds keys to the index's "metadata" object beside total_size.
 	IndexMetadata map[string]any
 }
@@ -101,19 +105,30 @@ func NewDirWriter(dir string, plan []Info, opt WriterOptions) (*DirWriter, error
 	if len(shards) == 0 {
 		shards = []shardPlan{{}}
 	}
+	name := opt.ShardName
+	if name == nil {
+		name = ShardName
+	}
 	for i := range shards {
-		if len(shards) == 1 {
-			shards[i].name = SingleFile
-		} else {
-			shards[i].name = fmt.Sprintf("model-%05d-of-%05d.safetensors", i+1, len(shards))
+		shards[i].name = name(i, len(shards))
+		if shards[i].name == IndexFile || filepath.Base(shards[i].name) != shards[i].name || shards[i].name == "" {
+			return nil, fmt.Errorf("invalid shard name %q", shards[i].name)
 		}
 	}
 	meta := map[string]string{"format": "pt"}
 	for k, v := range opt.Metadata {
 		meta[k] = v
 	}
-	meta["format"] = "pt"
 	return &DirWriter{dir: dir, plan: plan, shards: shards, meta: meta, idx: opt.IndexMetadata, cur: -1}, nil
+}
+
+// ShardName is transformers' name of shard i (0-based) of n:
+// model.safetensors when n is 1, else model-0000i-of-0000n.safetensors.
+func ShardName(i, n int) string {
+	if n == 1 {
+		return SingleFile
+	}
+	return fmt.Sprintf("model-%05d-of-%05d.safetensors", i+1, n)
 }
 
 // Shards returns the planned shard file names.

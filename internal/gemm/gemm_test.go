@@ -246,7 +246,7 @@ func TestMulTInt4(t *testing.T) {
 			r := rand.New(rand.NewPCG(uint64(si), 3))
 			for _, act := range []bool{false, true} {
 				b := randInt4(r, s[1], s[2], s[3], act)
-				if err := b.Check(); err != nil {
+				if err := b.check(); err != nil {
 					t.Fatal(err)
 				}
 				for _, acc := range []bool{false, true} {

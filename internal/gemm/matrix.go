@@ -148,8 +148,10 @@ func (m Int4) Widen(dst []float32, ld, r0, r1, c0, c1 int) {
 	}
 }
 
-// Check validates the dimensions of an Int4 matrix and its tensors.
-func (m Int4) Check() error {
+// check guards the products against a malformed Int4 matrix (the SIMD
+// paths index its tables by g_idx without bounds checks). Validating a
+// checkpoint's GPTQ tensors is formats/gptq's job (Layout.Read).
+func (m Int4) check() error {
 	if m.K%8 != 0 || m.N%8 != 0 {
 		return fmt.Errorf("int4 matrix [%d, %d]: both dimensions must be multiples of 8", m.N, m.K)
 	}

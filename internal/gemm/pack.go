@@ -180,7 +180,7 @@ func int4PanelGo(d []float32, w int, m *Int4, q, rows int, sc []float32, zs []in
 // mustCheck panics when an Int4 matrix is malformed (the SIMD paths index
 // its tables by g_idx without bounds checks).
 func mustCheck(m Int4) {
-	if err := m.Check(); err != nil {
+	if err := m.check(); err != nil {
 		panic("gemm: " + err.Error())
 	}
 }

@@ -11,6 +11,10 @@ import (
 	"sync"
 )
 
+// ErrNotEmpty is matched by Create's error for an existing non-empty output
+// without force (the command line adds how to override it).
+var ErrNotEmpty = errors.New("is not empty")
+
 // Dir is an output directory being written.
 type Dir struct {
 	final string
@@ -38,7 +42,7 @@ func Create(final string, force bool) (*Dir, error) {
 			return nil, err
 		}
 		if len(entries) > 0 && !force {
-			return nil, fmt.Errorf("output directory %s exists and is not empty (use --force to replace it)", final)
+			return nil, fmt.Errorf("output directory %s exists and %w", final, ErrNotEmpty)
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, err
@@ -145,4 +149,23 @@ func TempDir(prefix string) (string, func(), error) {
 		delete(pending, dir)
 		mu.Unlock()
 	}, nil
+}
+
+// WriteFile has write produce a single file in a temporary directory beside
+// path (registered like Create's, so an interrupt removes it) and renames it
+// to path only when write succeeded. An existing file at path is replaced.
+func WriteFile(path string, write func(tmp string) error) error {
+	dir, err := Create(filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".partial"), true)
+	if err != nil {
+		return err
+	}
+	defer dir.Abort()
+	tmp := filepath.Join(dir.Path(), filepath.Base(path))
+	if err := write(tmp); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }

@@ -59,3 +59,25 @@ func TestCommitAndAbort(t *testing.T) {
 		t.Fatal("missing parent accepted")
 	}
 }
+
+func TestWriteFile(t *testing.T) {
+	parent := t.TempDir()
+	path := filepath.Join(parent, "f.bin")
+	if err := WriteFile(path, func(tmp string) error { return os.WriteFile(tmp, []byte("ok"), 0o600) }); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(path); err != nil || string(b) != "ok" {
+		t.Fatalf("read back %q, %v", b, err)
+	}
+	fail := os.ErrInvalid
+	if err := WriteFile(filepath.Join(parent, "g.bin"), func(tmp string) error {
+		os.WriteFile(tmp, []byte("partial"), 0o644)
+		return fail
+	}); err != fail {
+		t.Fatalf("WriteFile = %v, want the write error", err)
+	}
+	entries, _ := os.ReadDir(parent)
+	if len(entries) != 1 || entries[0].Name() != "f.bin" {
+		t.Errorf("parent holds %v after a failed write", entries)
+	}
+}

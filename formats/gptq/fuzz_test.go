@@ -1,0 +1,65 @@
+package gptq
+
+import (
+	"encoding/binary"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// FuzzUnpack reads arbitrary words as the packed tensors of a layer whose
+// shape and groups come from the input. NewPacked and Unpack must never
+// panic; whatever they accept must pack back to the same words (the packing
+// is a bijection on valid layers), and a product could index it safely
+// (every g_idx names a group, every length matches).
+func FuzzUnpack(f *testing.F) {
+	f.Add(uint8(1), uint8(1), uint8(1), make([]byte, 4*(8+1)+2*8+4*8))
+	f.Add(uint8(2), uint8(1), uint8(2), []byte{0xff, 0x10, 0x32, 0x54, 0x76, 0x98, 0xba, 0xdc, 0xfe})
+	f.Add(uint8(1), uint8(2), uint8(3), make([]byte, 300))
+	f.Fuzz(func(t *testing.T, outW, inW, groups uint8, data []byte) {
+		out, in := 8*int(outW%4), 8*int(inW%4)
+		g := int(groups%4) + 1
+		// Lengths are taken from the layout when data is long enough, else
+		// what is there (so that wrong lengths are exercised too).
+		take := func(n int) []byte {
+			n = min(n, len(data))
+			b := data[:n]
+			data = data[n:]
+			return b
+		}
+		words := func(n int) []int32 {
+			b := take(4 * n)
+			w := make([]int32, len(b)/4)
+			for i := range w {
+				w[i] = int32(binary.LittleEndian.Uint32(b[4*i:]))
+			}
+			return w
+		}
+		qw := words(in / 8 * out)
+		qz := words(g * out / 8)
+		sb := take(2 * g * out)
+		sc := make([]uint16, len(sb)/2)
+		for i := range sc {
+			sc[i] = binary.LittleEndian.Uint16(sb[2*i:]) & 0x3bff // finite float16
+		}
+		gi := words(in)
+		for i := range gi {
+			gi[i] = gi[i] % int32(g+1) // mostly in range, sometimes one past
+		}
+		p, err := NewPacked(V1Int4, out, in, qw, qz, sc, gi)
+		if err != nil {
+			return
+		}
+		l, err := p.Unpack()
+		if err != nil {
+			t.Fatalf("NewPacked accepted what Unpack rejects: %v", err)
+		}
+		back, err := l.Packed()
+		if err != nil {
+			t.Fatalf("unpacked layer does not pack: %v", err)
+		}
+		if diff := cmp.Diff(p, back); diff != "" {
+			t.Fatalf("pack(unpack(x)) != x (-x +got):\n%s", diff)
+		}
+	})
+}
