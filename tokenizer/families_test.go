@@ -34,17 +34,26 @@ var families = []string{"qwen1_5", "qwen2_5", "qwen3", "mistral", "mistral_tiny"
 func TestMain(m *testing.M) {
 	code := m.Run()
 	fixturetest.Cleanup()
+	if variantDir != "" {
+		os.RemoveAll(variantDir)
+	}
 	os.Exit(code)
 }
 
+var loaded sync.Map // name → *Tokenizer
+
 // loadFamily loads a tokenizer of testdata/tokenizers as Load does, with
-// its tokenizer_config.json.
+// its tokenizer_config.json (once per test binary).
 func loadFamily(t testing.TB, name string) *Tokenizer {
 	t.Helper()
+	if tok, ok := loaded.Load(name); ok {
+		return tok.(*Tokenizer)
+	}
 	tok, err := Load(fixturetest.Dir(t, filepath.Join("tokenizers", name)))
 	if err != nil {
 		t.Fatal(err)
 	}
+	loaded.Store(name, tok)
 	return tok
 }
 
@@ -532,4 +541,28 @@ func FuzzHandPatterns(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestDecodeBytesFrom checks that streaming one id at a time gives the text
+// of decoding all of them, for every family (Mistral's decoder strips the
+// first token's space, so decoding ids one by one would lose spaces).
+func TestDecodeBytesFrom(t *testing.T) {
+	for _, name := range families {
+		tok := parseFamily(t, name)
+		for _, text := range []string{"Hello world, how are you?", " two  spaces", "日本語 😀 ok", "<s>a</s> b"} {
+			ids := tok.Encode(text)
+			var got []byte
+			for k := range ids {
+				b, err := tok.DecodeBytesFrom(ids[:k+1], k)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, b...)
+			}
+			want, _ := tok.DecodeBytes(ids)
+			if string(got) != string(want) {
+				t.Errorf("%s: streaming %+q gives %+q, want %+q", name, text, got, want)
+			}
+		}
+	}
 }

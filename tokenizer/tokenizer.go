@@ -212,6 +212,31 @@ func (t *Tokenizer) DecodeBytes(ids []int) ([]byte, error) {
 	return b, nil
 }
 
+// DecodeBytesFrom returns the raw bytes that ids[from:] add to the text of
+// ids[:from], so that DecodeBytes(ids[:from]) followed by them is
+// DecodeBytes(ids). Streaming callers pass all the ids so far: decoding the
+// newest id alone is not the same when the decoder looks at the whole
+// sequence (Mistral's strips the space of the first token only).
+func (t *Tokenizer) DecodeBytesFrom(ids []int, from int) ([]byte, error) {
+	from = min(max(from, 0), len(ids))
+	if t.dec == nil && t.byteLevelDecoder {
+		return t.DecodeBytes(ids[from:])
+	}
+	before, err := t.DecodeBytes(ids[:from])
+	if err != nil {
+		return nil, err
+	}
+	all, err := t.DecodeBytes(ids)
+	if err != nil {
+		return nil, err
+	}
+	n := 0
+	for n < len(before) && n < len(all) && before[n] == all[n] {
+		n++
+	}
+	return all[n:], nil
+}
+
 // decodeTokens returns the token strings of the ids in the tokenizer.
 func (t *Tokenizer) decodeTokens(ids []int) ([]string, error) {
 	toks := make([]string, 0, len(ids))

@@ -3,7 +3,9 @@ package tokenizer
 import (
 	"encoding/json"
 	"os"
+	"maps"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/moeforge/moeforge/internal/fixture/fixturetest"
@@ -131,45 +133,72 @@ var variants = []variant{
 	}},
 }
 
-// variantFile writes the tokenizer.json of v into a temporary directory and
-// returns its path.
-func variantFile(t *testing.T, v variant) string {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join(fixturetest.Dir(t, filepath.Join("tokenizers", v.base)), "tokenizer.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var root map[string]any
-	if err := json.Unmarshal(data, &root); err != nil {
-		t.Fatal(err)
-	}
-	v.edit(root, root["model"].(map[string]any))
-	path := filepath.Join(t.TempDir(), "tokenizer.json")
-	if err := os.WriteFile(path, mustJSON(t, root), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
+var (
+	variantMu    sync.Mutex
+	variantBases = map[string]map[string]any{}
+	variantDir   string
+	variantToks  = map[string]*Tokenizer{}
+)
 
-func loadVariant(t *testing.T, path string) *Tokenizer {
+// variantFile writes the tokenizer.json of v (once per test binary) and
+// returns its path and the tokenizer parsed from it.
+func variantFile(t *testing.T, v variant) (string, *Tokenizer) {
 	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
+	variantMu.Lock()
+	defer variantMu.Unlock()
+	if variantDir == "" {
+		dir, err := os.MkdirTemp("", "moeforge-variants-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		variantDir = dir
+	}
+	path := filepath.Join(variantDir, v.name, "tokenizer.json")
+	if tok, ok := variantToks[v.name]; ok {
+		return path, tok
+	}
+	base, ok := variantBases[v.base]
+	if !ok {
+		data, err := os.ReadFile(filepath.Join(fixturetest.Dir(t, filepath.Join("tokenizers", v.base)), "tokenizer.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(data, &base); err != nil {
+			t.Fatal(err)
+		}
+		variantBases[v.base] = base
+	}
+	// The edits replace top-level and model entries and change added
+	// tokens in place: copy those levels, share the rest (vocab, merges).
+	root := maps.Clone(base)
+	model := maps.Clone(base["model"].(map[string]any))
+	root["model"] = model
+	var added []any
+	for _, a := range base["added_tokens"].([]any) {
+		added = append(added, maps.Clone(a.(map[string]any)))
+	}
+	root["added_tokens"] = added
+	v.edit(root, model)
+	data := mustJSON(t, root)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	tok, err := Parse(data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tok
+	variantToks[v.name] = tok
+	return path, tok
 }
 
 func TestVariantGoldens(t *testing.T) {
 	shakespeare := readShakespeare(t)
 	for _, v := range variants {
 		t.Run(v.name, func(t *testing.T) {
-			path := variantFile(t, v)
-			tok := loadVariant(t, path)
+			path, tok := variantFile(t, v)
 			gpath := filepath.Join("..", "testdata", "tokenizers", "variants", v.name+".golden.json.zst")
 			if *updateGoldens {
 				dir := judge.Dir(t, "tokenizers")
@@ -196,8 +225,7 @@ func TestVariantJudgeLive(t *testing.T) {
 	}
 	for _, v := range variants {
 		t.Run(v.name, func(t *testing.T) {
-			path := variantFile(t, v)
-			tok := loadVariant(t, path)
+			path, tok := variantFile(t, v)
 			req := judgeRequest{Tokenizer: path, Texts: corpus(tok, shakespeare, 4, n), Decode: decodeCases(tok, 4, n/4)}
 			rep := runJudge(t, dir, req)
 			compareFamily(t, tok, req.Texts, rep.Results, req.Decode, rep.Decoded)
