@@ -2,8 +2,8 @@ package tokenizer
 
 import (
 	"encoding/json"
-	"os"
 	"maps"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
