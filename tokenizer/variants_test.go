@@ -127,6 +127,15 @@ var variants = []variant{
 			"special_tokens", obj("<s>", obj("id", "<s>", "ids", []any{128245}, "tokens", []any{"<s>"}),
 				"<|endoftext|>", obj("id", "<|endoftext|>", "ids", []any{151643}, "tokens", []any{"<|endoftext|>"})))
 	}},
+	{"llama31_template", "llama3", func(r, m map[string]any) { // Llama 3.1's post-processor
+		r["post_processor"] = obj("type", "Sequence", "processors", []any{
+			obj("type", "ByteLevel", "add_prefix_space", true, "trim_offsets", false, "use_regex", true),
+			obj("type", "TemplateProcessing",
+				"single", []any{obj("SpecialToken", obj("id", "<|begin_of_text|>", "type_id", 0)), obj("Sequence", obj("id", "A", "type_id", 0))},
+				"pair", []any{obj("Sequence", obj("id", "A", "type_id", 0)), obj("Sequence", obj("id", "B", "type_id", 1))},
+				"special_tokens", obj("<|begin_of_text|>", obj("id", "<|begin_of_text|>", "ids", []any{128000}, "tokens", []any{"<|begin_of_text|>"}))),
+		})
+	}},
 	{"roberta", "qwen2_5", func(r, m map[string]any) {
 		r["post_processor"] = obj("type", "RobertaProcessing", "sep", []any{"<|im_end|>", 151645}, "cls", []any{"<|im_start|>", 151644},
 			"trim_offsets", true, "add_prefix_space", false)
