@@ -13,14 +13,17 @@ import (
 )
 
 // BenchmarkEncodeFamilies encodes all of tinyshakespeare with each real
-// tokenizer (MB/s). BenchmarkJudgeEncode does the same with Hugging Face
-// tokenizers, so that one -bench run compares them in the same minute:
+// tokenizer (NAME/moeforge, MB/s) and then, right after, with Hugging Face
+// tokenizers through its Node binding (NAME/hf, when the judge is
+// installed: the best of b.N encodes after a warm-up, timed inside node so
+// that process start and JSON transfer are not counted), so that each pair
+// is measured in the same minute:
 //
-//	go test ./tokenizer -run '^$' -bench 'EncodeFamilies|JudgeEncode' -benchtime 3x
+//	go test ./tokenizer -run '^$' -bench EncodeFamilies -benchtime 3x
 func BenchmarkEncodeFamilies(b *testing.B) {
 	text := readShakespeare(b)
 	for _, name := range families {
-		b.Run(name, func(b *testing.B) {
+		b.Run(name+"/moeforge", func(b *testing.B) {
 			tok := parseFamily(b, name)
 			tok.Encode(text) // warm the word cache, as the judge's warm-up does
 			b.SetBytes(int64(len(text)))
@@ -28,17 +31,8 @@ func BenchmarkEncodeFamilies(b *testing.B) {
 				tok.Encode(text)
 			}
 		})
-	}
-}
-
-// BenchmarkJudgeEncode times Hugging Face tokenizers (its Node binding) on
-// the same text: the best of b.N encodes after a warm-up, inside node, so
-// process start and JSON transfer are not counted.
-func BenchmarkJudgeEncode(b *testing.B) {
-	dir := judge.Dir(b, "tokenizers")
-	text := readShakespeare(b)
-	for _, name := range families {
-		b.Run(name, func(b *testing.B) {
+		b.Run(name+"/hf", func(b *testing.B) {
+			dir := judge.Dir(b, "tokenizers")
 			req, err := json.Marshal(map[string]any{
 				"tokenizer": filepath.Join(fixturetest.Dir(b, filepath.Join("tokenizers", name)), "tokenizer.json"),
 				"texts":     []string{text},

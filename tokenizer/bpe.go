@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"strings"
 	"sync"
 	"unicode/utf8"
 )
@@ -22,6 +23,13 @@ type bpeModel struct {
 	fallbackID   [256]int32 // id of "<0xXX>" for each byte, -1 if none
 	prefix       string     // continuing_subword_prefix: added to every unit but the first
 	suffix       string     // end_of_word_suffix: added to the last unit
+
+	// metaSplit: no merge can cross the start of a "▁" that follows
+	// another character (no vocab token has such a "▁" inside it), so a
+	// piece is merged word by word — the same result, but cached. It is what
+	// makes Mistral's files (no pre-tokenizer: the whole text is one piece)
+	// fast.
+	metaSplit bool
 
 	cache   wordCache
 	scratch sync.Pool // *mergeScratch
@@ -56,6 +64,49 @@ type mergeScratch struct {
 
 // encodeWord appends the ids of the pre-token piece to dst.
 func (m *bpeModel) encodeWord(dst []int, piece string) []int {
+	if !m.metaSplit {
+		return m.encodeOne(dst, piece)
+	}
+	start := 0
+	for i := 1; i < len(piece); {
+		j := strings.Index(piece[i:], metaspaceChar)
+		if j < 0 {
+			break
+		}
+		i += j
+		if !strings.HasSuffix(piece[:i], metaspaceChar) {
+			dst = m.encodeOne(dst, piece[start:i])
+			start = i
+		}
+		i += len(metaspaceChar)
+	}
+	return m.encodeOne(dst, piece[start:])
+}
+
+// metaspaceChar is U+2581, SentencePiece's word-boundary character.
+const metaspaceChar = "▁"
+
+// setMetaSplit decides metaSplit (see bpeModel) for a character-level model.
+func (m *bpeModel) setMetaSplit() {
+	m.metaSplit = false
+	if m.byteLevel || m.prefix != "" || m.suffix != "" || m.ignoreMerges {
+		return
+	}
+	if _, ok := m.vocab[metaspaceChar]; !ok {
+		return
+	}
+	for tok := range m.vocab {
+		for i := len(metaspaceChar); i < len(tok); i++ {
+			if strings.HasPrefix(tok[i:], metaspaceChar) && !strings.HasSuffix(tok[:i], metaspaceChar) {
+				return
+			}
+		}
+	}
+	m.metaSplit = true
+}
+
+// encodeOne appends the ids of one piece, merged as a whole.
+func (m *bpeModel) encodeOne(dst []int, piece string) []int {
 	switch len(piece) {
 	case 0:
 		return dst

@@ -566,3 +566,26 @@ func TestDecodeBytesFrom(t *testing.T) {
 		}
 	}
 }
+
+// TestMetaSplitSameIDs checks that merging Mistral's text word by word
+// (metaSplit) gives the ids of merging it whole.
+func TestMetaSplitSameIDs(t *testing.T) {
+	tok := parseFamily(t, "mistral")
+	if !tok.model.metaSplit {
+		t.Fatal("mistral: metaSplit is off")
+	}
+	for _, name := range []string{"qwen2_5", "deepseek_v3"} {
+		if parseFamily(t, name).model.metaSplit {
+			t.Errorf("%s: metaSplit is on for a byte-level model", name)
+		}
+	}
+	shakespeare := readShakespeare(t)
+	for _, s := range corpus(tok, shakespeare, 6, 300) {
+		s = prependNormalizer{"▁"}.normalize(strings.ReplaceAll(s, " ", "▁"))
+		split := tok.model.encodeWord(nil, s)
+		whole := tok.model.encodeOne(nil, s)
+		if !slices.Equal(split, whole) {
+			t.Errorf("%+q: word by word %v, whole %v", s, split, whole)
+		}
+	}
+}

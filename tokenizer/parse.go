@@ -111,6 +111,7 @@ func Parse(data []byte) (*Tokenizer, error) {
 	if err := t.parseModel(f.Model); err != nil {
 		return nil, err
 	}
+	t.model.setMetaSplit()
 	if err := t.setAdded(f.AddedTokens); err != nil {
 		return nil, err
 	}
