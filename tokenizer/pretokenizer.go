@@ -146,6 +146,28 @@ type splitPre struct {
 }
 
 func (sp splitPre) split(dst []piece, p piece) []piece {
+	if hp, ok := sp.pat.(*handPattern); ok && sp.b == isolated {
+		// The common case (every real file's Split), without building
+		// spans: matches and the gaps between them, in order.
+		s, gap := p.s, 0
+		for i := 0; i < len(s); {
+			j := hp.at(s, i)
+			if j <= i {
+				_, w := utf8.DecodeRuneInString(s[i:])
+				i += w
+				continue
+			}
+			if gap < i {
+				dst = append(dst, piece{s[gap:i], p.first && gap == 0})
+			}
+			dst = append(dst, piece{s[i:j], p.first && i == 0})
+			i, gap = j, j
+		}
+		if gap < len(s) {
+			dst = append(dst, piece{s[gap:], p.first && gap == 0})
+		}
+		return dst
+	}
 	return splitSpans(dst, p, matchSpans(sp.pat.matches(nil, p.s), len(p.s), sp.invert), sp.b)
 }
 
@@ -193,7 +215,14 @@ type seqPre []preTokenizer
 func (q seqPre) split(dst []piece, p piece) []piece {
 	cur := []piece{p}
 	var next []piece
-	for _, pt := range q {
+	for k, pt := range q {
+		if k == len(q)-1 {
+			// The last step appends straight to dst.
+			for _, c := range cur {
+				dst = pt.split(dst, c)
+			}
+			return dst
+		}
 		next = next[:0]
 		for _, c := range cur {
 			next = pt.split(next, c)
