@@ -5,8 +5,9 @@
 //
 //   - normalizers NFC, NFD, NFKC, NFKD, Lowercase, Prepend, Replace, Strip
 //     and Sequence;
-//   - pre-tokenizers Split (any regex, run with Hugging Face's Unicode
-//     tables; hand-written matchers for the Qwen2 and Llama 3 patterns),
+//   - pre-tokenizers Split (any regex through regexp2 with Hugging Face's
+//     Unicode tables; hand-written matchers for the Qwen2, Llama 3 and
+//     DeepSeek-V3 patterns),
 //     ByteLevel (with or without its regex and prefix space), Metaspace,
 //     Digits, Punctuation, Whitespace, WhitespaceSplit, CharDelimiterSplit
 //     and Sequence;

@@ -221,6 +221,7 @@ func TestVariantGoldens(t *testing.T) {
 			}
 			g := readGolden(t, gpath)
 			compareFamily(t, tok, g.Texts, g.Results, g.Decode, g.Decoded)
+			t.Logf("%s: %d texts, %d id lists", v.name, len(g.Texts), len(g.Decode))
 		})
 	}
 }
