@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/moeforge/moeforge/internal/gemm/kerneltest"
 )
 
 // Benchmarks report GFLOPS (2·m·n·k per product, over wall time) and
@@ -29,13 +31,14 @@ func BenchmarkPeak(b *testing.B) {
 	}
 }
 
-// impls yields the sub-benchmark names and implementations to compare.
-func impls() [][2]string {
+// impls are the implementations each product runs with: the best SIMD
+// kernel (impl=asm) and the portable Go one (impl=go).
+func impls() []kerneltest.Impl {
 	best := Impls()[0]
 	if best == "go" {
-		return [][2]string{{"go", "go"}}
+		return []kerneltest.Impl{{Sub: "go", Name: "go"}}
 	}
-	return [][2]string{{"asm", best}, {"go", "go"}}
+	return []kerneltest.Impl{{Sub: "asm", Name: best}, {Sub: "go", Name: "go"}}
 }
 
 func benchMulT(b *testing.B, w Matrix, m int) {
@@ -43,19 +46,7 @@ func benchMulT(b *testing.B, w Matrix, m int) {
 	r := rand.New(rand.NewPCG(1, 2))
 	a := randF32(r, m*k)
 	c := make([]float32, m*n)
-	for _, im := range impls() {
-		b.Run("impl="+im[0], func(b *testing.B) {
-			if err := SetImpl(im[1]); err != nil {
-				b.Fatal(err)
-			}
-			defer SetImpl("")
-			cpu0 := cpuTime()
-			for b.Loop() {
-				MulT(c, a, w, m, false)
-			}
-			reportFlops(b, 2*float64(m)*float64(n)*float64(k), cpu0)
-		})
-	}
+	kerneltest.Impls(b, impls(), SetImpl, 2*float64(m)*float64(n)*float64(k), func(*testing.B) { MulT(c, a, w, m, false) })
 }
 
 func BenchmarkSquareF32(b *testing.B) {
@@ -132,30 +123,8 @@ func BenchmarkSyrkAdd(b *testing.B) {
 	r := rand.New(rand.NewPCG(3, 3))
 	x := randF32(r, n*k)
 	h := make([]float64, k*k)
-	for _, im := range impls() {
-		b.Run("impl="+im[0], func(b *testing.B) {
-			if err := SetImpl(im[1]); err != nil {
-				b.Fatal(err)
-			}
-			defer SetImpl("")
-			cpu0 := cpuTime()
-			for b.Loop() {
-				SyrkAdd(h, x, n, k)
-			}
-			// Useful work: the k(k+1)/2 distinct entries, 2n flops each.
-			reportFlops(b, float64(n)*float64(k)*float64(k+1), cpu0)
-		})
-	}
-}
-
-// reportFlops reports GFLOPS and GFLOPS/cpu for b.N operations of the given
-// size, cpu0 being cpuTime() before the loop.
-func reportFlops(b *testing.B, flops float64, cpu0 time.Duration) {
-	total := flops * float64(b.N)
-	b.ReportMetric(total/b.Elapsed().Seconds()/1e9, "GFLOPS")
-	if cpu := cpuTime() - cpu0; cpu > 0 {
-		b.ReportMetric(total/cpu.Seconds()/1e9, "GFLOPS/cpu")
-	}
+	// Useful work: the k(k+1)/2 distinct entries, 2n flops each.
+	kerneltest.Impls(b, impls(), SetImpl, float64(n)*float64(k)*float64(k+1), func(*testing.B) { SyrkAdd(h, x, n, k) })
 }
 
 // BenchmarkWiden times whole-matrix widening of a 1408×2048 expert weight

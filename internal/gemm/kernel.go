@@ -1,12 +1,17 @@
 package gemm
 
+// The amd64 kernels (kernel_amd64.s and their declarations in
+// kernel_amd64_decl.go) are written by the avo program in internal/asm.
+//go:generate go run -C ../asm . -pkg gemm
+
 import (
 	"fmt"
 	"math"
 	"os"
-	"sync/atomic"
 	"unsafe"
 
+	"github.com/moeforge/moeforge/internal/gemm/impl"
+	"github.com/moeforge/moeforge/internal/gemm/panel"
 	"github.com/moeforge/moeforge/internal/half"
 )
 
@@ -71,7 +76,7 @@ var goKernel = &kernel{
 	widenF16:  half.WidenF16,
 	dot:       dotGo,
 	int4Rows:  int4RowsGo,
-	packRows:  packRowsGo,
+	packRows:  panel.PackGo[float32],
 	dotBF16:   dotBF16Go,
 	int4Panel: int4PanelGo,
 	transpose: transposeGo,
@@ -136,10 +141,10 @@ func selfCheck(k *kernel) error {
 	return nil
 }
 
-var active atomic.Pointer[kernel]
+// active is the kernel in use.
+var active = impl.New("gemm", kernels, func(k *kernel) string { return k.name })
 
 func init() {
-	active.Store(kernels[0])
 	if name := os.Getenv("MOEFORGE_GEMM"); name != "" {
 		if err := SetImpl(name); err != nil {
 			fmt.Fprintf(os.Stderr, "gemm: MOEFORGE_GEMM: %v\n", err)
@@ -149,13 +154,7 @@ func init() {
 
 // Impls lists the kernel implementations available on this machine, best
 // first: a subset of "avx512", "avx2" and always "go".
-func Impls() []string {
-	names := make([]string, len(kernels))
-	for i, k := range kernels {
-		names[i] = k.name
-	}
-	return names
-}
+func Impls() []string { return active.Names() }
 
 // Impl returns the name of the implementation in use.
 func Impl() string { return active.Load().name }
@@ -163,56 +162,19 @@ func Impl() string { return active.Load().name }
 // SetImpl selects an implementation by name (see Impls); "" or "auto" picks the
 // best one. The environment variable MOEFORGE_GEMM does the same at start-up.
 // It is meant for tests and benchmarks: products already running keep theirs.
-func SetImpl(name string) error {
-	if name == "" || name == "auto" {
-		active.Store(kernels[0])
-		return nil
-	}
-	for _, k := range kernels {
-		if k.name == name {
-			active.Store(k)
-			return nil
+func SetImpl(name string) error { return active.Set(name) }
+
+// microGo2x4 is the portable micro-kernel (see impl.Tile2x4).
+func microGo2x4(kc int, a, b, c *float32, ldc int, acc bool) {
+	t := impl.Tile2x4(unsafe.Slice(a, 2*kc), unsafe.Slice(b, 4*kc))
+	C := unsafe.Slice(c, ldc+4)
+	for i, r := range [2][]float32{C[0:4:4], C[ldc : ldc+4 : ldc+4]} {
+		if acc {
+			r[0], r[1], r[2], r[3] = r[0]+t[i][0], r[1]+t[i][1], r[2]+t[i][2], r[3]+t[i][3]
+		} else {
+			r[0], r[1], r[2], r[3] = t[i][0], t[i][1], t[i][2], t[i][3]
 		}
 	}
-	return fmt.Errorf("gemm implementation %q is not available here (have %v)", name, Impls())
-}
-
-// microGo2x4 is the portable micro-kernel, 2×4 with scalar accumulators: the
-// Go compiler keeps these 8, the 4 values of B and 2 of A in registers (a 4×4
-// tile spills and runs at 60% of this speed).
-func microGo2x4(kc int, a, b, c *float32, ldc int, acc bool) {
-	A := unsafe.Slice(a, 2*kc)
-	B := unsafe.Slice(b, 4*kc)
-	var c00, c01, c02, c03, c10, c11, c12, c13 float32
-	for p, q := 0, 0; p+2 <= len(A) && q+4 <= len(B); p, q = p+2, q+4 {
-		ap := A[p : p+2 : p+2]
-		bp := B[q : q+4 : q+4]
-		a0, a1 := ap[0], ap[1]
-		b0, b1, b2, b3 := bp[0], bp[1], bp[2], bp[3]
-		c00 += a0 * b0
-		c01 += a0 * b1
-		c02 += a0 * b2
-		c03 += a0 * b3
-		c10 += a1 * b0
-		c11 += a1 * b1
-		c12 += a1 * b2
-		c13 += a1 * b3
-	}
-	C := unsafe.Slice(c, ldc+4)
-	r0 := C[0:4:4]
-	r1 := C[ldc : ldc+4 : ldc+4]
-	if acc {
-		c00 += r0[0]
-		c01 += r0[1]
-		c02 += r0[2]
-		c03 += r0[3]
-		c10 += r1[0]
-		c11 += r1[1]
-		c12 += r1[2]
-		c13 += r1[3]
-	}
-	r0[0], r0[1], r0[2], r0[3] = c00, c01, c02, c03
-	r1[0], r1[1], r1[2], r1[3] = c10, c11, c12, c13
 }
 
 func widenBF16Go(dst []float32, src []uint16) {
@@ -236,12 +198,6 @@ func dotGo(a, b []float32) float32 {
 		s0 += a[i] * b[i]
 	}
 	return (s0 + s1) + (s2 + s3)
-}
-
-func packRowsGo(panel, src []float32, ld, w, kc int) {
-	for i := 0; i < w; i++ {
-		scatterRow(panel, src[i*ld:i*ld+kc], i, w)
-	}
 }
 
 func dotBF16Go(a []float32, b []uint16) float32 {

@@ -7,48 +7,9 @@ import (
 
 	"golang.org/x/sys/cpu"
 
+	"github.com/moeforge/moeforge/internal/gemm/panel"
 	"github.com/moeforge/moeforge/internal/half"
 )
-
-//go:noescape
-func kern6x16AVX2(kc int, a, b, c *float32, ldc int, acc bool)
-
-//go:noescape
-func kern14x32AVX512(kc int, a, b, c *float32, ldc int, acc bool)
-
-//go:noescape
-func widenBF16AVX2(dst *float32, src *uint16, n int)
-
-//go:noescape
-func widenF16F16C(dst *float32, src *uint16, n int)
-
-//go:noescape
-func transpose8AVX2(dst *float32, w int, src *float32, offs *[8]int, blocks int)
-
-//go:noescape
-func transpose8BF16AVX2(dst *float32, w int, src *uint16, offs *[8]int, blocks int)
-
-//go:noescape
-func transpose8F16AVX2(dst *float32, w int, src *uint16, offs *[8]int, blocks int)
-
-//go:noescape
-func packColsAVX2(dst, src *float32, ld, w, kc, panels int)
-
-//go:noescape
-func int4DotSortedAVX2(y *float32, a *float32, qw *int32, n int, rowGroup *int32, sc, zsc *float32, ldt int, rows int, asum *float32)
-
-//go:noescape
-func dot6x2F32AVX2(a *float32, lda int, b *float32, ldb, k8 int, out *[96]float32)
-
-//go:noescape
-func dot6x2BF16AVX2(a *float32, lda int, b *uint16, ldb, k8 int, out *[96]float32)
-
-//go:noescape
-func dot6x2F16AVX2(a *float32, lda int, b *uint16, ldb, k8 int, out *[96]float32)
-
-func peakAVX2(n int)
-
-func peakAVX512(n int)
 
 var (
 	hasAVX2   = cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasF16C
@@ -124,68 +85,21 @@ func peakLoop(n int) float64 {
 	return peakGo(n)
 }
 
-// packRowsAVX2 is packRowsGo with 8×8 register transposes: row groups of 8
-// are done from the last (possibly partial, whose 8-wide stores spill into the
-// next step) to the first, then the steps past the last multiple of 8.
-func packRowsAVX2(panel, src []float32, ld, w, kc int) {
-	blocks := kc / 8
-	if blocks == 0 {
-		packRowsGo(panel, src, ld, w, kc)
-		return
-	}
-	_ = src[(w-1)*ld+kc-1]
-	// The last 8-wide store ends at most 7 floats past the panel's end.
-	_ = panel[:cap(panel)][(blocks*8-1)*w+((w-1)/8)*8+7]
-	var offs [8]int
-	for g := (w - 1) / 8 * 8; g >= 0; g -= 8 {
-		rows := min(8, w-g)
-		for r := range offs {
-			offs[r] = (g + min(r, rows-1)) * ld
-		}
-		transpose8AVX2(&panel[g], w, &src[0], &offs, blocks)
-	}
-	for p := blocks * 8; p < kc; p++ {
-		d := panel[p*w : p*w+w]
-		for i := range d {
-			d[i] = src[i*ld+p]
-		}
-	}
-}
+func dotSIMD(a, b []float32) float32 { return dotSplit(dotAVX2, dotGo, a, b) }
 
-//go:noescape
-func dotAVX2(a, b *float32, n int) float32
+func dotBF16SIMD(a []float32, b []uint16) float32 { return dotSplit(dotBF16AVX2, dotBF16Go, a, b) }
 
-//go:noescape
-func dotBF16AVX2(a *float32, b *uint16, n int) float32
-
-//go:noescape
-func int4PanelAVX2(dst *float32, w int, qw *int32, n int, gidx *int32, sc *float32, zs *int32, ldt int, p0, p1 int)
-
-//go:noescape
-func int4DotAVX2(y *float32, a *float32, qw *int32, n int, gidx *int32, sc *float32, zs *int32, ldt int, rows int)
-
-func dotSIMD(a, b []float32) float32 {
+// dotSplit sums the first multiple of 32 elements with the assembly loop
+// and the rest in Go (len(b) ≥ len(a)).
+func dotSplit[T float32 | uint16](asm func(a *float32, b *T, n int) float32, tail func(a []float32, b []T) float32, a []float32, b []T) float32 {
 	n := len(a) &^ 31
 	var s float32
 	if n > 0 {
 		_ = b[n-1]
-		s = dotAVX2(&a[0], &b[0], n)
+		s = asm(&a[0], &b[0], n)
 	}
 	if n < len(a) {
-		s += dotGo(a[n:], b[n:len(a)])
-	}
-	return s
-}
-
-func dotBF16SIMD(a []float32, b []uint16) float32 {
-	n := len(a) &^ 31
-	var s float32
-	if n > 0 {
-		_ = b[n-1]
-		s = dotBF16AVX2(&a[0], &b[0], n)
-	}
-	if n < len(a) {
-		s += dotBF16Go(a[n:], b[n:len(a)])
+		s += tail(a[n:], b[n:len(a)])
 	}
 	return s
 }
@@ -239,37 +153,26 @@ func int4RowsSIMD(y, a []float32, qw []int32, n, q0 int, gidx []int32, sc []floa
 	}
 }
 
-// packHalfAVX2 packs a full panel from 16-bit rows with an 8×8 transposing
-// loop (tr) that widens as it loads; see packRowsAVX2.
-func packHalfAVX2(tr func(dst *float32, w int, src *uint16, offs *[8]int, blocks int), widen func(float32, uint16) float32,
-	panel []float32, src []uint16, ld, w, kc int) {
-	blocks := kc / 8
-	if blocks > 0 {
-		_ = src[(w-1)*ld+kc-1]
-		_ = panel[:cap(panel)][(blocks*8-1)*w+((w-1)/8)*8+7]
-		var offs [8]int
-		for g := (w - 1) / 8 * 8; g >= 0; g -= 8 {
-			rows := min(8, w-g)
-			for r := range offs {
-				offs[r] = (g + min(r, rows-1)) * ld
-			}
-			tr(&panel[g], w, &src[0], &offs, blocks)
-		}
-	}
-	for p := blocks * 8; p < kc; p++ {
-		d := panel[p*w : p*w+w]
+// packRowsAVX2, packBF16AVX2 and packF16AVX2 are packRowsGo (widening as
+// they go) with 8×8 register transposes.
+func packRowsAVX2(dst, src []float32, ld, w, kc int) {
+	panel.Pack(transpose8AVX2, 8, panel.Strided[float32], dst, src, ld, w, kc)
+}
+
+func packBF16AVX2(dst []float32, src []uint16, ld, w, kc int) {
+	panel.Pack(transpose8BF16AVX2, 8, func(d []float32, s []uint16, ld int) {
 		for i := range d {
-			d[i] = widen(0, src[i*ld+p])
+			d[i] = half.BF16ToF32(s[i*ld])
 		}
-	}
+	}, dst, src, ld, w, kc)
 }
 
-func packBF16AVX2(panel []float32, src []uint16, ld, w, kc int) {
-	packHalfAVX2(transpose8BF16AVX2, func(_ float32, h uint16) float32 { return half.BF16ToF32(h) }, panel, src, ld, w, kc)
-}
-
-func packF16AVX2(panel []float32, src []uint16, ld, w, kc int) {
-	packHalfAVX2(transpose8F16AVX2, func(_ float32, h uint16) float32 { return half.F16ToF32(h) }, panel, src, ld, w, kc)
+func packF16AVX2(dst []float32, src []uint16, ld, w, kc int) {
+	panel.Pack(transpose8F16AVX2, 8, func(d []float32, s []uint16, ld int) {
+		for i := range d {
+			d[i] = half.F16ToF32(s[i*ld])
+		}
+	}, dst, src, ld, w, kc)
 }
 
 // packColsSIMD packs the full panels of a column-major operand; see
@@ -296,7 +199,7 @@ func transposeSIMD(dst []float32, ldd int, src []float32, lds, rows, cols int) {
 				offs[r] = (i + r) * lds
 			}
 			// Columns j < cb of rows i…i+7 go to dst rows j, columns i…i+7.
-			transpose8AVX2(&dst[i], ldd, &src[0], &offs, cb/8)
+			transpose8AVX2(&dst[i], ldd, &src[0], offs, cb/8)
 		}
 	}
 	if cb < cols {

@@ -1,5 +1,7 @@
 package gemm
 
+import "github.com/moeforge/moeforge/internal/gemm/panel"
+
 // An operand is one factor of a product seen as rows × depth (the depth is the
 // summed dimension). pack writes rows [r0, r1) × depth [p0, p1) as panels of w
 // rows: panel q, at dst[q·w·(p1−p0):], holds for each depth step p the values
@@ -17,16 +19,16 @@ type rowsF32 struct {
 func (o rowsF32) pack(k *kernel, _ *workspace, dst []float32, r0, r1, p0, p1, w int) {
 	kc := p1 - p0
 	for q := r0; q < r1; q += w {
-		panel := dst[(q-r0)*kc : (q-r0)*kc+w*kc]
+		pl := dst[(q-r0)*kc : (q-r0)*kc+w*kc]
 		rows := min(w, r1-q)
 		if rows == w {
-			k.packRows(panel, o.data[q*o.ld+p0:], o.ld, w, kc)
+			k.packRows(pl, o.data[q*o.ld+p0:], o.ld, w, kc)
 			continue
 		}
 		for i := 0; i < rows; i++ {
-			scatterRow(panel, o.data[(q+i)*o.ld+p0:(q+i)*o.ld+p1], i, w)
+			panel.Scatter(pl, o.data[(q+i)*o.ld+p0:(q+i)*o.ld+p1], i, w)
 		}
-		zeroRows(panel, rows, w, kc)
+		zeroRows(pl, rows, w, kc)
 	}
 }
 
@@ -82,17 +84,17 @@ func (o widened) pack(k *kernel, ws *workspace, dst []float32, r0, r1, p0, p1, w
 	kc := p1 - p0
 	tmp := ws.tmp[:w*kc]
 	for q := r0; q < r1; q += w {
-		panel := dst[(q-r0)*kc : (q-r0)*kc+w*kc]
+		pl := dst[(q-r0)*kc : (q-r0)*kc+w*kc]
 		rows := min(w, r1-q)
 		if rows == w {
 			switch {
 			case o.kind == widenBF16 && k.packBF16 != nil:
 				b := o.m.(BF16)
-				k.packBF16(panel, b.Data[q*b.K+p0:], b.K, w, kc)
+				k.packBF16(pl, b.Data[q*b.K+p0:], b.K, w, kc)
 				continue
 			case o.kind == widenF16 && k.packF16 != nil:
 				b := o.m.(F16)
-				k.packF16(panel, b.Data[q*b.K+p0:], b.K, w, kc)
+				k.packF16(pl, b.Data[q*b.K+p0:], b.K, w, kc)
 				continue
 			}
 		}
@@ -111,36 +113,23 @@ func (o widened) pack(k *kernel, ws *workspace, dst []float32, r0, r1, p0, p1, w
 			o.m.Widen(tmp, kc, q, q+rows, p0, p1)
 		}
 		if rows == w {
-			k.packRows(panel, tmp, kc, w, kc)
+			k.packRows(pl, tmp, kc, w, kc)
 			continue
 		}
 		for i := 0; i < rows; i++ {
-			scatterRow(panel, tmp[i*kc:(i+1)*kc], i, w)
+			panel.Scatter(pl, tmp[i*kc:(i+1)*kc], i, w)
 		}
-		zeroRows(panel, rows, w, kc)
-	}
-}
-
-// scatterRow writes src[p] to panel[p·w+i].
-func scatterRow(panel, src []float32, i, w int) {
-	if len(src) == 0 {
-		return
-	}
-	_ = panel[(len(src)-1)*w+i]
-	j := i
-	for _, v := range src {
-		panel[j] = v
-		j += w
+		zeroRows(pl, rows, w, kc)
 	}
 }
 
 // zeroRows clears rows [rows, w) of a panel of kc steps.
-func zeroRows(panel []float32, rows, w, kc int) {
+func zeroRows(pl []float32, rows, w, kc int) {
 	if rows == w {
 		return
 	}
 	for p := 0; p < kc; p++ {
-		clear(panel[p*w+rows : p*w+w])
+		clear(pl[p*w+rows : p*w+w])
 	}
 }
 
@@ -155,10 +144,10 @@ func (o int4Op) pack(k *kernel, ws *workspace, dst []float32, r0, r1, p0, p1, w 
 	cols := r1 - r0
 	sc, zs := ws.int4Tables(m, r0, r1)
 	for q := r0; q < r1; q += w {
-		panel := dst[(q-r0)*kc : (q-r0)*kc+w*kc]
+		pl := dst[(q-r0)*kc : (q-r0)*kc+w*kc]
 		rows := min(w, r1-q)
-		k.int4Panel(panel, w, m, q, rows, sc, zs, cols, q-r0, p0, p1)
-		zeroRows(panel, rows, w, kc)
+		k.int4Panel(pl, w, m, q, rows, sc, zs, cols, q-r0, p0, p1)
+		zeroRows(pl, rows, w, kc)
 	}
 }
 

@@ -4,7 +4,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
-	"time"
+
+	"github.com/moeforge/moeforge/internal/gemm/kerneltest"
 )
 
 // benchSPD builds X·Xᵀ/n + I cheaply enough for large n (the product runs
@@ -23,6 +24,18 @@ func benchSPD(n int) []float64 {
 	return h
 }
 
+// impls are the implementations to time: all of them, or only the SIMD ones
+// for sizes where Go would take too long.
+func impls(all bool) []kerneltest.Impl {
+	var ims []kerneltest.Impl
+	for _, name := range Impls() {
+		if all || name != "go" {
+			ims = append(ims, kerneltest.Impl{Sub: name, Name: name})
+		}
+	}
+	return ims
+}
+
 // BenchmarkCholeskyInverseUpper reports GFLOPS counting the n³/3 multiply-adds
 // (2n³/3 operations) of one Cholesky and one triangular inverse.
 func BenchmarkCholeskyInverseUpper(b *testing.B) {
@@ -31,25 +44,14 @@ func BenchmarkCholeskyInverseUpper(b *testing.B) {
 			continue
 		}
 		h := benchSPD(n)
-		for _, impl := range Impls() {
-			if impl == "go" && n > 2048 {
-				continue
-			}
-			b.Run(fmt.Sprintf("n=%d/impl=%s", n, impl), func(b *testing.B) {
-				if err := SetImpl(impl); err != nil {
+		nf := float64(n)
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			kerneltest.Impls(b, impls(n <= 2048), SetImpl, 2*nf*nf*nf/3, func(b *testing.B) {
+				if _, err := CholeskyInverseUpper(h, n); err != nil {
 					b.Fatal(err)
 				}
-				defer SetImpl("")
-				cpu0 := cpuTime()
-				for b.Loop() {
-					if _, err := CholeskyInverseUpper(h, n); err != nil {
-						b.Fatal(err)
-					}
-				}
-				nf := float64(n)
-				reportFlops(b, 2*nf*nf*nf/3, cpu0)
 			})
-		}
+		})
 	}
 }
 
@@ -58,7 +60,7 @@ func BenchmarkCholesky(b *testing.B) {
 		h := benchSPD(n)
 		l := make([]float64, n*n)
 		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
-			cpu0 := cpuTime()
+			cpu0 := kerneltest.CPUTime()
 			for b.Loop() {
 				copy(l, h)
 				if err := Cholesky(l, n); err != nil {
@@ -66,7 +68,7 @@ func BenchmarkCholesky(b *testing.B) {
 				}
 			}
 			nf := float64(n)
-			reportFlops(b, nf*nf*nf/3, cpu0)
+			kerneltest.ReportFlops(b, nf*nf*nf/3, cpu0)
 		})
 	}
 }
@@ -75,30 +77,9 @@ func BenchmarkMulAdd(b *testing.B) {
 	for _, n := range []int{1024} {
 		h := benchSPD(n)
 		c := make([]float64, n*n)
-		for _, impl := range Impls() {
-			b.Run(fmt.Sprintf("n=%d/impl=%s", n, impl), func(b *testing.B) {
-				if err := SetImpl(impl); err != nil {
-					b.Fatal(err)
-				}
-				defer SetImpl("")
-				cpu0 := cpuTime()
-				for b.Loop() {
-					MulAdd(c, n, h, n, h, n, n, n, n, 1)
-				}
-				nf := float64(n)
-				reportFlops(b, 2*nf*nf*nf, cpu0)
-			})
-		}
-	}
-}
-
-// reportFlops reports GFLOPS (wall time) and GFLOPS/cpu (CPU time of the
-// process: the rate per busy core, less disturbed by other load) for b.N
-// operations of the given size; cpu0 is cpuTime() before the loop.
-func reportFlops(b *testing.B, flops float64, cpu0 time.Duration) {
-	total := flops * float64(b.N)
-	b.ReportMetric(total/b.Elapsed().Seconds()/1e9, "GFLOPS")
-	if cpu := cpuTime() - cpu0; cpu > 0 {
-		b.ReportMetric(total/cpu.Seconds()/1e9, "GFLOPS/cpu")
+		nf := float64(n)
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			kerneltest.Impls(b, impls(true), SetImpl, 2*nf*nf*nf, func(*testing.B) { MulAdd(c, n, h, n, h, n, n, n, n, 1) })
+		})
 	}
 }

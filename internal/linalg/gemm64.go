@@ -1,12 +1,17 @@
 package linalg
 
+// The amd64 kernels (kernel_amd64.s and their declarations in
+// kernel_amd64_decl.go) are written by the avo program in internal/asm.
+//go:generate go run -C ../asm . -pkg linalg
+
 import (
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"unsafe"
 
 	"github.com/moeforge/moeforge/internal/gemm"
+	"github.com/moeforge/moeforge/internal/gemm/impl"
+	"github.com/moeforge/moeforge/internal/gemm/panel"
 )
 
 // kernel is a float64 micro-kernel with its register tile and blocking.
@@ -23,70 +28,30 @@ type kernel struct {
 	packRows func(panel, src []float64, ld, w, kc int)
 }
 
-var goKernel = &kernel{name: "go", mr: 2, nr: 4, kc: 256, mc: 128, micro: micro2x4, packRows: packRowsGo}
+var goKernel = &kernel{name: "go", mr: 2, nr: 4, kc: 256, mc: 128, micro: micro2x4, packRows: panel.PackGo[float64]}
 
 var kernels = append(archKernels(), goKernel)
 
-var active atomic.Pointer[kernel]
-
-func init() { active.Store(kernels[0]) }
+// active is the kernel in use.
+var active = impl.New("linalg", kernels, func(k *kernel) string { return k.name })
 
 // Impls lists the float64 kernels available here, best first ("avx2", "go").
-func Impls() []string {
-	var s []string
-	for _, k := range kernels {
-		s = append(s, k.name)
-	}
-	return s
-}
+func Impls() []string { return active.Names() }
 
 // SetImpl selects the float64 kernel by name; "" picks the best. Meant for
 // tests and benchmarks.
-func SetImpl(name string) error {
-	if name == "" || name == "auto" {
-		active.Store(kernels[0])
-		return nil
-	}
-	for _, k := range kernels {
-		if k.name == name {
-			active.Store(k)
-			return nil
-		}
-	}
-	return fmt.Errorf("linalg implementation %q is not available here (have %v)", name, Impls())
-}
+func SetImpl(name string) error { return active.Set(name) }
 
-// micro2x4 is the portable micro-kernel: 2×4 scalar accumulators, which the
-// Go compiler keeps in registers (a 4×4 tile spills).
+// micro2x4 is the portable micro-kernel (see impl.Tile2x4).
 func micro2x4(kc int, a, b, c *float64, ldc int, alpha float64) {
-	A := unsafe.Slice(a, 2*kc)
-	B := unsafe.Slice(b, 4*kc)
-	var c00, c01, c02, c03, c10, c11, c12, c13 float64
-	for p, q := 0, 0; p+2 <= len(A) && q+4 <= len(B); p, q = p+2, q+4 {
-		ap := A[p : p+2 : p+2]
-		bp := B[q : q+4 : q+4]
-		a0, a1 := ap[0], ap[1]
-		b0, b1, b2, b3 := bp[0], bp[1], bp[2], bp[3]
-		c00 += a0 * b0
-		c01 += a0 * b1
-		c02 += a0 * b2
-		c03 += a0 * b3
-		c10 += a1 * b0
-		c11 += a1 * b1
-		c12 += a1 * b2
-		c13 += a1 * b3
-	}
+	t := impl.Tile2x4(unsafe.Slice(a, 2*kc), unsafe.Slice(b, 4*kc))
 	C := unsafe.Slice(c, ldc+4)
-	r := C[0:4:4]
-	r[0] += alpha * c00
-	r[1] += alpha * c01
-	r[2] += alpha * c02
-	r[3] += alpha * c03
-	r = C[ldc : ldc+4 : ldc+4]
-	r[0] += alpha * c10
-	r[1] += alpha * c11
-	r[2] += alpha * c12
-	r[3] += alpha * c13
+	for i, r := range [2][]float64{C[0:4:4], C[ldc : ldc+4 : ldc+4]} {
+		r[0] += alpha * t[i][0]
+		r[1] += alpha * t[i][1]
+		r[2] += alpha * t[i][2]
+		r[3] += alpha * t[i][3]
+	}
 }
 
 // mat is a factor of a product seen as rows × depth: element (r, p) is
@@ -102,35 +67,26 @@ type mat struct {
 func (o mat) pack(k *kernel, dst []float64, r0, r1, p0, p1, w int) {
 	kc := p1 - p0
 	for q := r0; q < r1; q += w {
-		panel := dst[(q-r0)*kc : (q-r0+w)*kc]
+		pl := dst[(q-r0)*kc : (q-r0+w)*kc]
 		rows := min(w, r1-q)
 		if o.trans {
 			for p := 0; p < kc; p++ {
-				d := panel[p*w : p*w+w]
+				d := pl[p*w : p*w+w]
 				copy(d, o.data[(p0+p)*o.ld+q:(p0+p)*o.ld+q+rows])
 				clear(d[rows:])
 			}
 			continue
 		}
 		if rows == w {
-			k.packRows(panel, o.data[q*o.ld+p0:], o.ld, w, kc)
+			k.packRows(pl, o.data[q*o.ld+p0:], o.ld, w, kc)
 			continue
 		}
 		for i := 0; i < rows; i++ {
-			src := o.data[(q+i)*o.ld+p0 : (q+i)*o.ld+p1]
-			if len(src) == 0 {
-				continue
-			}
-			_ = panel[(len(src)-1)*w+i]
-			j := i
-			for _, v := range src {
-				panel[j] = v
-				j += w
-			}
+			panel.Scatter(pl, o.data[(q+i)*o.ld+p0:(q+i)*o.ld+p1], i, w)
 		}
 		if rows < w {
 			for p := 0; p < kc; p++ {
-				clear(panel[p*w+rows : p*w+w])
+				clear(pl[p*w+rows : p*w+w])
 			}
 		}
 	}
@@ -296,14 +252,4 @@ func ceilDiv(x, m int) int { return (x + m - 1) / m }
 func MulAdd(c []float64, ldc int, a []float64, lda int, b []float64, ldb int, m, n, k int, alpha float64) {
 	pr := product{c: c, ldc: ldc, a: mat{a, lda, false}, b: mat{b, ldb, false}, m: m, n: n, alpha: alpha, p1: k}
 	pr.run()
-}
-
-func packRowsGo(panel, src []float64, ld, w, kc int) {
-	for i := 0; i < w; i++ {
-		j := i
-		for _, v := range src[i*ld : i*ld+kc] {
-			panel[j] = v
-			j += w
-		}
-	}
 }

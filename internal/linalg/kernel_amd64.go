@@ -2,13 +2,11 @@
 
 package linalg
 
-import "golang.org/x/sys/cpu"
+import (
+	"golang.org/x/sys/cpu"
 
-//go:noescape
-func kern6x8AVX2(kc int, a, b, c *float64, ldc int, alpha float64)
-
-//go:noescape
-func transpose4AVX2(dst *float64, w int, src *float64, offs *[4]int, blocks int)
+	"github.com/moeforge/moeforge/internal/gemm/panel"
+)
 
 func archKernels() []*kernel {
 	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
@@ -17,29 +15,7 @@ func archKernels() []*kernel {
 	return nil
 }
 
-// packRowsAVX2 is packRowsGo with 4×4 register transposes: row groups of 4
-// from the last (possibly partial, whose stores spill into the next step) to
-// the first, then the steps past the last multiple of 4.
-func packRowsAVX2(panel, src []float64, ld, w, kc int) {
-	blocks := kc / 4
-	if blocks == 0 {
-		packRowsGo(panel, src, ld, w, kc)
-		return
-	}
-	_ = src[(w-1)*ld+kc-1]
-	_ = panel[:cap(panel)][(blocks*4-1)*w+((w-1)/4)*4+3]
-	var offs [4]int
-	for g := (w - 1) / 4 * 4; g >= 0; g -= 4 {
-		rows := min(4, w-g)
-		for r := range offs {
-			offs[r] = (g + min(r, rows-1)) * ld
-		}
-		transpose4AVX2(&panel[g], w, &src[0], &offs, blocks)
-	}
-	for p := blocks * 4; p < kc; p++ {
-		d := panel[p*w : p*w+w]
-		for i := range d {
-			d[i] = src[i*ld+p]
-		}
-	}
+// packRowsAVX2 is packRowsGo with 4×4 register transposes.
+func packRowsAVX2(dst, src []float64, ld, w, kc int) {
+	panel.Pack(transpose4AVX2, 4, panel.Strided[float64], dst, src, ld, w, kc)
 }
