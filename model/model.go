@@ -255,12 +255,14 @@ func matrixOf(t *safetensors.Tensor) (gemm.Matrix, error) {
 }
 
 // int4Of reads a GPTQ linear through formats/gptq (the one reader and
-// validator of the layout) and wraps its packed words for the products.
+// validator of the layout) with the layout its config gives the module
+// (bits and checkpoint_format, after quantization_config.dynamic) and wraps
+// its packed words for the products.
 func int4Of(c *hf.Config, lw *hf.LinearWeights, spec hf.Linear) (gemm.Matrix, error) {
 	lay := gptq.V1Int4
 	if q := c.Quantization; q != nil {
 		var err error
-		if lay, err = q.Layout(); err != nil {
+		if lay, err = q.LayoutFor(spec.Name); err != nil {
 			return nil, fmt.Errorf("quantization_config.%w", err)
 		}
 	}
@@ -268,7 +270,19 @@ func int4Of(c *hf.Config, lw *hf.LinearWeights, spec hf.Linear) (gemm.Matrix, er
 	if err != nil {
 		return nil, err
 	}
-	return gemm.Int4{QWeight: p.QWeight, QZeros: p.QZeros, Scales: p.Scales, GIdx: p.GIdx, N: p.Out, K: p.In}, nil
+	return MatrixOf(p), nil
+}
+
+// MatrixOf wraps a packed GPTQ layer (validated, e.g. by gptq.Layout.Read)
+// as the matrix the products dequantize: gemm.Int4 (SIMD) for 4 bits,
+// gemm.GPTQ for 2, 3 and 8.
+func MatrixOf(p *gptq.Packed) gemm.Matrix {
+	if p.Layout.Bits == 4 {
+		return gemm.Int4{QWeight: p.QWeight, QZeros: p.QZeros, Scales: p.Scales, GIdx: p.GIdx, N: p.Out, K: p.In,
+			V2: p.Layout.ZeroOffset() == 0}
+	}
+	return gemm.GPTQ{Bits: p.Layout.Bits, ZeroOffset: int32(p.Layout.ZeroOffset()), QWeight: p.QWeight, QZeros: p.QZeros,
+		Scales: p.Scales, GIdx: p.GIdx, N: p.Out, K: p.In}
 }
 
 // Linears returns every linear layer of the model in forward order, lm_head last.
@@ -436,6 +450,17 @@ func (m *Model) ForwardLayer(l *Layer, x []float32, b *Batch, hooks *Hooks) {
 	for i := range x {
 		x[i] += y[i]
 	}
+}
+
+// RMSNorm writes w ⊙ x / sqrt(mean(x²) + eps) for every row of x [rows,
+// len(w)] into dst (dst may be x): the layers' input and post-attention
+// norms, for callers that run a layer's parts one at a time (quantize).
+func RMSNorm(dst, x, w []float32, eps float64) { rmsNormRows(dst, x, w, len(w), eps) }
+
+// FinalNorm applies the model's final RMS norm to hidden states x
+// [N, hidden] in place: what lm_head takes as input.
+func (m *Model) FinalNorm(x []float32) {
+	rmsNormRows(x, x, m.Norm, m.Config.HiddenSize, m.Config.RMSNormEps)
 }
 
 // rmsNormRows writes w ⊙ x / sqrt(mean(x²) + eps) for every row (dst may be x).

@@ -15,8 +15,9 @@ type stageModule struct {
 	lin    *model.Linear
 	group  int
 	expert int
-	hess   *Hessian // Hessian of its inputs (shared by modules with the same input)
-	down   bool     // an expert's down projection
+	hess   *Hessian      // Hessian of its inputs (shared by modules with the same input)
+	capLin *model.Linear // the linear whose input hook fills hess
+	down   bool          // an expert's down projection
 }
 
 // gptqLayer quantizes one decoder layer with GPTQ, stage by stage, and then
@@ -27,10 +28,16 @@ func (r *runner) gptqLayer(l *model.Layer) (map[*model.Linear]*gptq.Layer, error
 	var mods []*stageModule
 	capture := map[*model.Linear]*Hessian{}
 	add := func(group, expert int, first *model.Linear, down bool, lins ...*model.Linear) {
-		hs := NewHessian(first.In())
-		capture[first] = hs
+		var hs *Hessian
 		for _, lin := range lins {
-			mods = append(mods, &stageModule{lin: lin, group: group, expert: expert, hess: hs, down: down})
+			if !r.opt.quantizes(lin.Spec) { // left float by a dynamic "-:" rule
+				continue
+			}
+			if hs == nil {
+				hs = NewHessian(first.In())
+				capture[first] = hs
+			}
+			mods = append(mods, &stageModule{lin: lin, group: group, expert: expert, hess: hs, capLin: first, down: down})
 		}
 	}
 	a := l.Attn
@@ -74,17 +81,23 @@ func (r *runner) gptqLayer(l *model.Layer) (map[*model.Linear]*gptq.Layer, error
 		}
 		stageCap := map[*model.Linear]*Hessian{}
 		var stageMods []*stageModule
+		// Without routed calibration the experts' Hessians come from the
+		// router's input through selfCalib, not from the forward pass.
+		selfCalib := map[int]*stageModule{}
+		ownRows := moe != nil && !r.opt.MoECalib.routed()
 		for _, sm := range mods {
 			if inStage[sm.group] {
 				stageMods = append(stageMods, sm)
-				if hs := capture[sm.lin]; hs != nil {
-					stageCap[sm.lin] = hs
+				if ownRows && sm.expert >= 0 {
+					selfCalib[sm.expert*8+sm.group] = sm
+					continue
 				}
+				stageCap[sm.capLin] = sm.hess
 			}
 		}
 		var routerCap *Hessian
 		if allTokens && inStage[5] {
-			if moe.Shared != nil {
+			if moe.Shared != nil && capture[moe.Shared.Gate] != nil {
 				allIn = capture[moe.Shared.Gate] // the same rows: every token's normed input
 			} else {
 				allIn = NewHessian(h)
@@ -98,6 +111,21 @@ func (r *runner) gptqLayer(l *model.Layer) (map[*model.Linear]*gptq.Layer, error
 			if routerCap != nil && moe != nil && lin == moe.Router {
 				routerCap.Add(x, rows)
 			}
+			if len(selfCalib) > 0 && lin == moe.Router {
+				h := r.m.Config.HiddenSize
+				for e, idx := range r.opt.MoECalib.selectRows(moe, x, rows) {
+					if len(idx) == 0 {
+						continue
+					}
+					xe := gatherRows(x, h, idx)
+					if sm := selfCalib[e*8+5]; sm != nil {
+						sm.hess.Add(xe, len(idx))
+					}
+					if sm := selfCalib[e*8+6]; sm != nil {
+						sm.hess.Add(expertActivations(moe.Experts[e], xe, len(idx)), len(idx))
+					}
+				}
+			}
 		}}
 		nd := &need{moe: moe}
 		for lin := range stageCap {
@@ -105,10 +133,10 @@ func (r *runner) gptqLayer(l *model.Layer) (map[*model.Linear]*gptq.Layer, error
 				nd.Static = append(nd.Static, lin)
 			}
 		}
-		if routerCap != nil {
+		if routerCap != nil || len(selfCalib) > 0 {
 			nd.Static = append(nd.Static, moe.Router)
 		}
-		nd.RoutedGate, nd.RoutedDown = moe != nil && inStage[5], moe != nil && inStage[6]
+		nd.RoutedGate, nd.RoutedDown = moe != nil && inStage[5] && !ownRows, moe != nil && inStage[6] && !ownRows
 		if err := r.pass(l, hooks, false, nd); err != nil {
 			return nil, err
 		}
@@ -158,12 +186,12 @@ func (r *runner) gptqLayer(l *model.Layer) (map[*model.Linear]*gptq.Layer, error
 		}
 		for _, jb := range jobs {
 			out[jb.mod.lin] = jb.result
-			jb.mod.hess.sum = nil // the stage's Hessians are no longer needed
+			jb.mod.hess.release() // the stage's Hessians are no longer needed
 		}
 		r.noteStarved(l.Index, jobs)
 	}
 	// The layer's output with every quantized weight feeds the next layer.
-	if l.Index < len(r.m.Layers)-1 {
+	if l.Index < len(r.m.Layers)-1 || r.opt.Config.LMHead {
 		if err := r.pass(l, nil, true, nil); err != nil {
 			return nil, err
 		}

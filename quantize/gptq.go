@@ -1,10 +1,12 @@
-// Package quantize implements GPTQ int4 quantization (Frantar et al., 2022;
-// reference code IST-DASLab/gptq and AutoGPTQ) and round-to-nearest, on one
-// matrix (GPTQ, RTN) and on a whole model (Model): calibration activations
-// are run layer by layer through the already-quantized model, each
-// true-sequential group of linears gets its Hessian from its inputs, routed
-// experts from the tokens routed to them, and the result is streamed into an
-// AutoGPTQ-layout checkpoint with a per-module report.
+// Package quantize implements GPTQ quantization at 2, 3, 4 and 8 bits
+// (Frantar et al., 2022; reference code IST-DASLab/gptq and AutoGPTQ) and
+// round-to-nearest, on one matrix (GPTQ, RTN) and on a whole model (Run):
+// calibration activations are run layer by layer through the
+// already-quantized model, each true-sequential group of linears gets its
+// Hessian from its inputs, routed experts from the tokens routed to them
+// (or MoECalib's selection), per-module settings follow
+// gptq.Config.Dynamic, lm_head optionally too, and the result is streamed
+// into an AutoGPTQ-layout (or gptq_v2) checkpoint with a per-module report.
 package quantize
 
 import (
@@ -14,6 +16,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/moeforge/moeforge/formats/gptq"
 	"github.com/moeforge/moeforge/internal/gemm"
@@ -48,6 +51,9 @@ type Result struct {
 	// Dead counts inputs whose Hessian diagonal was 0 (never active in the
 	// calibration data): their weights are set to 0, as the reference does.
 	Dead int
+	// ZeroShifted counts the (group, output) grids whose asymmetric zero of 0
+	// the v1 layout cannot store, shifted to zero 1 (see findParams).
+	ZeroShifted int
 }
 
 // GPTQ quantizes w [out, in] (row-major, the checkpoint layout) to 4 bits
@@ -96,47 +102,105 @@ func gptqThreads(w []float32, out, in int, h []float64, cfg gptq.Config, threads
 	if i := nonFinite64(h); i >= 0 {
 		return nil, fmt.Errorf("Hessian entry [%d, %d] is %v (calibration activations overflow)", i/in, i%in, h[i])
 	}
+	f, err := newFactor(h, in, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return gptqWith(w, out, in, f, cfg, threads)
+}
+
+// factor is what GPTQ needs of a Hessian, the same for every matrix
+// quantized with it: the dead inputs, the act-order permutation, and the
+// upper Cholesky factor of the damped inverse (float32).
+type factor struct {
+	dead         []int
+	perm         []int
+	ut           []float32
+	damp         float64
+	raises       int
+	in           int
+	permutedRows bool
+}
+
+// newFactor prepares a Hessian (taking ownership of h): dead inputs get
+// H_ii = 1, act-order permutes, and the damped inverse is factored.
+func newFactor(h []float64, in int, cfg gptq.Config) (*factor, error) {
+	if len(h) != in*in {
+		return nil, fmt.Errorf("Hessian has %d values, want %d×%d", len(h), in, in)
+	}
+	if i := nonFinite64(h); i >= 0 {
+		return nil, fmt.Errorf("Hessian entry [%d, %d] is %v (calibration activations overflow)", i/in, i%in, h[i])
+	}
 	H := h
-	wt := transpose(w, out, in)
-	res := &Result{}
+	f := &factor{in: in}
 	for i := 0; i < in; i++ {
 		if H[i*in+i] == 0 {
 			H[i*in+i] = 1
-			clear(wt[i*out : (i+1)*out])
-			res.Dead++
+			f.dead = append(f.dead, i)
 		}
 	}
-	gw := groupWidth(cfg, in)
-	groups := gptq.NumGroups(in, cfg.GroupSize)
-	layer := gptq.NewLayer(out, in, groups)
-	sf := make([]float32, groups*out) // float32 values of the scales
-	if cfg.StaticGroups {
-		for g := 0; g < groups; g++ {
-			err := findParams(wt, out, g*gw, min((g+1)*gw, in), 0, out, cfg.Sym, layer.Scales[g*out:], sf[g*out:], layer.Zeros[g*out:])
-			if err != nil {
-				return nil, err
-			}
-		}
-	}
-	perm := make([]int, in)
-	for i := range perm {
-		perm[i] = i
+	f.perm = make([]int, in)
+	for i := range f.perm {
+		f.perm[i] = i
 	}
 	if cfg.DescAct {
+		perm := f.perm
 		sort.SliceStable(perm, func(a, b int) bool { return H[perm[a]*in+perm[a]] > H[perm[b]*in+perm[b]] })
 		H = permuteSym(H, in, perm)
-		wt = permuteRows(wt, out, perm)
+		f.permutedRows = true
 	}
 	u, lam, raises, err := inverseFactor(H, in, cfg.DampPercent)
 	if err != nil {
 		return nil, err
 	}
-	res.Damp, res.DampRaises = lam, raises
-	ut := make([]float32, in*in)
+	f.damp, f.raises = lam, raises
+	f.ut = make([]float32, in*in)
 	for i, v := range u {
-		ut[i] = float32(v)
+		f.ut[i] = float32(v)
 	}
-	u = nil
+	return f, nil
+}
+
+// gptqWith quantizes w [out, in] with a prepared factor (not modified).
+func gptqWith(w []float32, out, in int, f *factor, cfg gptq.Config, threads int) (*Result, error) {
+	if err := checkConfig(cfg, out, in); err != nil {
+		return nil, err
+	}
+	if len(w) != out*in {
+		return nil, fmt.Errorf("weight has %d values, want %d×%d", len(w), out, in)
+	}
+	if f.in != in {
+		return nil, fmt.Errorf("Hessian is %d×%d, want %d×%d", f.in, f.in, in, in)
+	}
+	if i := nonFinite32(w); i >= 0 {
+		return nil, fmt.Errorf("weight [%d, %d] is %v", i/in, i%in, w[i])
+	}
+	wt := transpose(w, out, in)
+	res := &Result{Dead: len(f.dead)}
+	for _, i := range f.dead {
+		clear(wt[i*out : (i+1)*out])
+	}
+	gw := groupWidth(cfg, in)
+	groups := gptq.NumGroups(in, cfg.GroupSize)
+	layer := gptq.NewLayer(out, in, groups)
+	gr := gridOf(cfg)
+	layer.Layout = gr.layout
+	sf := make([]float32, groups*out) // float32 values of the scales
+	if cfg.StaticGroups {
+		for g := 0; g < groups; g++ {
+			n, err := findParams(wt, out, g*gw, min((g+1)*gw, in), 0, out, gr, layer.Scales[g*out:], sf[g*out:], layer.Zeros[g*out:])
+			res.ZeroShifted += n
+			if err != nil {
+				return nil, err
+			}
+		}
+	}
+	perm := f.perm
+	if f.permutedRows {
+		wt = permuteRows(wt, out, perm)
+	}
+	res.Damp, res.DampRaises = f.damp, f.raises
+	ut := f.ut
 
 	groupOf := func(j int) int {
 		if cfg.StaticGroups {
@@ -149,6 +213,7 @@ func gptqThreads(w []float32, out, in int, h []float64, cfg gptq.Config, threads
 	losses := make([]float64, threads)
 	errs := make([]error, threads)
 	eb := make([]float32, blockSize*out) // errors of the current block, one row per column
+	var shifted atomic.Int64
 	var wg sync.WaitGroup
 	for b0 := 0; b0 < in; b0 += blockSize {
 		b1 := min(b0+blockSize, in)
@@ -158,7 +223,9 @@ func gptqThreads(w []float32, out, in int, h []float64, cfg gptq.Config, threads
 				for j := i0; j < i1; j++ {
 					g := groupOf(j)
 					if !cfg.StaticGroups && j%gw == 0 {
-						if err := findParams(wt, out, j, min(j+gw, in), c0, c1, cfg.Sym, layer.Scales[g*out:], sf[g*out:], layer.Zeros[g*out:]); err != nil {
+						n, err := findParams(wt, out, j, min(j+gw, in), c0, c1, gr, layer.Scales[g*out:], sf[g*out:], layer.Zeros[g*out:])
+						shifted.Add(int64(n))
+						if err != nil {
 							errs[t] = err
 							return
 						}
@@ -170,7 +237,7 @@ func gptqThreads(w []float32, out, in int, h []float64, cfg gptq.Config, threads
 					s, z := sf[g*out:(g+1)*out], layer.Zeros[g*out:(g+1)*out]
 					var loss float64
 					for c := c0; c < c1; c++ {
-						q := code(row[c], s[c], z[c])
+						q := code(row[c], s[c], z[c], gr.maxq)
 						codes[c] = q
 						ec := (row[c] - s[c]*float32(int32(q)-int32(z[c]))) / d
 						e[c] = ec
@@ -219,6 +286,7 @@ func gptqThreads(w []float32, out, in int, h []float64, cfg gptq.Config, threads
 		layer.GIdx = gptq.GroupIndex(in, cfg.GroupSize, perm)
 	}
 	res.Layer = layer
+	res.ZeroShifted += int(shifted.Load())
 	return res, nil
 }
 

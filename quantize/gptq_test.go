@@ -140,7 +140,11 @@ func checkPacked(t *testing.T, l *gptq.Layer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	back, err := gptq.Unpack(l.Out, l.In, qw, qz, l.Scales, l.GIdx)
+	p, err := gptq.NewPacked(l.Layout, l.Out, l.In, qw, qz, l.Scales, l.GIdx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := p.Unpack()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,6 +210,12 @@ func referenceGPTQ(w []float32, out, in int, h []float64, cfg gptq.Config) ([]fl
 		panic(err)
 	}
 	gw := groupWidth(cfg, in)
+	bits := cfg.Bits
+	if bits == 0 {
+		bits = 4
+	}
+	maxq := float64(int(1)<<bits - 1)
+	v2 := cfg.CheckpointFormat == gptq.FormatV2
 	Q := make([]float64, out*in)
 	scale := make([]float64, out)
 	zero := make([]float64, out)
@@ -220,16 +230,17 @@ func referenceGPTQ(w []float32, out, in int, h []float64, cfg gptq.Config) ([]fl
 			if a == 0 {
 				a = 1
 			}
-			s, z = 2*a/15, 8
+			s, z = 2*a/maxq, (maxq+1)/2
 		} else {
 			if lo == 0 && hi == 0 {
 				lo, hi = -1, 1
 			}
-			s = (hi - lo) / 15
+			s = (hi - lo) / maxq
 			z = math.RoundToEven(-lo / s)
-			if z < 1 {
-				z, s = 1, hi/14
+			if z < 1 && !v2 {
+				z, s = 1, hi/(maxq-1)
 			}
+			z = math.Max(math.Min(z, maxq), 0)
 		}
 		scale[c] = float64(half.F16ToF32(half.F32ToF16(float32(s))))
 		zero[c] = z
@@ -246,7 +257,7 @@ func referenceGPTQ(w []float32, out, in int, h []float64, cfg gptq.Config) ([]fl
 			d := U[j*in+j]
 			for c := 0; c < out; c++ {
 				wv := W[c*in+j]
-				q := math.Min(math.Max(math.RoundToEven(wv/scale[c])+zero[c], 0), 15)
+				q := math.Min(math.Max(math.RoundToEven(wv/scale[c])+zero[c], 0), maxq)
 				Q[c*in+j] = scale[c] * (q - zero[c])
 				e := (wv - Q[c*in+j]) / d
 				E[c*(b1-b0)+j-b0] = e
@@ -298,6 +309,11 @@ func TestGPTQMatchesReference(t *testing.T) {
 		{"group 32, 2 threads", gptq.Config{GroupSize: 32, Sym: true, DampPercent: 0.01}, 2},
 		{"act-order group 32, 2 threads", gptq.Config{GroupSize: 32, Sym: true, DescAct: true, DampPercent: 0.01}, 2},
 		{"asym act-order one group", gptq.Config{GroupSize: -1, Sym: false, DescAct: true, DampPercent: 0.01}, 2},
+		{"2-bit group 64", gptq.Config{Bits: 2, GroupSize: 64, Sym: true, DampPercent: 0.01}, 2},
+		{"3-bit group 128", gptq.Config{Bits: 3, GroupSize: 128, Sym: true, DampPercent: 0.01}, 2},
+		{"3-bit asym v2 act-order", gptq.Config{Bits: 3, GroupSize: 128, Sym: false, DescAct: true, DampPercent: 0.01, CheckpointFormat: gptq.FormatV2}, 2},
+		{"8-bit group 128", gptq.Config{Bits: 8, GroupSize: 128, Sym: true, DampPercent: 0.01}, 2},
+		{"8-bit asym v1", gptq.Config{Bits: 8, GroupSize: 32, Sym: false, DampPercent: 0.01}, 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -446,10 +462,34 @@ func TestFindParams(t *testing.T) {
 		{"tiny scale stays positive", []float32{1e-9, -1e-9}, true, 1, 8, ""},
 		{"overflow", []float32{1e6}, true, 0, 0, "overflows float16"},
 	}
+	// gptq_v2 stores a zero of 0: a non-negative group keeps its natural
+	// grid; 3 and 8 bits use their own maxq.
+	v2 := []struct {
+		name  string
+		vals  []float32
+		g     grid
+		scale uint16
+		zero  uint8
+	}{
+		{"v2 asym non-negative: zero 0", []float32{0, 0.7}, grid{maxq: 15, zero0: true}, f16(0.7 / 15), 0},
+		{"3-bit sym", []float32{-0.3, 0.7}, grid{maxq: 7, sym: true}, f16(2 * 0.7 / 7), 4},
+		{"8-bit sym", []float32{-0.3, 0.7}, grid{maxq: 255, sym: true}, f16(2 * 0.7 / 255), 128},
+		{"2-bit v1 asym non-negative: zero 1", []float32{0, 0.6}, grid{maxq: 3}, f16(0.6 / 2), 1},
+		{"8-bit asym", []float32{-0.51, 0.51}, grid{maxq: 255}, f16(1.02 / 255), 128},
+	}
+	for _, tc := range v2 {
+		sc, sf, zs := make([]uint16, 1), make([]float32, 1), make([]uint8, 1)
+		if _, err := findParams(tc.vals, 1, 0, len(tc.vals), 0, 1, tc.g, sc, sf, zs); err != nil {
+			t.Fatal(err)
+		}
+		if sc[0] != tc.scale || zs[0] != tc.zero {
+			t.Errorf("%s: scale %#04x, zero %d; want %#04x, %d", tc.name, sc[0], zs[0], tc.scale, tc.zero)
+		}
+	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			sc, sf, zs := make([]uint16, 1), make([]float32, 1), make([]uint8, 1)
-			err := findParams(tc.vals, 1, 0, len(tc.vals), 0, 1, tc.sym, sc, sf, zs)
+			_, err := findParams(tc.vals, 1, 0, len(tc.vals), 0, 1, grid{maxq: 15, sym: tc.sym}, sc, sf, zs)
 			if tc.errStr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.errStr) {
 					t.Fatalf("error = %v, want %q", err, tc.errStr)

@@ -35,10 +35,26 @@ func checkConfig(c gptq.Config, out, in int) error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
-	if a := gptq.V1Int4.Align(); out <= 0 || in <= 0 || out%a != 0 || in%a != 0 {
-		return fmt.Errorf("matrix [%d, %d]: GPTQ int4 needs both dimensions to be positive multiples of %d", out, in, a)
+	lay, _ := c.Layout()
+	if a := lay.Align(); out <= 0 || in <= 0 || out%a != 0 || in%a != 0 {
+		return fmt.Errorf("matrix [%d, %d]: GPTQ %d-bit needs both dimensions to be positive multiples of %d", out, in, c.Bits, a)
 	}
 	return nil
+}
+
+// grid is the code grid of a module: its largest code, symmetric or not,
+// and whether a zero point of 0 can be stored (gptq_v2).
+type grid struct {
+	maxq   int
+	sym    bool
+	zero0  bool
+	layout gptq.Layout
+}
+
+// gridOf returns the grid of validated settings.
+func gridOf(c gptq.Config) grid {
+	lay, _ := c.WithDefaults().Layout()
+	return grid{maxq: lay.MaxQ(), sym: c.Sym, zero0: lay.ZeroOffset() == 0, layout: lay}
 }
 
 // groupWidth is the number of inputs per group for a matrix with in inputs.
@@ -56,7 +72,7 @@ type gridError struct {
 }
 
 func (e *gridError) Error() string {
-	return fmt.Sprintf("output %d: scale %g overflows float16 (weights beyond ±%g cannot be stored in GPTQ int4)", e.output, e.scale, 65504*7.5)
+	return fmt.Sprintf("output %d: scale %g overflows float16 (weights beyond about ±65504·2^(bits−1) cannot be stored in GPTQ)", e.output, e.scale)
 }
 
 // findParams computes the grid of one group for outputs [c0, c1) from the
@@ -65,16 +81,19 @@ func (e *gridError) Error() string {
 // into sf and zero points into zs, all indexed by output.
 //
 // The rule is ALGORITHMS.md §3 step 7 (AutoGPTQ's find_params with the range
-// always including 0): symmetric s = 2·max|w|/15, z = 8; asymmetric
-// s = (max − min)/15, z = round(−min/s); an all-zero range uses [−1, 1]. The
-// scale is rounded to float16 here, before any weight is quantized with it,
-// so the stored grid is the grid GPTQ used. Two cases the reference leaves
-// undefined are pinned down: a scale that rounds to float16 zero becomes
-// the smallest subnormal (2⁻²⁴), and since the v1 layout stores zero−1 in
-// four bits an asymmetric zero of 0 (min ≈ 0) is not representable, so such
-// a group uses z = 1 and s = max/14, whose grid [−s, 14·s] still spans it.
-func findParams(wt []float32, out, r0, r1, c0, c1 int, sym bool, sc []uint16, sf []float32, zs []uint8) error {
+// always including 0), with maxq = 2^bits − 1: symmetric s = 2·max|w|/maxq,
+// z = (maxq+1)/2; asymmetric s = (max − min)/maxq, z = round(−min/s); an
+// all-zero range uses [−1, 1]. The scale is rounded to float16 here, before
+// any weight is quantized with it, so the stored grid is the grid GPTQ
+// used. Two cases the reference leaves undefined are pinned down: a scale
+// that rounds to float16 zero becomes the smallest subnormal (2⁻²⁴), and
+// since the v1 layout stores zero−1 in bits bits an asymmetric zero of 0
+// (min ≈ 0) is not representable there, so in v1 such a group uses z = 1
+// and s = max/(maxq−1), whose grid [−s, (maxq−1)·s] still spans it; gptq_v2
+// stores z = 0 as it is. It returns how many outputs got that v1 shift.
+func findParams(wt []float32, out, r0, r1, c0, c1 int, gr grid, sc []uint16, sf []float32, zs []uint8) (int, error) {
 	n := c1 - c0
+	shifted := 0
 	xmin := make([]float32, n)
 	xmax := make([]float32, n)
 	for r := r0; r < r1; r++ {
@@ -93,50 +112,54 @@ func findParams(wt []float32, out, r0, r1, c0, c1 int, sym bool, sc []uint16, sf
 		lo, hi := xmin[k], xmax[k]
 		var s float32
 		var z uint8
-		if sym {
+		maxq := float32(gr.maxq)
+		if gr.sym {
 			amax := max(-lo, hi)
 			if amax == 0 {
 				amax = 1
 			}
-			s = 2 * amax / gptq.MaxQ
-			z = (gptq.MaxQ + 1) / 2
+			s = 2 * amax / maxq
+			z = uint8((gr.maxq + 1) / 2)
 		} else {
 			if lo == 0 && hi == 0 {
 				lo, hi = -1, 1
 			}
-			s = (hi - lo) / gptq.MaxQ
+			s = (hi - lo) / maxq
 			zf := math.RoundToEven(float64(-lo / s))
 			switch {
-			case zf < 1:
+			case zf < 1 && !gr.zero0:
 				z = 1
-				s = hi / (gptq.MaxQ - 1)
-			case zf > gptq.MaxQ:
-				z = gptq.MaxQ
+				s = hi / (maxq - 1)
+				shifted++
+			case zf < 1:
+				z = 0
+			case zf > float64(gr.maxq):
+				z = uint8(gr.maxq)
 			default:
 				z = uint8(zf)
 			}
 		}
 		h := half.F32ToF16(s)
 		if h&0x7fff >= 0x7c00 {
-			return &gridError{output: c, scale: s}
+			return shifted, &gridError{output: c, scale: s}
 		}
 		if h&0x7fff == 0 {
 			h = 1
 		}
 		sc[c], sf[c], zs[c] = h, half.F16ToF32(h), z
 	}
-	return nil
+	return shifted, nil
 }
 
-// code quantizes w on the grid (s, z): clamp(round(w/s) + z, 0, 15), with
-// round half to even as torch.round.
-func code(w, s float32, z uint8) uint8 {
+// code quantizes w on the grid (s, z): clamp(round(w/s) + z, 0, maxq),
+// with round half to even as torch.round.
+func code(w, s float32, z uint8, maxq int) uint8 {
 	r := math.RoundToEven(float64(w/s)) + float64(z)
 	if r <= 0 {
 		return 0
 	}
-	if r >= gptq.MaxQ {
-		return gptq.MaxQ
+	if r >= float64(maxq) {
+		return uint8(maxq)
 	}
 	return uint8(r)
 }

@@ -26,8 +26,17 @@ type job struct {
 	result    *gptq.Layer
 }
 
+// jobFlops is the counted FLOPs of a job (gptqFlops; 0 for RTN), with the
+// factorization when factor is set.
+func jobFlops(jb *job, factor bool) float64 {
+	if jb.rtn || jb.fallback == FallbackRTN {
+		return 0
+	}
+	return gptqFlops(jb.mod.lin.Out(), jb.mod.lin.In(), factor || jb.fallback != "")
+}
+
 // runJobs quantizes the jobs on up to gemm.Threads() goroutines (largest
-// first) and swaps every module's weight for its int4 matrix.
+// first) and swaps every module's weight for its quantized matrix.
 func (r *runner) runJobs(jobs []*job, layer int) error {
 	order := make([]*job, len(jobs))
 	copy(order, jobs)
@@ -42,6 +51,13 @@ func (r *runner) runJobs(jobs []*job, layer int) error {
 	if workers <= 1 {
 		inner = gemm.Threads()
 	}
+	var flops float64
+	factored := map[*Hessian]bool{}
+	for _, jb := range order {
+		flops += jobFlops(jb, !factored[jb.mod.hess])
+		factored[jb.mod.hess] = true
+	}
+	defer func(t time.Time) { r.clock.add(PhaseQuantize, time.Since(t), 1, flops) }(time.Now())
 	var next atomic.Int32
 	var failed atomic.Bool
 	errs := make([]error, len(order))
@@ -70,22 +86,34 @@ func (r *runner) runJobs(jobs []*job, layer int) error {
 		return err
 	}
 	for _, jb := range jobs {
-		m, err := int4Matrix(jb.result)
-		if err != nil {
-			return fmt.Errorf("%s: %w", jb.mod.lin.Name, err)
+		if err := r.install(jb); err != nil {
+			return err
 		}
-		jb.mod.lin.W = m
-		if b := jb.mod.lin.Bias; b != nil {
-			// The output stores the bias as float16: later passes use that.
-			r16 := make([]float32, len(b))
-			for k, v := range b {
-				r16[k] = half.F16ToF32(half.F32ToF16(v))
-			}
-			jb.mod.lin.Bias = r16
+	}
+	return nil
+}
+
+// install swaps a quantized module's weight for its quantized matrix (and
+// its bias for the float16-rounded one the output stores), so that later
+// passes see what the output computes, and shows the result to observe.
+func (r *runner) install(jb *job) error {
+	m, err := int4Matrix(jb.result)
+	if err != nil {
+		return fmt.Errorf("%s: %w", jb.mod.lin.Name, err)
+	}
+	jb.mod.lin.W = m
+	if b := jb.mod.lin.Bias; b != nil {
+		// The output stores the bias as float16: later passes use that.
+		r16 := make([]float32, len(b))
+		for k, v := range b {
+			r16[k] = half.F16ToF32(half.F32ToF16(v))
 		}
-		if r.opt.observe != nil {
-			r.opt.observe(jb.mod.lin.Name, jb.result)
-		}
+		jb.mod.lin.Bias = r16
+	}
+	if r.opt.observe != nil {
+		r.mu.Lock()
+		r.opt.observe(jb.mod.lin.Name, jb.result)
+		r.mu.Unlock()
 	}
 	return nil
 }
@@ -102,11 +130,13 @@ func (r *runner) quantizeJob(jb *job, threads int) error {
 	rep := ModuleReport{Name: lin.Name, Layer: jb.layer, Expert: jb.mod.expert, Group: jb.mod.group, Out: out, In: in,
 		Tokens: jb.tokens, Fallback: jb.fallback, MinTokens: jb.minTokens, order: jb.order}
 	var res *Result
+	cfg, _ := r.opt.module(lin.Spec)
+	rep.Bits, rep.GroupSize = cfg.Bits, cfg.GroupSize
 	var err error
 	switch {
 	case jb.rtn || jb.fallback == FallbackRTN:
 		rep.Method = string(MethodRTN)
-		res, err = RTN(w, out, in, r.opt.Config)
+		res, err = RTN(w, out, in, cfg)
 	default:
 		rep.Method = string(MethodGPTQ)
 		hs := jb.mod.hess
@@ -115,15 +145,20 @@ func (r *runner) quantizeJob(jb *job, threads int) error {
 			merged := NewHessian(in)
 			merged.AddHessian(hs)
 			merged.AddHessian(jb.extra)
-			hs = merged
+			res, err = gptqThreads(w, out, in, merged.Matrix(), cfg, threads)
+			break
 		}
-		res, err = gptqThreads(w, out, in, hs.Matrix(), r.opt.Config, threads)
+		var f *factor
+		if f, err = hs.factor(cfg); err == nil {
+			res, err = gptqWith(w, out, in, f, cfg, threads)
+		}
 	}
 	if err != nil {
 		return err
 	}
 	jb.result = res.Layer
 	rep.Loss, rep.Damp, rep.DampRaises, rep.Dead = res.Loss, res.Damp, res.DampRaises, res.Dead
+	rep.ZeroShifted = res.ZeroShifted
 	rep.Seconds = time.Since(start).Seconds()
 	r.mu.Lock()
 	r.rep.Modules = append(r.rep.Modules, rep)
@@ -139,7 +174,7 @@ func (r *runner) quantizeJob(jb *job, threads int) error {
 func (r *runner) rtnLayer(l *model.Layer) (map[*model.Linear]*gptq.Layer, error) {
 	var jobs []*job
 	for k, lin := range l.Linears() {
-		if quantizable(lin.Spec) {
+		if r.opt.quantizes(lin.Spec) {
 			jobs = append(jobs, &job{mod: &stageModule{lin: lin, group: groupOf(lin.Spec), expert: lin.Spec.Expert}, layer: l.Index, rtn: true, order: k})
 		}
 	}
@@ -185,12 +220,12 @@ func (r *runner) noteStarved(layer int, jobs []*job) {
 	}
 }
 
-// int4Matrix packs a quantized layer into the int4 matrix the forward pass
+// int4Matrix packs a quantized layer into the matrix the forward pass
 // multiplies with (later capture passes see the quantized weights).
-func int4Matrix(l *gptq.Layer) (gemm.Int4, error) {
+func int4Matrix(l *gptq.Layer) (gemm.Matrix, error) {
 	p, err := l.Packed()
 	if err != nil {
-		return gemm.Int4{}, err
+		return nil, err
 	}
-	return gemm.Int4{QWeight: p.QWeight, QZeros: p.QZeros, Scales: p.Scales, GIdx: p.GIdx, N: p.Out, K: p.In}, nil
+	return model.MatrixOf(p), nil
 }

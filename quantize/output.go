@@ -8,6 +8,7 @@ import (
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/formats/safetensors"
 	"github.com/moeforge/moeforge/internal/half"
+	"github.com/moeforge/moeforge/internal/pages"
 	"github.com/moeforge/moeforge/model"
 )
 
@@ -41,9 +42,13 @@ func (r *runner) plan() ([]safetensors.Info, error) {
 			return nil, err
 		}
 		for _, l := range c.LayerLinears(i) {
-			if quantizable(l) {
-				groups := gptq.NumGroups(l.In, r.opt.Config.GroupSize)
-				plan = append(plan, gptq.V1Int4.Tensors(l.Name, l.Out, l.In, groups)...)
+			if mc, ok := r.opt.module(l); ok {
+				lay, err := mc.Layout()
+				if err != nil {
+					return nil, fmt.Errorf("%s: %w", l.Name, err)
+				}
+				groups := gptq.NumGroups(l.In, mc.GroupSize)
+				plan = append(plan, lay.Tensors(l.Name, l.Out, l.In, groups)...)
 				if l.Bias {
 					lw, err := r.ck.Linear(l)
 					if err != nil {
@@ -75,7 +80,14 @@ func (r *runner) plan() ([]safetensors.Info, error) {
 	if err := raw(hf.FinalNorm); err != nil {
 		return nil, err
 	}
-	if !c.TieWordEmbeddings {
+	if mc, ok := r.opt.module(lmHeadSpec(c)); ok {
+		// GPTQ lm_head (a tied head is untied: the embeddings stay float).
+		lay, err := mc.Layout()
+		if err != nil {
+			return nil, fmt.Errorf("lm_head: %w", err)
+		}
+		plan = append(plan, lay.Tensors(hf.LMHead, c.VocabSize, c.HiddenSize, gptq.NumGroups(c.HiddenSize, mc.GroupSize))...)
+	} else if !c.TieWordEmbeddings {
 		if err := raw(hf.LMHead + ".weight"); err != nil {
 			return nil, err
 		}
@@ -93,7 +105,7 @@ func (r *runner) writeRaw(name string) error {
 	if err != nil {
 		return err
 	}
-	return r.w.WriteTensor(name, t.Bytes())
+	return r.writeTensor(name, t.Bytes())
 }
 
 // checkFinite scans a float tensor for NaN and infinities, a block of rows
@@ -142,22 +154,32 @@ func (r *runner) writeLayer(l *model.Layer, q map[*model.Linear]*gptq.Layer) err
 	}
 	for _, spec := range c.LayerLinears(l.Index) {
 		lin := byName[spec.Name]
-		if !quantizable(spec) {
+		if !r.opt.quantizes(spec) {
 			lw, err := r.ck.Linear(spec)
 			if err != nil {
 				return err
 			}
-			if err := r.w.WriteTensor(spec.Name+".weight", lw.Weight.Bytes()); err != nil {
+			if err := r.writeTensor(spec.Name+".weight", lw.Weight.Bytes()); err != nil {
 				return err
 			}
 			if lw.Bias != nil {
-				if err := r.w.WriteTensor(spec.Name+".bias", lw.Bias.Bytes()); err != nil {
+				if err := r.writeTensor(spec.Name+".bias", lw.Bias.Bytes()); err != nil {
 					return err
 				}
 			}
 			continue
 		}
-		ql := q[lin]
+		if err := r.writeQuantized(spec, lin, q[lin]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeQuantized writes the GPTQ tensors of a quantized linear and its
+// bias as float16.
+func (r *runner) writeQuantized(spec hf.Linear, lin *model.Linear, ql *gptq.Layer) error {
+	{
 		if ql == nil {
 			return fmt.Errorf("internal error: %s was not quantized", spec.Name)
 		}
@@ -169,7 +191,7 @@ func (r *runner) writeLayer(l *model.Layer, q map[*model.Linear]*gptq.Layer) err
 			suffix string
 			data   []byte
 		}{{gptq.SuffixQWeight, gptq.Int32Bytes(p.QWeight)}, {gptq.SuffixQZeros, gptq.Int32Bytes(p.QZeros)}, {gptq.SuffixScales, gptq.Uint16Bytes(p.Scales)}, {gptq.SuffixGIdx, gptq.Int32Bytes(p.GIdx)}} {
-			if err := r.w.WriteTensor(spec.Name+t.suffix, t.data); err != nil {
+			if err := r.writeTensor(spec.Name+t.suffix, t.data); err != nil {
 				return err
 			}
 		}
@@ -184,7 +206,7 @@ func (r *runner) writeLayer(l *model.Layer, q map[*model.Linear]*gptq.Layer) err
 					return fmt.Errorf("%s.bias[%d] = %v overflows float16", spec.Name, k, lin.Bias[k])
 				}
 			}
-			if err := r.w.WriteTensor(spec.Name+".bias", gptq.Uint16Bytes(b)); err != nil {
+			if err := r.writeTensor(spec.Name+".bias", gptq.Uint16Bytes(b)); err != nil {
 				return err
 			}
 		}
@@ -192,11 +214,25 @@ func (r *runner) writeLayer(l *model.Layer, q map[*model.Linear]*gptq.Layer) err
 	return nil
 }
 
+// releaseLayer drops layer i's input weights from the resident set (they
+// are not read again), so that the memory-mapped input does not add up to
+// its whole size in peak RSS over a run.
+func (r *runner) releaseLayer(i int) {
+	for _, spec := range r.ck.Config.LayerLinears(i) {
+		if lw, err := r.ck.Linear(spec); err == nil {
+			pages.Release(lw.Weight.Bytes())
+		}
+	}
+}
+
 // writeConfigs writes config.json with quantization_config,
 // quantize_config.json, and copies the non-weight files.
 func (r *runner) writeConfigs() error {
 	c := r.ck.Config.Clone()
 	qc := r.opt.Config // validated by Run before any work
+	if qc.LMHead {
+		c.TieWordEmbeddings = false // lm_head has its own GPTQ tensors
+	}
 	qc.ModulesInBlock = r.modulesInBlock()
 	c.Quantization = &qc
 	if err := r.w.WriteConfig(c); err != nil {
@@ -224,7 +260,7 @@ func (r *runner) modulesInBlock() [][]string {
 	for i := 0; i < c.NumHiddenLayers; i++ {
 		prefix := hf.LayerPrefix(i)
 		for _, l := range c.LayerLinears(i) {
-			if !quantizable(l) {
+			if !r.opt.quantizes(l) {
 				continue
 			}
 			n := strings.TrimPrefix(l.Name, prefix)

@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/moeforge/moeforge/formats/gptq"
 )
 
 // Method is how a module was quantized.
@@ -35,9 +37,12 @@ type ModuleReport struct {
 	Name   string `json:"name"`
 	Layer  int    `json:"layer"`
 	Expert int    `json:"expert"` // routed expert index, -1 otherwise
-	Group  int    `json:"group"`  // true-sequential group (1-based, see GroupNames)
+	Group  int    `json:"group"`  // true-sequential group (1-based, see GroupNames; 0: lm_head)
 	Out    int    `json:"out"`
 	In     int    `json:"in"`
+	// Bits and GroupSize are the module's settings (after dynamic rules).
+	Bits      int `json:"bits"`
+	GroupSize int `json:"group_size"`
 	// Method is gptq, rtn, or gptq+all-tokens (an expert fallback).
 	Method string `json:"method"`
 	// Tokens is the number of calibration tokens the module's inputs came
@@ -52,7 +57,10 @@ type ModuleReport struct {
 	Damp       float64 `json:"damp,omitempty"`
 	DampRaises int     `json:"damp_raises,omitempty"`
 	Dead       int     `json:"dead_inputs,omitempty"`
-	Seconds    float64 `json:"seconds"`
+	// ZeroShifted counts group grids whose asymmetric zero of 0 the v1
+	// layout cannot store (shifted to zero 1; gptq_v2 stores them).
+	ZeroShifted int     `json:"zero_shifted,omitempty"`
+	Seconds     float64 `json:"seconds"`
 
 	order int // position in the layer's forward order
 }
@@ -90,25 +98,35 @@ type Totals struct {
 
 // Report is the record of a whole-model quantization (--report).
 type Report struct {
-	Input           string          `json:"input"`
-	Output          string          `json:"output"`
-	Method          Method          `json:"method"`
-	Bits            int             `json:"bits"`
-	GroupSize       int             `json:"group_size"`
-	Sym             bool            `json:"sym"`
-	DescAct         bool            `json:"desc_act"`
-	StaticGroups    bool            `json:"static_groups"`
-	Damp            float64         `json:"damp_percent"`
-	TrueSequential  bool            `json:"true_sequential"`
-	MinExpertTokens string          `json:"min_expert_tokens"`
-	ExpertFallback  Fallback        `json:"expert_fallback"`
-	Calibration     *Calibration    `json:"calibration,omitempty"`
-	GroupNames      []string        `json:"group_names"`
-	Modules         []ModuleReport  `json:"modules"`
-	Starved         []StarvedExpert `json:"starved_experts"`
-	Notices         []string        `json:"notices,omitempty"`
-	Totals          Totals          `json:"totals"`
-	Seconds         float64         `json:"seconds"`
+	Input           string   `json:"input"`
+	Output          string   `json:"output"`
+	Method          Method   `json:"method"`
+	Bits            int      `json:"bits"`
+	GroupSize       int      `json:"group_size"`
+	Sym             bool     `json:"sym"`
+	DescAct         bool     `json:"desc_act"`
+	StaticGroups    bool     `json:"static_groups"`
+	Damp            float64  `json:"damp_percent"`
+	TrueSequential  bool     `json:"true_sequential"`
+	MinExpertTokens string   `json:"min_expert_tokens"`
+	ExpertFallback  Fallback `json:"expert_fallback"`
+	MoECalib        string   `json:"moe_calib"`
+	// CheckpointFormat is gptq (v1) or gptq_v2; Dynamic lists the
+	// per-module rules ("+:REGEX {bits 8}"); LMHead: lm_head quantized.
+	CheckpointFormat string          `json:"checkpoint_format"`
+	Dynamic          []string        `json:"dynamic,omitempty"`
+	LMHead           bool            `json:"lm_head"`
+	Calibration      *Calibration    `json:"calibration,omitempty"`
+	GroupNames       []string        `json:"group_names"`
+	Modules          []ModuleReport  `json:"modules"`
+	Starved          []StarvedExpert `json:"starved_experts"`
+	Notices          []string        `json:"notices,omitempty"`
+	Totals           Totals          `json:"totals"`
+	Seconds          float64         `json:"seconds"`
+	// ResumedLayers is the number of layers taken from a resume state.
+	ResumedLayers int `json:"resumed_layers,omitempty"`
+	// Phases splits Seconds by kind of work with the FLOPs counted in each.
+	Phases []Phase `json:"phases,omitempty"`
 }
 
 // finish computes the totals and sorts the lists.
@@ -128,6 +146,7 @@ func (r *Report) finish() {
 		return sa.Expert < sb.Expert
 	})
 	t := Totals{StarvedExpert: len(r.Starved)}
+	shifted, modules := 0, 0
 	for _, m := range r.Modules {
 		t.Modules++
 		switch {
@@ -143,8 +162,15 @@ func (r *Report) finish() {
 		}
 		t.Loss += m.Loss
 		t.Seconds += m.Seconds
+		shifted += m.ZeroShifted
+		if m.ZeroShifted > 0 {
+			modules++
+		}
 	}
 	r.Totals = t
+	if shifted > 0 {
+		r.Notices = append(r.Notices, fmt.Sprintf("%d group grids in %d modules had an asymmetric zero of 0, which the gptq v1 layout cannot store (it stores zero−1): they use zero 1 and a coarser scale; --format gptq_v2 stores them exactly", shifted, modules))
+	}
 }
 
 // WriteSummary prints the human summary: settings, per-layer figures, every
@@ -158,6 +184,17 @@ func (r *Report) WriteSummary(w io.Writer) error {
 	} else {
 		fmt.Fprintf(&b, "method %s, %d-bit, group %s, sym %v, desc_act %v, static_groups %v, damp %g, true_sequential %v\n",
 			r.Method, r.Bits, group, r.Sym, r.DescAct, r.StaticGroups, r.Damp, r.TrueSequential)
+	}
+	fmt.Fprintf(&b, "checkpoint_format %s, lm_head %v", r.CheckpointFormat, r.LMHead)
+	if r.Method != MethodRTN {
+		fmt.Fprintf(&b, ", moe_calib %s", r.MoECalib)
+	}
+	b.WriteString("\n")
+	for _, d := range r.Dynamic {
+		fmt.Fprintf(&b, "dynamic %s\n", d)
+	}
+	if r.ResumedLayers > 0 {
+		fmt.Fprintf(&b, "resumed: layers 0-%d from the interrupted run's state\n", r.ResumedLayers-1)
 	}
 	if c := r.Calibration; c != nil {
 		fmt.Fprintf(&b, "calibration: %d sequences × %d tokens (%d tokens) from %s\n", c.Sequences, c.SeqLen, c.Tokens, c.Source)
@@ -251,6 +288,44 @@ func (r *Report) WriteSummary(w io.Writer) error {
 	t := r.Totals
 	fmt.Fprintf(&b, "\ntotal: %d modules (%d GPTQ, %d RTN, %d GPTQ with all-token Hessian), %d starved experts, damping raised for %d; GPTQ loss %.4g; %.1f s quantizing, %.1f s in all\n",
 		t.Modules, t.GPTQ, t.RTN, t.AllTokens, t.StarvedExpert, t.DampRaised, t.Loss, t.Seconds, r.Seconds)
+	if len(r.Phases) > 0 {
+		b.WriteString("\n")
+		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "phase\tseconds\tGFLOP\tGFLOPS\t")
+		for _, p := range r.Phases {
+			gf, rate := "-", "-"
+			if p.GFLOP > 0 {
+				gf, rate = fmt.Sprintf("%.0f", p.GFLOP), fmt.Sprintf("%.1f", p.GFLOPS)
+			}
+			fmt.Fprintf(tw, "%s\t%.1f\t%s\t%s\t\n", p.Name, p.Seconds, gf, rate)
+		}
+		tw.Flush()
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// describeDynamic writes each dynamic rule as its key and settings.
+func describeDynamic(d gptq.Dynamic) []string {
+	var out []string
+	for _, r := range d {
+		var set []string
+		if r.Bits != nil {
+			set = append(set, fmt.Sprintf("bits %d", *r.Bits))
+		}
+		if r.GroupSize != nil {
+			set = append(set, fmt.Sprintf("group_size %d", *r.GroupSize))
+		}
+		if r.Sym != nil {
+			set = append(set, fmt.Sprintf("sym %v", *r.Sym))
+		}
+		if r.DescAct != nil {
+			set = append(set, fmt.Sprintf("desc_act %v", *r.DescAct))
+		}
+		if r.Skip {
+			set = append(set, "not quantized")
+		}
+		out = append(out, r.Key()+" → "+strings.Join(set, ", "))
+	}
+	return out
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/moeforge/moeforge/corpus"
 	"github.com/moeforge/moeforge/formats/gptq"
@@ -91,6 +92,11 @@ func TestRunTinyCheckpoints(t *testing.T) {
 		{"mixtral all-tokens fallback", "mixtral_tiny", func(o *Options) { o.ExpertFallback = FallbackAllTokens }},
 		{"qwen2 dense tied, group -1", "qwen2_dense_tiny", func(o *Options) { o.Config.GroupSize = -1 }},
 		{"qwen2_moe rtn", "qwen2_moe_tiny", func(o *Options) { o.Method = MethodRTN }},
+		{"mixtral all-experts calibration, 3-bit", "mixtral_tiny", func(o *Options) { o.MoECalib, o.Config.Bits = MoECalib{Mode: MoECalibAll}, 3 }},
+		{"qwen2_moe top-k=2 calibration, 8-bit gptq_v2 asym", "qwen2_moe_tiny", func(o *Options) {
+			o.MoECalib = MoECalib{Mode: MoECalibTopK, TopK: 2}
+			o.Config.Bits, o.Config.CheckpointFormat, o.Config.Sym = 8, gptq.FormatV2, false
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -125,7 +131,8 @@ func checkOutput(t *testing.T, in *hf.Checkpoint, dir string, rep *Report, layer
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !quantizable(spec) {
+			mc, quantized := opt.module(spec)
+			if !quantized {
 				if lw.Quantized() || !bytes.Equal(lw.Weight.Bytes(), src.Weight.Bytes()) || lw.Weight.DType != src.Weight.DType {
 					t.Errorf("%s: not quantized modules must be copied unchanged", spec.Name)
 				}
@@ -148,19 +155,26 @@ func checkOutput(t *testing.T, in *hf.Checkpoint, dir string, rep *Report, layer
 				}
 			}
 			gi, _ := lw.GIdx.Int32s()
-			if opt.Method == MethodRTN || !opt.Config.DescAct || opt.Config.StaticGroups {
-				if diff := cmp.Diff(gptq.GroupIndex(spec.In, opt.Config.GroupSize, nil), gi); diff != "" {
+			if opt.Method == MethodRTN || !mc.DescAct || mc.StaticGroups {
+				if diff := cmp.Diff(gptq.GroupIndex(spec.In, mc.GroupSize, nil), gi); diff != "" {
 					t.Fatalf("%s g_idx (-want +got):\n%s", spec.Name, diff)
 				}
 			}
-			if groups := gptq.NumGroups(spec.In, opt.Config.GroupSize); lw.Scales.Shape[0] != groups {
+			if groups := gptq.NumGroups(spec.In, mc.GroupSize); lw.Scales.Shape[0] != groups {
 				t.Errorf("%s has %d groups, want %d", spec.Name, lw.Scales.Shape[0], groups)
 			}
-			if opt.Config.Sym {
+			if mc.Sym && mc.Bits == 4 && mc.CheckpointFormat == gptq.FormatV1 {
 				qz, _ := lw.QZeros.Int32s()
 				for _, z := range qz {
 					if uint32(z) != 0x77777777 {
 						t.Fatalf("%s: symmetric qzeros word %#08x, want 0x77777777", spec.Name, uint32(z))
+					}
+				}
+			}
+			if l := layers[spec.Name]; mc.Sym && l != nil {
+				for k, z := range l.Zeros {
+					if int(z) != (l.Layout.MaxQ()+1)/2 {
+						t.Fatalf("%s: symmetric zero %d at %d, want %d", spec.Name, z, k, (l.Layout.MaxQ()+1)/2)
 					}
 				}
 			}
@@ -205,8 +219,15 @@ func checkOutput(t *testing.T, in *hf.Checkpoint, dir string, rep *Report, layer
 		t.Fatal("config.json has no quantization_config")
 	}
 	wantQ := gptq.NewConfig(opt.Config.GroupSize, opt.Config.Sym, opt.Config.DescAct, opt.Config.StaticGroups, opt.Config.TrueSequential, opt.Config.DampPercent)
-	if q.QuantMethod != "gptq" || q.Bits != 4 || q.GroupSize != wantQ.GroupSize || q.Sym != wantQ.Sym || q.DescAct != wantQ.DescAct ||
-		q.StaticGroups != wantQ.StaticGroups || q.TrueSequential != opt.Config.TrueSequential || q.DampPercent != opt.Config.DampPercent || q.CheckpointFormat != "gptq" {
+	wantQ = wantQ.WithDefaults()
+	if opt.Config.Bits != 0 {
+		wantQ.Bits = opt.Config.Bits
+	}
+	if opt.Config.CheckpointFormat != "" {
+		wantQ.CheckpointFormat = opt.Config.CheckpointFormat
+	}
+	if q.QuantMethod != "gptq" || q.Bits != wantQ.Bits || q.GroupSize != wantQ.GroupSize || q.Sym != wantQ.Sym || q.DescAct != wantQ.DescAct ||
+		q.StaticGroups != wantQ.StaticGroups || q.TrueSequential != opt.Config.TrueSequential || q.DampPercent != opt.Config.DampPercent || q.CheckpointFormat != wantQ.CheckpointFormat {
 		t.Errorf("quantization_config = %+v", q)
 	}
 	if len(q.ModulesInBlock) == 0 || !slices.Contains(q.ModulesInBlock[0], "self_attn.q_proj") {
@@ -223,7 +244,8 @@ func checkOutput(t *testing.T, in *hf.Checkpoint, dir string, rep *Report, layer
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(wantQ, qc); diff != "" {
+	wantQ.Dynamic = opt.Config.Dynamic
+	if diff := cmp.Diff(wantQ, qc, cmpopts.IgnoreUnexported(gptq.Rule{})); diff != "" {
 		t.Errorf("quantize_config.json (-want +got):\n%s", diff)
 	}
 	for _, f := range []string{"tokenizer.json", "generation_config.json", "tokenizer_config.json"} {

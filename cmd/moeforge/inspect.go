@@ -12,6 +12,7 @@ import (
 
 	"github.com/moeforge/moeforge/convert"
 	"github.com/moeforge/moeforge/formats/hf"
+	"github.com/moeforge/moeforge/formats/mlx"
 )
 
 func init() { addCommand(newInspectCmd) }
@@ -22,7 +23,7 @@ func newInspectCmd() *cobra.Command {
 		Use:   "inspect PATH",
 		Short: "Describe a checkpoint: architecture, experts, parameters, dtypes, shards, quantization",
 		Long: `inspect describes a Hugging Face checkpoint directory (model.safetensors, or shards with
-model.safetensors.index.json): architecture, layers, attention heads, experts (routed, per token,
+model.safetensors.index.json) or an MLX directory (what moeforge export mlx writes): architecture, layers, attention heads, experts (routed, per token,
 widths, which layers are MoE), parameters in total and active per token (embeddings and lm_head
 counted), dtypes, shards, GPTQ quantization and tensors the config does not account for.
 
@@ -40,7 +41,11 @@ then computed from the config and no weights are read.`,
 			return nil, cobra.ShellCompDirectiveDefault // directories and config files
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, err := hf.Inspect(args[0])
+			inspect := hf.Inspect
+			if mlx.IsDir(args[0]) {
+				inspect = mlx.Report
+			}
+			r, err := inspect(args[0])
 			if err != nil {
 				return err
 			}
@@ -69,6 +74,9 @@ func writeInspectTable(w io.Writer, r *hf.Report) error {
 	yesNo := map[bool]string{true: "yes", false: "no"}
 
 	row("path", "%s", r.Path)
+	if r.Format != "" {
+		row("format", "%s", r.Format)
+	}
 	if r.Class != "" {
 		row("architecture", "%s (%s)", r.Architecture, r.Class)
 	} else {
@@ -106,12 +114,30 @@ func writeInspectTable(w io.Writer, r *hf.Report) error {
 		row("config dtype", "%s", r.ConfigDType)
 	}
 	if q := r.Quantization; q != nil {
-		desc := fmt.Sprintf("%s %d-bit, group %d, desc_act %t, sym %t", q.Method, q.Bits, q.GroupSize, q.DescAct, q.Sym)
+		desc := fmt.Sprintf("%s %d-bit, group %d, desc_act %t, sym %t, checkpoint_format %s", q.Method, q.Bits, q.GroupSize, q.DescAct, q.Sym, q.CheckpointFormat)
+		if r.Format != "" {
+			desc = q.Method
+		}
 		if q.Bits == 0 {
 			desc = q.Method
 		}
+		if q.DynamicRules > 0 {
+			desc += fmt.Sprintf(", %d dynamic rules", q.DynamicRules)
+		}
+		if q.LMHead {
+			desc += ", lm_head quantized"
+		}
 		if r.WeightsRead {
 			desc += fmt.Sprintf("; %d of %d linears quantized", q.QuantizedLinears, q.Linears)
+			if len(q.LinearsByBits) > 1 {
+				var parts []string
+				for _, b := range []string{"2", "3", "4", "8"} {
+					if n := q.LinearsByBits[b]; n > 0 {
+						parts = append(parts, fmt.Sprintf("%d at %s-bit", n, b))
+					}
+				}
+				desc += " (" + strings.Join(parts, ", ") + ")"
+			}
 		}
 		row("quantization", "%s", desc)
 	} else {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -25,6 +26,10 @@ type quantizeFlags struct {
 	force          bool
 	method         string
 	bits           int
+	format         string
+	moeCalib       string
+	lmHead         bool
+	dynamic        string
 	groupSize      int
 	descAct        bool
 	sym            bool
@@ -44,6 +49,7 @@ type quantizeFlags struct {
 	maxShard       string
 	report         string
 	asJSON         bool
+	resume         bool
 }
 
 func newQuantizeCmd() *cobra.Command {
@@ -51,10 +57,12 @@ func newQuantizeCmd() *cobra.Command {
 	def := quantize.DefaultOptions()
 	cmd := &cobra.Command{
 		Use:   "quantize --in DIR --out DIR (--calib FILE | --calib-ids FILE | --method rtn) [options]",
-		Short: "Quantize a checkpoint to GPTQ int4 (AutoGPTQ layout), MoE-aware",
-		Long: `quantize writes a GPTQ int4 copy of a float checkpoint (qwen2, qwen2_moe, mixtral) in the
-AutoGPTQ "gptq" (v1) layout that transformers/optimum and vLLM load, and that moeforge's own
-forward pass (logits, eval ppl, generate, verify) runs directly.
+		Short: "Quantize a checkpoint to GPTQ 2/3/4/8-bit (AutoGPTQ layout), MoE-aware",
+		Long: `quantize writes a GPTQ copy (--bits 2, 3, 4 or 8; default 4) of a float checkpoint (qwen2,
+qwen2_moe, mixtral) in the AutoGPTQ "gptq" (v1) layout that transformers/optimum and vLLM load
+(or GPTQModel's gptq_v2 with --format gptq_v2), and that moeforge's own forward pass (logits,
+eval ppl, generate, verify) runs directly. --dynamic gives modules their own settings in
+GPTQModel's syntax; --lm-head quantizes lm_head too. The layout of every width: docs/gptq.md.
 
 GPTQ (ALGORITHMS.md §3) runs layer by layer: the calibration sequences go through the
 already-quantized earlier layers; inside a layer the linears are quantized in the true-sequential
@@ -89,7 +97,9 @@ token count and fallback, and any raised damping; --report FILE.json records eve
 	fs.StringVar(&f.out, "out", "", "output checkpoint directory (must not exist or be empty, unless --force)")
 	fs.BoolVar(&f.force, "force", false, "replace a non-empty output directory")
 	fs.StringVar(&f.method, "method", string(def.Method), "gptq or rtn (round to nearest, no calibration)")
-	fs.IntVar(&f.bits, "bits", 4, "bits per weight (only 4)")
+	fs.IntVar(&f.bits, "bits", 4, "bits per weight: 2, 3, 4 or 8 (AutoGPTQ layout; vLLM's Marlin kernels run 4 and 8 with --sym)")
+	fs.StringVar(&f.format, "format", gptq.FormatV1, "checkpoint_format: gptq (v1, stored zero = zero−1; what vLLM and transformers read) or gptq_v2 (GPTQModel; true zero)")
+	fs.StringVar(&f.dynamic, "dynamic", "", `per-module overrides in GPTQModel's syntax, JSON inline or a .json file: {"+:REGEX": {"bits": 8, "group_size": 128, "sym": true, "desc_act": false}, "-:REGEX": {}} (first match wins; -: leaves modules float)`)
 	fs.IntVar(&f.groupSize, "group-size", def.Config.GroupSize, "inputs per scale/zero group: -1 (one group per row), 8, 16, 32, 64 or a multiple of 128")
 	fs.BoolVar(&f.descAct, "desc-act", false, "act-order: quantize inputs by descending Hessian diagonal (g_idx records the order)")
 	fs.BoolVar(&f.sym, "sym", def.Config.Sym, "symmetric grid (zero point 8); --sym=false for asymmetric")
@@ -103,12 +113,15 @@ token count and fallback, and any raised damping; --report FILE.json records eve
 	fs.IntVar(&f.nsamples, "nsamples", 128, "with --calib: number of calibration windows")
 	fs.Uint64Var(&f.seed, "seed", 0, "with --calib: seed of the window positions")
 	fs.IntVar(&f.minTokens, "min-expert-tokens", def.MinExpertTokens, "an expert's module routed fewer tokens gets --expert-fallback (-1: in_features/8 of the module; experts with no token always fall back)")
+	fs.BoolVar(&f.lmHead, "lm-head", false, "also quantize lm_head (GPTQ from the final norm's outputs; quantization_config.lm_head, as vLLM reads it); a tied head is untied, the embeddings stay float")
+	fs.StringVar(&f.moeCalib, "moe-calib", "routed", "routed experts' calibration tokens: routed (the router's choice), all-experts (every token, GPTQModel's ExpertsRoutingBypass) or top-k=N (N experts per token during calibration only)")
 	fs.StringVar(&f.fallback, "expert-fallback", string(def.ExpertFallback), "for starved experts: all-tokens (GPTQ with the expert's Hessian plus every token's) or rtn")
 	fs.StringVar(&f.spill, "spill", "", "keep calibration activations zstd-compressed in a temporary directory under DIR instead of memory")
 	fs.IntVar(&f.chunkTokens, "chunk-tokens", def.ChunkTokens, "calibration tokens per forward pass (bounds activation memory)")
 	fs.StringVar(&f.maxShard, "max-shard-size", "5GB", "largest output shard, e.g. 5GB, 500MB")
 	fs.StringVar(&f.report, "report", "", "write the per-module report as JSON to this file")
 	fs.BoolVar(&f.asJSON, "json", false, "print the report as one JSON document instead of the summary")
+	fs.BoolVar(&f.resume, "resume", false, "continue a killed run of the same command after its last finished layer (state kept in the temporary output directory)")
 	return cmd
 }
 
@@ -128,8 +141,10 @@ func (f *quantizeFlags) options(cmd *cobra.Command) (quantize.Options, error) {
 		return o, errors.New("quantize: --out DIR is required")
 	case f.method != "gptq" && f.method != "rtn":
 		return o, fmt.Errorf("quantize: --method %q: want gptq or rtn", f.method)
-	case f.bits != 4:
-		return o, fmt.Errorf("quantize: --bits %d: only 4-bit GPTQ is supported", f.bits)
+	case f.bits != 2 && f.bits != 3 && f.bits != 4 && f.bits != 8:
+		return o, fmt.Errorf("quantize: --bits %d: want 2, 3, 4 or 8", f.bits)
+	case f.format != gptq.FormatV1 && f.format != gptq.FormatV2:
+		return o, fmt.Errorf("quantize: --format %q: want %s or %s", f.format, gptq.FormatV1, gptq.FormatV2)
 	case f.fallback != string(quantize.FallbackRTN) && f.fallback != string(quantize.FallbackAllTokens):
 		return o, fmt.Errorf("quantize: --expert-fallback %q: want rtn or all-tokens", f.fallback)
 	case !(f.damp > 0 && f.damp < 1):
@@ -138,9 +153,7 @@ func (f *quantizeFlags) options(cmd *cobra.Command) (quantize.Options, error) {
 		return o, errors.New("quantize: give --calib or --calib-ids, not both")
 	case f.method == "gptq" && f.calib == "" && f.calibIDs == "":
 		return o, errors.New("quantize: GPTQ needs calibration data: --calib FILE (text) or --calib-ids FILE (token ids); or use --method rtn")
-	case f.method == "rtn" && (f.calib != "" || f.calibIDs != "" || f.descAct || f.staticGroups):
-		return o, errors.New("quantize: --method rtn uses no calibration: --calib, --calib-ids, --desc-act and --static-groups apply to gptq only")
-	case f.calibIDs != "" && (changed("seqlen") || changed("nsamples") || changed("split-at") || changed("seed")):
+	case f.method == "gptq" && f.calibIDs != "" && (changed("seqlen") || changed("nsamples") || changed("split-at") || changed("seed")):
 		return o, errors.New("quantize: --seqlen, --nsamples, --split-at and --seed choose windows of --calib text; --calib-ids gives the sequences")
 	case f.seqlen < 2 || f.nsamples < 1:
 		return o, errors.New("quantize: --seqlen must be at least 2 and --nsamples at least 1")
@@ -150,6 +163,43 @@ func (f *quantizeFlags) options(cmd *cobra.Command) (quantize.Options, error) {
 		return o, fmt.Errorf("quantize: --min-expert-tokens %d: want -1 (default rule) or a count ≥ 0", f.minTokens)
 	case f.chunkTokens < 1:
 		return o, errors.New("quantize: --chunk-tokens must be positive")
+	}
+	if f.method == "rtn" {
+		// One command line switches methods: what only GPTQ uses is ignored.
+		var ignored []string
+		for _, name := range []string{"calib", "calib-ids", "seqlen", "nsamples", "split-at", "seed", "desc-act", "static-groups",
+			"damp", "true-sequential", "min-expert-tokens", "expert-fallback", "moe-calib", "spill", "chunk-tokens"} {
+			if changed(name) {
+				ignored = append(ignored, "--"+name)
+			}
+		}
+		if len(ignored) > 0 && !global.quiet {
+			fmt.Fprintf(cmd.ErrOrStderr(), "moeforge: warning: --method rtn uses no calibration; ignoring %s\n", strings.Join(ignored, ", "))
+		}
+		f.calib, f.calibIDs = "", ""
+		o.Config.DescAct, o.Config.StaticGroups = false, false
+	}
+	o.Config.Bits, o.Config.CheckpointFormat, o.Config.LMHead = f.bits, f.format, f.lmHead
+	if f.method == "gptq" {
+		mc, err := quantize.ParseMoECalib(f.moeCalib)
+		if err != nil {
+			return o, fmt.Errorf("quantize: --%w", err)
+		}
+		o.MoECalib = mc
+	}
+	if f.dynamic != "" {
+		data := []byte(f.dynamic)
+		if t := strings.TrimSpace(f.dynamic); !strings.HasPrefix(t, "{") {
+			var err error
+			if data, err = os.ReadFile(f.dynamic); err != nil {
+				return o, fmt.Errorf("quantize: --dynamic: %w", err)
+			}
+		}
+		d, err := gptq.ParseDynamic(data)
+		if err != nil {
+			return o, fmt.Errorf("quantize: --dynamic: %w", err)
+		}
+		o.Config.Dynamic = d
 	}
 	var err error
 	if o.MaxShardSize, err = safetensors.ParseSize(f.maxShard); err != nil {
@@ -212,6 +262,20 @@ func runQuantize(cmd *cobra.Command, f *quantizeFlags) error {
 		return outputError(err)
 	}
 	defer w.Abort()
+	if opt.Method == quantize.MethodGPTQ {
+		opt.Checkpoint = filepath.Join(w.Dir(), quantize.CheckpointDir)
+		if f.resume {
+			from, err := quantize.AdoptState(f.out, opt.Checkpoint)
+			if err != nil {
+				return err
+			}
+			if from == "" && !global.quiet {
+				fmt.Fprintf(cmd.ErrOrStderr(), "moeforge: --resume: no interrupted run of %s found; starting from the first layer\n", f.out)
+			}
+		} else if left := quantize.LeftState(f.out); left != "" && !global.quiet {
+			fmt.Fprintf(cmd.ErrOrStderr(), "moeforge: %s holds an interrupted run; --resume continues it (or remove it)\n", left)
+		}
+	}
 	var bar *progress.Bar
 	opt.Progress = func(done, total int, label string) {
 		if bar == nil {

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -152,10 +155,18 @@ func TestQuantizeErrors(t *testing.T) {
 		{"no calibration", []string{"--in", in, "--out", filepath.Join(tmp, "a")}, "GPTQ needs calibration data"},
 		{"both calibrations", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--calib", corpus, "--calib-ids", ids}, "not both"},
 		{"bad method", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--method", "awq"}, `--method "awq"`},
-		{"8 bits", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--method", "rtn", "--bits", "8"}, "only 4-bit"},
+		{"5 bits", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--method", "rtn", "--bits", "5"}, "--bits 5: want 2, 3, 4 or 8"},
+		{"bad moe-calib", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--calib", corpus, "--moe-calib", "top-k=0"}, "--moe-calib"},
+		{"lm-head skipped by dynamic", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--method", "rtn", "--lm-head", "--dynamic", `{"-:lm_head": {}}`}, "lm_head: --lm-head"},
+		{"bad format", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--method", "rtn", "--format", "marlin"}, `--format "marlin"`},
+		{"dynamic not json", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--method", "rtn", "--dynamic", `{"+:.*": {"bits": 8}`}, "--dynamic"},
+		{"dynamic unknown key", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--method", "rtn", "--dynamic", `{"+:.*": {"bitz": 8}}`}, "bitz"},
+		{"dynamic bad bits", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--method", "rtn", "--dynamic", `{"+:.*self_attn.*": {"bits": 6}}`}, "bits=6"},
+		{"dynamic missing file", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--method", "rtn", "--dynamic", filepath.Join(tmp, "none.json")}, "none.json"},
+		{"dynamic splits experts", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--method", "rtn", "--dynamic", `{"+:.*\\.experts\\.3\\.": {"bits": 8}}`}, "vLLM fuses a layer's experts"},
+		{"dynamic skips some experts", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--method", "rtn", "--dynamic", `{"-:.*\\.experts\\.1[0-9]\\.": {}}`}, "experts different settings"},
 		{"bad group size", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--method", "rtn", "--group-size", "48"}, "group_size=48"},
 		{"bad fallback", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--calib", corpus, "--expert-fallback", "skip"}, `--expert-fallback "skip"`},
-		{"rtn with calibration", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--method", "rtn", "--calib", corpus}, "--method rtn uses no calibration"},
 		{"damp", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--calib", corpus, "--damp", "2"}, "--damp 2"},
 		{"non-empty output", []string{"--in", in, "--out", nonEmpty, "--method", "rtn"}, "not empty (use --force"},
 		{"missing corpus", []string{"--in", in, "--out", filepath.Join(tmp, "a"), "--calib", filepath.Join(tmp, "none.txt")}, "none.txt"},
@@ -211,5 +222,269 @@ func poisonTensor(t *testing.T, path, name string) {
 	f.Close()
 	if err := safetensors.WriteFile(path, ts, nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestQuantizeWidths: every --bits and --format writes a checkpoint that
+// loads (layout and config agree), runs, and inspect reports; a v2 file
+// declared v1 (or the reverse) is refused; 8-bit logits are closer to the
+// float model's than 4-bit, and 4-bit closer than 2-bit.
+func TestQuantizeWidths(t *testing.T) {
+	in := checkpointCopy(t, "fixtures/qwen2_moe_tiny/model")
+	tmp := t.TempDir()
+	ck, err := hf.Open(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := model.Load(ck)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := []int{1, 5, 77, 300, 12, 900, 41, 8}
+	logits := func(m *model.Model) []float32 {
+		l, err := m.Logits(context.Background(), &model.Batch{Seqs: [][]int{ids}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	want := logits(ref)
+	errOf := map[string]float64{}
+	for _, bits := range []string{"2", "3", "4", "8"} {
+		for _, format := range []string{"gptq", "gptq_v2"} {
+			out := filepath.Join(tmp, bits+format)
+			args := []string{"quantize", "--in", in, "--out", out, "--method", "rtn", "--bits", bits, "--format", format, "--group-size", "32"}
+			if format == "gptq_v2" {
+				args = append(args, "--sym=false")
+			}
+			code, _, stderr := runMoeforge(t, args...)
+			if code != 0 {
+				t.Fatalf("%s %s: exit %d, %s", bits, format, code, stderr)
+			}
+			qc, err := gptq.ReadConfig(out)
+			if err != nil || strconv.Itoa(qc.Bits) != bits || qc.CheckpointFormat != format {
+				t.Fatalf("%s %s: quantize_config.json %+v, %v", bits, format, qc, err)
+			}
+			code, stdout, stderr := runMoeforge(t, "inspect", "--json", out)
+			if code != 0 {
+				t.Fatalf("inspect: exit %d, %s", code, stderr)
+			}
+			var rep hf.Report
+			if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+				t.Fatal(err)
+			}
+			if q := rep.Quantization; q == nil || strconv.Itoa(q.Bits) != bits || q.CheckpointFormat != format || q.LinearsByBits[bits] != q.QuantizedLinears || q.QuantizedLinears == 0 {
+				t.Errorf("%s %s: inspect quantization %+v", bits, format, rep.Quantization)
+			}
+			// verify judges it (pass or fail on this random-weight model, not a usage error).
+			code, stdout, stderr = runMoeforge(t, "verify", "--ref", in, "--candidate", out, "--random", "2", "--seqlen", "16", "--expect", "quantized", "--json")
+			if code != 0 && code != 1 || !json.Valid([]byte(stdout)) {
+				t.Errorf("%s %s: verify exit %d, %q", bits, format, code, stderr)
+			}
+			qck, err := hf.Open(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := model.Load(qck)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := logits(m)
+			var e, n float64
+			for i := range got {
+				d := float64(got[i] - want[i])
+				e += d * d
+				n += float64(want[i]) * float64(want[i])
+			}
+			errOf[bits+format] = math.Sqrt(e / n)
+			qck.Close()
+		}
+	}
+	for _, f := range []string{"gptq", "gptq_v2"} {
+		if !(errOf["8"+f] < errOf["4"+f] && errOf["4"+f] < errOf["3"+f] && errOf["3"+f] < errOf["2"+f]) {
+			t.Errorf("%s: relative logit error by bits %v: not decreasing with bits", f, errOf)
+		}
+	}
+	// Declaring the other format is refused, by config or by the zeros.
+	for _, tc := range []struct{ src, from, to string }{{"4gptq", `"checkpoint_format": "gptq"`, `"checkpoint_format": "gptq_v2"`}} {
+		dir := filepath.Join(tmp, "mismatch")
+		os.CopyFS(dir, os.DirFS(filepath.Join(tmp, tc.src)))
+		qc, _ := os.ReadFile(filepath.Join(dir, gptq.ConfigFile))
+		os.WriteFile(filepath.Join(dir, gptq.ConfigFile), []byte(strings.Replace(string(qc), tc.from, tc.to, 1)), 0o644)
+		code, _, stderr := runMoeforge(t, "inspect", dir)
+		if code != 2 || !strings.Contains(stderr, "checkpoint_format") {
+			t.Errorf("config mismatch: exit %d, %q", code, stderr)
+		}
+		// Both files say v2, the zeros are v1's symmetric ones.
+		cj, _ := os.ReadFile(filepath.Join(dir, "config.json"))
+		var raw map[string]any
+		if err := json.Unmarshal(cj, &raw); err != nil {
+			t.Fatal(err)
+		}
+		raw["quantization_config"].(map[string]any)["checkpoint_format"] = "gptq_v2"
+		cj, _ = json.Marshal(raw)
+		os.WriteFile(filepath.Join(dir, "config.json"), cj, 0o644)
+		code, _, stderr = runMoeforge(t, "inspect", dir)
+		if code != 2 || !strings.Contains(stderr, "symmetric zero of the 4-bit gptq layout") {
+			t.Errorf("zeros mismatch: exit %d, %q", code, stderr)
+		}
+	}
+}
+
+// TestQuantizeRTNIgnoresCalibration: --method rtn with GPTQ's flags warns
+// and quantizes, so one command line switches methods.
+func TestQuantizeRTNIgnoresCalibration(t *testing.T) {
+	in := checkpointCopy(t, "fixtures/qwen2_moe_tiny/model")
+	out := filepath.Join(t.TempDir(), "q")
+	code, _, stderr := runMoeforge(t, "quantize", "--in", in, "--out", out, "--method", "rtn", "--calib", quantizeCorpus(t), "--nsamples", "4", "--desc-act")
+	if code != 0 {
+		t.Fatalf("exit %d, %q", code, stderr)
+	}
+	if !strings.Contains(stderr, "warning: --method rtn uses no calibration; ignoring --calib, --nsamples, --desc-act") {
+		t.Errorf("stderr %q lacks the warning", stderr)
+	}
+}
+
+// TestQuantizeDynamic: GPTQModel-style overrides from a .json file:
+// attention and the shared expert at 8 bits, experts at 4, layer 0 left
+// float; a rule matching the router (mlp.gate) and shared_expert_gate does
+// not quantize them. The output loads, inspect counts the widths, and
+// config.json carries the rules for vLLM.
+func TestQuantizeDynamic(t *testing.T) {
+	in := checkpointCopy(t, "fixtures/qwen2_moe_tiny/model")
+	tmp := t.TempDir()
+	rules := filepath.Join(tmp, "dynamic.json")
+	os.WriteFile(rules, []byte(`{"-:model\\.layers\\.0\\..*": {}, "+:.*(self_attn|shared_expert)\\..*": {"bits": 8}, "+:.*mlp\\.gate.*": {"bits": 2}}`), 0o644)
+	out := filepath.Join(tmp, "q")
+	code, _, stderr := runMoeforge(t, "quantize", "--in", in, "--out", out, "--calib", quantizeCorpus(t), "--nsamples", "2", "--seqlen", "32",
+		"--group-size", "32", "--dynamic", rules)
+	if code != 0 {
+		t.Fatalf("exit %d, %s", code, stderr)
+	}
+	ck, err := hf.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	if q := ck.Config.Quantization; q == nil || len(q.Dynamic) != 3 {
+		t.Fatalf("config.json quantization_config %+v", ck.Config.Quantization)
+	}
+	for name, want := range map[string]string{
+		"model.layers.0.self_attn.q_proj":            "float",
+		"model.layers.0.mlp.experts.0.up_proj":       "float",
+		"model.layers.1.self_attn.q_proj":            "8",
+		"model.layers.1.mlp.shared_expert.down_proj": "8",
+		"model.layers.2.mlp.experts.5.down_proj":     "4",
+		"model.layers.2.mlp.gate":                    "float",
+		"model.layers.2.mlp.shared_expert_gate":      "float",
+		"model.layers.1.mlp.experts.15.gate_proj":    "4",
+	} {
+		_, isFloat := ck.Weights.Tensor(name + ".weight")
+		qw, isQ := ck.Weights.Tensor(name + ".qweight")
+		got := "float"
+		if isQ {
+			got = strconv.Itoa(qw.Shape[0] * 32 / ck.Config.HiddenSize)
+			if strings.HasSuffix(name, "down_proj") && strings.Contains(name, "experts.") {
+				got = strconv.Itoa(qw.Shape[0] * 32 / ck.Config.MoEIntermediateSize)
+			} else if strings.HasSuffix(name, "down_proj") {
+				got = strconv.Itoa(qw.Shape[0] * 32 / ck.Config.SharedExpertIntermediateSize)
+			}
+		}
+		if (got == "float") != isFloat || got != want {
+			t.Errorf("%s: stored as %s, want %s", name, got, want)
+		}
+	}
+	if _, err := model.Load(ck); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, _ := runMoeforge(t, "inspect", out)
+	if code != 0 || !strings.Contains(stdout, "3 dynamic rules") || !strings.Contains(stdout, "at 8-bit") || !strings.Contains(stdout, "at 4-bit") {
+		t.Errorf("inspect:\n%s", stdout)
+	}
+}
+
+// TestQuantizeLMHead: --lm-head quantizes lm_head with GPTQ; on a tied
+// model the head is untied (its own GPTQ tensors, tie_word_embeddings
+// false) and the embeddings stay float; the output loads and predicts like
+// the input.
+func TestQuantizeLMHead(t *testing.T) {
+	for _, fixture := range []string{"qwen2_dense_tiny", "qwen2_moe_tiny"} {
+		t.Run(fixture, func(t *testing.T) {
+			in := checkpointCopy(t, "fixtures/"+fixture+"/model")
+			out := filepath.Join(t.TempDir(), "q")
+			code, stdout, stderr := runMoeforge(t, "quantize", "--in", in, "--out", out, "--calib", quantizeCorpus(t), "--nsamples", "4", "--seqlen", "32",
+				"--group-size", "32", "--bits", "8", "--lm-head", "--json")
+			if code != 0 {
+				t.Fatalf("exit %d, %s", code, stderr)
+			}
+			var rep quantize.Report
+			if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+				t.Fatal(err)
+			}
+			found := false
+			for _, m := range rep.Modules {
+				if m.Name == "lm_head" {
+					found = m.Method == "gptq" && m.Tokens == 4*32
+				}
+			}
+			if !found {
+				t.Errorf("report has no GPTQ lm_head module on 128 tokens")
+			}
+			ck, err := hf.Open(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ck.Close()
+			if ck.Config.TieWordEmbeddings || ck.Config.Quantization == nil || !ck.Config.Quantization.LMHead {
+				t.Errorf("tie_word_embeddings %v, quantization_config %+v", ck.Config.TieWordEmbeddings, ck.Config.Quantization)
+			}
+			if _, ok := ck.Weights.Tensor("lm_head.qweight"); !ok {
+				t.Error("no lm_head.qweight")
+			}
+			if e, ok := ck.Weights.Tensor("model.embed_tokens.weight"); !ok || e.DType == safetensors.I32 {
+				t.Error("embeddings not float")
+			}
+			src, err := hf.Open(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer src.Close()
+			ref, _ := model.Load(src)
+			m, err := model.Load(ck)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := &model.Batch{Seqs: [][]int{{3, 17, 99, 250, 4, 800}}}
+			want, _ := ref.Logits(context.Background(), b, nil)
+			got, _ := m.Logits(context.Background(), b, nil)
+			var e, n float64
+			for i := range got {
+				d := float64(got[i] - want[i])
+				e, n = e+d*d, n+float64(want[i])*float64(want[i])
+			}
+			// The same without --lm-head: quantizing the head adds little.
+			out2 := filepath.Join(t.TempDir(), "q")
+			if code, _, stderr := runMoeforge(t, "quantize", "--in", in, "--out", out2, "--calib", quantizeCorpus(t), "--nsamples", "4", "--seqlen", "32",
+				"--group-size", "32", "--bits", "8"); code != 0 {
+				t.Fatalf("exit %d, %s", code, stderr)
+			}
+			ck2, err := hf.Open(out2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ck2.Close()
+			m2, _ := model.Load(ck2)
+			got2, _ := m2.Logits(context.Background(), b, nil)
+			var e2 float64
+			for i := range got2 {
+				d := float64(got2[i] - want[i])
+				e2 += d * d
+			}
+			rel, rel2 := math.Sqrt(e/n), math.Sqrt(e2/n)
+			t.Logf("8-bit relative logit error: %.4f with lm_head, %.4f without", rel, rel2)
+			if rel > 0.05 || rel > 1.5*rel2+0.005 {
+				t.Errorf("8-bit relative logit error %.4f with lm_head, %.4f without", rel, rel2)
+			}
+		})
 	}
 }

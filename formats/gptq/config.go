@@ -35,13 +35,16 @@ type Config struct {
 	ModelFileBaseName string  `json:"model_file_base_name"`
 	QuantMethod       string  `json:"quant_method"`
 	CheckpointFormat  string  `json:"checkpoint_format"`
+	// Dynamic holds GPTQModel's per-module overrides (Module resolves them).
+	Dynamic Dynamic `json:"dynamic,omitempty"`
 	// ModulesInBlock lists the quantized modules of a decoder block in
 	// true-sequential groups (config.json only; not in quantize_config.json).
 	ModulesInBlock [][]string `json:"modules_in_block_to_quantize,omitempty"`
 }
 
 // NewConfig returns the settings of a 4-bit checkpoint in the v1 layout
-// whose weights are model.safetensors (or its shards).
+// whose weights are model.safetensors (or its shards); set Bits,
+// CheckpointFormat and Dynamic for others.
 func NewConfig(groupSize int, sym, descAct, staticGroups, trueSequential bool, damp float64) Config {
 	return Config{
 		Bits: Bits, GroupSize: groupSize, DampPercent: damp, DescAct: descAct, StaticGroups: staticGroups,
@@ -62,6 +65,8 @@ type quantizationConfig struct {
 	TrueSequential   bool       `json:"true_sequential"`
 	StaticGroups     bool       `json:"static_groups"`
 	CheckpointFormat string     `json:"checkpoint_format"`
+	Dynamic          Dynamic    `json:"dynamic,omitempty"`
+	LMHead           bool       `json:"lm_head,omitempty"`
 	ModulesInBlock   [][]string `json:"modules_in_block_to_quantize,omitempty"`
 }
 
@@ -72,15 +77,23 @@ func (c Config) MarshalQuantizationConfig() ([]byte, error) {
 	return json.Marshal(quantizationConfig{
 		QuantMethod: c.QuantMethod, Bits: c.Bits, GroupSize: c.GroupSize, DescAct: c.DescAct, Sym: c.Sym,
 		DampPercent: c.DampPercent, TrueSequential: c.TrueSequential, StaticGroups: c.StaticGroups,
-		CheckpointFormat: c.CheckpointFormat, ModulesInBlock: c.ModulesInBlock,
+		CheckpointFormat: c.CheckpointFormat, Dynamic: c.Dynamic, LMHead: c.LMHead, ModulesInBlock: c.ModulesInBlock,
 	})
 }
 
 // Layout checks what a reader needs (quant_method, bits, checkpoint_format)
-// and returns the packing of the checkpoint's tensors.
+// and returns the checkpoint-wide packing (LayoutFor: one module's, after
+// Dynamic).
 func (c Config) Layout() (Layout, error) {
 	if c.QuantMethod != "gptq" {
 		return Layout{}, fmt.Errorf("quant_method=%q is not supported (only gptq)", c.QuantMethod)
+	}
+	for _, r := range c.Dynamic {
+		if r.Bits != nil {
+			if _, err := LayoutOf(*r.Bits, c.CheckpointFormat); err != nil {
+				return Layout{}, fmt.Errorf("dynamic %q: %w", r.Key(), err)
+			}
+		}
 	}
 	return LayoutOf(c.Bits, c.CheckpointFormat)
 }
@@ -97,7 +110,7 @@ func (c Config) Validate() error {
 	case !(c.DampPercent > 0 && c.DampPercent < 1):
 		return fmt.Errorf("damp_percent=%g: want a value in (0, 1)", c.DampPercent)
 	}
-	return nil
+	return c.validateDynamic()
 }
 
 // Marshal encodes quantize_config.json (without ModulesInBlock, which only

@@ -63,3 +63,93 @@ func FuzzUnpack(f *testing.F) {
 		}
 	})
 }
+
+// FuzzUnpackLayouts is FuzzUnpack over every width and both zero
+// conventions (the layout comes from the input): what NewPacked accepts
+// unpacks (except an 8-bit v1 stored zero of 255, a true zero of 256, which
+// Unpack refuses by name) and packs back to the same words.
+func FuzzUnpackLayouts(f *testing.F) {
+	f.Add(uint8(1), uint8(0), uint8(1), uint8(1), uint8(1), make([]byte, 4*(8+1)+2*8+4*8))
+	f.Add(uint8(1), uint8(1), uint8(1), uint8(1), uint8(2), make([]byte, 4*(96+3)+2*64+4*32))
+	f.Add(uint8(3), uint8(0), uint8(2), uint8(1), uint8(1), []byte{0xff, 0xff, 0xff, 0xff, 0x10, 0x32, 0x54, 0x76})
+	f.Fuzz(func(t *testing.T, bitsW, formatW, outW, inW, groups uint8, data []byte) {
+		lay := Layout{Bits: Widths[int(bitsW)%len(Widths)], Format: []string{FormatV1, FormatV2}[formatW%2]}
+		a := lay.Align()
+		out, in := a*int(outW%3), a*int(inW%3)
+		g := int(groups%4) + 1
+		take := func(n int) []byte {
+			n = min(n, len(data))
+			b := data[:n]
+			data = data[n:]
+			return b
+		}
+		words := func(n int) []int32 {
+			b := take(4 * n)
+			w := make([]int32, len(b)/4)
+			for i := range w {
+				w[i] = int32(binary.LittleEndian.Uint32(b[4*i:]))
+			}
+			return w
+		}
+		qw := words(in * lay.Bits / 32 * out)
+		qz := words(g * out * lay.Bits / 32)
+		sb := take(2 * g * out)
+		sc := make([]uint16, len(sb)/2)
+		for i := range sc {
+			sc[i] = binary.LittleEndian.Uint16(sb[2*i:]) & 0x3bff
+		}
+		gi := words(in)
+		for i := range gi {
+			gi[i] = gi[i] % int32(g+1)
+		}
+		p, err := NewPacked(lay, out, in, qw, qz, sc, gi)
+		if err != nil {
+			return
+		}
+		l, err := p.Unpack()
+		if err != nil {
+			if lay.Bits == 8 && lay.Format == FormatV1 {
+				return
+			}
+			t.Fatalf("%v: NewPacked accepted what Unpack rejects: %v", lay, err)
+		}
+		back, err := l.Packed()
+		if err != nil {
+			t.Fatalf("%v: unpacked layer does not pack: %v", lay, err)
+		}
+		if diff := cmp.Diff(p, back); diff != "" {
+			t.Fatalf("%v: pack(unpack(x)) != x (-x +got):\n%s", lay, diff)
+		}
+	})
+}
+
+// FuzzParseDynamic: ParseDynamic never panics, and what it accepts
+// marshals to an object it reads back to the same rules.
+func FuzzParseDynamic(f *testing.F) {
+	f.Add([]byte(`{"-:model\\.layers\\.0\\..*": {}, "+:.*self_attn.*": {"bits": 8, "group_size": 64}, ".*": {"sym": false, "desc_act": true}}`))
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"+:(": {}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		d, err := ParseDynamic(data)
+		if err != nil {
+			return
+		}
+		out, err := d.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := ParseDynamic(out)
+		if err != nil {
+			t.Fatalf("re-reading %s: %v", out, err)
+		}
+		if len(back) != len(d) {
+			t.Fatalf("%d rules, %d after a round trip", len(d), len(back))
+		}
+		for i := range d {
+			if d[i].Key() != back[i].Key() || !cmp.Equal(d[i].Bits, back[i].Bits) || !cmp.Equal(d[i].GroupSize, back[i].GroupSize) ||
+				!cmp.Equal(d[i].Sym, back[i].Sym) || !cmp.Equal(d[i].DescAct, back[i].DescAct) {
+				t.Fatalf("rule %d: %s became %s", i, d[i].Key(), back[i].Key())
+			}
+		}
+	})
+}

@@ -1,6 +1,6 @@
 // Package gptq is the one home of the GPTQ checkpoint layout (AutoGPTQ's
-// "gptq" v1 layout, read by transformers/optimum and vLLM; FORMATS.md, GPTQ
-// section): the tensor names and suffixes, dtypes and shapes (Layout), the
+// "gptq" v1 layout, read by transformers/optimum and vLLM, and GPTQModel's
+// "gptq_v2"; 2, 3, 4 and 8 bits; docs/gptq.md): the tensor names and suffixes, dtypes and shapes (Layout), the
 // packing of codes, zero points and group indices for each bit width
 // (Layout.PackCodes, PackZeros and their inverses), the one validator and
 // reader of a linear's stored tensors (Layout.CheckTensors, Layout.Read →
@@ -16,8 +16,11 @@
 //	scales  [groups, out]  F16
 //	g_idx   [in]           I32  group of each input
 //
-// (4 bits; 32/Bits codes per word in general) and dequantizes to
-// W[c, i] = scales[g, c] · (q[i, c] − zero[g, c]) with g = g_idx[i].
+// (4 bits; in general qweight [in·bits/32, out] and qzeros
+// [groups, out·bits/32], codes packed as a bit stream, see Layout) and
+// dequantizes to W[c, i] = scales[g, c] · (q[i, c] − zero[g, c]) with
+// g = g_idx[i]. Config.Dynamic carries GPTQModel's per-module overrides
+// (Config.Module resolves one module's settings and layout).
 package gptq
 
 import (
@@ -28,21 +31,24 @@ import (
 	"github.com/moeforge/moeforge/internal/half"
 )
 
-// Bits is the only code width moeforge writes and reads.
+// Bits is the default code width.
 const Bits = 4
 
-// MaxQ is the largest 4-bit code.
+// MaxQ is the largest code of the default width.
 const MaxQ = 1<<Bits - 1
 
 // Layer is one quantized linear layer [Out, In] in unpacked form.
 type Layer struct {
+	// Layout is the packing the layer is checked against and packed in;
+	// the zero value means V1Int4.
+	Layout  Layout
 	Out, In int
 	Groups  int
-	// Codes[i*Out+c] is the 4-bit code (0..15) of input i, output c: the
+	// Codes[i*Out+c] is the code (0..2^Bits−1) of input i, output c: the
 	// transposed order of the weight, as qweight stores it.
 	Codes []uint8
-	// Zeros[g*Out+c] is the true zero point of group g, output c. The v1
-	// layout stores zero−1 in four bits, so zeros must lie in [1, 16].
+	// Zeros[g*Out+c] is the true zero point of group g, output c, in the
+	// layout's ZeroRange (v1 stores zero−1, so 4-bit zeros lie in [1, 16]).
 	Zeros []uint8
 	// Scales[g*Out+c] is the float16 bit pattern of the scale.
 	Scales []uint16
@@ -79,10 +85,11 @@ func GroupIndex(in, groupSize int, perm []int) []int32 {
 	return g
 }
 
-// NewLayer allocates an all-zero layer with the given number of groups.
+// NewLayer allocates an all-zero layer with the given number of groups in
+// the V1Int4 layout (set Layout for another).
 func NewLayer(out, in, groups int) *Layer {
 	return &Layer{
-		Out: out, In: in, Groups: groups,
+		Layout: V1Int4, Out: out, In: in, Groups: groups,
 		Codes:  make([]uint8, in*out),
 		Zeros:  make([]uint8, groups*out),
 		Scales: make([]uint16, groups*out),
@@ -90,10 +97,22 @@ func NewLayer(out, in, groups int) *Layer {
 	}
 }
 
-// Check validates the layer's dimensions and values against what the v1
+// layout returns l.Layout, V1Int4 when unset.
+func (l *Layer) layout() Layout {
+	if l.Layout.Bits == 0 {
+		return V1Int4
+	}
+	return l.Layout
+}
+
+// Check validates the layer's dimensions and values against what its
 // layout can hold.
 func (l *Layer) Check() error {
-	if err := V1Int4.CheckDims(l.Out, l.In); err != nil {
+	lay := l.layout()
+	if _, err := LayoutOf(lay.Bits, lay.Format); err != nil {
+		return err
+	}
+	if err := lay.CheckDims(l.Out, l.In); err != nil {
 		return err
 	}
 	if l.Groups < 1 || l.Groups > l.In {
@@ -103,15 +122,14 @@ func (l *Layer) Check() error {
 		return fmt.Errorf("gptq layer [%d, %d] with %d groups: %d codes, %d zeros, %d scales, %d g_idx entries",
 			l.Out, l.In, l.Groups, len(l.Codes), len(l.Zeros), len(l.Scales), len(l.GIdx))
 	}
+	maxq := uint8(lay.MaxQ())
 	for i, q := range l.Codes {
-		if q > MaxQ {
-			return fmt.Errorf("gptq layer: code %d of input %d, output %d exceeds %d", q, i/l.Out, i%l.Out, MaxQ)
+		if q > maxq {
+			return fmt.Errorf("gptq layer: code %d of input %d, output %d exceeds %d", q, i/l.Out, i%l.Out, maxq)
 		}
 	}
-	for i, z := range l.Zeros {
-		if z < 1 || z > MaxQ+1 {
-			return fmt.Errorf("gptq layer: zero point %d of group %d, output %d outside [1, %d] (the v1 layout stores zero−1 in %d bits)", z, i/l.Out, i%l.Out, MaxQ+1, Bits)
-		}
+	if err := lay.CheckZeros(l.Zeros, l.Out); err != nil {
+		return fmt.Errorf("gptq layer: %w", err)
 	}
 	for i, s := range l.Scales {
 		if f := half.F16ToF32(s); math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
@@ -151,7 +169,7 @@ func (l *Layer) Dequantize() []float32 {
 }
 
 // Pack returns qweight [In·Bits/32, Out] and qzeros [Groups, Out·Bits/32]
-// in the V1Int4 layout (stored zero = zero − 1).
+// in the layer's layout.
 func (l *Layer) Pack() (qweight, qzeros []int32, err error) {
 	p, err := l.Packed()
 	if err != nil {
@@ -160,13 +178,13 @@ func (l *Layer) Pack() (qweight, qzeros []int32, err error) {
 	return p.QWeight, p.QZeros, nil
 }
 
-// Packed checks the layer and packs it in the V1Int4 layout; Scales and GIdx
-// are copies.
+// Packed checks the layer and packs it in its layout; Scales and GIdx are
+// copies.
 func (l *Layer) Packed() (*Packed, error) {
 	if err := l.Check(); err != nil {
 		return nil, err
 	}
-	lay := V1Int4
+	lay := l.layout()
 	return &Packed{
 		Layout: lay, Out: l.Out, In: l.In, Groups: l.Groups,
 		QWeight: lay.PackCodes(l.Codes, l.Out, l.In),

@@ -236,8 +236,8 @@ func TestConfigFile(t *testing.T) {
 	for _, bad := range []Config{
 		NewConfig(0, true, false, false, true, 0.01),
 		NewConfig(128, true, false, false, true, 1.5),
-		{Bits: 8, GroupSize: 128, DampPercent: 0.01, QuantMethod: "gptq", CheckpointFormat: "gptq"},
-		{Bits: 4, GroupSize: 128, DampPercent: 0.01, QuantMethod: "gptq", CheckpointFormat: "gptq_v2"},
+		{Bits: 5, GroupSize: 128, DampPercent: 0.01, QuantMethod: "gptq", CheckpointFormat: "gptq"},
+		{Bits: 4, GroupSize: 128, DampPercent: 0.01, QuantMethod: "gptq", CheckpointFormat: "marlin"},
 	} {
 		if bad.Validate() == nil {
 			t.Errorf("Validate accepted %+v", bad)

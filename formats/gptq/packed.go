@@ -41,9 +41,9 @@ func (p *Packed) Check() error {
 	if err := p.Layout.CheckDims(p.Out, p.In); err != nil {
 		return err
 	}
-	pw := p.Layout.perWord()
+	lay := p.Layout
 	g := p.Groups
-	if g < 1 || g > p.In || len(p.Scales) != g*p.Out || len(p.QZeros) != g*p.Out/pw || len(p.QWeight) != p.In/pw*p.Out || len(p.GIdx) != p.In {
+	if g < 1 || g > p.In || len(p.Scales) != g*p.Out || len(p.QZeros) != g*lay.words(p.Out) || len(p.QWeight) != lay.words(p.In)*p.Out || len(p.GIdx) != p.In {
 		return corrupt("gptq layer [%d, %d]: qweight has %d words, qzeros %d, scales %d, g_idx %d: not the %d-bit %s layout",
 			p.Out, p.In, len(p.QWeight), len(p.QZeros), len(p.Scales), len(p.GIdx), p.Layout.Bits, p.Layout.Format)
 	}
@@ -57,7 +57,18 @@ func (p *Packed) Check() error {
 
 // Unpack returns the layer in unpacked form, checked (Layer.Check).
 func (p *Packed) Unpack() (*Layer, error) {
+	if p.Layout.MaxQ()+p.Layout.zeroOffset() > 255 {
+		// 8-bit v1: a stored 255 is a true zero of 256, beyond a Layer's uint8.
+		for g := 0; g < p.Groups; g++ {
+			for c := 0; c < p.Out; c++ {
+				if p.Layout.code(c, func(w int) uint32 { return uint32(p.QZeros[g*p.Layout.words(p.Out)+w]) }) == 255 {
+					return nil, corrupt("gptq layer: stored zero point 255 of group %d, output %d is a zero of 256, outside the 8-bit grid", g, c)
+				}
+			}
+		}
+	}
 	l := NewLayer(p.Out, p.In, p.Groups)
+	l.Layout = p.Layout
 	copy(l.Scales, p.Scales)
 	copy(l.GIdx, p.GIdx)
 	p.Layout.UnpackCodes(l.Codes, p.QWeight, p.Out, p.In)
@@ -130,4 +141,37 @@ func (lay Layout) Read(name string, out, in int, t Tensors) (*Packed, error) {
 // file wrap it with the file's name.
 func corrupt(format string, args ...any) error {
 	return &safetensors.CorruptInputError{Msg: fmt.Sprintf(format, args...)}
+}
+
+// CheckSymZeros tells the v1 and v2 layouts apart on a symmetric layer:
+// every stored zero point of a symmetric v1 layer is 2^(Bits−1) − 1, of a v2
+// layer 2^(Bits−1). A layer whose stored zeros all hold the other
+// convention's value was written in the other format (a v2 file read as v1
+// loads but computes wrong weights) and is refused naming it. Other values
+// are left alone (they are what the file says).
+func (p *Packed) CheckSymZeros() error {
+	return p.Layout.CheckSymZeros(p.QZeros, p.Out, p.Groups)
+}
+
+// CheckSymZeros is Packed.CheckSymZeros on the qzeros words alone (a layer
+// [out, ·] with groups groups; the length is checked).
+func (lay Layout) CheckSymZeros(qzeros []int32, out, groups int) error {
+	row := lay.words(out)
+	if len(qzeros) != groups*row {
+		return corrupt("gptq layer: qzeros has %d words, want %d", len(qzeros), groups*row)
+	}
+	other := Layout{Bits: lay.Bits, Format: FormatV2}
+	if lay.Format == FormatV2 {
+		other.Format = FormatV1
+	}
+	otherSym := uint32(other.MaxQ()+1)/2 - uint32(other.zeroOffset())
+	for g := 0; g < groups; g++ {
+		for c := 0; c < out; c++ {
+			if lay.code(c, func(w int) uint32 { return uint32(qzeros[g*row+w]) }) != otherSym {
+				return nil
+			}
+		}
+	}
+	return corrupt("gptq layer: every stored zero point is %d, the symmetric zero of the %s layout, but checkpoint_format is %q: the weights were written as %s",
+		otherSym, other, lay.Format, other.Format)
 }

@@ -62,6 +62,10 @@ func Open(dir string) (*Checkpoint, error) {
 		return nil, err
 	}
 	ck := &Checkpoint{Dir: dir, Config: cfg, Weights: set}
+	if err := reconcileQuantizeConfig(dir, cfg); err != nil {
+		set.Close()
+		return nil, err
+	}
 	if err := ck.validate(); err != nil {
 		set.Close()
 		return nil, err
@@ -259,15 +263,64 @@ func linearHint(c *Config, l Linear) string {
 // checkGPTQ checks the shapes and dtypes of a GPTQ linear (FORMATS.md)
 // against the layout its config declares.
 func checkGPTQ(dir string, c *Config, lw *LinearWeights, l Linear) error {
-	lay := gptq.V1Int4
-	if c.Quantization != nil {
+	lay, sym := gptq.V1Int4, false
+	if q := c.Quantization; q != nil {
 		var err error
-		if lay, err = c.Quantization.Layout(); err != nil {
+		if lay, err = q.LayoutFor(l.Name); err != nil {
 			return safetensors.Corrupt(dir, "quantization_config."+err.Error())
 		}
+		m, _ := q.Module(l.Name)
+		sym = m.Sym
 	}
 	if err := lay.CheckTensors(l.Name, l.Out, l.In, lw.GPTQ()); err != nil {
 		return safetensors.Corrupt(dir, err.Error())
+	}
+	if sym {
+		// The stored zeros tell v1 from v2 apart: refuse a mismatch.
+		qz, err := lw.QZeros.Int32s() // small: the weights are not read
+		if err == nil {
+			err = lay.CheckSymZeros(qz, l.Out, lw.Scales.Shape[0])
+		}
+		if err != nil {
+			return safetensors.Corrupt(dir, fmt.Sprintf("%s: %v", l.Name, err))
+		}
+	}
+	return nil
+}
+
+// reconcileQuantizeConfig compares config.json's quantization_config with
+// quantize_config.json, when both exist: the settings a reader needs (bits,
+// sym, group_size, checkpoint_format) must agree; a checkpoint_format that
+// only quantize_config.json states (AutoGPTQ writes it there) is taken from
+// it.
+func reconcileQuantizeConfig(dir string, c *Config) error {
+	q := c.Quantization
+	if q == nil {
+		return nil
+	}
+	f, err := gptq.ReadConfig(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return safetensors.Corrupt(dir, err.Error())
+	}
+	if q.CheckpointFormat == "" {
+		q.CheckpointFormat = f.CheckpointFormat
+	}
+	fmtOf := func(s string) string {
+		if s == "" {
+			return gptq.FormatV1
+		}
+		return s
+	}
+	switch {
+	case fmtOf(q.CheckpointFormat) != fmtOf(f.CheckpointFormat):
+		return safetensors.Corrupt(dir, fmt.Sprintf("config.json quantization_config.checkpoint_format=%q but %s says %q: a gptq_v2 file read as v1 computes wrong weights", fmtOf(q.CheckpointFormat), gptq.ConfigFile, fmtOf(f.CheckpointFormat)))
+	case f.Bits != 0 && f.Bits != q.Bits:
+		return safetensors.Corrupt(dir, fmt.Sprintf("config.json quantization_config.bits=%d but %s says %d", q.Bits, gptq.ConfigFile, f.Bits))
+	case f.Bits != 0 && (f.Sym != q.Sym || f.GroupSize != q.GroupSize):
+		return safetensors.Corrupt(dir, fmt.Sprintf("config.json quantization_config (sym %t, group_size %d) disagrees with %s (sym %t, group_size %d)", q.Sym, q.GroupSize, gptq.ConfigFile, f.Sym, f.GroupSize))
 	}
 	return nil
 }

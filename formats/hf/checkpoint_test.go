@@ -458,7 +458,7 @@ func TestGPTQLinear(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := &QuantReport{Method: "gptq", Bits: 4, GroupSize: 32, Sym: true, CheckpointFormat: "gptq", QuantizedLinears: 1, Linears: 3 * 7}
+	want := &QuantReport{Method: "gptq", Bits: 4, GroupSize: 32, Sym: true, CheckpointFormat: "gptq", QuantizedLinears: 1, Linears: 3 * 7, LinearsByBits: map[string]int{"4": 1}}
 	if diff := cmp.Diff(want, r.Quantization); diff != "" {
 		t.Error(diff)
 	}

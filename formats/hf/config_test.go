@@ -511,10 +511,16 @@ func TestParseConfigErrors(t *testing.T) {
 		{"mixtral experts", edit(tinyMixtral, func(m map[string]any) { delete(m, "num_local_experts") }), []string{"num_local_experts"}},
 		{"mixtral top-k", edit(tinyMixtral, func(m map[string]any) { m["num_experts_per_tok"] = 0 }), []string{"num_experts_per_tok=0", "num_local_experts=8"}},
 		{"quant method", edit(tinyQwen2MoE, func(m map[string]any) { m["quantization_config"] = map[string]any{"quant_method": "awq", "bits": 4} }), []string{"quant_method", "awq"}},
-		{"quant bits", edit(tinyQwen2MoE, func(m map[string]any) { m["quantization_config"] = map[string]any{"quant_method": "gptq", "bits": 8} }), []string{"bits=8"}},
+		{"quant bits", edit(tinyQwen2MoE, func(m map[string]any) { m["quantization_config"] = map[string]any{"quant_method": "gptq", "bits": 5} }), []string{"bits=5"}},
 		{"quant format", edit(tinyQwen2MoE, func(m map[string]any) {
-			m["quantization_config"] = map[string]any{"quant_method": "gptq", "bits": 4, "checkpoint_format": "gptq_v2"}
-		}), []string{"checkpoint_format", "gptq_v2"}},
+			m["quantization_config"] = map[string]any{"quant_method": "gptq", "bits": 4, "checkpoint_format": "marlin"}
+		}), []string{"checkpoint_format", "marlin"}},
+		{"quant dynamic regex", edit(tinyQwen2MoE, func(m map[string]any) {
+			m["quantization_config"] = map[string]any{"quant_method": "gptq", "bits": 4, "dynamic": map[string]any{"+:(?=x)": map[string]any{"bits": 8}}}
+		}), []string{"dynamic", "(?=x)"}},
+		{"quant dynamic bits", edit(tinyQwen2MoE, func(m map[string]any) {
+			m["quantization_config"] = map[string]any{"quant_method": "gptq", "bits": 4, "dynamic": map[string]any{"+:.*mlp": map[string]any{"bits": 6}}}
+		}), []string{"dynamic", "bits=6"}},
 		{"quant type", edit(tinyQwen2MoE, func(m map[string]any) { m["quantization_config"] = map[string]any{"quant_method": "gptq", "bits": "4"} }), []string{"quantization_config", "bits"}},
 	}
 	for _, c := range cases {

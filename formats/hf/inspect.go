@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+
+	"github.com/moeforge/moeforge/formats/gptq"
 
 	"github.com/moeforge/moeforge/formats/safetensors"
 )
@@ -17,6 +20,9 @@ type Report struct {
 	Path         string `json:"path"`
 	Architecture Arch   `json:"architecture"`
 	Class        string `json:"class,omitempty"` // architectures[0]
+	// Format is the on-disk format when it is not a Hugging Face
+	// checkpoint ("mlx"); empty otherwise.
+	Format string `json:"format,omitempty"`
 
 	Layers                int     `json:"layers"`
 	HiddenSize            int     `json:"hidden_size"`
@@ -96,6 +102,13 @@ type QuantReport struct {
 	// the weights were not read).
 	QuantizedLinears int `json:"quantized_linears"`
 	Linears          int `json:"linears"`
+	// LinearsByBits counts the quantized linears per code width (after
+	// quantization_config.dynamic), e.g. {"4": 120, "8": 45}.
+	LinearsByBits map[string]int `json:"linears_by_bits,omitempty"`
+	// DynamicRules is the number of quantization_config.dynamic rules.
+	DynamicRules int `json:"dynamic_rules,omitempty"`
+	// LMHead: lm_head is GPTQ-quantized (quantization_config.lm_head).
+	LMHead bool `json:"lm_head,omitempty"`
 }
 
 // Inspect reports on a checkpoint directory, or on a config alone: path may
@@ -119,7 +132,7 @@ func Inspect(path string) (*Report, error) {
 			}
 			return nil, err
 		}
-		return configReport(path, cfg), nil
+		return ConfigReport(path, cfg), nil
 	}
 	ck, err := Open(path)
 	if err != nil {
@@ -143,8 +156,9 @@ func hasWeights(dir string) bool {
 	return false
 }
 
-// configReport fills what a config alone tells.
-func configReport(path string, c *Config) *Report {
+// ConfigReport fills what a config alone tells (other formats' reports
+// start from it).
+func ConfigReport(path string, c *Config) *Report {
 	r := &Report{
 		Path:                  path,
 		Architecture:          c.ModelType,
@@ -191,7 +205,10 @@ func configReport(path string, c *Config) *Report {
 	}
 	if q := c.Quantization; q != nil {
 		r.Quantization = &QuantReport{Method: q.QuantMethod, Bits: q.Bits, GroupSize: q.GroupSize,
-			DescAct: q.DescAct, Sym: q.Sym, CheckpointFormat: q.CheckpointFormat}
+			DescAct: q.DescAct, Sym: q.Sym, CheckpointFormat: q.CheckpointFormat, DynamicRules: len(q.Dynamic), LMHead: q.LMHead}
+		if r.Quantization.CheckpointFormat == "" {
+			r.Quantization.CheckpointFormat = gptq.FormatV1
+		}
 	}
 	return r
 }
@@ -201,7 +218,7 @@ func configReport(path string, c *Config) *Report {
 // config does not account for.
 func (ck *Checkpoint) Report() (*Report, error) {
 	c := ck.Config
-	r := configReport(ck.Dir, c)
+	r := ConfigReport(ck.Dir, c)
 	r.WeightsRead = true
 	r.Tensors = ck.Weights.Len()
 	for _, n := range ck.Weights.Names() {
@@ -238,6 +255,18 @@ func (ck *Checkpoint) Report() (*Report, error) {
 		linears++
 		if lw.Quantized() {
 			quantized++
+			bits := gptq.Bits
+			if q := c.Quantization; q != nil {
+				if lay, err := q.LayoutFor(l.Name); err == nil {
+					bits = lay.Bits
+				}
+			}
+			if r.Quantization != nil {
+				if r.Quantization.LinearsByBits == nil {
+					r.Quantization.LinearsByBits = map[string]int{}
+				}
+				r.Quantization.LinearsByBits[strconv.Itoa(bits)]++
+			}
 		}
 	}
 	if quantized > 0 && r.Quantization == nil {

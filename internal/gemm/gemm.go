@@ -84,8 +84,9 @@ func getWorkspace(k *kernel, tileCols int) *workspace {
 	return ws
 }
 
-// int4Tables returns the scales (as float32) and zeros (nibble + 1) of every
-// group for outputs [r0, r1), laid out [group][r1−r0].
+// int4Tables returns the scales (as float32) and true zeros (stored nibble
+// + 1 in the v1 layout, the nibble itself with V2) of every group for
+// outputs [r0, r1), laid out [group][r1−r0].
 func (ws *workspace) int4Tables(m *Int4, r0, r1 int) ([]float32, []int32) {
 	groups := len(m.Scales) / m.N
 	cols := r1 - r0
@@ -95,6 +96,10 @@ func (ws *workspace) int4Tables(m *Int4, r0, r1 int) ([]float32, []int32) {
 	}
 	sc, zs := ws.sc, ws.zs[:groups*cols]
 	widen := active.Load().widenF16
+	off := int32(1)
+	if m.V2 {
+		off = 0
+	}
 	for g := 0; g < groups; g++ {
 		widen(sc[g*cols:(g+1)*cols], m.Scales[g*m.N+r0:g*m.N+r1])
 		zrow := m.QZeros[g*(m.N/8):]
@@ -102,23 +107,23 @@ func (ws *workspace) int4Tables(m *Int4, r0, r1 int) ([]float32, []int32) {
 		c := 0
 		for ; c < cols && (r0+c)%8 != 0; c++ {
 			j := r0 + c
-			z[c] = int32(uint32(zrow[j/8])>>(uint(j%8)*4)&15) + 1
+			z[c] = int32(uint32(zrow[j/8])>>(uint(j%8)*4)&15) + off
 		}
 		for ; c+8 <= cols; c += 8 {
 			w := uint32(zrow[(r0+c)/8])
 			zz := z[c : c+8 : c+8]
-			zz[0] = int32(w&15) + 1
-			zz[1] = int32(w>>4&15) + 1
-			zz[2] = int32(w>>8&15) + 1
-			zz[3] = int32(w>>12&15) + 1
-			zz[4] = int32(w>>16&15) + 1
-			zz[5] = int32(w>>20&15) + 1
-			zz[6] = int32(w>>24&15) + 1
-			zz[7] = int32(w>>28) + 1
+			zz[0] = int32(w&15) + off
+			zz[1] = int32(w>>4&15) + off
+			zz[2] = int32(w>>8&15) + off
+			zz[3] = int32(w>>12&15) + off
+			zz[4] = int32(w>>16&15) + off
+			zz[5] = int32(w>>20&15) + off
+			zz[6] = int32(w>>24&15) + off
+			zz[7] = int32(w>>28) + off
 		}
 		for ; c < cols; c++ {
 			j := r0 + c
-			z[c] = int32(uint32(zrow[j/8])>>(uint(j%8)*4)&15) + 1
+			z[c] = int32(uint32(zrow[j/8])>>(uint(j%8)*4)&15) + off
 		}
 	}
 	return sc, zs

@@ -50,6 +50,31 @@ func gemv(k *kernel, c, a []float32, b Matrix, acc bool) bool {
 		rows = func(ws *workspace, r0, r1 int) {
 			gemvInt4(k, ws, c, v, m, r0, r1, acc)
 		}
+	case GPTQ:
+		mustCheckGPTQ(m)
+		rows = func(ws *workspace, r0, r1 int) {
+			gemvGPTQ(c, a, m, r0, r1, acc)
+		}
+	case Affine:
+		if m.Check() != nil {
+			return false
+		}
+		// As MLX's own kernels: per group, scale·Σ a·q + bias·Σ a, the
+		// sums of a taken once for all rows.
+		groups := kk / m.Group
+		asum := make([]float32, groups)
+		for g := range asum {
+			var t float32
+			for _, x := range a[g*m.Group : (g+1)*m.Group] {
+				t += x
+			}
+			asum[g] = t
+		}
+		rows = func(_ *workspace, r0, r1 int) {
+			for j := r0; j < r1; j++ {
+				store(j, affineDot(a, asum, m, j))
+			}
+		}
 	default:
 		return false
 	}
@@ -178,4 +203,118 @@ func int4RowsGoRange(y, a []float32, qw []int32, n, q0 int, gidx []int32, sc []f
 			}
 		}
 	}
+}
+
+// gemvGPTQ computes outputs [r0, r1) of c (+)= W·a for a GPTQ matrix of any
+// width: for every input the codes of consecutive outputs are read from one
+// word row, summed against a per group, and each group's sum is scaled and
+// offset once: y[c] = Σ_g s[g,c]·(Σ_{i∈g} a[i]·q[i,c] − z[g,c]·Σ_{i∈g} a[i]).
+func gemvGPTQ(c, a []float32, m GPTQ, r0, r1 int, acc bool) {
+	cols := r1 - r0
+	zw := m.N * m.Bits / 32
+	y := make([]float32, cols)
+	dot := make([]float32, cols)
+	sc := make([]float32, cols)
+	widen := active.Load().widenF16
+	bits, mask := m.Bits, uint32(1)<<uint(m.Bits)-1
+	cur, asum := int32(-1), float32(0)
+	flush := func() {
+		if cur < 0 {
+			return
+		}
+		g := int(cur)
+		widen(sc, m.Scales[g*m.N+r0:g*m.N+r1])
+		zrow := m.QZeros[g*zw : (g+1)*zw]
+		for j := range dot {
+			z := float32(field(zrow, 1, r0+j, bits) + m.ZeroOffset)
+			y[j] += sc[j] * (dot[j] - z*asum)
+			dot[j] = 0
+		}
+		asum = 0
+	}
+	for i := 0; i < m.K; i++ {
+		if g := m.GIdx[i]; g != cur {
+			flush()
+			cur = g
+		}
+		// 8 bits: a whole word (4 inputs of one group) at once.
+		if bits == 8 && i%4 == 0 && i+4 <= m.K && m.GIdx[i+1] == cur && m.GIdx[i+2] == cur && m.GIdx[i+3] == cur {
+			a0, a1, a2, a3 := a[i], a[i+1], a[i+2], a[i+3]
+			asum += a0 + a1 + a2 + a3
+			row := m.QWeight[(i/4)*m.N+r0 : (i/4)*m.N+r1]
+			d := dot[:len(row)]
+			for j, x := range row {
+				u := uint32(x)
+				d[j] += a0*float32(u&255) + a1*float32(u>>8&255) + a2*float32(u>>16&255) + a3*float32(u>>24)
+			}
+			i += 3
+			continue
+		}
+		ai := a[i]
+		asum += ai
+		b := i * bits
+		w, sh := b>>5, uint(b&31)
+		row := m.QWeight[w*m.N+r0 : w*m.N+r1]
+		d := dot[:len(row)]
+		if int(sh)+bits <= 32 {
+			for j, x := range row {
+				d[j] += ai * float32(uint32(x)>>sh&mask)
+			}
+			continue
+		}
+		next := m.QWeight[(w+1)*m.N+r0 : (w+1)*m.N+r1]
+		for j, x := range row {
+			d[j] += ai * float32((uint32(x)>>sh|uint32(next[j])<<(32-sh))&mask)
+		}
+	}
+	flush()
+	for j, v := range y {
+		if acc {
+			c[r0+j] += v
+		} else {
+			c[r0+j] = v
+		}
+	}
+}
+
+// mustCheckGPTQ panics on a malformed GPTQ matrix (the products index its
+// tables by g_idx).
+func mustCheckGPTQ(m GPTQ) {
+	if err := m.Check(); err != nil {
+		panic("gemm: " + err.Error())
+	}
+}
+
+// affineDot is row j of an Affine matrix times a, with asum the per-group
+// sums of a.
+func affineDot(a, asum []float32, m Affine, j int) float32 {
+	per := 32 / m.Bits
+	mask := uint32(1)<<m.Bits - 1
+	wpg := m.Group / per // words per group
+	groups := m.K / m.Group
+	words := m.Weight[j*(m.K/per) : (j+1)*(m.K/per)]
+	var total float32
+	for g := 0; g < groups; g++ {
+		var dot float32
+		x := a[g*m.Group : (g+1)*m.Group]
+		ws := words[g*wpg : (g+1)*wpg]
+		if m.Bits == 4 {
+			var d0, d1 float32
+			for w, word := range ws {
+				xs := x[w*8 : w*8+8 : w*8+8]
+				d0 += xs[0]*float32(word&15) + xs[2]*float32(word>>8&15) + xs[4]*float32(word>>16&15) + xs[6]*float32(word>>24&15)
+				d1 += xs[1]*float32(word>>4&15) + xs[3]*float32(word>>12&15) + xs[5]*float32(word>>20&15) + xs[7]*float32(word>>28)
+			}
+			dot = d0 + d1
+		} else {
+			for w, word := range ws {
+				xs := x[w*per : (w+1)*per]
+				for i := range xs {
+					dot += xs[i] * float32(word>>(uint(i)*uint(m.Bits))&mask)
+				}
+			}
+		}
+		total += float32(m.Scales[j*groups+g]*dot) + m.Biases[j*groups+g]*asum[g]
+	}
+	return total
 }

@@ -2,7 +2,8 @@
 //
 // The central operation is C = A·Bᵀ where A [m, k] holds activations (one row
 // per token) and B [n, k] is a weight in the checkpoint layout [out, in]. B may
-// be stored as float32, bfloat16, float16 or GPTQ int4; it is widened to
+// be stored as float32, bfloat16, float16, GPTQ int4 (Int4, the SIMD path)
+// or GPTQ 2/3/8-bit (GPTQ, dequantized in Go); it is widened to
 // float32 panel by panel inside the product, never as a whole.
 //
 // Products are cache-blocked in the usual way: a worker owns a tile of C,
@@ -99,13 +100,15 @@ func (m F16) Widen(dst []float32, ld, r0, r1, c0, c1 int) {
 //	Scales  [groups, N]       float16 bit patterns
 //	GIdx    [K]               group of each input
 //
-// W[c, i] = scale[g, c] · (q[i, c] − (zero_nibble[g, c] + 1)), g = GIdx[i].
+// W[c, i] = scale[g, c] · (q[i, c] − (zero_nibble[g, c] + 1)), g = GIdx[i];
+// with V2 (GPTQModel's gptq_v2 layout) the nibble is the zero itself.
 type Int4 struct {
 	QWeight []int32
 	QZeros  []int32
 	Scales  []uint16
 	GIdx    []int32
 	N, K    int
+	V2      bool
 }
 
 // Rows returns N (output features).
@@ -168,4 +171,123 @@ func (m Int4) check() error {
 		}
 	}
 	return nil
+}
+
+// GPTQ is a GPTQ matrix of any code width (2, 3, 4 or 8 bits) for a linear
+// layer with weight [N=out, K=in], in the AutoGPTQ layout (formats/gptq):
+//
+//	QWeight [K·Bits/32, N]      codes of column c as a bit stream along inputs:
+//	                            code of input i at bits [i·Bits, (i+1)·Bits)
+//	QZeros  [groups, N·Bits/32] stored zeros of group g, the same along outputs
+//	Scales  [groups, N]         float16 bit patterns
+//	GIdx    [K]                 group of each input
+//
+// W[c, i] = scale[g, c] · (q[i, c] − (stored_zero[g, c] + ZeroOffset)),
+// g = GIdx[i]; ZeroOffset is 1 in the v1 layout, 0 in gptq_v2. It is
+// dequantized block by block in portable Go inside the products; Int4 is
+// the faster path for 4 bits.
+type GPTQ struct {
+	Bits       int
+	ZeroOffset int32
+	QWeight    []int32
+	QZeros     []int32
+	Scales     []uint16
+	GIdx       []int32
+	N, K       int
+}
+
+// Rows returns N (output features).
+func (m GPTQ) Rows() int { return m.N }
+
+// Cols returns K (input features).
+func (m GPTQ) Cols() int { return m.K }
+
+// Check validates the lengths and g_idx of the matrix (what Widen relies on).
+func (m GPTQ) Check() error {
+	switch m.Bits {
+	case 2, 3, 4, 8:
+	default:
+		return fmt.Errorf("gptq matrix: %d-bit codes are not supported", m.Bits)
+	}
+	if m.K*m.Bits%32 != 0 || m.N*m.Bits%32 != 0 {
+		return fmt.Errorf("gptq %d-bit matrix [%d, %d]: dimensions are not whole words", m.Bits, m.N, m.K)
+	}
+	groups := len(m.Scales) / max(m.N, 1)
+	if len(m.QWeight) != m.K*m.Bits/32*m.N || len(m.GIdx) != m.K || groups*m.N != len(m.Scales) || len(m.QZeros) != groups*m.N*m.Bits/32 {
+		return fmt.Errorf("gptq %d-bit matrix [%d, %d]: %d qweight words, %d qzeros words, %d scales, %d g_idx entries",
+			m.Bits, m.N, m.K, len(m.QWeight), len(m.QZeros), len(m.Scales), len(m.GIdx))
+	}
+	for i, g := range m.GIdx {
+		if g < 0 || int(g) >= groups {
+			return fmt.Errorf("gptq matrix: g_idx[%d] = %d outside [0, %d)", i, g, groups)
+		}
+	}
+	return nil
+}
+
+// field extracts code k of a bit stream whose word w is row[w·stride].
+func field(row []int32, stride, k, bits int) int32 {
+	b := k * bits
+	w, sh := b>>5, uint(b&31)
+	v := uint32(row[w*stride]) >> sh
+	if int(sh)+bits > 32 {
+		v |= uint32(row[(w+1)*stride]) << (32 - sh)
+	}
+	return int32(v & (1<<uint(bits) - 1))
+}
+
+// Widen dequantizes outputs [r0, r1) × inputs [c0, c1) into dst.
+func (m GPTQ) Widen(dst []float32, ld, r0, r1, c0, c1 int) {
+	if r0 >= r1 || c0 >= c1 {
+		return
+	}
+	groups := len(m.Scales) / max(m.N, 1)
+	for i, g := range m.GIdx[c0:c1] {
+		if g < 0 || int(g) >= groups {
+			panic(fmt.Sprintf("gemm: gptq matrix: g_idx[%d] = %d outside [0, %d)", c0+i, g, groups))
+		}
+	}
+	cols := r1 - r0
+	sc := make([]float32, groups*cols)
+	zs := make([]int32, groups*cols)
+	zw := m.N * m.Bits / 32
+	widen := active.Load().widenF16
+	for g := 0; g < groups; g++ {
+		widen(sc[g*cols:(g+1)*cols], m.Scales[g*m.N+r0:g*m.N+r1])
+		zrow := m.QZeros[g*zw : (g+1)*zw]
+		for c := 0; c < cols; c++ {
+			zs[g*cols+c] = field(zrow, 1, r0+c, m.Bits) + m.ZeroOffset
+		}
+	}
+	bits, mask := m.Bits, uint32(1)<<uint(m.Bits)-1
+	// Panels of 16 outputs × up to 256 inputs, written input-major (the
+	// order qweight is read in) and transposed into dst.
+	const w, depth = 16, 256
+	k := active.Load()
+	var tmp [w * depth]float32
+	for cb := r0; cb < r1; cb += w {
+		rows := min(w, r1-cb)
+		for p0 := c0; p0 < c1; p0 += depth {
+			p1 := min(p0+depth, c1)
+			for i := p0; i < p1; i++ {
+				g := int(m.GIdx[i])
+				s, z := sc[g*cols+cb-r0:g*cols+cb-r0+rows], zs[g*cols+cb-r0:g*cols+cb-r0+rows]
+				d := tmp[(i-p0)*w : (i-p0)*w+rows]
+				b := i * bits
+				wr, sh := b>>5, uint(b&31)
+				row := m.QWeight[wr*m.N+cb : wr*m.N+cb+rows]
+				if int(sh)+bits <= 32 {
+					for c, x := range row {
+						d[c] = s[c] * float32(int32(uint32(x)>>sh&mask)-z[c])
+					}
+					continue
+				}
+				next := m.QWeight[(wr+1)*m.N+cb : (wr+1)*m.N+cb+rows]
+				for c, x := range row {
+					d[c] = s[c] * float32(int32((uint32(x)>>sh|uint32(next[c])<<(32-sh))&mask)-z[c])
+				}
+			}
+			k.transpose(dst[(cb-r0)*ld+p0-c0:], ld, tmp[:], w, p1-p0, rows)
+		}
+	}
 }

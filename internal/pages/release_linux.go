@@ -1,4 +1,5 @@
-package convert
+// Package pages gives the kernel advice about memory-mapped inputs.
+package pages
 
 import (
 	"os"
@@ -9,14 +10,15 @@ import (
 
 var pageSize = uintptr(os.Getpagesize())
 
-// releasePages tells the kernel that the whole pages inside b (an input
+// Release tells the kernel that the whole pages inside b (an input
 // tensor's view of its memory-mapped file) will not be read again soon, so
-// that they leave this process's resident set: without it the mapped input
-// would count fully toward peak RSS by the end of a conversion. MADV_PAGEOUT
+// that they leave this process's resident set: without it a mapped input
+// read once from end to end (convert, quantize) would count fully toward
+// peak RSS by the end. MADV_PAGEOUT
 // keeps the contents (they are read back from the file if used again), so
 // it is safe whatever memory b lives in. Errors (kernels before 5.4) are
 // ignored: the advice is only an optimization.
-func releasePages(b []byte) {
+func Release(b []byte) {
 	if len(b) == 0 {
 		return
 	}
