@@ -170,6 +170,7 @@ the speed is printed at the end.`,
 // decoder does, so the streamed text equals decoding all the ids at once.
 type textStream struct {
 	tok     *tokenizer.Tokenizer
+	ids     []int // the tokens so far: a decoder may depend on more than the newest
 	w       io.Writer
 	pending []byte
 	last    byte // last byte written
@@ -178,7 +179,8 @@ type textStream struct {
 
 // add writes what token id completes.
 func (s *textStream) add(id int) error {
-	b, err := s.tok.DecodeBytes([]int{id})
+	s.ids = append(s.ids, id)
+	b, err := s.tok.DecodeBytesFrom(s.ids, len(s.ids)-1)
 	if err != nil {
 		return err
 	}
