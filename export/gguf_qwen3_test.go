@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -255,4 +256,66 @@ func TestGGUFQwen3Judge(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestGGUFQwen3JudgeRefusalsMatter shows with llama.cpp why the refusals
+// exist: exported with the check bypassed, norm_topk_prob=false and
+// attention_bias=true checkpoints either do not load in llama.cpp or give
+// logits that disagree with moeforge's (transformers') forward pass.
+func TestGGUFQwen3JudgeRefusalsMatter(t *testing.T) {
+	jd := judge.Dir(t, "llamacpp")
+	for _, c := range []struct {
+		name string
+		moe  bool
+		edit map[string]any
+	}{
+		{"norm_topk_prob=false", true, map[string]any{"norm_topk_prob": false}},
+		{"attention_bias=true", false, map[string]any{"attention_bias": true}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := writeQwen3Ckpt(t, c.moe, c.edit)
+			ck, err := hf.Open(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := ggufArchs[ck.Config.ModelType]
+			check := a.check
+			a.check = func(*hf.Config) error { return nil }
+			defer func() { a.check = check }()
+			ck.Close()
+			path, _ := exportFile(t, dir, GGUFOptions{Type: ggufF32, TypeSet: true})
+			seqs := textIDs(t, dir, 1, 64)
+			tmp := t.TempDir()
+			ids, _ := json.Marshal(seqs)
+			idsPath, out := filepath.Join(tmp, "ids.json"), filepath.Join(tmp, "logits.f32")
+			if err := os.WriteFile(idsPath, ids, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command("node", filepath.Join(jd, "logits.mjs"), path, idsPath, out, "1")
+			cmd.Dir = jd
+			if b, err := cmd.CombinedOutput(); err != nil {
+				t.Logf("llama.cpp refuses the file: %v: %.300s", err, firstError(string(b)))
+				return
+			}
+			llama := readF32(t, out)
+			ours := moeforgeLogits(t, dir, seqs)
+			rel, top1 := logitStats(llama, ours, len(ours)/64)
+			t.Logf("llama.cpp vs moeforge with the refusal bypassed: max rel Δlogit %.2g, top-1 %.1f%%", rel, 100*top1)
+			if rel <= 1e-4 {
+				t.Errorf("llama.cpp agrees (max rel Δlogit %.2g): the refusal of %s is not needed", rel, c.name)
+			}
+		})
+	}
+}
+
+// firstError is the first line of llama.cpp's output that mentions an
+// error, else its last line.
+func firstError(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	for _, l := range lines {
+		if strings.Contains(strings.ToLower(l), "error") {
+			return strings.TrimSpace(l)
+		}
+	}
+	return lines[len(lines)-1]
 }
