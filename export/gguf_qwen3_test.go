@@ -1,6 +1,7 @@
 package export
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/moeforge/moeforge/convert"
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/formats/safetensors"
 	"github.com/moeforge/moeforge/internal/fixture"
@@ -124,13 +126,51 @@ var qwen3Cases = []struct {
 	moe  bool
 }{{"qwen3_tiny", false}, {"qwen3_moe_tiny", true}}
 
+// upcycledQwen3 is the tiny qwen3 checkpoint upcycled into qwen3_moe with
+// the exact virtual-group recipe (16 experts × 16, top-4, norm_topk_prob,
+// every layer MoE: what llama.cpp's qwen3moe graph computes).
+func upcycledQwen3(t testing.TB) string {
+	t.Helper()
+	ck, err := hf.Open(writeQwen3Ckpt(t, false, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	p, err := convert.Upcycle(ck, convert.UpcycleOptions{Mode: convert.VirtualGroup, ExpertSize: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "upcycled")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Write(context.Background(), out, convert.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// qwen3Dir is the checkpoint of a live case: the two tiny ones and the
+// upcycled one.
+func qwen3Dir(t testing.TB, name string, moe bool) string {
+	if name == "qwen3_tiny_upcycled" {
+		return upcycledQwen3(t)
+	}
+	return writeQwen3Ckpt(t, moe, nil)
+}
+
+var qwen3LiveCases = append(qwen3Cases[:len(qwen3Cases):len(qwen3Cases)], struct {
+	name string
+	moe  bool
+}{"qwen3_tiny_upcycled", true})
+
 // TestGGUFQwen3Forward: the forward pass on the F32 GGUF export of tiny
-// qwen3 and qwen3_moe checkpoints gives the source's logits bit for bit and
-// its expert choices.
+// qwen3 and qwen3_moe checkpoints (and of the qwen3 one upcycled) gives the
+// source's logits bit for bit and its expert choices.
 func TestGGUFQwen3Forward(t *testing.T) {
-	for _, c := range qwen3Cases {
+	for _, c := range qwen3LiveCases {
 		t.Run(c.name, func(t *testing.T) {
-			dir := writeQwen3Ckpt(t, c.moe, nil)
+			dir := qwen3Dir(t, c.name, c.moe)
 			path, sum := exportFile(t, dir, GGUFOptions{Type: ggufF32, TypeSet: true})
 			if want := map[bool]string{false: "qwen3", true: "qwen3moe"}[c.moe]; sum.Architecture != want {
 				t.Errorf("architecture %q, want %q", sum.Architecture, want)
@@ -152,6 +192,7 @@ func TestGGUFQwen3Forward(t *testing.T) {
 				t.Errorf("%d of %d logits differ from the checkpoint's (max rel %.2g), want bit for bit", diffs, len(want), rel)
 			}
 			if c.moe && len(wantRoutes) != 2 {
+				// every layer of both MoE cases routes
 				t.Errorf("routes of %d layers, want 2", len(wantRoutes))
 			}
 			if diff := cmp.Diff(wantRoutes, gotRoutes); diff != "" {
@@ -236,12 +277,13 @@ func TestGGUFQwen3Golden(t *testing.T) {
 	}
 }
 
-// TestGGUFQwen3Judge runs llama.cpp on fresh F32 exports (2 × 128 tokens).
+// TestGGUFQwen3Judge runs llama.cpp on fresh F32 exports (2 × 128 tokens),
+// the upcycled qwen3_moe included.
 func TestGGUFQwen3Judge(t *testing.T) {
 	jd := judge.Dir(t, "llamacpp")
-	for _, c := range qwen3Cases {
+	for _, c := range qwen3LiveCases {
 		t.Run(c.name, func(t *testing.T) {
-			dir := writeQwen3Ckpt(t, c.moe, nil)
+			dir := qwen3Dir(t, c.name, c.moe)
 			path, _ := exportFile(t, dir, GGUFOptions{Type: ggufF32, TypeSet: true})
 			seqs := textIDs(t, dir, 2, 128)
 			llama := llamaLogits(t, jd, path, seqs)
