@@ -6,8 +6,8 @@
 // pass, eval and verify run on GGUF files too.
 //
 // Mapping (FORMATS.md, GGUF section): qwen2 → architecture "qwen2",
-// qwen2_moe → "qwen2moe", mixtral → "llama" (q/k rows permuted for its NORM
-// rope). Which tensors get the requested type: the attention, dense MLP,
+// qwen2_moe → "qwen2moe", qwen3 → "qwen3", qwen3_moe → "qwen3moe", mixtral →
+// "llama" (q/k rows permuted for its NORM rope). Which tensors get the requested type: the attention, dense MLP,
 // shared-expert and routed-expert matrices. token_embd and output keep the
 // checkpoint's float dtype when the type is Q8_0 or Q4_0 (else they get the
 // type itself); norms, biases, the
@@ -247,7 +247,7 @@ func baseName(dir string) string {
 func CheckGGUF(c *hf.Config) error {
 	a, ok := ggufArchs[c.ModelType]
 	if !ok {
-		return refuse("model_type %q has no GGUF mapping (supported: qwen2, qwen2_moe, mixtral)", c.ModelType)
+		return refuse("model_type %q has no GGUF mapping (supported: qwen2, qwen2_moe, qwen3, qwen3_moe, mixtral)", c.ModelType)
 	}
 	if c.HiddenAct != "silu" {
 		return refuse("config hidden_act=%q: llama.cpp's %s graph uses silu", c.HiddenAct, a.name)

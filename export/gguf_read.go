@@ -64,9 +64,9 @@ func ConfigFromGGUF(f *gguf.File) (*hf.Config, error) {
 		return fmt.Errorf("%s: %s", f.Path, fmt.Sprintf(format, args...))
 	}
 	switch arch {
-	case "qwen2", "qwen2moe", "llama":
+	case "qwen2", "qwen2moe", "llama", "qwen3", "qwen3moe":
 	default:
-		return nil, fail("general.architecture %q is not read (supported: qwen2, qwen2moe, llama with experts)", arch)
+		return nil, fail("general.architecture %q is not read (supported: qwen2, qwen2moe, qwen3, qwen3moe, llama with experts)", arch)
 	}
 	u := func(key string) (int, error) {
 		v, ok := f.Uint(arch + "." + key)
@@ -148,8 +148,33 @@ func ConfigFromGGUF(f *gguf.File) (*hf.Config, error) {
 		} else if v, ok := f.Uint("llama.rope.dimension_count"); ok {
 			cfg["head_dim"] = int(v)
 		}
+	case "qwen3", "qwen3moe":
+		cfg["model_type"], cfg["architectures"] = "qwen3", []string{"Qwen3ForCausalLM"}
+		// head_dim: key_length, else llama.cpp's default hidden/heads.
+		cfg["head_dim"] = cfg["hidden_size"].(int) / max(1, cfg["num_attention_heads"].(int))
+		if v, ok := f.Uint(arch + ".attention.key_length"); ok {
+			cfg["head_dim"] = int(v)
+		}
+		if v, ok := f.Uint(arch + ".attention.value_length"); ok && int(v) != cfg["head_dim"] {
+			return nil, fail("metadata %s.attention.value_length=%d differs from key_length=%v", arch, v, cfg["head_dim"])
+		}
+		cfg["attention_bias"] = false
+		if arch == "qwen3moe" {
+			cfg["model_type"], cfg["architectures"] = "qwen3_moe", []string{"Qwen3MoeForCausalLM"}
+			for _, k := range []struct{ gguf, hf string }{
+				{"expert_count", "num_experts"}, {"expert_used_count", "num_experts_per_tok"},
+				{"expert_feed_forward_length", "moe_intermediate_size"},
+			} {
+				v, err := u(k.gguf)
+				if err != nil {
+					return nil, err
+				}
+				cfg[k.hf] = v
+			}
+			cfg["norm_topk_prob"], cfg["decoder_sparse_step"], cfg["mlp_only_layers"] = true, 1, []int{}
+		}
 	default:
-		return nil, fail("general.architecture %q is not read (supported: qwen2, qwen2moe, llama with experts)", arch)
+		return nil, fail("general.architecture %q is not read (supported: qwen2, qwen2moe, qwen3, qwen3moe, llama with experts)", arch)
 	}
 	data, err := json.Marshal(cfg)
 	if err != nil {
@@ -179,24 +204,34 @@ func (s *ggufSource) tensor(name string) (*gguf.Tensor, error) {
 	return t, nil
 }
 
-// ggufVectorNames maps the norms' Hugging Face names to GGUF names.
-func (s *ggufSource) vectorName(name string) (string, bool) {
+// vectorName maps the norms' Hugging Face names to GGUF names and their
+// width (hidden_size, or head_dim for the q/k norms).
+func (s *ggufSource) vectorName(name string) (string, int, bool) {
+	h := s.c.HiddenSize
 	if name == hf.FinalNorm {
-		return "output_norm.weight", true
+		return "output_norm.weight", h, true
 	}
 	for i := 0; i < s.c.NumHiddenLayers; i++ {
 		switch name {
 		case hf.InputNorm(i):
-			return fmt.Sprintf("blk.%d.attn_norm.weight", i), true
+			return fmt.Sprintf("blk.%d.attn_norm.weight", i), h, true
 		case hf.PostAttentionNorm(i):
-			return fmt.Sprintf("blk.%d.ffn_norm.weight", i), true
+			return fmt.Sprintf("blk.%d.ffn_norm.weight", i), h, true
+		}
+		if s.c.HasQKNorm() {
+			switch name {
+			case hf.QNorm(i):
+				return fmt.Sprintf("blk.%d.attn_q_norm.weight", i), s.c.HeadDim, true
+			case hf.KNorm(i):
+				return fmt.Sprintf("blk.%d.attn_k_norm.weight", i), s.c.HeadDim, true
+			}
 		}
 	}
-	return "", false
+	return "", 0, false
 }
 
 func (s *ggufSource) Vector(name string) ([]float32, error) {
-	gn, ok := s.vectorName(name)
+	gn, width, ok := s.vectorName(name)
 	if !ok {
 		return nil, fmt.Errorf("%s: no GGUF tensor for %s", s.f.Path, name)
 	}
@@ -204,8 +239,8 @@ func (s *ggufSource) Vector(name string) ([]float32, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !equalInts(t.Dims, []int{s.c.HiddenSize}) {
-		return nil, fmt.Errorf("%s: tensor %s has ne %v, want [%d] (embedding_length)", s.f.Path, gn, t.Dims, s.c.HiddenSize)
+	if !equalInts(t.Dims, []int{width}) {
+		return nil, fmt.Errorf("%s: tensor %s has ne %v, want [%d]", s.f.Path, gn, t.Dims, width)
 	}
 	return t.Float32()
 }

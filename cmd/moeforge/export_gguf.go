@@ -27,8 +27,8 @@ func newExportGGUFCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "gguf --in DIR --out FILE.gguf",
 		Short: "Write a Hugging Face checkpoint as one GGUF file for llama.cpp and ollama",
-		Long: `gguf writes a qwen2 (llama.cpp architecture qwen2), qwen2_moe (qwen2moe) or mixtral (llama)
-checkpoint as one GGUF file with its tokenizer (byte-level BPE) and chat template.
+		Long: `gguf writes a qwen2 (llama.cpp architecture qwen2), qwen2_moe (qwen2moe), qwen3 (qwen3),
+qwen3_moe (qwen3moe) or mixtral (llama) checkpoint as one GGUF file with its tokenizer (byte-level BPE) and chat template.
 
 --type sets the type of the attention, MLP, shared-expert and routed-expert matrices: f32, f16,
 bf16, q8_0 or q4_0 (llama.cpp's reference round-to-nearest quantizers). token_embd and output keep
@@ -43,7 +43,8 @@ settings are refused unless --requantize (dequantize, then round to nearest).
 Refused, naming the config key or tensor, because llama.cpp would compute something else:
 qwen2_moe with norm_topk_prob true, dense layers (mlp_only_layers, decoder_sparse_step > 1), no
 shared expert, or an all-zero shared_expert_gate (llama.cpp's silu(x)/x gate is NaN at 0);
-head_dim other than hidden/heads for qwen2/qwen2_moe; sliding-window attention; SentencePiece
+head_dim other than hidden/heads for qwen2/qwen2_moe; qwen3/qwen3_moe with attention_bias true;
+qwen3_moe with norm_topk_prob false or dense layers; sliding-window attention; SentencePiece
 tokenizers (not yet written).
 
 The file is written to a temporary sibling and renamed when complete.`,
