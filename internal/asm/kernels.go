@@ -23,6 +23,8 @@ func gemmKernels() {
 	packCols()
 	for _, w8 := range []widen8{fromF32, fromBF16, fromF16} {
 		dot6x2(w8)
+		dotTile(w8, 4, 3)
+		dotTile(w8, 2, 5)
 	}
 }
 

@@ -373,3 +373,68 @@ func packCols() {
 	VZEROUPPER()
 	RET()
 }
+
+// dotTile writes the dot-form tile of ra rows of A × rb rows of B (of w8's
+// type), summed along k in vectors, no packing: out[(rb·r+j)·8 : +8] holds
+// the vector partial sums of A row r with B row j, for the caller to sum.
+// A rows are lda float32 apart, B rows ldb elements apart. Registers: B
+// rows widened into Y0…Y(rb-1), the ra·rb accumulators after them, and the
+// A vector in Y15 (ra·rb + rb ≤ 15).
+func dotTile(w8 widen8, ra, rb int) {
+	if ra*rb+rb > 15 || ra*rb > 12 {
+		panic("dotTile: too many registers")
+	}
+	name := fmt.Sprintf("dot%dx%d%sAVX2", ra, rb, w8.name)
+	src := "uint16"
+	if w8.bytes == 4 {
+		src = "float32"
+	}
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(a *float32, lda int, b *%s, ldb int, k8 int, out *[96]float32)", src))
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s is the %d×%d dot-form tile over k8 steps of 8 (B in %s).", name, ra, rb, w8.name))
+	Load(Param("a"), RSI)
+	Load(Param("lda"), R8)
+	SHLQ(U8(2), R8)
+	Load(Param("b"), RDI)
+	Load(Param("ldb"), R10)
+	shl(log2(w8.bytes), R10)
+	Load(Param("k8"), RCX)
+	Load(Param("out"), RDX)
+	// Row bases: A at SI, SI+R8, SI+2·R8, R9 (= SI+3·R8), R9+R8, R9+2·R8;
+	// B at DI, DI+R10, DI+2·R10, R11 (= DI+3·R10), R11+R10, R11+2·R10.
+	LEAQ(Mem{Base: RSI, Index: R8, Scale: 2}, R9)
+	ADDQ(R8, R9)
+	LEAQ(Mem{Base: RDI, Index: R10, Scale: 2}, R11)
+	ADDQ(R10, R11)
+	rowsOf := func(b0, b3, ld GPPhysical, n int) []Mem {
+		all := []Mem{{Base: b0}, {Base: b0, Index: ld, Scale: 1}, {Base: b0, Index: ld, Scale: 2},
+			{Base: b3}, {Base: b3, Index: ld, Scale: 1}, {Base: b3, Index: ld, Scale: 2}}
+		return all[:n]
+	}
+	arows, brows := rowsOf(RSI, R9, R8, ra), rowsOf(RDI, R11, R10, rb)
+	acc := Y[rb : rb+ra*rb]
+	zeroVecs(true, acc...)
+	TESTQ(RCX, RCX)
+	JLE(LabelRef("store"))
+	loop("loop", RCX, func() {
+		for j, m := range brows {
+			w8.load(m, Y[j])
+		}
+		for r, m := range arows {
+			VMOVUPS(m, Y15)
+			for j := range brows {
+				VFMADD231PS(Y[j], Y15, acc[rb*r+j])
+			}
+		}
+		ADDQ(U8(8*w8.bytes), RDI)
+		ADDQ(U8(8*w8.bytes), R11)
+		ADDQ(U8(32), RSI)
+		ADDQ(U8(32), R9)
+	})
+	Label("store")
+	for i, r := range acc {
+		VMOVUPS(r, Mem{Base: RDX, Disp: 32 * i})
+	}
+	VZEROUPPER()
+	RET()
+}

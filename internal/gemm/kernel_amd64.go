@@ -34,10 +34,16 @@ func archKernels() []*kernel {
 		packBF16:   packBF16AVX2,
 		packCols:   packColsSIMD,
 		transpose:  transposeSIMD,
-		smallM:     6,
+		smallM:     8,
 		dot6x2F32:  dot6x2F32AVX2,
 		dot6x2BF16: dot6x2BF16AVX2,
 		dot6x2F16:  dot6x2F16AVX2,
+		dot4x3F32:  dot4x3F32AVX2,
+		dot2x5F32:  dot2x5F32AVX2,
+		dot4x3BF16: dot4x3BF16AVX2,
+		dot2x5BF16: dot2x5BF16AVX2,
+		dot4x3F16:  dot4x3F16AVX2,
+		dot2x5F16:  dot2x5F16AVX2,
 		packF16:    packF16AVX2,
 	}
 	if !hasAVX512 {
