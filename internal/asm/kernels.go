@@ -26,6 +26,8 @@ func gemmKernels() {
 		dotTile(w8, 4, 3)
 		dotTile(w8, 2, 5)
 	}
+	axpyRows()
+	dotRows()
 }
 
 // linalgKernels are the float64 kernels of internal/linalg.

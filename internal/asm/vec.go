@@ -438,3 +438,95 @@ func dotTile(w8 widen8, ra, rb int) {
 	VZEROUPPER()
 	RET()
 }
+
+// axpyRows writes o[i] += Σ_j p[j]·v[j·ldv + i] for i < 64·n64, j < rows:
+// the weighted sum of attention over cached value rows. Each block of 64
+// outputs stays in Y0…Y7 while the rows stream past.
+func axpyRows() {
+	TEXT("axpyRowsAVX2", NOSPLIT, "func(o *float32, p *float32, v *float32, ldv int, rows int, n64 int)")
+	Pragma("noescape")
+	Doc("axpyRowsAVX2 adds Σ_j p[j]·v[j·ldv : +64·n64] to o[: 64·n64].")
+	Load(Param("o"), RDI)
+	Load(Param("p"), RSI)
+	Load(Param("v"), RDX)
+	Load(Param("ldv"), R8)
+	SHLQ(U8(2), R8)
+	Load(Param("rows"), R9)
+	Load(Param("n64"), RCX)
+	TESTQ(RCX, RCX)
+	JLE(LabelRef("done"))
+	TESTQ(R9, R9)
+	JLE(LabelRef("done"))
+	loop("block", RCX, func() {
+		for i := 0; i < 8; i++ {
+			VMOVUPS(Mem{Base: RDI, Disp: 32 * i}, Y[i])
+		}
+		MOVQ(RSI, R10)
+		MOVQ(RDX, R11)
+		MOVQ(R9, R12)
+		loop("row", R12, func() {
+			VBROADCASTSS(Mem{Base: R10}, Y8)
+			for i := 0; i < 8; i++ {
+				VFMADD231PS(Mem{Base: R11, Disp: 32 * i}, Y8, Y[i])
+			}
+			ADDQ(U8(4), R10)
+			ADDQ(R8, R11)
+		})
+		for i := 0; i < 8; i++ {
+			VMOVUPS(Y[i], Mem{Base: RDI, Disp: 32 * i})
+		}
+		ADDQ(U32(256), RDI)
+		ADDQ(U32(256), RDX)
+	})
+	Label("done")
+	VZEROUPPER()
+	RET()
+}
+
+// dotRows writes s[j] = Σ_i q[i]·k[j·ldk + i] for i < 32·n32, j < rows: the
+// attention scores of one query against cached key rows.
+func dotRows() {
+	TEXT("dotRowsAVX2", NOSPLIT, "func(s *float32, q *float32, k *float32, ldk int, rows int, n32 int)")
+	Pragma("noescape")
+	Doc("dotRowsAVX2 sets s[j] = q[: 32·n32]·k[j·ldk : +32·n32] for j < rows.")
+	Load(Param("s"), RDI)
+	Load(Param("q"), RSI)
+	Load(Param("k"), RDX)
+	Load(Param("ldk"), R8)
+	SHLQ(U8(2), R8)
+	Load(Param("rows"), R9)
+	Load(Param("n32"), RCX)
+	TESTQ(RCX, RCX)
+	JLE(LabelRef("done"))
+	TESTQ(R9, R9)
+	JLE(LabelRef("done"))
+	loop("row", R9, func() {
+		zeroVecs(true, Y0, Y1, Y2, Y3)
+		MOVQ(RSI, R10)
+		MOVQ(RDX, R11)
+		MOVQ(RCX, R12)
+		loop("block", R12, func() {
+			for i := 0; i < 4; i++ {
+				VMOVUPS(Mem{Base: R11, Disp: 32 * i}, Y[4+i])
+			}
+			for i := 0; i < 4; i++ {
+				VFMADD231PS(Mem{Base: R10, Disp: 32 * i}, Y[4+i], Y[i])
+			}
+			ADDQ(U32(128), R10)
+			ADDQ(U32(128), R11)
+		})
+		VADDPS(Y1, Y0, Y0)
+		VADDPS(Y3, Y2, Y2)
+		VADDPS(Y2, Y0, Y0)
+		VEXTRACTF128(U8(1), Y0, X1)
+		VADDPS(X1, X0, X0)
+		VHADDPS(X0, X0, X0)
+		VHADDPS(X0, X0, X0)
+		VMOVSS(X0, Mem{Base: RDI})
+		ADDQ(U8(4), RDI)
+		ADDQ(R8, RDX)
+	})
+	Label("done")
+	VZEROUPPER()
+	RET()
+}

@@ -63,6 +63,9 @@ type kernel struct {
 	smallM                int
 	dot6x2F32             dot6x2Func[float32]
 	dot6x2BF16, dot6x2F16 dot6x2Func[uint16]
+	// dotRows and axpyRows are DotRows and AxpyRows (bounds checked); nil: Go.
+	dotRows  func(s, q, k []float32, ldk int)
+	axpyRows func(o, p, v []float32, ldv int)
 	// the 4×3 and 2×5 dot-form tiles (optional: 6×2 serves all m without them)
 	dot4x3F32, dot2x5F32                         dotTileFunc[float32]
 	dot4x3BF16, dot2x5BF16, dot4x3F16, dot2x5F16 dotTileFunc[uint16]

@@ -44,6 +44,8 @@ func archKernels() []*kernel {
 		dot2x5BF16: dot2x5BF16AVX2,
 		dot4x3F16:  dot4x3F16AVX2,
 		dot2x5F16:  dot2x5F16AVX2,
+		dotRows:    dotRowsSIMD,
+		axpyRows:   axpyRowsSIMD,
 		packF16:    packF16AVX2,
 	}
 	if !hasAVX512 {
@@ -248,3 +250,29 @@ func int4SortedSIMD(y []float32, v *int4Vec, q0 int, sc []float32, zs []int32, z
 // int4RowBlock is how many QWeight word rows the int4 matrix-vector kernels
 // take per call.
 const int4RowBlock = 16
+
+// dotRowsSIMD: the first multiple of 32 columns in assembly, the rest in Go.
+func dotRowsSIMD(s, q, k []float32, ldk int) {
+	n := len(q) &^ 31
+	if n > 0 {
+		dotRowsAVX2(&s[0], &q[0], &k[0], ldk, len(s), n/32)
+	} else {
+		clear(s)
+	}
+	if n < len(q) {
+		for j := range s {
+			s[j] += dotGo(q[n:], k[j*ldk+n:j*ldk+len(q)])
+		}
+	}
+}
+
+// axpyRowsSIMD: the first multiple of 64 columns in assembly, the rest in Go.
+func axpyRowsSIMD(o, p, v []float32, ldv int) {
+	n := len(o) &^ 63
+	if n > 0 {
+		axpyRowsAVX2(&o[0], &p[0], &v[0], ldv, len(p), n/64)
+	}
+	if n < len(o) {
+		axpyRowsGo(o[n:], p, v[n:], ldv)
+	}
+}

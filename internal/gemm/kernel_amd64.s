@@ -2043,3 +2043,116 @@ store:
 	VMOVUPS Y14, 288(DX)
 	VZEROUPPER
 	RET
+
+// func axpyRowsAVX2(o *float32, p *float32, v *float32, ldv int, rows int, n64 int)
+// Requires: AVX, FMA3
+TEXT ·axpyRowsAVX2(SB), NOSPLIT, $0-48
+	MOVQ  o+0(FP), DI
+	MOVQ  p+8(FP), SI
+	MOVQ  v+16(FP), DX
+	MOVQ  ldv+24(FP), R8
+	SHLQ  $0x02, R8
+	MOVQ  rows+32(FP), R9
+	MOVQ  n64+40(FP), CX
+	TESTQ CX, CX
+	JLE   done
+	TESTQ R9, R9
+	JLE   done
+
+block:
+	VMOVUPS (DI), Y0
+	VMOVUPS 32(DI), Y1
+	VMOVUPS 64(DI), Y2
+	VMOVUPS 96(DI), Y3
+	VMOVUPS 128(DI), Y4
+	VMOVUPS 160(DI), Y5
+	VMOVUPS 192(DI), Y6
+	VMOVUPS 224(DI), Y7
+	MOVQ    SI, R10
+	MOVQ    DX, R11
+	MOVQ    R9, R12
+
+row:
+	VBROADCASTSS (R10), Y8
+	VFMADD231PS  (R11), Y8, Y0
+	VFMADD231PS  32(R11), Y8, Y1
+	VFMADD231PS  64(R11), Y8, Y2
+	VFMADD231PS  96(R11), Y8, Y3
+	VFMADD231PS  128(R11), Y8, Y4
+	VFMADD231PS  160(R11), Y8, Y5
+	VFMADD231PS  192(R11), Y8, Y6
+	VFMADD231PS  224(R11), Y8, Y7
+	ADDQ         $0x04, R10
+	ADDQ         R8, R11
+	DECQ         R12
+	JNZ          row
+	VMOVUPS      Y0, (DI)
+	VMOVUPS      Y1, 32(DI)
+	VMOVUPS      Y2, 64(DI)
+	VMOVUPS      Y3, 96(DI)
+	VMOVUPS      Y4, 128(DI)
+	VMOVUPS      Y5, 160(DI)
+	VMOVUPS      Y6, 192(DI)
+	VMOVUPS      Y7, 224(DI)
+	ADDQ         $0x00000100, DI
+	ADDQ         $0x00000100, DX
+	DECQ         CX
+	JNZ          block
+
+done:
+	VZEROUPPER
+	RET
+
+// func dotRowsAVX2(s *float32, q *float32, k *float32, ldk int, rows int, n32 int)
+// Requires: AVX, FMA3
+TEXT ·dotRowsAVX2(SB), NOSPLIT, $0-48
+	MOVQ  s+0(FP), DI
+	MOVQ  q+8(FP), SI
+	MOVQ  k+16(FP), DX
+	MOVQ  ldk+24(FP), R8
+	SHLQ  $0x02, R8
+	MOVQ  rows+32(FP), R9
+	MOVQ  n32+40(FP), CX
+	TESTQ CX, CX
+	JLE   done
+	TESTQ R9, R9
+	JLE   done
+
+row:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ   SI, R10
+	MOVQ   DX, R11
+	MOVQ   CX, R12
+
+block:
+	VMOVUPS      (R11), Y4
+	VMOVUPS      32(R11), Y5
+	VMOVUPS      64(R11), Y6
+	VMOVUPS      96(R11), Y7
+	VFMADD231PS  (R10), Y4, Y0
+	VFMADD231PS  32(R10), Y5, Y1
+	VFMADD231PS  64(R10), Y6, Y2
+	VFMADD231PS  96(R10), Y7, Y3
+	ADDQ         $0x00000080, R10
+	ADDQ         $0x00000080, R11
+	DECQ         R12
+	JNZ          block
+	VADDPS       Y1, Y0, Y0
+	VADDPS       Y3, Y2, Y2
+	VADDPS       Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (DI)
+	ADDQ         $0x04, DI
+	ADDQ         R8, DX
+	DECQ         R9
+	JNZ          row
+
+done:
+	VZEROUPPER
+	RET

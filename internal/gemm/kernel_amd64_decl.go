@@ -121,3 +121,13 @@ func dot4x3F16AVX2(a *float32, lda int, b *uint16, ldb int, k8 int, out *[96]flo
 //
 //go:noescape
 func dot2x5F16AVX2(a *float32, lda int, b *uint16, ldb int, k8 int, out *[96]float32)
+
+// axpyRowsAVX2 adds Σ_j p[j]·v[j·ldv : +64·n64] to o[: 64·n64].
+//
+//go:noescape
+func axpyRowsAVX2(o *float32, p *float32, v *float32, ldv int, rows int, n64 int)
+
+// dotRowsAVX2 sets s[j] = q[: 32·n32]·k[j·ldk : +32·n32] for j < rows.
+//
+//go:noescape
+func dotRowsAVX2(s *float32, q *float32, k *float32, ldk int, rows int, n32 int)
