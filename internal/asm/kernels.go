@@ -28,6 +28,7 @@ func gemmKernels() {
 	}
 	axpyRows()
 	dotRows()
+	dotRows8()
 }
 
 // linalgKernels are the float64 kernels of internal/linalg.

@@ -530,3 +530,65 @@ func dotRows() {
 	VZEROUPPER()
 	RET()
 }
+
+// dotRows8 writes s[j] = Σ_i q[i]·k[j·ldk + i] for i < 8·n8, j < 8·rows8,
+// eight rows at a time: row r's partial sums in Y(r), then one horizontal
+// reduction of all eight into a vector of eight scores.
+func dotRows8() {
+	TEXT("dotRows8AVX2", NOSPLIT, "func(s *float32, q *float32, k *float32, ldk int, rows8 int, n8 int)")
+	Pragma("noescape")
+	Doc("dotRows8AVX2 sets s[j] = q[: 8·n8]·k[j·ldk : +8·n8] for j < 8·rows8.")
+	Load(Param("s"), RDI)
+	Load(Param("q"), RSI)
+	Load(Param("k"), RDX)
+	Load(Param("ldk"), R8)
+	SHLQ(U8(2), R8)
+	Load(Param("rows8"), R9)
+	Load(Param("n8"), RCX)
+	TESTQ(RCX, RCX)
+	JLE(LabelRef("done"))
+	TESTQ(R9, R9)
+	JLE(LabelRef("done"))
+	// RAX = 8·ldk bytes: the step from one group of 8 rows to the next
+	MOVQ(R8, RAX)
+	SHLQ(U8(3), RAX)
+	loop("group", R9, func() {
+		zeroVecs(true, Y[:8]...)
+		MOVQ(RSI, R13)
+		MOVQ(RDX, R10) // rows 0–2 from R10
+		LEAQ(Mem{Base: RDX, Index: R8, Scale: 2}, R11)
+		ADDQ(R8, R11) // rows 3–5 from R11
+		LEAQ(Mem{Base: R11, Index: R8, Scale: 2}, R12)
+		ADDQ(R8, R12) // rows 6–7 from R12
+		MOVQ(RCX, RBX)
+		rows := []Mem{{Base: R10}, {Base: R10, Index: R8, Scale: 1}, {Base: R10, Index: R8, Scale: 2},
+			{Base: R11}, {Base: R11, Index: R8, Scale: 1}, {Base: R11, Index: R8, Scale: 2},
+			{Base: R12}, {Base: R12, Index: R8, Scale: 1}}
+		loop("col", RBX, func() {
+			VMOVUPS(Mem{Base: R13}, Y8)
+			for r, m := range rows {
+				VFMADD231PS(m, Y8, Y[r])
+			}
+			ADDQ(U8(32), R13)
+			ADDQ(U8(32), R10)
+			ADDQ(U8(32), R11)
+			ADDQ(U8(32), R12)
+		})
+		// Intel VHADDPS d, a, b = [a0+a1, a2+a3, b0+b1, b2+b3 | same above].
+		VHADDPS(Y1, Y0, Y0)
+		VHADDPS(Y3, Y2, Y2)
+		VHADDPS(Y5, Y4, Y4)
+		VHADDPS(Y7, Y6, Y6)
+		VHADDPS(Y2, Y0, Y0) // rows 0–3, low and high halves of the columns
+		VHADDPS(Y6, Y4, Y4) // rows 4–7
+		VPERM2F128(U8(0x20), Y4, Y0, Y1)
+		VPERM2F128(U8(0x31), Y4, Y0, Y2)
+		VADDPS(Y2, Y1, Y1)
+		VMOVUPS(Y1, Mem{Base: RDI})
+		ADDQ(U8(32), RDI)
+		ADDQ(RAX, RDX)
+	})
+	Label("done")
+	VZEROUPPER()
+	RET()
+}

@@ -252,7 +252,16 @@ func int4SortedSIMD(y []float32, v *int4Vec, q0 int, sc []float32, zs []int32, z
 const int4RowBlock = 16
 
 // dotRowsSIMD: the first multiple of 32 columns in assembly, the rest in Go.
+// Eight rows at a time when the head width is a multiple of 8.
 func dotRowsSIMD(s, q, k []float32, ldk int) {
+	if len(q)%8 == 0 && len(s) >= 8 {
+		r8 := len(s) / 8
+		dotRows8AVX2(&s[0], &q[0], &k[0], ldk, r8, len(q)/8)
+		if len(s) == 8*r8 {
+			return
+		}
+		s, k = s[8*r8:], k[8*r8*ldk:]
+	}
 	n := len(q) &^ 31
 	if n > 0 {
 		dotRowsAVX2(&s[0], &q[0], &k[0], ldk, len(s), n/32)

@@ -2156,3 +2156,72 @@ block:
 done:
 	VZEROUPPER
 	RET
+
+// func dotRows8AVX2(s *float32, q *float32, k *float32, ldk int, rows8 int, n8 int)
+// Requires: AVX, FMA3
+TEXT ·dotRows8AVX2(SB), NOSPLIT, $0-48
+	MOVQ  s+0(FP), DI
+	MOVQ  q+8(FP), SI
+	MOVQ  k+16(FP), DX
+	MOVQ  ldk+24(FP), R8
+	SHLQ  $0x02, R8
+	MOVQ  rows8+32(FP), R9
+	MOVQ  n8+40(FP), CX
+	TESTQ CX, CX
+	JLE   done
+	TESTQ R9, R9
+	JLE   done
+	MOVQ  R8, AX
+	SHLQ  $0x03, AX
+
+group:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	MOVQ   SI, R13
+	MOVQ   DX, R10
+	LEAQ   (DX)(R8*2), R11
+	ADDQ   R8, R11
+	LEAQ   (R11)(R8*2), R12
+	ADDQ   R8, R12
+	MOVQ   CX, BX
+
+col:
+	VMOVUPS     (R13), Y8
+	VFMADD231PS (R10), Y8, Y0
+	VFMADD231PS (R10)(R8*1), Y8, Y1
+	VFMADD231PS (R10)(R8*2), Y8, Y2
+	VFMADD231PS (R11), Y8, Y3
+	VFMADD231PS (R11)(R8*1), Y8, Y4
+	VFMADD231PS (R11)(R8*2), Y8, Y5
+	VFMADD231PS (R12), Y8, Y6
+	VFMADD231PS (R12)(R8*1), Y8, Y7
+	ADDQ        $0x20, R13
+	ADDQ        $0x20, R10
+	ADDQ        $0x20, R11
+	ADDQ        $0x20, R12
+	DECQ        BX
+	JNZ         col
+	VHADDPS     Y1, Y0, Y0
+	VHADDPS     Y3, Y2, Y2
+	VHADDPS     Y5, Y4, Y4
+	VHADDPS     Y7, Y6, Y6
+	VHADDPS     Y2, Y0, Y0
+	VHADDPS     Y6, Y4, Y4
+	VPERM2F128  $0x20, Y4, Y0, Y1
+	VPERM2F128  $0x31, Y4, Y0, Y2
+	VADDPS      Y2, Y1, Y1
+	VMOVUPS     Y1, (DI)
+	ADDQ        $0x20, DI
+	ADDQ        AX, DX
+	DECQ        R9
+	JNZ         group
+
+done:
+	VZEROUPPER
+	RET

@@ -131,3 +131,8 @@ func axpyRowsAVX2(o *float32, p *float32, v *float32, ldv int, rows int, n64 int
 //
 //go:noescape
 func dotRowsAVX2(s *float32, q *float32, k *float32, ldk int, rows int, n32 int)
+
+// dotRows8AVX2 sets s[j] = q[: 8·n8]·k[j·ldk : +8·n8] for j < 8·rows8.
+//
+//go:noescape
+func dotRows8AVX2(s *float32, q *float32, k *float32, ldk int, rows8 int, n8 int)

@@ -14,10 +14,11 @@ func TestDotRowsAxpyRows(t *testing.T) {
 	for _, impl := range Impls() {
 		SetImpl(impl)
 		for _, hd := range []int{1, 8, 31, 32, 63, 64, 65, 96, 128, 200} {
-			for _, rows := range []int{0, 1, 2, 7, 130} {
+			for _, rows := range []int{0, 1, 2, 7, 8, 16, 130} {
 				ld := hd + 5
 				q := randF32(r, hd)
-				kv := randF32(r, max(rows*ld, 1))
+				// the last row ends the slice (no stride past it), as in a KV cache
+				kv := randF32(r, max((rows-1)*ld+hd, 1))
 				s := make([]float32, rows)
 				for i := range s {
 					s[i] = 1e9 // must be overwritten
