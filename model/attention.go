@@ -189,16 +189,10 @@ func (m *Model) attention(l *Layer, x []float32, b *Batch, hooks *Hooks) []float
 							lo = max(0, last-window+1)
 						}
 						sc := ws.s[:last+1-lo]
-						for j := range sc {
-							s := (lo + j) * kw
-							sc[j] = gemm.Dot(qrow, ks[s+kh*hd:s+(kh+1)*hd])
-						}
+						// keys and values of head kh: rows kw apart in the cache
+						gemm.DotRows(sc, qrow, ks[lo*kw+kh*hd:], kw)
 						softmaxMasked(sc, 0, len(sc)-1, scale)
-						orow := out[r*qw+h*hd : r*qw+(h+1)*hd]
-						for j, p := range sc {
-							s := (lo + j) * kw
-							axpy(orow, p, vs[s+kh*hd:s+(kh+1)*hd])
-						}
+						gemm.AxpyRows(out[r*qw+h*hd:r*qw+(h+1)*hd], sc, vs[lo*kw+kh*hd:], kw)
 					}
 					continue
 				}
@@ -260,14 +254,6 @@ func softmaxMasked(row []float32, lo, hi int, scale float64) {
 	inv := float32(1 / sum)
 	for i := range vals {
 		vals[i] *= inv
-	}
-}
-
-// axpy sets y += a·x.
-func axpy(y []float32, a float32, x []float32) {
-	x = x[:len(y)]
-	for i, v := range x {
-		y[i] += a * v
 	}
 }
 

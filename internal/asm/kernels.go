@@ -23,7 +23,12 @@ func gemmKernels() {
 	packCols()
 	for _, w8 := range []widen8{fromF32, fromBF16, fromF16} {
 		dot6x2(w8)
+		dotTile(w8, 4, 3)
+		dotTile(w8, 2, 5)
 	}
+	axpyRows()
+	dotRows()
+	dotRows8()
 }
 
 // linalgKernels are the float64 kernels of internal/linalg.

@@ -373,3 +373,222 @@ func packCols() {
 	VZEROUPPER()
 	RET()
 }
+
+// dotTile writes the dot-form tile of ra rows of A × rb rows of B (of w8's
+// type), summed along k in vectors, no packing: out[(rb·r+j)·8 : +8] holds
+// the vector partial sums of A row r with B row j, for the caller to sum.
+// A rows are lda float32 apart, B rows ldb elements apart. Registers: B
+// rows widened into Y0…Y(rb-1), the ra·rb accumulators after them, and the
+// A vector in Y15 (ra·rb + rb ≤ 15).
+func dotTile(w8 widen8, ra, rb int) {
+	if ra*rb+rb > 15 || ra*rb > 12 {
+		panic("dotTile: too many registers")
+	}
+	name := fmt.Sprintf("dot%dx%d%sAVX2", ra, rb, w8.name)
+	src := "uint16"
+	if w8.bytes == 4 {
+		src = "float32"
+	}
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(a *float32, lda int, b *%s, ldb int, k8 int, out *[96]float32)", src))
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s is the %d×%d dot-form tile over k8 steps of 8 (B in %s).", name, ra, rb, w8.name))
+	Load(Param("a"), RSI)
+	Load(Param("lda"), R8)
+	SHLQ(U8(2), R8)
+	Load(Param("b"), RDI)
+	Load(Param("ldb"), R10)
+	shl(log2(w8.bytes), R10)
+	Load(Param("k8"), RCX)
+	Load(Param("out"), RDX)
+	// Row bases: A at SI, SI+R8, SI+2·R8, R9 (= SI+3·R8), R9+R8, R9+2·R8;
+	// B at DI, DI+R10, DI+2·R10, R11 (= DI+3·R10), R11+R10, R11+2·R10.
+	LEAQ(Mem{Base: RSI, Index: R8, Scale: 2}, R9)
+	ADDQ(R8, R9)
+	LEAQ(Mem{Base: RDI, Index: R10, Scale: 2}, R11)
+	ADDQ(R10, R11)
+	rowsOf := func(b0, b3, ld GPPhysical, n int) []Mem {
+		all := []Mem{{Base: b0}, {Base: b0, Index: ld, Scale: 1}, {Base: b0, Index: ld, Scale: 2},
+			{Base: b3}, {Base: b3, Index: ld, Scale: 1}, {Base: b3, Index: ld, Scale: 2}}
+		return all[:n]
+	}
+	arows, brows := rowsOf(RSI, R9, R8, ra), rowsOf(RDI, R11, R10, rb)
+	acc := Y[rb : rb+ra*rb]
+	zeroVecs(true, acc...)
+	TESTQ(RCX, RCX)
+	JLE(LabelRef("store"))
+	loop("loop", RCX, func() {
+		for j, m := range brows {
+			w8.load(m, Y[j])
+		}
+		for r, m := range arows {
+			VMOVUPS(m, Y15)
+			for j := range brows {
+				VFMADD231PS(Y[j], Y15, acc[rb*r+j])
+			}
+		}
+		ADDQ(U8(8*w8.bytes), RDI)
+		ADDQ(U8(8*w8.bytes), R11)
+		ADDQ(U8(32), RSI)
+		ADDQ(U8(32), R9)
+	})
+	Label("store")
+	for i, r := range acc {
+		VMOVUPS(r, Mem{Base: RDX, Disp: 32 * i})
+	}
+	VZEROUPPER()
+	RET()
+}
+
+// axpyRows writes o[i] += Σ_j p[j]·v[j·ldv + i] for i < 64·n64, j < rows:
+// the weighted sum of attention over cached value rows. Each block of 64
+// outputs stays in Y0…Y7 while the rows stream past.
+func axpyRows() {
+	TEXT("axpyRowsAVX2", NOSPLIT, "func(o *float32, p *float32, v *float32, ldv int, rows int, n64 int)")
+	Pragma("noescape")
+	Doc("axpyRowsAVX2 adds Σ_j p[j]·v[j·ldv : +64·n64] to o[: 64·n64].")
+	Load(Param("o"), RDI)
+	Load(Param("p"), RSI)
+	Load(Param("v"), RDX)
+	Load(Param("ldv"), R8)
+	SHLQ(U8(2), R8)
+	Load(Param("rows"), R9)
+	Load(Param("n64"), RCX)
+	TESTQ(RCX, RCX)
+	JLE(LabelRef("done"))
+	TESTQ(R9, R9)
+	JLE(LabelRef("done"))
+	loop("block", RCX, func() {
+		for i := 0; i < 8; i++ {
+			VMOVUPS(Mem{Base: RDI, Disp: 32 * i}, Y[i])
+		}
+		MOVQ(RSI, R10)
+		MOVQ(RDX, R11)
+		MOVQ(R9, R12)
+		loop("row", R12, func() {
+			VBROADCASTSS(Mem{Base: R10}, Y8)
+			for i := 0; i < 8; i++ {
+				VFMADD231PS(Mem{Base: R11, Disp: 32 * i}, Y8, Y[i])
+			}
+			ADDQ(U8(4), R10)
+			ADDQ(R8, R11)
+		})
+		for i := 0; i < 8; i++ {
+			VMOVUPS(Y[i], Mem{Base: RDI, Disp: 32 * i})
+		}
+		ADDQ(U32(256), RDI)
+		ADDQ(U32(256), RDX)
+	})
+	Label("done")
+	VZEROUPPER()
+	RET()
+}
+
+// dotRows writes s[j] = Σ_i q[i]·k[j·ldk + i] for i < 32·n32, j < rows: the
+// attention scores of one query against cached key rows.
+func dotRows() {
+	TEXT("dotRowsAVX2", NOSPLIT, "func(s *float32, q *float32, k *float32, ldk int, rows int, n32 int)")
+	Pragma("noescape")
+	Doc("dotRowsAVX2 sets s[j] = q[: 32·n32]·k[j·ldk : +32·n32] for j < rows.")
+	Load(Param("s"), RDI)
+	Load(Param("q"), RSI)
+	Load(Param("k"), RDX)
+	Load(Param("ldk"), R8)
+	SHLQ(U8(2), R8)
+	Load(Param("rows"), R9)
+	Load(Param("n32"), RCX)
+	TESTQ(RCX, RCX)
+	JLE(LabelRef("done"))
+	TESTQ(R9, R9)
+	JLE(LabelRef("done"))
+	loop("row", R9, func() {
+		zeroVecs(true, Y0, Y1, Y2, Y3)
+		MOVQ(RSI, R10)
+		MOVQ(RDX, R11)
+		MOVQ(RCX, R12)
+		loop("block", R12, func() {
+			for i := 0; i < 4; i++ {
+				VMOVUPS(Mem{Base: R11, Disp: 32 * i}, Y[4+i])
+			}
+			for i := 0; i < 4; i++ {
+				VFMADD231PS(Mem{Base: R10, Disp: 32 * i}, Y[4+i], Y[i])
+			}
+			ADDQ(U32(128), R10)
+			ADDQ(U32(128), R11)
+		})
+		VADDPS(Y1, Y0, Y0)
+		VADDPS(Y3, Y2, Y2)
+		VADDPS(Y2, Y0, Y0)
+		VEXTRACTF128(U8(1), Y0, X1)
+		VADDPS(X1, X0, X0)
+		VHADDPS(X0, X0, X0)
+		VHADDPS(X0, X0, X0)
+		VMOVSS(X0, Mem{Base: RDI})
+		ADDQ(U8(4), RDI)
+		ADDQ(R8, RDX)
+	})
+	Label("done")
+	VZEROUPPER()
+	RET()
+}
+
+// dotRows8 writes s[j] = Σ_i q[i]·k[j·ldk + i] for i < 8·n8, j < 8·rows8,
+// eight rows at a time: row r's partial sums in Y(r), then one horizontal
+// reduction of all eight into a vector of eight scores.
+func dotRows8() {
+	TEXT("dotRows8AVX2", NOSPLIT, "func(s *float32, q *float32, k *float32, ldk int, rows8 int, n8 int)")
+	Pragma("noescape")
+	Doc("dotRows8AVX2 sets s[j] = q[: 8·n8]·k[j·ldk : +8·n8] for j < 8·rows8.")
+	Load(Param("s"), RDI)
+	Load(Param("q"), RSI)
+	Load(Param("k"), RDX)
+	Load(Param("ldk"), R8)
+	SHLQ(U8(2), R8)
+	Load(Param("rows8"), R9)
+	Load(Param("n8"), RCX)
+	TESTQ(RCX, RCX)
+	JLE(LabelRef("done"))
+	TESTQ(R9, R9)
+	JLE(LabelRef("done"))
+	// RAX = 8·ldk bytes: the step from one group of 8 rows to the next
+	MOVQ(R8, RAX)
+	SHLQ(U8(3), RAX)
+	loop("group", R9, func() {
+		zeroVecs(true, Y[:8]...)
+		MOVQ(RSI, R13)
+		MOVQ(RDX, R10) // rows 0–2 from R10
+		LEAQ(Mem{Base: RDX, Index: R8, Scale: 2}, R11)
+		ADDQ(R8, R11) // rows 3–5 from R11
+		LEAQ(Mem{Base: R11, Index: R8, Scale: 2}, R12)
+		ADDQ(R8, R12) // rows 6–7 from R12
+		MOVQ(RCX, RBX)
+		rows := []Mem{{Base: R10}, {Base: R10, Index: R8, Scale: 1}, {Base: R10, Index: R8, Scale: 2},
+			{Base: R11}, {Base: R11, Index: R8, Scale: 1}, {Base: R11, Index: R8, Scale: 2},
+			{Base: R12}, {Base: R12, Index: R8, Scale: 1}}
+		loop("col", RBX, func() {
+			VMOVUPS(Mem{Base: R13}, Y8)
+			for r, m := range rows {
+				VFMADD231PS(m, Y8, Y[r])
+			}
+			ADDQ(U8(32), R13)
+			ADDQ(U8(32), R10)
+			ADDQ(U8(32), R11)
+			ADDQ(U8(32), R12)
+		})
+		// Intel VHADDPS d, a, b = [a0+a1, a2+a3, b0+b1, b2+b3 | same above].
+		VHADDPS(Y1, Y0, Y0)
+		VHADDPS(Y3, Y2, Y2)
+		VHADDPS(Y5, Y4, Y4)
+		VHADDPS(Y7, Y6, Y6)
+		VHADDPS(Y2, Y0, Y0) // rows 0–3, low and high halves of the columns
+		VHADDPS(Y6, Y4, Y4) // rows 4–7
+		VPERM2F128(U8(0x20), Y4, Y0, Y1)
+		VPERM2F128(U8(0x31), Y4, Y0, Y2)
+		VADDPS(Y2, Y1, Y1)
+		VMOVUPS(Y1, Mem{Base: RDI})
+		ADDQ(U8(32), RDI)
+		ADDQ(RAX, RDX)
+	})
+	Label("done")
+	VZEROUPPER()
+	RET()
+}

@@ -159,3 +159,19 @@ func BenchmarkWiden(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSmallBF16: the decode shapes of the tiny test model
+// qwen2_moe_small (hidden 256, experts 128 wide) for the row counts a
+// continuous-batching step gives: 1 to 16 rows. The weights are read once
+// for all rows, so 8 rows should cost far less than 8× one row.
+//
+//	go test -run X -bench SmallBF16/asm ./internal/gemm
+func BenchmarkSmallBF16(b *testing.B) {
+	for _, s := range [][2]int{{256, 256}, {128, 256}, {256, 128}, {1024, 256}} {
+		r := rand.New(rand.NewPCG(uint64(s[0]), 3))
+		w := BF16{Data: randHalf(r, s[0]*s[1], true), N: s[0], K: s[1]}
+		for _, m := range []int{1, 2, 4, 8, 16} {
+			b.Run(fmt.Sprintf("%dx%d/m=%d", s[0], s[1], m), func(b *testing.B) { benchMulT(b, w, m) })
+		}
+	}
+}

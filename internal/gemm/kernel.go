@@ -63,6 +63,12 @@ type kernel struct {
 	smallM                int
 	dot6x2F32             dot6x2Func[float32]
 	dot6x2BF16, dot6x2F16 dot6x2Func[uint16]
+	// dotRows and axpyRows are DotRows and AxpyRows (bounds checked); nil: Go.
+	dotRows  func(s, q, k []float32, ldk int)
+	axpyRows func(o, p, v []float32, ldv int)
+	// the 4×3 and 2×5 dot-form tiles (optional: 6×2 serves all m without them)
+	dot4x3F32, dot2x5F32                         dotTileFunc[float32]
+	dot4x3BF16, dot2x5BF16, dot4x3F16, dot2x5F16 dotTileFunc[uint16]
 	// transpose writes dst[j·ldd+i] = src[i·lds+j] for i < rows, j < cols.
 	transpose func(dst []float32, ldd int, src []float32, lds, rows, cols int)
 }
@@ -224,4 +230,16 @@ func transposeGo(dst []float32, ldd int, src []float32, lds, rows, cols int) {
 			d[i] = s[i*lds]
 		}
 	}
+}
+
+func (k *kernel) tilesF32() dotTiles[float32] {
+	return dotTiles[float32]{k.dot6x2F32, k.dot4x3F32, k.dot2x5F32}
+}
+
+func (k *kernel) tilesBF16() dotTiles[uint16] {
+	return dotTiles[uint16]{k.dot6x2BF16, k.dot4x3BF16, k.dot2x5BF16}
+}
+
+func (k *kernel) tilesF16() dotTiles[uint16] {
+	return dotTiles[uint16]{k.dot6x2F16, k.dot4x3F16, k.dot2x5F16}
 }

@@ -34,10 +34,18 @@ func archKernels() []*kernel {
 		packBF16:   packBF16AVX2,
 		packCols:   packColsSIMD,
 		transpose:  transposeSIMD,
-		smallM:     6,
+		smallM:     8,
 		dot6x2F32:  dot6x2F32AVX2,
 		dot6x2BF16: dot6x2BF16AVX2,
 		dot6x2F16:  dot6x2F16AVX2,
+		dot4x3F32:  dot4x3F32AVX2,
+		dot2x5F32:  dot2x5F32AVX2,
+		dot4x3BF16: dot4x3BF16AVX2,
+		dot2x5BF16: dot2x5BF16AVX2,
+		dot4x3F16:  dot4x3F16AVX2,
+		dot2x5F16:  dot2x5F16AVX2,
+		dotRows:    dotRowsSIMD,
+		axpyRows:   axpyRowsSIMD,
 		packF16:    packF16AVX2,
 	}
 	if !hasAVX512 {
@@ -242,3 +250,38 @@ func int4SortedSIMD(y []float32, v *int4Vec, q0 int, sc []float32, zs []int32, z
 // int4RowBlock is how many QWeight word rows the int4 matrix-vector kernels
 // take per call.
 const int4RowBlock = 16
+
+// dotRowsSIMD: the first multiple of 32 columns in assembly, the rest in Go.
+// Eight rows at a time when the head width is a multiple of 8.
+func dotRowsSIMD(s, q, k []float32, ldk int) {
+	if len(q)%8 == 0 && len(s) >= 8 {
+		r8 := len(s) / 8
+		dotRows8AVX2(&s[0], &q[0], &k[0], ldk, r8, len(q)/8)
+		if len(s) == 8*r8 {
+			return
+		}
+		s, k = s[8*r8:], k[8*r8*ldk:]
+	}
+	n := len(q) &^ 31
+	if n > 0 {
+		dotRowsAVX2(&s[0], &q[0], &k[0], ldk, len(s), n/32)
+	} else {
+		clear(s)
+	}
+	if n < len(q) {
+		for j := range s {
+			s[j] += dotGo(q[n:], k[j*ldk+n:j*ldk+len(q)])
+		}
+	}
+}
+
+// axpyRowsSIMD: the first multiple of 64 columns in assembly, the rest in Go.
+func axpyRowsSIMD(o, p, v []float32, ldv int) {
+	n := len(o) &^ 63
+	if n > 0 {
+		axpyRowsAVX2(&o[0], &p[0], &v[0], ldv, len(p), n/64)
+	}
+	if n < len(o) {
+		axpyRowsGo(o[n:], p, v[n:], ldv)
+	}
+}

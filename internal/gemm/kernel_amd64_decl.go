@@ -82,12 +82,57 @@ func packColsAVX2(dst *float32, src *float32, ld int, w int, kc int, panels int)
 //go:noescape
 func dot6x2F32AVX2(a *float32, lda int, b *float32, ldb int, k8 int, out *[96]float32)
 
+// dot4x3F32AVX2 is the 4×3 dot-form tile over k8 steps of 8 (B in F32).
+//
+//go:noescape
+func dot4x3F32AVX2(a *float32, lda int, b *float32, ldb int, k8 int, out *[96]float32)
+
+// dot2x5F32AVX2 is the 2×5 dot-form tile over k8 steps of 8 (B in F32).
+//
+//go:noescape
+func dot2x5F32AVX2(a *float32, lda int, b *float32, ldb int, k8 int, out *[96]float32)
+
 // dot6x2BF16AVX2 is the 6×2 dot-form tile over k8 steps of 8 (B in BF16).
 //
 //go:noescape
 func dot6x2BF16AVX2(a *float32, lda int, b *uint16, ldb int, k8 int, out *[96]float32)
 
+// dot4x3BF16AVX2 is the 4×3 dot-form tile over k8 steps of 8 (B in BF16).
+//
+//go:noescape
+func dot4x3BF16AVX2(a *float32, lda int, b *uint16, ldb int, k8 int, out *[96]float32)
+
+// dot2x5BF16AVX2 is the 2×5 dot-form tile over k8 steps of 8 (B in BF16).
+//
+//go:noescape
+func dot2x5BF16AVX2(a *float32, lda int, b *uint16, ldb int, k8 int, out *[96]float32)
+
 // dot6x2F16AVX2 is the 6×2 dot-form tile over k8 steps of 8 (B in F16).
 //
 //go:noescape
 func dot6x2F16AVX2(a *float32, lda int, b *uint16, ldb int, k8 int, out *[96]float32)
+
+// dot4x3F16AVX2 is the 4×3 dot-form tile over k8 steps of 8 (B in F16).
+//
+//go:noescape
+func dot4x3F16AVX2(a *float32, lda int, b *uint16, ldb int, k8 int, out *[96]float32)
+
+// dot2x5F16AVX2 is the 2×5 dot-form tile over k8 steps of 8 (B in F16).
+//
+//go:noescape
+func dot2x5F16AVX2(a *float32, lda int, b *uint16, ldb int, k8 int, out *[96]float32)
+
+// axpyRowsAVX2 adds Σ_j p[j]·v[j·ldv : +64·n64] to o[: 64·n64].
+//
+//go:noescape
+func axpyRowsAVX2(o *float32, p *float32, v *float32, ldv int, rows int, n64 int)
+
+// dotRowsAVX2 sets s[j] = q[: 32·n32]·k[j·ldk : +32·n32] for j < rows.
+//
+//go:noescape
+func dotRowsAVX2(s *float32, q *float32, k *float32, ldk int, rows int, n32 int)
+
+// dotRows8AVX2 sets s[j] = q[: 8·n8]·k[j·ldk : +8·n8] for j < 8·rows8.
+//
+//go:noescape
+func dotRows8AVX2(s *float32, q *float32, k *float32, ldk int, rows8 int, n8 int)
