@@ -4,6 +4,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -17,8 +18,15 @@ import (
 // reclaim, kept for the next run). Both keep the contents, so they are safe
 // on any memory (a weight copied to the heap is read back, not zeroed).
 // Errors (old kernels) are ignored: advice is only an optimization.
+//
+// MADV_WILLNEED submits the reads before it returns (about a second per GB),
+// so prefetch queues it to one goroutine that reads ahead in order (two
+// layers read at once compete for the disk with the one being computed);
+// wait ends it.
 type advisor struct {
 	releaseAdvice int
+	queue         chan [][]byte
+	wg            sync.WaitGroup
 }
 
 func newAdvisor(m *Model) *advisor {
@@ -41,9 +49,28 @@ func newAdvisor(m *Model) *advisor {
 }
 
 func (a *advisor) prefetch(bs [][]byte) {
-	for _, b := range bs {
-		advise(b, unix.MADV_WILLNEED)
+	if a.queue == nil {
+		q := make(chan [][]byte, 4)
+		a.queue = q
+		a.wg.Add(1)
+		go func() { // one reader: the layers are read ahead in compute order
+			defer a.wg.Done()
+			for bs := range q {
+				for _, b := range bs {
+					advise(b, unix.MADV_WILLNEED)
+				}
+			}
+		}()
 	}
+	a.queue <- bs
+}
+
+func (a *advisor) wait() {
+	if a.queue != nil {
+		close(a.queue)
+		a.queue = nil
+	}
+	a.wg.Wait()
 }
 
 func (a *advisor) release(bs [][]byte) {

@@ -52,6 +52,7 @@ func (m *Model) HiddenLayerMajor(ctx context.Context, seqs [][]int, opt PassOpti
 		return nil, err
 	}
 	adv := newAdvisor(m)
+	defer adv.wait() // no advice outlives the pass (the maps may be closed after it)
 	if !m.Config.TieWordEmbeddings {
 		adv.release(matrixBytes(m.Embeddings))
 	}
