@@ -21,6 +21,7 @@ import (
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/formats/safetensors"
 	"github.com/moeforge/moeforge/internal/half"
+	"github.com/moeforge/moeforge/internal/pages"
 )
 
 // Plan is a conversion ready to be written: the output config and, in write
@@ -111,7 +112,7 @@ func (p *Plan) WriteTo(ctx context.Context, w *hf.Writer, progress func(done, to
 		tensors[i] = hf.Tensor{Info: info, Produce: func() ([]byte, error) { return ahead.get(i) }, Written: func() {
 			ahead.written(i)
 			for _, t := range rel {
-				releasePages(t.Bytes())
+				pages.Release(t.Bytes())
 			}
 			res.TensorBytes += info.ByteSize()
 		}}

@@ -29,7 +29,7 @@ var Modes = func() []Mode {
 	for i, r := range recipes {
 		m[i] = r.info().mode
 	}
-	return m
+	return append(m, Carve) // carve.go: its own planner, not a recipe
 }()
 
 // recipe is one upcycling initialization: how a dense FFN's neurons become
@@ -131,9 +131,15 @@ type upcycleTarget struct {
 	shared bool
 }
 
-// upcycleTargets maps each dense architecture Upcycle accepts to its target.
-var upcycleTargets = map[hf.Arch]upcycleTarget{
-	hf.Qwen2: {arch: hf.Qwen2MoE, shared: true},
+// upcycleTargetOf is the target of a dense checkpoint's architecture, as
+// formats/hf's architecture table states it (qwen2 → qwen2_moe with a
+// shared expert, qwen3 → qwen3_moe without); false for MoE inputs.
+func upcycleTargetOf(c *hf.Config) (upcycleTarget, bool) {
+	a, ok := c.UpcycleTarget()
+	if !ok {
+		return upcycleTarget{}, false
+	}
+	return upcycleTarget{arch: a, shared: a.HasSharedExpertSlot()}, true
 }
 
 // recipeOf returns the recipe of mode m.
@@ -148,7 +154,7 @@ func recipeOf(m Mode) (recipe, bool) {
 
 // ParseMode checks a --init value.
 func ParseMode(s string) (Mode, error) {
-	if _, ok := recipeOf(Mode(s)); ok {
+	if _, ok := recipeOf(Mode(s)); ok || Mode(s) == Carve {
 		return Mode(s), nil
 	}
 	names := make([]string, len(Modes))
@@ -168,5 +174,5 @@ func (m Mode) Exact() bool {
 // whose MoE layers have a shared expert.
 func (m Mode) NeedsSharedExpert() bool {
 	r, ok := recipeOf(m)
-	return ok && r.info().needsShared
+	return ok && r.info().needsShared || m == Carve
 }

@@ -16,7 +16,7 @@ type SplitOptions struct {
 	DType safetensors.DType
 }
 
-// Split plans the re-splitting of a Mixtral or Qwen2-MoE checkpoint
+// Split plans the re-splitting of a Mixtral, Qwen2-MoE or Qwen3-MoE checkpoint
 // (ALGORITHMS.md §2): expert e becomes experts e·g … e·g+g−1 (adjacent, so
 // that their identical router logits select them together), each with I/g
 // of its neurons; the router row is copied to each piece, top-k and the
@@ -27,12 +27,12 @@ type SplitOptions struct {
 func Split(in *hf.Checkpoint, opts SplitOptions) (*Plan, error) {
 	c := in.Config
 	g := opts.Factor
-	if c.ModelType != hf.Mixtral && c.ModelType != hf.Qwen2MoE {
+	if !c.IsMoE() {
 		hint := ""
-		if c.ModelType == hf.Qwen2 {
+		if _, ok := c.UpcycleTarget(); ok {
 			hint = " (to turn a dense model into experts, use convert upcycle)"
 		}
-		return nil, fmt.Errorf("%s: split needs a mixtral or qwen2_moe checkpoint, this one is %s%s", in.Dir, c.ModelType, hint)
+		return nil, fmt.Errorf("%s: split needs a mixtral, qwen2_moe or qwen3_moe checkpoint, this one is %s%s", in.Dir, c.ModelType, hint)
 	}
 	if c.Quantization != nil {
 		return nil, fmt.Errorf("%s: the checkpoint is GPTQ-quantized; split needs float weights (split first, then quantize)", in.Dir)

@@ -83,7 +83,7 @@ func TestSplitRefusals(t *testing.T) {
 		{"fixtures/mixtral_tiny", SplitOptions{Factor: 1}, []string{"at least 2"}},
 		{"fixtures/mixtral_tiny", SplitOptions{Factor: 3, DType: safetensors.BF16}, []string{"split by 3 multiplies down_proj by 3", "not exact in bfloat16", "--dtype f32", "2, 4, 8"}},
 		{"fixtures/qwen2_moe_tiny", SplitOptions{Factor: 3}, []string{"expert width 32 is not a multiple of --factor 3", "e.g. 2, 4, 8"}},
-		{"fixtures/qwen2_dense_tiny", SplitOptions{Factor: 2}, []string{"needs a mixtral or qwen2_moe checkpoint", "convert upcycle"}},
+		{"fixtures/qwen2_dense_tiny", SplitOptions{Factor: 2}, []string{"needs a mixtral, qwen2_moe or qwen3_moe checkpoint", "convert upcycle"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.fixture, func(t *testing.T) {

@@ -36,6 +36,7 @@ type Summary struct {
 
 	Upcycle *UpcycleSummary `json:"upcycle,omitempty"`
 	Split   *SplitSummary   `json:"split,omitempty"`
+	Carve   *CarveSummary   `json:"carve,omitempty"`
 
 	// Notes are facts a user should know (padding, slicing, dtype changes,
 	// input tensors left out).

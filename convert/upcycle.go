@@ -62,6 +62,8 @@ type UpcycleOptions struct {
 	// Activations is the dense model at work on calibration text, for
 	// data-driven recipes (see Activations); the others ignore it.
 	Activations Activations
+	// Carve holds the choices of Mode Carve (carve.go).
+	Carve CarveOptions
 }
 
 // upcycler holds a validated upcycling layout and produces its tensors.
@@ -112,18 +114,20 @@ type stdOnce struct {
 // goroutines computing outputs ahead span at most a layer boundary.
 const neuronCacheLayers = 4
 
-// Upcycle plans the conversion of a dense qwen2 checkpoint into a
-// qwen2_moe checkpoint by the recipe of opts.Mode (ALGORITHMS.md §1).
+// Upcycle plans the conversion of a dense qwen2 (qwen3) checkpoint into a
+// qwen2_moe (qwen3_moe) checkpoint by the recipe of opts.Mode (ALGORITHMS.md
+// §1). qwen3_moe has no shared expert: the recipes that put dense neurons
+// there (shared-exact, hybrid-exact) are refused, the others have none.
 // Invalid combinations are refused with an error that proposes a valid one.
 func Upcycle(in *hf.Checkpoint, opts UpcycleOptions) (*Plan, error) {
 	c := in.Config
-	target, ok := upcycleTargets[c.ModelType]
+	target, ok := upcycleTargetOf(c)
 	if !ok {
 		hint := ""
 		if c.IsMoE() {
 			hint = " (to make its experts finer, use convert split)"
 		}
-		return nil, fmt.Errorf("%s: upcycle needs a dense qwen2 checkpoint, this one is %s%s", in.Dir, c.ModelType, hint)
+		return nil, fmt.Errorf("%s: upcycle needs a dense qwen2 or qwen3 checkpoint, this one is %s%s", in.Dir, c.ModelType, hint)
 	}
 	if c.Quantization != nil {
 		return nil, fmt.Errorf("%s: the checkpoint is GPTQ-quantized; upcycle needs float weights (upcycle first, then quantize)", in.Dir)
@@ -131,9 +135,15 @@ func Upcycle(in *hf.Checkpoint, opts UpcycleOptions) (*Plan, error) {
 	if _, err := ParseMode(string(opts.Mode)); err != nil {
 		return nil, err
 	}
+	if opts.Mode == Carve {
+		return carve(in, opts)
+	}
 	r, _ := recipeOf(opts.Mode)
 	if r.info().needsShared && !target.shared {
-		return nil, fmt.Errorf("upcycle %s puts part of the FFN into a shared expert, which %s has not: use a recipe without one, e.g. %s", opts.Mode, target.arch, VirtualGroup)
+		return nil, fmt.Errorf("upcycle %s puts part of the FFN into a shared expert, and %s has no shared expert: use a recipe without one, e.g. %s (exact)", opts.Mode, target.arch, VirtualGroup)
+	}
+	if opts.SharedSize != 0 && !target.shared {
+		return nil, fmt.Errorf("upcycle: --shared-size %d, but %s has no shared expert; drop the flag", opts.SharedSize, target.arch)
 	}
 	if r.info().needsActivations && opts.Activations == nil {
 		return nil, fmt.Errorf("upcycle %s chooses neurons by their activations: it needs Activations (the dense model run on calibration text)", opts.Mode)
@@ -154,7 +164,13 @@ func Upcycle(in *hf.Checkpoint, opts UpcycleOptions) (*Plan, error) {
 	if err := out.ConvertTo(target.arch); err != nil {
 		return nil, err
 	}
-	out.QKVBias = true // qwen2 attention always has q/k/v biases
+	// Attention biases carry over: qwen2's q/k/v always have one (so the
+	// qwen2_moe output says qkv_bias true), qwen3's follow attention_bias.
+	for i := 0; i < c.NumHiddenLayers; i++ {
+		if c.LayerWindow(i) != out.LayerWindow(i) {
+			return nil, fmt.Errorf("%s: layer %d attends to a window of %d in %s but would get %d in %s (its sliding-window rule differs): upcycling would not be exact", in.Dir, i, c.LayerWindow(i), c.ModelType, out.LayerWindow(i), target.arch)
+		}
+	}
 	out.NumExperts, out.NumExpertsPerTok = u.E, u.K
 	out.MoEIntermediateSize, out.SharedExpertIntermediateSize = u.I, u.S
 	out.NormTopKProb = u.norm

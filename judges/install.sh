@@ -13,6 +13,11 @@ for dir in */; do
 	dir=${dir%/}
 	[ -f "$dir/package-lock.json" ] || continue
 	echo "judges: installing $dir" >&2
+	# A judge that cannot use npm ci brings its own install script.
+	if [ -x "$dir/install.sh" ]; then
+		"$dir/install.sh"
+		continue
+	fi
 	# Prebuilt binaries ship inside the registry packages; no install script
 	# may download anything (node-llama-cpp would try to).
 	(cd "$dir" && NODE_LLAMA_CPP_SKIP_DOWNLOAD=true npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)

@@ -102,6 +102,11 @@ func (m *Model) attention(l *Layer, x []float32, b *Batch, hooks *Hooks) []float
 	v := apply(l.Attn.V, x, n, hooks)
 	hd, nh, nkv := c.HeadDim, c.NumAttentionHeads, c.NumKeyValueHeads
 	qw, kw := nh*hd, nkv*hd
+	if l.Attn.QNorm != nil {
+		// Qwen3: RMSNorm over each head of q and k (rows of head_dim), before rope.
+		rmsNormRows(q, q, l.Attn.QNorm, hd, c.RMSNormEps)
+		rmsNormRows(k, k, l.Attn.KNorm, hd, c.RMSNormEps)
+	}
 
 	maxPos := 0
 	for i, s := range b.Seqs {

@@ -109,6 +109,58 @@ var branchCases = []branchCase{
 	},
 }
 
+// qwen3Config is a small dense Qwen3 config (head_dim 16 ≠ hidden/heads 12).
+func qwen3Config(edit map[string]any) map[string]any {
+	c := without(qwenMoEConfig(map[string]any{"model_type": "qwen3", "architectures": []string{"Qwen3ForCausalLM"},
+		"head_dim": 16, "attention_bias": false}),
+		"num_experts", "num_experts_per_tok", "moe_intermediate_size", "shared_expert_intermediate_size",
+		"norm_topk_prob", "decoder_sparse_step", "mlp_only_layers", "qkv_bias")
+	maps.Copy(c, edit)
+	return c
+}
+
+// qwen3MoEConfig is a small Qwen3-MoE config: no shared expert, 8 experts top-3.
+func qwen3MoEConfig(edit map[string]any) map[string]any {
+	c := without(qwenMoEConfig(map[string]any{"model_type": "qwen3_moe", "architectures": []string{"Qwen3MoeForCausalLM"},
+		"head_dim": 16, "attention_bias": false, "norm_topk_prob": true}),
+		"shared_expert_intermediate_size", "qkv_bias")
+	maps.Copy(c, edit)
+	return c
+}
+
+func init() {
+	branchCases = append(branchCases,
+		branchCase{
+			name: "qwen3 GQA head_dim tied embeddings",
+			cfg:  qwen3Config(map[string]any{"tie_word_embeddings": true}),
+		},
+		branchCase{
+			name: "qwen3 attention_bias sliding window from max_window_layers",
+			cfg: qwen3Config(map[string]any{"num_hidden_layers": 3, "attention_bias": true,
+				"use_sliding_window": true, "sliding_window": 4, "max_window_layers": 1}),
+			window: []int{0, 4, 4},
+		},
+		branchCase{
+			name: "qwen3_moe norm_topk_prob mlp_only_layers num_local_experts",
+			cfg: without(qwen3MoEConfig(map[string]any{"num_hidden_layers": 3, "mlp_only_layers": []int{1},
+				"num_local_experts": 8}), "num_experts"),
+			moeLayers: []int{0, 2},
+		},
+		branchCase{
+			name: "qwen3_moe norm_topk_prob false attention_bias MQA sliding window every layer",
+			cfg: qwen3MoEConfig(map[string]any{"norm_topk_prob": false, "attention_bias": true, "num_key_value_heads": 1,
+				"use_sliding_window": true, "sliding_window": 3, "max_window_layers": 1}),
+			moeLayers: []int{0, 1},
+			window:    []int{3, 3},
+		},
+		branchCase{
+			name:      "qwen3_moe decoder_sparse_step 2",
+			cfg:       qwen3MoEConfig(map[string]any{"num_hidden_layers": 4, "decoder_sparse_step": 2}),
+			moeLayers: []int{1, 3},
+		},
+	)
+}
+
 func randomSeqs(seed uint64, vocab int, lengths ...int) [][]int {
 	rng := rand.New(rand.NewPCG(seed, 11))
 	var seqs [][]int
@@ -206,6 +258,8 @@ func TestBranchModelsDiffer(t *testing.T) {
 		{"norm_topk_prob", 0, map[string]any{"norm_topk_prob": false}},
 		{"rope_theta", 3, map[string]any{"rope_theta": 10000.0}},
 		{"sliding window", 5, map[string]any{"use_sliding_window": false}},
+		{"qwen3 sliding window", 8, map[string]any{"use_sliding_window": false}},
+		{"qwen3_moe norm_topk_prob", 9, map[string]any{"norm_topk_prob": false}},
 	}
 	for _, e := range edits {
 		t.Run(e.name, func(t *testing.T) {

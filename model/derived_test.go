@@ -67,7 +67,7 @@ func logitsOf(tb testing.TB, m *model.Model, seqs [][]int) []float32 {
 
 // fuseExperts restacks a layer's per-expert tensors into the fused layout
 // of transformers 5.x: gate_up_proj [E, 2I, H] (gate rows, then up rows, per
-// expert) and down_proj [E, H, I].
+// expert) and down_proj [E, H, I], under mlp.experts for every architecture.
 func fuseExperts(t *testing.T, c *hf.Config, tensors []tensorData) []tensorData {
 	t.Helper()
 	byName := map[string]tensorData{}
@@ -98,8 +98,16 @@ func fuseExperts(t *testing.T, c *hf.Config, tensors []tensorData) []tensorData 
 		}
 		out = append(out, tensorData{gateUp, []int{E, 2 * I, H}, gu}, tensorData{down, []int{E, H, I}, dn})
 	}
+	// transformers 5 also moves Mixtral's router to mlp.gate in this layout.
+	renamed := map[string]string{}
+	for _, layer := range c.MoELayers() {
+		renamed[c.RouterLinear(layer)+".weight"] = c.FusedRouterLinear(layer) + ".weight"
+	}
 	for _, td := range tensors {
 		if !fused[td.name] {
+			if r, ok := renamed[td.name]; ok {
+				td.name = r
+			}
 			out = append(out, td)
 		}
 	}

@@ -17,6 +17,10 @@ func (f *FFN) forward(x []float32, rows int, hooks *Hooks) []float32 {
 	return apply(f.Down, g, rows, hooks)
 }
 
+// SwiGLU sets g[i] = silu(g[i])·u[i]: the input of an FFN's down
+// projection from its gate and up outputs, as FFN.forward computes it.
+func SwiGLU(g, u []float32) { swiglu(g, u) }
+
 // swiglu sets g[i] = silu(g[i])·u[i], on all threads when the block is large.
 func swiglu(g, u []float32) {
 	const chunk = 1 << 14
@@ -34,6 +38,9 @@ func swiglu(g, u []float32) {
 }
 
 func silu(x float32) float32 { return x / (1 + exp32(-x)) }
+
+// Sigmoid is 1/(1+e^-x) as the shared expert gate computes it.
+func Sigmoid(x float32) float32 { return sigmoid(x) }
 
 func sigmoid(x float32) float32 { return 1 / (1 + exp32(-x)) }
 

@@ -21,13 +21,16 @@ const (
 	StopMaxPosition  StopReason = "max_position"   // the sequence reached max_position_embeddings
 )
 
-// GenerateOptions configures greedy decoding.
+// GenerateOptions configures decoding.
 type GenerateOptions struct {
 	// MaxNewTokens caps the number of generated tokens (the EOS token
 	// included when it ends generation). It must be positive.
 	MaxNewTokens int
 	// EOS lists the token ids that end generation; nil means none.
 	EOS []int
+	// Sampler picks each token (see SamplingOptions); nil means greedy.
+	// Generate lets it observe the prompt first.
+	Sampler *Sampler
 }
 
 // Generation is the result of Generate.
@@ -38,8 +41,8 @@ type Generation struct {
 	Stop StopReason
 }
 
-// Generate extends prompt greedily (argmax of the logits, the lowest id on a
-// tie) one token at a time, keeping the keys and values of past positions in
+// Generate extends prompt one token at a time — greedily (argmax of the
+// logits, the lowest id on a tie) unless opt.Sampler says otherwise — keeping the keys and values of past positions in
 // a KV cache so that each step runs the model on one token only. The prompt
 // is processed in one forward pass. emit, when not nil, is called with every
 // generated token as soon as it is chosen (EOS included); an error from emit
@@ -63,10 +66,19 @@ func (m *Model) Generate(ctx context.Context, prompt []int, opt GenerateOptions,
 	}
 	cache := m.NewKVCache()
 	input := prompt
+	if opt.Sampler != nil {
+		opt.Sampler.Observe(prompt...)
+	}
 	for {
-		next, err := m.nextToken(ctx, input, cache)
+		logits, err := m.lastLogits(ctx, input, cache)
 		if err != nil {
 			return g, err
+		}
+		var next int
+		if opt.Sampler != nil {
+			next = opt.Sampler.Sample(logits)
+		} else {
+			next = argmax(logits)
 		}
 		g.IDs = append(g.IDs, next)
 		if emit != nil {
@@ -90,18 +102,14 @@ func (m *Model) Generate(ctx context.Context, prompt []int, opt GenerateOptions,
 	}
 }
 
-// nextToken runs the tokens through the model after the cache's content and
-// returns the argmax of the last position's logits.
-func (m *Model) nextToken(ctx context.Context, tokens []int, cache *KVCache) (int, error) {
-	b := &Batch{Seqs: [][]int{tokens}, Caches: []*KVCache{cache}}
-	x, err := m.Hidden(ctx, b, nil)
+// lastLogits runs the tokens through the model after the cache's content and
+// returns the last position's logits.
+func (m *Model) lastLogits(ctx context.Context, tokens []int, cache *KVCache) ([]float32, error) {
+	out, err := m.StepLogits(ctx, [][]int{tokens}, []*KVCache{cache})
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	h := m.Config.HiddenSize
-	logits := make([]float32, m.LMHead.Out())
-	m.LMHead.Forward(logits, x[len(x)-h:], 1)
-	return argmax(logits), nil
+	return out[0], nil
 }
 
 // argmax returns the index of the largest value, the lowest on a tie.
@@ -121,7 +129,10 @@ func argmax(v []float32) int {
 // one id or a list; nil means the checkpoint names none.
 func EOSTokens(dir string, c *hf.Config) ([]int, error) {
 	path := filepath.Join(dir, "generation_config.json")
-	if data, err := os.ReadFile(path); err == nil {
+	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
+		// A single-file model (GGUF) has no generation_config.json: its
+		// config carries the ids.
+	} else if data, err := os.ReadFile(path); err == nil {
 		var gc map[string]json.RawMessage
 		if err := json.Unmarshal(data, &gc); err != nil {
 			return nil, fmt.Errorf("%s: %v", path, err)

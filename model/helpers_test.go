@@ -82,7 +82,7 @@ func writeCheckpoint(tb testing.TB, dir string, cfg map[string]any, tensors []te
 // weights (seeded) into a new temporary directory and returns it. Matrices
 // are drawn with a scale that keeps activations of order one and routing
 // decisions away from ties; norm weights are 1 ± 0.2, biases ±0.2.
-func randomCheckpoint(t *testing.T, cfg map[string]any, seed uint64) string {
+func randomCheckpoint(t testing.TB, cfg map[string]any, seed uint64) string {
 	t.Helper()
 	raw, _ := json.Marshal(cfg)
 	c, err := hf.ParseConfig(raw)
@@ -123,7 +123,7 @@ func randomCheckpoint(t *testing.T, cfg map[string]any, seed uint64) string {
 }
 
 func isNorm(name string) bool {
-	return name == hf.FinalNorm || strings.HasSuffix(name, "layernorm.weight")
+	return name == hf.FinalNorm || strings.HasSuffix(name, "layernorm.weight") || strings.HasSuffix(name, "_norm.weight")
 }
 
 // readTensors reads every tensor of a checkpoint directory as float32, in

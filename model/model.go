@@ -1,6 +1,11 @@
 // Package model runs the forward pass of the architectures moeforge supports
-// (Qwen2, Qwen2-MoE, Mixtral) on float32, float16, bfloat16 and GPTQ int4
-// checkpoints, in float32 with float64 reductions.
+// (Qwen2, Qwen2-MoE, Mixtral, Qwen3, Qwen3-MoE) on float32, float16,
+// bfloat16 and GPTQ int4 checkpoints, in float32 with float64 reductions.
+//
+// What differs between architectures (biases, q/k norm, shared expert,
+// routing normalization, which layers are sparse or windowed) is read from
+// the config through formats/hf, whose architecture table is the one place
+// those rules are written down; this package has no per-architecture code.
 //
 // Weights stay in the checkpoint's memory map in their stored type; every
 // matrix product goes through internal/gemm, which widens them panel by
@@ -55,8 +60,11 @@ type FFN struct {
 }
 
 // Attention is grouped-query self-attention with rotary position embeddings.
+// QNorm and KNorm, when set (Qwen3), are RMSNorm weights [head_dim] applied
+// to every head of q and k before rope.
 type Attention struct {
-	Q, K, V, O *Linear
+	Q, K, V, O   *Linear
+	QNorm, KNorm []float32
 }
 
 // MoE is a sparse mixture-of-experts block: softmax router over all experts,
@@ -162,7 +170,7 @@ func LoadSource(src Source) (*Model, error) {
 
 func loadLayer(src Source, i int) (*Layer, error) {
 	c := src.Config()
-	l := &Layer{Index: i, SlidingWindow: slidingWindow(c, i)}
+	l := &Layer{Index: i, SlidingWindow: c.LayerWindow(i)}
 	var err error
 	if l.InputNorm, err = src.Vector(hf.InputNorm(i)); err != nil {
 		return nil, err
@@ -190,11 +198,30 @@ func loadLayer(src Source, i int) (*Layer, error) {
 		Q: linears[hf.AttnLinear(i, hf.QProj)], K: linears[hf.AttnLinear(i, hf.KProj)],
 		V: linears[hf.AttnLinear(i, hf.VProj)], O: linears[hf.AttnLinear(i, hf.OProj)],
 	}
+	if c.HasQKNorm() {
+		if l.Attn.QNorm, err = src.Vector(hf.QNorm(i)); err != nil {
+			return nil, err
+		}
+		if l.Attn.KNorm, err = src.Vector(hf.KNorm(i)); err != nil {
+			return nil, err
+		}
+	}
 	if !c.IsMoELayer(i) {
 		l.MLP = &FFN{Gate: linears[hf.MLPLinear(i, hf.GateProj)], Up: linears[hf.MLPLinear(i, hf.UpProj)], Down: linears[hf.MLPLinear(i, hf.DownProj)]}
 		return l, nil
 	}
-	l.MoE = archs[c.ModelType].moe(c, i, linears)
+	// Softmax routing over all experts, top-k renormalized when
+	// norm_topk_prob (always for Mixtral: its parser sets it), plus the
+	// shared expert where the architecture has one.
+	l.MoE = &MoE{Router: linears[c.RouterLinear(i)], TopK: c.NumExpertsPerTok, NormTopK: c.NormTopKProb}
+	if c.HasSharedExpert() {
+		l.MoE.Shared = &FFN{
+			Gate: linears[c.SharedExpertLinear(i, hf.GateProj)],
+			Up:   linears[c.SharedExpertLinear(i, hf.UpProj)],
+			Down: linears[c.SharedExpertLinear(i, hf.DownProj)],
+		}
+		l.MoE.SharedGate = linears[c.SharedExpertGateLinear(i)]
+	}
 	for _, e := range experts {
 		l.MoE.Experts = append(l.MoE.Experts, &FFN{Gate: e[0], Up: e[1], Down: e[2]})
 	}
@@ -451,6 +478,11 @@ func (m *Model) ForwardLayer(l *Layer, x []float32, b *Batch, hooks *Hooks) {
 		x[i] += y[i]
 	}
 }
+
+// RMSNorm writes w ⊙ x / sqrt(mean(x²) + eps) for every row of x [rows,
+// len(w)] into dst (dst may be x): the layers' input and post-attention
+// norms, for callers that run a layer's parts one at a time (quantize).
+func RMSNorm(dst, x, w []float32, eps float64) { rmsNormRows(dst, x, w, len(w), eps) }
 
 // FinalNorm applies the model's final RMS norm to hidden states x
 // [N, hidden] in place: what lm_head takes as input.

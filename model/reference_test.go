@@ -2,7 +2,9 @@ package model_test
 
 // A float64 reference forward pass, written independently of package model
 // from ALGORITHMS.md §1 and the transformers modeling code it describes
-// (Qwen2, Qwen2-MoE, Mixtral): per-token loops, float64 everywhere, weights
+// (Qwen2, Qwen2-MoE, Mixtral; Qwen3 and Qwen3-MoE from modeling_qwen3.py /
+// modeling_qwen3_moe.py: q_norm/k_norm per head before rope, o_proj bias
+// with attention_bias, no shared expert): per-token loops, float64 everywhere, weights
 // read by name from the checkpoint's safetensors. It is slow and simple on
 // purpose; tests compare the real forward pass against it on small random
 // models that exercise config branches no transformers fixture covers.
@@ -134,6 +136,8 @@ func (r *refModel) forward(ids []int) refOutput {
 	H, hd := c.HiddenSize, c.HeadDim
 	nh, nkv := c.NumAttentionHeads, c.NumKeyValueHeads
 	T := len(ids)
+	// Qwen3 attention: q/k norm, and attention_bias on o_proj too.
+	qwen3 := c.ModelType == hf.Qwen3 || c.ModelType == hf.Qwen3MoE
 	emb := r.get(hf.EmbedTokens)
 	x := make([][]float64, T)
 	for t, id := range ids {
@@ -151,6 +155,14 @@ func (r *refModel) forward(ids []int) refOutput {
 			q[t] = r.linear(p+"self_attn.q_proj", h, c.QKVBias)
 			k[t] = r.linear(p+"self_attn.k_proj", h, c.QKVBias)
 			v[t] = r.linear(p+"self_attn.v_proj", h, c.QKVBias)
+			if qwen3 {
+				for a := 0; a < nh; a++ {
+					copy(q[t][a*hd:(a+1)*hd], r.rmsNorm(q[t][a*hd:(a+1)*hd], p+"self_attn.q_norm.weight"))
+				}
+				for a := 0; a < nkv; a++ {
+					copy(k[t][a*hd:(a+1)*hd], r.rmsNorm(k[t][a*hd:(a+1)*hd], p+"self_attn.k_norm.weight"))
+				}
+			}
 			for a := 0; a < nh; a++ {
 				r.rotate(q[t][a*hd:(a+1)*hd], t)
 			}
@@ -189,7 +201,7 @@ func (r *refModel) forward(ids []int) refOutput {
 					}
 				}
 			}
-			attn[t] = r.linear(p+"self_attn.o_proj", o, false)
+			attn[t] = r.linear(p+"self_attn.o_proj", o, qwen3 && c.QKVBias)
 		}
 		for t := range x {
 			for j := range x[t] {
@@ -274,7 +286,7 @@ func (r *refModel) moe(layer int, h []float64) ([]float64, []int) {
 			y[j] += probs[e] / norm * ye[j]
 		}
 	}
-	if c.HasSharedExpert() {
+	if c.ModelType == hf.Qwen2MoE && c.SharedExpertIntermediateSize > 0 {
 		ys := r.ffn(p+"shared_expert.", h, [3]string{"gate_proj", "up_proj", "down_proj"})
 		g := r.linear(p+"shared_expert_gate", h, false)[0]
 		s := 1 / (1 + math.Exp(-g))

@@ -86,6 +86,43 @@ func newActivations(seqs [][]int, chunkTokens, hidden int, spillDir string) (*ac
 	return a, nil
 }
 
+// sibling returns an empty store with the same chunks for rows of width
+// values (spilled too when a is, in a directory of its own).
+func (a *activations) sibling(width int) (*activations, error) {
+	b := &activations{hidden: width}
+	for _, c := range a.chunks {
+		b.chunks = append(b.chunks, &chunk{seqs: c.seqs, rows: c.rows})
+	}
+	if a.spill == "" {
+		return b, nil
+	}
+	dir, err := os.MkdirTemp(filepath.Dir(a.spill), "moeforge-activations-")
+	if err != nil {
+		return nil, err
+	}
+	b.spill = dir
+	if b.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1)); err != nil {
+		return nil, err
+	}
+	if b.dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1)); err != nil {
+		return nil, err
+	}
+	for i, c := range b.chunks {
+		c.path = filepath.Join(dir, fmt.Sprintf("chunk-%05d.f32.zst", i))
+	}
+	return b, nil
+}
+
+// view returns chunk i's hidden states for reading, or for modifying when
+// the caller stores the result back: in memory the stored slice itself,
+// spilled a fresh copy.
+func (a *activations) view(i int) ([]float32, error) {
+	if a.spill == "" {
+		return a.chunks[i].data, nil
+	}
+	return a.load(i)
+}
+
 // load returns a copy of chunk i's hidden states that the caller may modify.
 func (a *activations) load(i int) ([]float32, error) {
 	c := a.chunks[i]
@@ -151,10 +188,15 @@ func (a *activations) store(i int, x []float32) error {
 	return f.Close()
 }
 
-// close removes the spill files.
+// close drops the chunks and removes the spill files; it may be called
+// more than once.
 func (a *activations) close() {
+	for _, c := range a.chunks {
+		c.data = nil
+	}
 	if a.spill != "" {
 		os.RemoveAll(a.spill)
 		a.dec.Close()
+		a.spill = ""
 	}
 }

@@ -186,7 +186,7 @@ func (r *runner) gptqLayer(l *model.Layer) (map[*model.Linear]*gptq.Layer, error
 		}
 		for _, jb := range jobs {
 			out[jb.mod.lin] = jb.result
-			jb.mod.hess.sum = nil // the stage's Hessians are no longer needed
+			jb.mod.hess.release() // the stage's Hessians are no longer needed
 		}
 		r.noteStarved(l.Index, jobs)
 	}

@@ -102,15 +102,83 @@ func gptqThreads(w []float32, out, in int, h []float64, cfg gptq.Config, threads
 	if i := nonFinite64(h); i >= 0 {
 		return nil, fmt.Errorf("Hessian entry [%d, %d] is %v (calibration activations overflow)", i/in, i%in, h[i])
 	}
+	f, err := newFactor(h, in, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return gptqWith(w, out, in, f, cfg, threads)
+}
+
+// factor is what GPTQ needs of a Hessian, the same for every matrix
+// quantized with it: the dead inputs, the act-order permutation, and the
+// upper Cholesky factor of the damped inverse (float32).
+type factor struct {
+	dead         []int
+	perm         []int
+	ut           []float32
+	damp         float64
+	raises       int
+	in           int
+	permutedRows bool
+}
+
+// newFactor prepares a Hessian (taking ownership of h): dead inputs get
+// H_ii = 1, act-order permutes, and the damped inverse is factored.
+func newFactor(h []float64, in int, cfg gptq.Config) (*factor, error) {
+	if len(h) != in*in {
+		return nil, fmt.Errorf("Hessian has %d values, want %d×%d", len(h), in, in)
+	}
+	if i := nonFinite64(h); i >= 0 {
+		return nil, fmt.Errorf("Hessian entry [%d, %d] is %v (calibration activations overflow)", i/in, i%in, h[i])
+	}
 	H := h
-	wt := transpose(w, out, in)
-	res := &Result{}
+	f := &factor{in: in}
 	for i := 0; i < in; i++ {
 		if H[i*in+i] == 0 {
 			H[i*in+i] = 1
-			clear(wt[i*out : (i+1)*out])
-			res.Dead++
+			f.dead = append(f.dead, i)
 		}
+	}
+	f.perm = make([]int, in)
+	for i := range f.perm {
+		f.perm[i] = i
+	}
+	if cfg.DescAct {
+		perm := f.perm
+		sort.SliceStable(perm, func(a, b int) bool { return H[perm[a]*in+perm[a]] > H[perm[b]*in+perm[b]] })
+		H = permuteSym(H, in, perm)
+		f.permutedRows = true
+	}
+	u, lam, raises, err := inverseFactor(H, in, cfg.DampPercent)
+	if err != nil {
+		return nil, err
+	}
+	f.damp, f.raises = lam, raises
+	f.ut = make([]float32, in*in)
+	for i, v := range u {
+		f.ut[i] = float32(v)
+	}
+	return f, nil
+}
+
+// gptqWith quantizes w [out, in] with a prepared factor (not modified).
+func gptqWith(w []float32, out, in int, f *factor, cfg gptq.Config, threads int) (*Result, error) {
+	if err := checkConfig(cfg, out, in); err != nil {
+		return nil, err
+	}
+	if len(w) != out*in {
+		return nil, fmt.Errorf("weight has %d values, want %d×%d", len(w), out, in)
+	}
+	if f.in != in {
+		return nil, fmt.Errorf("Hessian is %d×%d, want %d×%d", f.in, f.in, in, in)
+	}
+	if i := nonFinite32(w); i >= 0 {
+		return nil, fmt.Errorf("weight [%d, %d] is %v", i/in, i%in, w[i])
+	}
+	wt := transpose(w, out, in)
+	res := &Result{Dead: len(f.dead)}
+	for _, i := range f.dead {
+		clear(wt[i*out : (i+1)*out])
 	}
 	gw := groupWidth(cfg, in)
 	groups := gptq.NumGroups(in, cfg.GroupSize)
@@ -127,25 +195,12 @@ func gptqThreads(w []float32, out, in int, h []float64, cfg gptq.Config, threads
 			}
 		}
 	}
-	perm := make([]int, in)
-	for i := range perm {
-		perm[i] = i
-	}
-	if cfg.DescAct {
-		sort.SliceStable(perm, func(a, b int) bool { return H[perm[a]*in+perm[a]] > H[perm[b]*in+perm[b]] })
-		H = permuteSym(H, in, perm)
+	perm := f.perm
+	if f.permutedRows {
 		wt = permuteRows(wt, out, perm)
 	}
-	u, lam, raises, err := inverseFactor(H, in, cfg.DampPercent)
-	if err != nil {
-		return nil, err
-	}
-	res.Damp, res.DampRaises = lam, raises
-	ut := make([]float32, in*in)
-	for i, v := range u {
-		ut[i] = float32(v)
-	}
-	u = nil
+	res.Damp, res.DampRaises = f.damp, f.raises
+	ut := f.ut
 
 	groupOf := func(j int) int {
 		if cfg.StaticGroups {

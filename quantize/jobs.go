@@ -26,6 +26,15 @@ type job struct {
 	result    *gptq.Layer
 }
 
+// jobFlops is the counted FLOPs of a job (gptqFlops; 0 for RTN), with the
+// factorization when factor is set.
+func jobFlops(jb *job, factor bool) float64 {
+	if jb.rtn || jb.fallback == FallbackRTN {
+		return 0
+	}
+	return gptqFlops(jb.mod.lin.Out(), jb.mod.lin.In(), factor || jb.fallback != "")
+}
+
 // runJobs quantizes the jobs on up to gemm.Threads() goroutines (largest
 // first) and swaps every module's weight for its quantized matrix.
 func (r *runner) runJobs(jobs []*job, layer int) error {
@@ -42,6 +51,13 @@ func (r *runner) runJobs(jobs []*job, layer int) error {
 	if workers <= 1 {
 		inner = gemm.Threads()
 	}
+	var flops float64
+	factored := map[*Hessian]bool{}
+	for _, jb := range order {
+		flops += jobFlops(jb, !factored[jb.mod.hess])
+		factored[jb.mod.hess] = true
+	}
+	defer func(t time.Time) { r.clock.add(PhaseQuantize, time.Since(t), 1, flops) }(time.Now())
 	var next atomic.Int32
 	var failed atomic.Bool
 	errs := make([]error, len(order))
@@ -70,22 +86,34 @@ func (r *runner) runJobs(jobs []*job, layer int) error {
 		return err
 	}
 	for _, jb := range jobs {
-		m, err := int4Matrix(jb.result)
-		if err != nil {
-			return fmt.Errorf("%s: %w", jb.mod.lin.Name, err)
+		if err := r.install(jb); err != nil {
+			return err
 		}
-		jb.mod.lin.W = m
-		if b := jb.mod.lin.Bias; b != nil {
-			// The output stores the bias as float16: later passes use that.
-			r16 := make([]float32, len(b))
-			for k, v := range b {
-				r16[k] = half.F16ToF32(half.F32ToF16(v))
-			}
-			jb.mod.lin.Bias = r16
+	}
+	return nil
+}
+
+// install swaps a quantized module's weight for its quantized matrix (and
+// its bias for the float16-rounded one the output stores), so that later
+// passes see what the output computes, and shows the result to observe.
+func (r *runner) install(jb *job) error {
+	m, err := int4Matrix(jb.result)
+	if err != nil {
+		return fmt.Errorf("%s: %w", jb.mod.lin.Name, err)
+	}
+	jb.mod.lin.W = m
+	if b := jb.mod.lin.Bias; b != nil {
+		// The output stores the bias as float16: later passes use that.
+		r16 := make([]float32, len(b))
+		for k, v := range b {
+			r16[k] = half.F16ToF32(half.F32ToF16(v))
 		}
-		if r.opt.observe != nil {
-			r.opt.observe(jb.mod.lin.Name, jb.result)
-		}
+		jb.mod.lin.Bias = r16
+	}
+	if r.opt.observe != nil {
+		r.mu.Lock()
+		r.opt.observe(jb.mod.lin.Name, jb.result)
+		r.mu.Unlock()
 	}
 	return nil
 }
@@ -117,9 +145,13 @@ func (r *runner) quantizeJob(jb *job, threads int) error {
 			merged := NewHessian(in)
 			merged.AddHessian(hs)
 			merged.AddHessian(jb.extra)
-			hs = merged
+			res, err = gptqThreads(w, out, in, merged.Matrix(), cfg, threads)
+			break
 		}
-		res, err = gptqThreads(w, out, in, hs.Matrix(), cfg, threads)
+		var f *factor
+		if f, err = hs.factor(cfg); err == nil {
+			res, err = gptqWith(w, out, in, f, cfg, threads)
+		}
 	}
 	if err != nil {
 		return err

@@ -45,6 +45,13 @@ type Options struct {
 	// MaxShardSize caps the output shards of Run (safetensors default when
 	// 0); RunTo uses its writer's.
 	MaxShardSize int64
+	// Checkpoint, when set, is a directory for the run's resume state:
+	// after every finished layer its output tensors and the next layer's
+	// inputs are saved there, and a run given a directory holding the
+	// state of the same run (same input, settings and calibration)
+	// continues after its last finished layer, with a byte-identical
+	// output. The directory is removed when the run succeeds.
+	Checkpoint string
 	// Calibration describes the calibration data for the report.
 	Calibration *Calibration
 	// Progress, when set, is told after every quantized module how many of
@@ -53,6 +60,13 @@ type Options struct {
 
 	// observe, when set (tests), receives every quantized module.
 	observe func(name string, l *gptq.Layer)
+	// inject (tests) is called at the start of every stage of seqLayer;
+	// an error stops the run there, as if it were killed.
+	inject func(layer int, stage string) error
+	// legacySchedule (tests) quantizes true-sequentially with gptqLayer's
+	// capture passes (each stage reruns the layer from its input) instead
+	// of seqLayer.
+	legacySchedule bool
 	// fullPasses (tests) runs every capture pass to the end of the layer.
 	fullPasses bool
 	// calibSeqs is the number of calibration sequences given to Run.

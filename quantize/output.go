@@ -8,6 +8,7 @@ import (
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/formats/safetensors"
 	"github.com/moeforge/moeforge/internal/half"
+	"github.com/moeforge/moeforge/internal/pages"
 	"github.com/moeforge/moeforge/model"
 )
 
@@ -34,11 +35,10 @@ func (r *runner) plan() ([]safetensors.Info, error) {
 		return nil, err
 	}
 	for i := 0; i < c.NumHiddenLayers; i++ {
-		if err := raw(hf.InputNorm(i)); err != nil {
-			return nil, err
-		}
-		if err := raw(hf.PostAttentionNorm(i)); err != nil {
-			return nil, err
+		for _, n := range c.LayerNorms(i) { // input, post-attention (and q/k norm)
+			if err := raw(n.Name); err != nil {
+				return nil, err
+			}
 		}
 		for _, l := range c.LayerLinears(i) {
 			if mc, ok := r.opt.module(l); ok {
@@ -104,7 +104,7 @@ func (r *runner) writeRaw(name string) error {
 	if err != nil {
 		return err
 	}
-	return r.w.WriteTensor(name, t.Bytes())
+	return r.writeTensor(name, t.Bytes())
 }
 
 // checkFinite scans a float tensor for NaN and infinities, a block of rows
@@ -141,11 +141,10 @@ func checkFinite(t *safetensors.Tensor) error {
 // writeLayer writes a layer's tensors in plan order.
 func (r *runner) writeLayer(l *model.Layer, q map[*model.Linear]*gptq.Layer) error {
 	c := r.ck.Config
-	if err := r.writeRaw(hf.InputNorm(l.Index)); err != nil {
-		return err
-	}
-	if err := r.writeRaw(hf.PostAttentionNorm(l.Index)); err != nil {
-		return err
+	for _, n := range c.LayerNorms(l.Index) {
+		if err := r.writeRaw(n.Name); err != nil {
+			return err
+		}
 	}
 	byName := map[string]*model.Linear{}
 	for _, lin := range l.Linears() {
@@ -158,11 +157,11 @@ func (r *runner) writeLayer(l *model.Layer, q map[*model.Linear]*gptq.Layer) err
 			if err != nil {
 				return err
 			}
-			if err := r.w.WriteTensor(spec.Name+".weight", lw.Weight.Bytes()); err != nil {
+			if err := r.writeTensor(spec.Name+".weight", lw.Weight.Bytes()); err != nil {
 				return err
 			}
 			if lw.Bias != nil {
-				if err := r.w.WriteTensor(spec.Name+".bias", lw.Bias.Bytes()); err != nil {
+				if err := r.writeTensor(spec.Name+".bias", lw.Bias.Bytes()); err != nil {
 					return err
 				}
 			}
@@ -190,7 +189,7 @@ func (r *runner) writeQuantized(spec hf.Linear, lin *model.Linear, ql *gptq.Laye
 			suffix string
 			data   []byte
 		}{{gptq.SuffixQWeight, gptq.Int32Bytes(p.QWeight)}, {gptq.SuffixQZeros, gptq.Int32Bytes(p.QZeros)}, {gptq.SuffixScales, gptq.Uint16Bytes(p.Scales)}, {gptq.SuffixGIdx, gptq.Int32Bytes(p.GIdx)}} {
-			if err := r.w.WriteTensor(spec.Name+t.suffix, t.data); err != nil {
+			if err := r.writeTensor(spec.Name+t.suffix, t.data); err != nil {
 				return err
 			}
 		}
@@ -205,12 +204,23 @@ func (r *runner) writeQuantized(spec hf.Linear, lin *model.Linear, ql *gptq.Laye
 					return fmt.Errorf("%s.bias[%d] = %v overflows float16", spec.Name, k, lin.Bias[k])
 				}
 			}
-			if err := r.w.WriteTensor(spec.Name+".bias", gptq.Uint16Bytes(b)); err != nil {
+			if err := r.writeTensor(spec.Name+".bias", gptq.Uint16Bytes(b)); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// releaseLayer drops layer i's input weights from the resident set (they
+// are not read again), so that the memory-mapped input does not add up to
+// its whole size in peak RSS over a run.
+func (r *runner) releaseLayer(i int) {
+	for _, spec := range r.ck.Config.LayerLinears(i) {
+		if lw, err := r.ck.Linear(spec); err == nil {
+			pages.Release(lw.Weight.Bytes())
+		}
+	}
 }
 
 // writeConfigs writes config.json with quantization_config,

@@ -123,6 +123,10 @@ type Report struct {
 	Notices          []string        `json:"notices,omitempty"`
 	Totals           Totals          `json:"totals"`
 	Seconds          float64         `json:"seconds"`
+	// ResumedLayers is the number of layers taken from a resume state.
+	ResumedLayers int `json:"resumed_layers,omitempty"`
+	// Phases splits Seconds by kind of work with the FLOPs counted in each.
+	Phases []Phase `json:"phases,omitempty"`
 }
 
 // finish computes the totals and sorts the lists.
@@ -188,6 +192,9 @@ func (r *Report) WriteSummary(w io.Writer) error {
 	b.WriteString("\n")
 	for _, d := range r.Dynamic {
 		fmt.Fprintf(&b, "dynamic %s\n", d)
+	}
+	if r.ResumedLayers > 0 {
+		fmt.Fprintf(&b, "resumed: layers 0-%d from the interrupted run's state\n", r.ResumedLayers-1)
 	}
 	if c := r.Calibration; c != nil {
 		fmt.Fprintf(&b, "calibration: %d sequences × %d tokens (%d tokens) from %s\n", c.Sequences, c.SeqLen, c.Tokens, c.Source)
@@ -281,6 +288,19 @@ func (r *Report) WriteSummary(w io.Writer) error {
 	t := r.Totals
 	fmt.Fprintf(&b, "\ntotal: %d modules (%d GPTQ, %d RTN, %d GPTQ with all-token Hessian), %d starved experts, damping raised for %d; GPTQ loss %.4g; %.1f s quantizing, %.1f s in all\n",
 		t.Modules, t.GPTQ, t.RTN, t.AllTokens, t.StarvedExpert, t.DampRaised, t.Loss, t.Seconds, r.Seconds)
+	if len(r.Phases) > 0 {
+		b.WriteString("\n")
+		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "phase\tseconds\tGFLOP\tGFLOPS\t")
+		for _, p := range r.Phases {
+			gf, rate := "-", "-"
+			if p.GFLOP > 0 {
+				gf, rate = fmt.Sprintf("%.0f", p.GFLOP), fmt.Sprintf("%.1f", p.GFLOPS)
+			}
+			fmt.Fprintf(tw, "%s\t%.1f\t%s\t%s\t\n", p.Name, p.Seconds, gf, rate)
+		}
+		tw.Flush()
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }

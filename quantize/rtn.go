@@ -2,6 +2,7 @@ package quantize
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/moeforge/moeforge/formats/gptq"
 	"github.com/moeforge/moeforge/internal/gemm"
@@ -62,7 +63,42 @@ type Hessian struct {
 	Dim  int
 	Rows int // rows added so far (n)
 	sum  []float64
+
+	mu     sync.Mutex // the GPTQ factor, shared by the modules of one input
+	fac    *factor
+	facKey factorKey
 }
+
+// factorKey is what of a module's settings the factor depends on.
+type factorKey struct {
+	descAct bool
+	damp    float64
+}
+
+// factor returns GPTQ's factor of the Hessian, computed once for the
+// modules quantized with it (q, k and v; gate and up) when their settings
+// agree on act-order and damping (dynamic rules may differ per module),
+// else afresh.
+func (h *Hessian) factor(cfg gptq.Config) (*factor, error) {
+	key := factorKey{cfg.DescAct, cfg.DampPercent}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.fac != nil && h.facKey == key {
+		return h.fac, nil
+	}
+	f, err := newFactor(h.Matrix(), h.Dim, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if h.fac == nil {
+		h.fac, h.facKey = f, key
+	}
+	return f, nil
+}
+
+// release drops the sums and the factor once every module using them is
+// quantized.
+func (h *Hessian) release() { h.sum, h.fac = nil, nil }
 
 // NewHessian returns an empty accumulator for inputs of dim features. Its
 // dim² storage is allocated on the first Add.

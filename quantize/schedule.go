@@ -1,13 +1,17 @@
 package quantize
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"os"
+	"runtime/debug"
 	"sync"
 	"time"
 
 	"github.com/moeforge/moeforge/formats/gptq"
 	"github.com/moeforge/moeforge/formats/hf"
+	"github.com/moeforge/moeforge/formats/safetensors"
 	"github.com/moeforge/moeforge/internal/gemm"
 	"github.com/moeforge/moeforge/model"
 )
@@ -30,7 +34,16 @@ func Run(ctx context.Context, ck *hf.Checkpoint, dir string, calib [][]int, opt 
 // quantization_config, quantize_config.json, and every non-weight file of
 // ck. calib holds the calibration token sequences (unused by RTN). Every
 // option is validated before any work. The caller commits or aborts w.
+//
+// Unless the GOGC environment variable is set, the garbage collector runs
+// at GOGC=25 while RunTo works: nearly all of its heap is float buffers
+// without pointers, which a collection does not scan, so collecting more
+// often costs little CPU and keeps the peak heap near what is live instead
+// of twice that.
 func RunTo(ctx context.Context, ck *hf.Checkpoint, w *hf.Writer, calib [][]int, opt Options) (*Report, error) {
+	if os.Getenv("GOGC") == "" {
+		defer debug.SetGCPercent(debug.SetGCPercent(gcPercent))
+	}
 	opt.calibSeqs = len(calib)
 	start := time.Now()
 	c := ck.Config
@@ -48,7 +61,7 @@ func RunTo(ctx context.Context, ck *hf.Checkpoint, w *hf.Writer, calib [][]int, 
 	if opt.MinExpertTokens >= 0 {
 		minTok = fmt.Sprint(opt.MinExpertTokens)
 	}
-	r := &runner{ctx: ctx, ck: ck, m: m, opt: opt, w: w, rep: &Report{
+	r := &runner{ctx: ctx, ck: ck, m: m, opt: opt, w: w, clock: newClock(), rep: &Report{
 		Input: ck.Dir, Output: w.Dir(), Method: opt.Method, Bits: opt.Config.Bits, GroupSize: opt.Config.GroupSize, Sym: opt.Config.Sym,
 		DescAct: opt.Config.DescAct, StaticGroups: opt.Config.StaticGroups, Damp: opt.Config.DampPercent,
 		TrueSequential: opt.Config.TrueSequential, MinExpertTokens: minTok, ExpertFallback: opt.ExpertFallback, MoECalib: opt.MoECalib.String(),
@@ -58,18 +71,28 @@ func RunTo(ctx context.Context, ck *hf.Checkpoint, w *hf.Writer, calib [][]int, 
 		return nil, err
 	}
 	r.rep.Seconds = time.Since(start).Seconds()
+	r.rep.Phases = r.clock.phases(r.rep.Seconds)
 	r.rep.finish()
 	return r.rep, nil
 }
 
+// gcPercent is the GOGC of a run (see RunTo).
+const gcPercent = 25
+
 type runner struct {
-	ctx  context.Context
-	ck   *hf.Checkpoint
-	m    *model.Model
-	opt  Options
-	rep  *Report
-	w    *hf.Writer
-	acts *activations
+	ctx   context.Context
+	ck    *hf.Checkpoint
+	m     *model.Model
+	opt   Options
+	rep   *Report
+	w     *hf.Writer
+	acts  *activations
+	clock *clock
+
+	planned     []safetensors.Info
+	fp          string        // run fingerprint (with a checkpoint)
+	layerFile   *bufio.Writer // the current layer's resume file
+	layerFileOS *os.File
 
 	mu          sync.Mutex // guards rep.Modules and done
 	done, total int
@@ -83,6 +106,30 @@ func (r *runner) run(calib [][]int) error {
 	}
 	if _, err = r.w.Plan(plan); err != nil {
 		return err
+	}
+	r.planned = plan
+	defer func() {
+		if r.layerFileOS != nil {
+			r.layerFileOS.Close()
+		}
+	}()
+	var st *resumeState
+	if r.opt.Checkpoint != "" {
+		if err := os.MkdirAll(r.opt.Checkpoint, 0o755); err != nil {
+			return err
+		}
+		if r.fp, err = r.fingerprint(calib); err != nil {
+			return err
+		}
+		if st, err = loadResume(r.opt.Checkpoint, r.fp); err != nil {
+			return err
+		}
+	}
+	start := 0
+	if st != nil {
+		start = min(st.Layers, c.NumHiddenLayers)
+		r.restore(st)
+		r.rep.ResumedLayers = start
 	}
 	for i := 0; i < c.NumHiddenLayers; i++ {
 		for _, l := range c.LayerLinears(i) {
@@ -102,18 +149,32 @@ func (r *runner) run(calib [][]int) error {
 			return err
 		}
 		defer r.acts.close()
-		for i, ch := range r.acts.chunks {
-			x, err := r.m.Embed(&model.Batch{Seqs: ch.seqs})
-			if err != nil {
-				return fmt.Errorf("calibration: %w", err)
-			}
-			if err := r.acts.store(i, x); err != nil {
+		if start > 0 && (start < c.NumHiddenLayers || r.lmHeadNeedsActs()) {
+			if err := r.loadActs(start); err != nil {
 				return err
+			}
+		} else if start == 0 {
+			for i, ch := range r.acts.chunks {
+				x, err := r.m.Embed(&model.Batch{Seqs: ch.seqs})
+				if err != nil {
+					return fmt.Errorf("calibration: %w", err)
+				}
+				if err := r.acts.store(i, x); err != nil {
+					return err
+				}
 			}
 		}
 	}
-	for _, l := range r.m.Layers {
+	for i := 0; i < start; i++ {
+		if err := r.replayLayer(i); err != nil {
+			return err
+		}
+	}
+	for _, l := range r.m.Layers[start:] {
 		if err := r.ctx.Err(); err != nil {
+			return err
+		}
+		if err := r.beginLayer(l.Index); err != nil {
 			return err
 		}
 		type weights struct {
@@ -125,13 +186,19 @@ func (r *runner) run(calib [][]int) error {
 			orig[lin] = weights{lin.W, lin.Bias}
 		}
 		var q map[*model.Linear]*gptq.Layer
-		if r.opt.Method == MethodGPTQ {
+		switch {
+		case r.opt.Method == MethodGPTQ && r.opt.Config.TrueSequential && !r.opt.legacySchedule && r.seqSupports(l):
+			q, err = r.seqLayer(l)
+		case r.opt.Method == MethodGPTQ:
 			q, err = r.gptqLayer(l)
-		} else {
+		default:
 			q, err = r.rtnLayer(l)
 		}
 		if err == nil {
 			err = r.writeLayer(l, q)
+		}
+		if err == nil {
+			err = r.endLayer(l.Index)
 		}
 		// Give the layer its original weights back: the quantized ones are
 		// written, and the model stays the caller's float model.
@@ -141,11 +208,15 @@ func (r *runner) run(calib [][]int) error {
 		if err != nil {
 			return err
 		}
+		r.releaseLayer(l.Index)
 	}
 	if err := r.writeRaw(hf.FinalNorm); err != nil {
 		return err
 	}
 	if r.opt.quantizes(lmHeadSpec(c)) {
+		if err := r.stage(c.NumHiddenLayers, "lm_head"); err != nil {
+			return err
+		}
 		if err := r.lmHead(); err != nil {
 			return err
 		}
@@ -157,7 +228,14 @@ func (r *runner) run(calib [][]int) error {
 	if err := r.w.CloseTensors(); err != nil {
 		return err
 	}
-	return r.writeConfigs()
+	if err := r.writeConfigs(); err != nil {
+		return err
+	}
+	if r.opt.Checkpoint != "" {
+		// The run is complete: its resume state is not part of the output.
+		return os.RemoveAll(r.opt.Checkpoint)
+	}
+	return nil
 }
 
 // lmHead quantizes lm_head (--lm-head) and writes it: GPTQ with the Hessian

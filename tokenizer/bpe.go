@@ -1,21 +1,43 @@
 package tokenizer
 
 import (
+	"strings"
 	"sync"
+	"unicode/utf8"
 )
 
-// bpeModel is a byte-level BPE model: every pre-token is a string of bytes,
-// each byte starts as the one-character token of its byte-level character,
-// and merges join neighbours in order of rank.
+// bpeModel is a BPE model. Each pre-token starts as one symbol per unit
+// — a byte (as its byte-level character) when the pre-tokenizer ends with
+// ByteLevel, a character otherwise — and merges join neighbours in order of
+// rank, as Hugging Face's BPE does.
 type bpeModel struct {
-	vocab        map[string]int       // byte-level token string → id
+	vocab        map[string]int       // token string → id
 	merges       map[uint64]mergeRule // pairKey(left id, right id) → rule
-	byteID       [256]int32           // id of the token of each single byte, -1 if none
+	byteID       [256]int32           // id of the token of each single byte, -1 if none (byte-level)
 	unkID        int32                // id of unk_token, -1 without one
 	fuseUnk      bool
 	ignoreMerges bool
-	cache        wordCache
-	scratch      sync.Pool // *mergeScratch
+
+	byteLevel    bool       // pieces are raw bytes, units are their byte-level characters
+	byteFallback bool       // an unknown unit becomes its <0xXX> tokens when all exist
+	fallbackID   [256]int32 // id of "<0xXX>" for each byte, -1 if none
+	prefix       string     // continuing_subword_prefix: added to every unit but the first
+	suffix       string     // end_of_word_suffix: added to the last unit
+
+	// metaSplit: no merge can cross the start of a "▁" that follows
+	// another character (no vocab token has such a "▁" inside it), so a
+	// piece is merged word by word — the same result, but cached. It is what
+	// makes Mistral's files (no pre-tokenizer: the whole text is one piece)
+	// fast.
+	metaSplit bool
+
+	cache   wordCache
+	scratch sync.Pool // *mergeScratch
+}
+
+// fastBytes reports whether initial symbols come straight from byteID.
+func (m *bpeModel) fastBytes() bool {
+	return m.byteLevel && !m.byteFallback && m.prefix == "" && m.suffix == ""
 }
 
 // mergeRule is one line of merges: its rank (position in the list) and the
@@ -40,18 +62,67 @@ type mergeScratch struct {
 	heap []mergeItem
 }
 
-// encodeWord appends the ids of the pre-token piece (raw bytes) to dst.
+// encodeWord appends the ids of the pre-token piece to dst.
 func (m *bpeModel) encodeWord(dst []int, piece string) []int {
+	if !m.metaSplit {
+		return m.encodeOne(dst, piece)
+	}
+	start := 0
+	for i := 1; i < len(piece); {
+		j := strings.Index(piece[i:], metaspaceChar)
+		if j < 0 {
+			break
+		}
+		i += j
+		if !strings.HasSuffix(piece[:i], metaspaceChar) {
+			dst = m.encodeOne(dst, piece[start:i])
+			start = i
+		}
+		i += len(metaspaceChar)
+	}
+	return m.encodeOne(dst, piece[start:])
+}
+
+// metaspaceChar is U+2581, SentencePiece's word-boundary character.
+const metaspaceChar = "▁"
+
+// setMetaSplit decides metaSplit (see bpeModel) for a character-level model.
+func (m *bpeModel) setMetaSplit() {
+	m.metaSplit = false
+	if m.byteLevel || m.prefix != "" || m.suffix != "" || m.ignoreMerges {
+		return
+	}
+	if _, ok := m.vocab[metaspaceChar]; !ok {
+		return
+	}
+	for tok := range m.vocab {
+		for i := len(metaspaceChar); i < len(tok); i++ {
+			if strings.HasPrefix(tok[i:], metaspaceChar) && !strings.HasSuffix(tok[:i], metaspaceChar) {
+				return
+			}
+		}
+	}
+	m.metaSplit = true
+}
+
+// encodeOne appends the ids of one piece, merged as a whole.
+func (m *bpeModel) encodeOne(dst []int, piece string) []int {
 	switch len(piece) {
 	case 0:
 		return dst
 	case 1:
-		if id := m.byteID[piece[0]]; id >= 0 {
-			return append(dst, int(id))
+		if m.fastBytes() {
+			if id := m.byteID[piece[0]]; id >= 0 {
+				return append(dst, int(id))
+			}
 		}
 	}
 	if m.ignoreMerges {
-		if id, ok := m.vocab[byteLevelString(piece)]; ok {
+		key := piece
+		if m.byteLevel {
+			key = byteLevelString(piece)
+		}
+		if id, ok := m.vocab[key]; ok {
 			return append(dst, id)
 		}
 	}
@@ -76,32 +147,11 @@ func (m *bpeModel) merge(dst []int, piece string) []int {
 	}
 	syms := sc.syms[:0]
 
-	// Initial symbols: one per byte. A byte whose token is missing becomes
-	// unk_token (consecutive ones fused into one with fuse_unk) or, without
-	// unk_token, is dropped — as Hugging Face does.
-	pendingUnk := false
-	flushUnk := func() {
-		if pendingUnk {
-			syms = append(syms, symbol{id: m.unkID, n: 1})
-			pendingUnk = false
-		}
+	if m.fastBytes() {
+		syms = m.byteSymbols(syms, piece)
+	} else {
+		syms = m.unitSymbols(syms, piece)
 	}
-	for i := 0; i < len(piece); i++ {
-		id := m.byteID[piece[i]]
-		if id >= 0 {
-			flushUnk()
-			syms = append(syms, symbol{id: id, n: 1})
-			continue
-		}
-		if m.unkID < 0 {
-			continue
-		}
-		if pendingUnk && !m.fuseUnk {
-			flushUnk()
-		}
-		pendingUnk = true
-	}
-	flushUnk()
 	for i := range syms {
 		syms[i].prev = int32(i) - 1
 		syms[i].next = int32(i) + 1
@@ -153,6 +203,99 @@ func (m *bpeModel) merge(dst []int, piece string) []int {
 	sc.syms, sc.heap = syms, h
 	m.scratch.Put(sc)
 	return dst
+}
+
+// byteSymbols appends the initial symbols of a byte-level piece: one per
+// byte. A byte whose token is missing becomes unk_token (consecutive ones
+// fused into one with fuse_unk) or, without unk_token, is dropped — as
+// Hugging Face does.
+func (m *bpeModel) byteSymbols(syms []symbol, piece string) []symbol {
+	pendingUnk := false
+	flushUnk := func() {
+		if pendingUnk {
+			syms = append(syms, symbol{id: m.unkID, n: 1})
+			pendingUnk = false
+		}
+	}
+	for i := 0; i < len(piece); i++ {
+		id := m.byteID[piece[i]]
+		if id >= 0 {
+			flushUnk()
+			syms = append(syms, symbol{id: id, n: 1})
+			continue
+		}
+		if m.unkID < 0 {
+			continue
+		}
+		if pendingUnk && !m.fuseUnk {
+			flushUnk()
+		}
+		pendingUnk = true
+	}
+	flushUnk()
+	return syms
+}
+
+// unitSymbols appends the initial symbols of a piece in the general case,
+// following Hugging Face's BPE::merge_word: each unit (with the
+// continuing-subword prefix unless first, the end-of-word suffix if last)
+// is looked up; a missing one becomes its byte-fallback tokens when they
+// all exist, else unk_token (fused with a preceding unk under fuse_unk), or
+// nothing without unk_token. As there, a pending unk is emitted only before
+// the next known unit or at the end, after any byte-fallback tokens.
+func (m *bpeModel) unitSymbols(syms []symbol, piece string) []symbol {
+	pendingUnk := false
+	for i := 0; i < len(piece); {
+		w := 1
+		var unit string
+		if m.byteLevel {
+			unit = byteLevelString(piece[i : i+1])
+		} else {
+			_, w = utf8.DecodeRuneInString(piece[i:])
+			unit = piece[i : i+w]
+		}
+		if m.prefix != "" && i > 0 {
+			unit = m.prefix + unit
+		}
+		if m.suffix != "" && i+w == len(piece) {
+			unit += m.suffix
+		}
+		i += w
+		if id, ok := m.vocab[unit]; ok {
+			if pendingUnk {
+				syms = append(syms, symbol{id: m.unkID, n: 1})
+				pendingUnk = false
+			}
+			syms = append(syms, symbol{id: int32(id), n: 1})
+			continue
+		}
+		if m.byteFallback {
+			all := true
+			for k := 0; k < len(unit); k++ {
+				if m.fallbackID[unit[k]] < 0 {
+					all = false
+					break
+				}
+			}
+			if all {
+				for k := 0; k < len(unit); k++ {
+					syms = append(syms, symbol{id: m.fallbackID[unit[k]], n: 1})
+				}
+				continue
+			}
+		}
+		if m.unkID < 0 {
+			continue
+		}
+		if pendingUnk && !m.fuseUnk {
+			syms = append(syms, symbol{id: m.unkID, n: 1})
+		}
+		pendingUnk = true
+	}
+	if pendingUnk {
+		syms = append(syms, symbol{id: m.unkID, n: 1})
+	}
+	return syms
 }
 
 func (a mergeItem) less(b mergeItem) bool {

@@ -4,36 +4,68 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
+	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // fileJSON is the part of tokenizer.json that matters for encoding and
-// decoding. post_processor, truncation and padding are ignored: Encode adds
-// no template tokens and never truncates or pads.
+// decoding. truncation and padding are ignored: Encode never truncates or
+// pads.
 type fileJSON struct {
-	AddedTokens  []addedToken    `json:"added_tokens"`
-	Normalizer   json.RawMessage `json:"normalizer"`
-	PreTokenizer json.RawMessage `json:"pre_tokenizer"`
-	Model        json.RawMessage `json:"model"`
-	Decoder      json.RawMessage `json:"decoder"`
+	AddedTokens   []addedToken    `json:"added_tokens"`
+	Normalizer    json.RawMessage `json:"normalizer"`
+	PreTokenizer  json.RawMessage `json:"pre_tokenizer"`
+	Model         json.RawMessage `json:"model"`
+	Decoder       json.RawMessage `json:"decoder"`
+	PostProcessor json.RawMessage `json:"post_processor"`
 }
 
-// component is the common shape of normalizers, pre-tokenizers and
-// decoders: a type tag and, for Sequence, the list of its members.
+// component is the common shape of normalizers, pre-tokenizers, decoders
+// and post-processors: a type tag, the list of members of a Sequence, and
+// the options of each kind.
 type component struct {
 	Type          string            `json:"type"`
 	Normalizers   []json.RawMessage `json:"normalizers"`
 	PreTokenizers []json.RawMessage `json:"pretokenizers"`
 	Decoders      []json.RawMessage `json:"decoders"`
+	Processors    []json.RawMessage `json:"processors"`
 
-	// Split
+	// Split, Replace
 	Pattern  *splitPattern `json:"pattern"`
 	Behavior string        `json:"behavior"`
 	Invert   bool          `json:"invert"`
+	Content  *string       `json:"content"`
 
 	// ByteLevel
-	AddPrefixSpace bool  `json:"add_prefix_space"`
+	AddPrefixSpace *bool `json:"add_prefix_space"`
 	UseRegex       *bool `json:"use_regex"`
+
+	// Prepend
+	Prepend *string `json:"prepend"`
+	// Strip (normalizer)
+	StripLeft  *bool `json:"strip_left"`
+	StripRight *bool `json:"strip_right"`
+	// Strip (decoder)
+	Start int `json:"start"`
+	Stop  int `json:"stop"`
+	// Metaspace
+	Replacement   *string `json:"replacement"`
+	PrependScheme *string `json:"prepend_scheme"`
+	Split         *bool   `json:"split"`
+	// Digits
+	IndividualDigits bool `json:"individual_digits"`
+	// CharDelimiterSplit
+	Delimiter *string `json:"delimiter"`
+
+	// TemplateProcessing
+	Single        []templateItem                 `json:"single"`
+	SpecialTokens map[string]templateSpecialJSON `json:"special_tokens"`
+	// BertProcessing, RobertaProcessing
+	Sep []json.RawMessage `json:"sep"`
+	Cls []json.RawMessage `json:"cls"`
 }
 
 type splitPattern struct {
@@ -59,26 +91,31 @@ type bpeJSON struct {
 const maxID = 1 << 24
 
 // Parse reads a tokenizer from the contents of a tokenizer.json file.
+// Errors do not name the file; Load adds its path.
 func Parse(data []byte) (*Tokenizer, error) {
 	var f fileJSON
 	if err := json.Unmarshal(data, &f); err != nil {
-		return nil, fmt.Errorf("tokenizer.json: %w", err)
+		return nil, err
 	}
 	t := &Tokenizer{}
 	var err error
-	if t.nfc, err = parseNormalizer(f.Normalizer); err != nil {
+	if t.normalizer, err = parseNormalizer(f.Normalizer); err != nil {
 		return nil, err
 	}
-	if err := parsePreTokenizer(f.PreTokenizer); err != nil {
+	if err := t.parsePreTokenizer(f.PreTokenizer); err != nil {
 		return nil, err
 	}
-	if t.byteLevelDecoder, err = parseDecoder(f.Decoder); err != nil {
+	if err := t.parseDecoder(f.Decoder); err != nil {
 		return nil, err
 	}
 	if err := t.parseModel(f.Model); err != nil {
 		return nil, err
 	}
+	t.model.setMetaSplit()
 	if err := t.setAdded(f.AddedTokens); err != nil {
+		return nil, err
+	}
+	if t.post, err = t.parsePostProcessor(f.PostProcessor); err != nil {
 		return nil, err
 	}
 	return t, nil
@@ -91,43 +128,112 @@ func isNull(raw json.RawMessage) bool {
 func parseComponent(what string, raw json.RawMessage) (component, error) {
 	var c component
 	if err := json.Unmarshal(raw, &c); err != nil {
-		return c, fmt.Errorf("tokenizer.json: %s: %w", what, err)
+		return c, fmt.Errorf("%s: %w", what, err)
 	}
 	return c, nil
 }
 
-// parseNormalizer accepts no normalizer, NFC, or a Sequence of those.
-func parseNormalizer(raw json.RawMessage) (nfc bool, err error) {
+// parsePattern reads the pattern of Split, Replace and the Replace decoder.
+func parsePattern(what string, p *splitPattern) (pattern, error) {
+	switch {
+	case p == nil || (p.Regex == nil && p.String == nil):
+		return nil, fmt.Errorf("%s without a pattern", what)
+	case p.String != nil:
+		return stringPattern(*p.String), nil
+	}
+	re, err := compilePattern(*p.Regex)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return re, nil
+}
+
+// oneRune reads an option that must be a single character.
+func oneRune(what string, s *string, def rune) (rune, error) {
+	if s == nil {
+		return def, nil
+	}
+	r, w := utf8.DecodeRuneInString(*s)
+	if w == 0 || w != len(*s) || r == utf8.RuneError {
+		return 0, fmt.Errorf("%s %q is not one character", what, *s)
+	}
+	return r, nil
+}
+
+const supportedNormalizers = "NFC, NFD, NFKC, NFKD, Lowercase, Prepend, Replace, Strip, Sequence"
+
+// parseNormalizer returns nil for no normalizer (or an empty Sequence).
+func parseNormalizer(raw json.RawMessage) (normalizer, error) {
 	if isNull(raw) {
-		return false, nil
+		return nil, nil
 	}
 	c, err := parseComponent("normalizer", raw)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	switch c.Type {
 	case "NFC":
-		return true, nil
+		return unicodeNormalizer{norm.NFC}, nil
+	case "NFD":
+		return unicodeNormalizer{norm.NFD}, nil
+	case "NFKC":
+		return unicodeNormalizer{norm.NFKC}, nil
+	case "NFKD":
+		return unicodeNormalizer{norm.NFKD}, nil
+	case "Lowercase":
+		return lowercaseNormalizer{}, nil
+	case "Prepend":
+		if c.Prepend == nil {
+			return nil, fmt.Errorf("normalizer Prepend without prepend")
+		}
+		return prependNormalizer{*c.Prepend}, nil
+	case "Replace":
+		p, err := parsePattern("normalizer Replace", c.Pattern)
+		if err != nil {
+			return nil, err
+		}
+		if c.Content == nil {
+			return nil, fmt.Errorf("normalizer Replace without content")
+		}
+		return replaceNormalizer{p, *c.Content}, nil
+	case "Strip":
+		return stripNormalizer{left: c.StripLeft == nil || *c.StripLeft, right: c.StripRight == nil || *c.StripRight}, nil
 	case "Sequence":
+		var q seqNormalizer
 		for _, sub := range c.Normalizers {
 			n, err := parseNormalizer(sub)
 			if err != nil {
-				return false, err
+				return nil, err
 			}
-			nfc = nfc || n
+			if n != nil {
+				q = append(q, n)
+			}
 		}
-		return nfc, nil
+		switch len(q) {
+		case 0:
+			return nil, nil
+		case 1:
+			return q[0], nil
+		}
+		return q, nil
 	}
-	return false, fmt.Errorf("tokenizer.json: normalizer %q is not supported (supported: NFC)", c.Type)
+	return nil, fmt.Errorf("normalizer %q is not supported (supported: %s)", c.Type, supportedNormalizers)
 }
 
-// parsePreTokenizer accepts exactly the Qwen2 pipeline: Split with the
-// Qwen2 pattern (Isolated), then ByteLevel without its own regex and
-// without a prefix space.
-func parsePreTokenizer(raw json.RawMessage) error {
-	const want = "the Qwen2 pipeline: Sequence[Split(Qwen2 pattern, Isolated), ByteLevel(use_regex=false)]"
+const supportedPreTokenizers = "Split, ByteLevel, Metaspace, Digits, Punctuation, Whitespace, WhitespaceSplit, CharDelimiterSplit, Sequence"
+
+// The Split patterns that have a hand-written matcher (pretokenize.go):
+// Qwen2's, and Llama 3's, which differs from it only in taking up to three
+// digits at a time.
+const llama3Pattern = `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
+
+// parsePreTokenizer sets the pre-tokenization pipeline. A ByteLevel step
+// must come last (it turns pieces into bytes for the model); the pipeline
+// Split(Qwen2 or Llama 3 pattern, Isolated) + ByteLevel(no regex) takes the
+// hand-written fast path.
+func (t *Tokenizer) parsePreTokenizer(raw json.RawMessage) error {
 	if isNull(raw) {
-		return fmt.Errorf("tokenizer.json: no pre_tokenizer; supported is %s", want)
+		return nil
 	}
 	var steps []component
 	var flatten func(raw json.RawMessage) error
@@ -150,104 +256,238 @@ func parsePreTokenizer(raw json.RawMessage) error {
 	if err := flatten(raw); err != nil {
 		return err
 	}
-	for _, s := range steps {
+	var q seqPre
+	for k, s := range steps {
 		switch s.Type {
-		case "Split", "ByteLevel":
+		case "ByteLevel":
+			if k != len(steps)-1 {
+				return fmt.Errorf("pre-tokenizer ByteLevel before other pre-tokenizers is not supported")
+			}
+			t.model.byteLevel = true
+			if s.AddPrefixSpace != nil && *s.AddPrefixSpace {
+				q = append(q, prefixSpacePre{})
+			}
+			if s.UseRegex == nil || *s.UseRegex {
+				re, err := compileRegex(gpt2Pattern)
+				if err != nil {
+					return err
+				}
+				q = append(q, splitPre{re, isolated, false})
+			}
+		case "Split":
+			p, err := parsePattern("pre-tokenizer Split", s.Pattern)
+			if err != nil {
+				return err
+			}
+			b, ok := behaviors[s.Behavior]
+			if !ok {
+				return fmt.Errorf("pre-tokenizer Split: behavior %q is not supported", s.Behavior)
+			}
+			q = append(q, splitPre{p, b, s.Invert})
+		case "Metaspace":
+			r, err := oneRune("pre-tokenizer Metaspace: replacement", s.Replacement, '▁')
+			if err != nil {
+				return err
+			}
+			scheme, err := prependScheme("pre-tokenizer", s)
+			if err != nil {
+				return err
+			}
+			q = append(q, metaspacePre{repl: r, prepend: scheme, splitAt: s.Split == nil || *s.Split})
+		case "Digits":
+			b := contiguous
+			if s.IndividualDigits {
+				b = isolated
+			}
+			q = append(q, charSplitPre{isNumeric, b})
+		case "Punctuation":
+			b := isolated
+			if s.Behavior != "" {
+				var ok bool
+				if b, ok = behaviors[s.Behavior]; !ok {
+					return fmt.Errorf("pre-tokenizer Punctuation: behavior %q is not supported", s.Behavior)
+				}
+			}
+			q = append(q, charSplitPre{isPunctuation, b})
+		case "Whitespace":
+			re, err := compileRegex(whitespacePattern)
+			if err != nil {
+				return err
+			}
+			q = append(q, splitPre{re, removed, true})
+		case "WhitespaceSplit":
+			q = append(q, charSplitPre{isWhite, removed})
+		case "CharDelimiterSplit":
+			r, err := oneRune("pre-tokenizer CharDelimiterSplit: delimiter", s.Delimiter, 0)
+			if err != nil || s.Delimiter == nil {
+				return fmt.Errorf("pre-tokenizer CharDelimiterSplit needs a one-character delimiter")
+			}
+			q = append(q, charSplitPre{func(c rune) bool { return c == r }, removed})
 		default:
-			return fmt.Errorf("tokenizer.json: pre-tokenizer %q is not supported; supported is %s", s.Type, want)
+			return fmt.Errorf("pre-tokenizer %q is not supported (supported: %s)", s.Type, supportedPreTokenizers)
 		}
 	}
-	if len(steps) != 2 || steps[0].Type != "Split" || steps[1].Type != "ByteLevel" {
-		names := make([]string, len(steps))
-		for i, s := range steps {
-			names[i] = s.Type
+	if len(steps) == 2 && steps[0].Type == "Split" && steps[1].Type == "ByteLevel" && len(q) == 1 {
+		if sp, ok := q[0].(splitPre); ok && sp.b == isolated && !sp.invert {
+			if re, ok := sp.pat.(*handPattern); ok {
+				switch re.src {
+				case qwen2Pattern:
+					t.fastDigits = 1
+				case llama3Pattern:
+					t.fastDigits = 3
+				}
+			}
 		}
-		return fmt.Errorf("tokenizer.json: pre-tokenizer sequence [%s] is not supported; supported is %s", strings.Join(names, ", "), want)
 	}
-	split, bl := steps[0], steps[1]
-	switch {
-	case split.Pattern == nil || (split.Pattern.Regex == nil && split.Pattern.String == nil):
-		return fmt.Errorf("tokenizer.json: Split pre-tokenizer without a pattern")
-	case split.Pattern.Regex == nil:
-		return fmt.Errorf("tokenizer.json: Split pre-tokenizer with String pattern %q is not supported; only the Qwen2 regex is", *split.Pattern.String)
-	case *split.Pattern.Regex != qwen2Pattern:
-		return fmt.Errorf("tokenizer.json: Split pre-tokenizer regex %q is not supported; only the Qwen2 pattern %q is", *split.Pattern.Regex, qwen2Pattern)
-	case split.Behavior != "Isolated":
-		return fmt.Errorf("tokenizer.json: Split pre-tokenizer behavior %q is not supported (supported: Isolated)", split.Behavior)
-	case split.Invert:
-		return fmt.Errorf("tokenizer.json: Split pre-tokenizer with invert=true is not supported")
-	case bl.AddPrefixSpace:
-		return fmt.Errorf("tokenizer.json: ByteLevel pre-tokenizer with add_prefix_space=true is not supported")
-	case bl.UseRegex == nil || *bl.UseRegex:
-		return fmt.Errorf("tokenizer.json: ByteLevel pre-tokenizer with use_regex=true (the GPT-2 regex) is not supported")
+	switch len(q) {
+	case 0:
+	case 1:
+		t.pre = q[0]
+	default:
+		t.pre = q
 	}
 	return nil
 }
 
-// parseDecoder accepts ByteLevel (or a Sequence of only ByteLevel) and no
-// decoder at all.
-func parseDecoder(raw json.RawMessage) (byteLevel bool, err error) {
-	if isNull(raw) {
-		return false, nil
+// prependScheme reads Metaspace's prepend_scheme, or the older
+// add_prefix_space.
+func prependScheme(what string, c component) (string, error) {
+	if c.PrependScheme != nil {
+		switch *c.PrependScheme {
+		case "always", "never", "first":
+			return *c.PrependScheme, nil
+		}
+		return "", fmt.Errorf("%s Metaspace: prepend_scheme %q is not one of always, never, first", what, *c.PrependScheme)
 	}
+	if c.AddPrefixSpace != nil && !*c.AddPrefixSpace {
+		return "never", nil
+	}
+	return "always", nil
+}
+
+const supportedDecoders = "ByteLevel, Metaspace, ByteFallback, Fuse, Strip, Replace, Sequence"
+
+// parseDecoder sets the decoder. No decoder, and ByteLevel alone, take the
+// fast path (a decoded byte string per id).
+func (t *Tokenizer) parseDecoder(raw json.RawMessage) error {
+	if isNull(raw) {
+		return nil
+	}
+	d, err := parseDecoderComponent(raw)
+	if err != nil {
+		return err
+	}
+	switch d := d.(type) {
+	case byteLevelDecoder:
+		t.byteLevelDecoder = true
+	case seqDecoder:
+		if len(d) == 0 {
+			return fmt.Errorf("decoder: empty Sequence is not supported")
+		}
+		allByteLevel := true
+		for _, m := range d {
+			_, ok := m.(byteLevelDecoder)
+			allByteLevel = allByteLevel && ok
+		}
+		if allByteLevel {
+			t.byteLevelDecoder = true
+		} else {
+			t.dec = d
+		}
+	default:
+		t.dec = d
+	}
+	return nil
+}
+
+func parseDecoderComponent(raw json.RawMessage) (decoder, error) {
 	c, err := parseComponent("decoder", raw)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	switch c.Type {
 	case "ByteLevel":
-		return true, nil
+		return byteLevelDecoder{}, nil
+	case "ByteFallback":
+		return byteFallbackDecoder{}, nil
+	case "Fuse":
+		return fuseDecoder{}, nil
+	case "Strip":
+		r, err := oneRune("decoder Strip: content", c.Content, ' ')
+		if err != nil {
+			return nil, err
+		}
+		if c.Start < 0 || c.Stop < 0 {
+			return nil, fmt.Errorf("decoder Strip: negative start or stop")
+		}
+		return stripDecoder{content: r, start: c.Start, stop: c.Stop}, nil
+	case "Replace":
+		p, err := parsePattern("decoder Replace", c.Pattern)
+		if err != nil {
+			return nil, err
+		}
+		if c.Content == nil {
+			return nil, fmt.Errorf("decoder Replace without content")
+		}
+		return replaceDecoder{p, *c.Content}, nil
+	case "Metaspace":
+		r, err := oneRune("decoder Metaspace: replacement", c.Replacement, '▁')
+		if err != nil {
+			return nil, err
+		}
+		scheme, err := prependScheme("decoder", c)
+		if err != nil {
+			return nil, err
+		}
+		return metaspaceDecoder{repl: r, stripHead: scheme != "never"}, nil
 	case "Sequence":
-		if len(c.Decoders) == 0 {
-			return false, fmt.Errorf("tokenizer.json: empty decoder Sequence is not supported")
-		}
+		var q seqDecoder
 		for _, sub := range c.Decoders {
-			d, err := parseComponent("decoder", sub)
+			d, err := parseDecoderComponent(sub)
 			if err != nil {
-				return false, err
+				return nil, err
 			}
-			if d.Type != "ByteLevel" {
-				return false, fmt.Errorf("tokenizer.json: decoder %q is not supported (supported: ByteLevel)", d.Type)
-			}
+			q = append(q, d)
 		}
-		return true, nil
+		return q, nil
 	}
-	return false, fmt.Errorf("tokenizer.json: decoder %q is not supported (supported: ByteLevel)", c.Type)
+	return nil, fmt.Errorf("decoder %q is not supported (supported: %s)", c.Type, supportedDecoders)
 }
 
 func (t *Tokenizer) parseModel(raw json.RawMessage) error {
 	if isNull(raw) {
-		return fmt.Errorf("tokenizer.json: no model")
+		return fmt.Errorf("no model")
 	}
 	var m bpeJSON
 	if err := json.Unmarshal(raw, &m); err != nil {
 		var c component
 		if json.Unmarshal(raw, &c) == nil && c.Type != "" && c.Type != "BPE" {
-			return fmt.Errorf("tokenizer.json: model %q is not supported (supported: BPE)", c.Type)
+			return fmt.Errorf("model %q is not supported (supported: BPE)", c.Type)
 		}
-		return fmt.Errorf("tokenizer.json: model: %w", err)
+		return fmt.Errorf("model: %w", err)
 	}
 	switch {
 	case m.Type != "" && m.Type != "BPE":
-		return fmt.Errorf("tokenizer.json: model %q is not supported (supported: BPE)", m.Type)
+		return fmt.Errorf("model %q is not supported (supported: BPE)", m.Type)
 	case m.Type == "" && m.Merges == nil:
-		return fmt.Errorf("tokenizer.json: model has no type and no merges; only BPE is supported")
+		return fmt.Errorf("model has no type and no merges; only BPE is supported")
 	case m.Dropout != nil && *m.Dropout != 0:
-		return fmt.Errorf("tokenizer.json: BPE dropout %g is not supported", *m.Dropout)
-	case m.ByteFallback:
-		return fmt.Errorf("tokenizer.json: BPE byte_fallback is not supported")
-	case m.ContinuingSubwordPrefix != nil && *m.ContinuingSubwordPrefix != "":
-		return fmt.Errorf("tokenizer.json: BPE continuing_subword_prefix %q is not supported", *m.ContinuingSubwordPrefix)
-	case m.EndOfWordSuffix != nil && *m.EndOfWordSuffix != "":
-		return fmt.Errorf("tokenizer.json: BPE end_of_word_suffix %q is not supported", *m.EndOfWordSuffix)
+		return fmt.Errorf("BPE dropout %g is not supported", *m.Dropout)
 	}
 
 	bm := &t.model
+	if m.ContinuingSubwordPrefix != nil {
+		bm.prefix = *m.ContinuingSubwordPrefix
+	}
+	if m.EndOfWordSuffix != nil {
+		bm.suffix = *m.EndOfWordSuffix
+	}
+	bm.byteFallback = m.ByteFallback
 	bm.vocab = make(map[string]int, len(m.Vocab))
 	maxSeen := -1
 	for tok, id := range m.Vocab {
 		if id < 0 || id >= maxID {
-			return fmt.Errorf("tokenizer.json: vocab: token %q has id %d, outside [0, %d)", tok, id, maxID)
+			return fmt.Errorf("vocab: token %q has id %d, outside [0, %d)", tok, id, maxID)
 		}
 		bm.vocab[tok] = id
 		maxSeen = max(maxSeen, id)
@@ -256,7 +496,7 @@ func (t *Tokenizer) parseModel(raw json.RawMessage) error {
 	if m.UnkToken != nil {
 		id, ok := bm.vocab[*m.UnkToken]
 		if !ok {
-			return fmt.Errorf("tokenizer.json: BPE unk_token %q is not in the vocab", *m.UnkToken)
+			return fmt.Errorf("BPE unk_token %q is not in the vocab", *m.UnkToken)
 		}
 		bm.unkID = int32(id)
 	}
@@ -267,25 +507,35 @@ func (t *Tokenizer) parseModel(raw json.RawMessage) error {
 		if id, ok := bm.vocab[string(byteToRune[b])]; ok {
 			bm.byteID[b] = int32(id)
 		}
+		bm.fallbackID[b] = -1
+		if id, ok := bm.vocab[fmt.Sprintf("<0x%02X>", b)]; ok {
+			bm.fallbackID[b] = int32(id)
+		}
 	}
 
 	bm.merges = make(map[uint64]mergeRule, len(m.Merges))
 	for rank, raw := range m.Merges {
 		a, b, err := parseMerge(raw)
 		if err != nil {
-			return fmt.Errorf("tokenizer.json: merges[%d]: %w", rank, err)
+			return fmt.Errorf("merges[%d]: %w", rank, err)
 		}
 		aID, ok := bm.vocab[a]
 		if !ok {
-			return fmt.Errorf("tokenizer.json: merges[%d]: token %q is not in the vocab", rank, a)
+			return fmt.Errorf("merges[%d]: token %q is not in the vocab", rank, a)
 		}
 		bID, ok := bm.vocab[b]
 		if !ok {
-			return fmt.Errorf("tokenizer.json: merges[%d]: token %q is not in the vocab", rank, b)
+			return fmt.Errorf("merges[%d]: token %q is not in the vocab", rank, b)
 		}
-		newID, ok := bm.vocab[a+b]
+		// The merged token drops the right side's continuing-subword
+		// prefix, as in Hugging Face ("a" + "##b" → "ab").
+		rest := b
+		if len(bm.prefix) > 0 && strings.HasPrefix(b, bm.prefix) {
+			rest = b[len(bm.prefix):]
+		}
+		newID, ok := bm.vocab[a+rest]
 		if !ok {
-			return fmt.Errorf("tokenizer.json: merges[%d]: merged token %q is not in the vocab", rank, a+b)
+			return fmt.Errorf("merges[%d]: merged token %q is not in the vocab", rank, a+rest)
 		}
 		// A repeated pair keeps its last rank, as in Hugging Face's merge map.
 		bm.merges[pairKey(int32(aID), int32(bID))] = mergeRule{rank: int32(rank), id: int32(newID)}
@@ -295,7 +545,7 @@ func (t *Tokenizer) parseModel(raw json.RawMessage) error {
 	// that a few bytes of JSON cannot claim gigabytes.
 	n := maxSeen + 1
 	if n > 4*len(m.Vocab)+1024 {
-		return fmt.Errorf("tokenizer.json: vocab ids are too sparse (max id %d for %d tokens)", maxSeen, len(m.Vocab))
+		return fmt.Errorf("vocab ids are too sparse (max id %d for %d tokens)", maxSeen, len(m.Vocab))
 	}
 	t.tokens = make([]string, n)
 	t.has = make([]bool, n)
@@ -305,7 +555,7 @@ func (t *Tokenizer) parseModel(raw json.RawMessage) error {
 			if other > tok {
 				other, tok = tok, other
 			}
-			return fmt.Errorf("tokenizer.json: vocab: tokens %q and %q share id %d", other, tok, id)
+			return fmt.Errorf("vocab: tokens %q and %q share id %d", other, tok, id)
 		}
 		t.tokens[id], t.has[id] = tok, true
 	}
@@ -337,23 +587,55 @@ func truncate(s string, n int) string {
 }
 
 // setAdded registers the added tokens and builds the decoding table.
+//
+// Like Hugging Face, it does not take the ids written in added_tokens as
+// given: it adds the tokens in file order and gives each the id its content
+// already has (in the vocab, or among the tokens added before it) or else
+// the next id after the vocab and the tokens added so far. For real files
+// this is the id written there.
 func (t *Tokenizer) setAdded(added []addedToken) error {
+	for _, a := range added {
+		if a.ID < 0 || a.ID >= maxID {
+			return fmt.Errorf("added token %q has id %d, outside [0, %d)", a.Content, a.ID, maxID)
+		}
+	}
+	added = slices.Clone(added)
+	vocabLen := len(t.model.vocab)
 	t.addedIDs = make(map[string]int, len(added))
+	maxAdded := -1
+	for k := range added {
+		a := &added[k]
+		if a.Content == "" {
+			continue
+		}
+		id, ok := t.addedIDs[a.Content]
+		if !ok {
+			id, ok = t.model.vocab[a.Content]
+		}
+		if !ok {
+			id = vocabLen
+			if maxAdded >= vocabLen || (maxAdded >= 0 && vocabLen == 0) {
+				id = maxAdded + 1
+			}
+		}
+		a.ID = id
+		t.addedIDs[a.Content] = id
+		maxAdded = max(maxAdded, id)
+	}
 	var raw, normd []addedToken
 	var rawPat, normPat []string
 	maxSeen := len(t.tokens) - 1
 	for _, a := range added {
-		if a.ID < 0 || a.ID >= maxID {
-			return fmt.Errorf("tokenizer.json: added token %q has id %d, outside [0, %d)", a.Content, a.ID, maxID)
+		if a.Content == "" {
+			continue // Hugging Face ignores an empty added token
 		}
 		maxSeen = max(maxSeen, a.ID)
-		t.addedIDs[a.Content] = a.ID
 		if a.Normalized {
 			// Matched after normalization, in the text between the other
 			// added tokens; its content is normalized too.
 			pat := a.Content
-			if t.nfc {
-				pat = nfc(pat)
+			if t.normalizer != nil {
+				pat = t.normalizer.normalize(pat)
 			}
 			normd = append(normd, a)
 			normPat = append(normPat, pat)
@@ -368,7 +650,7 @@ func (t *Tokenizer) setAdded(added []addedToken) error {
 
 	n := maxSeen + 1
 	if n > 4*(len(t.model.vocab)+len(added))+1024 {
-		return fmt.Errorf("tokenizer.json: token ids are too sparse (max id %d for %d tokens)", maxSeen, len(t.model.vocab)+len(added))
+		return fmt.Errorf("token ids are too sparse (max id %d for %d tokens)", maxSeen, len(t.model.vocab)+len(added))
 	}
 	for len(t.tokens) < n {
 		t.tokens = append(t.tokens, "")
@@ -376,7 +658,25 @@ func (t *Tokenizer) setAdded(added []addedToken) error {
 	}
 	for _, a := range added {
 		// An added token takes precedence over a vocab entry with its id.
-		t.tokens[a.ID], t.has[a.ID] = a.Content, true
+		// Hugging Face stores a normalized token's content normalized, and
+		// decodes it so.
+		if a.Content == "" {
+			continue
+		}
+		tok := a.Content
+		if a.Normalized && t.normalizer != nil {
+			tok = t.normalizer.normalize(tok)
+		}
+		t.tokens[a.ID], t.has[a.ID] = tok, true
+	}
+	t.special = make([]bool, n)
+	for _, a := range added {
+		if a.Special && a.Content != "" {
+			t.special[a.ID] = true
+		}
+	}
+	if t.dec != nil {
+		return nil // decoded through the decoder chain
 	}
 	t.decoded = make([][]byte, n)
 	for id, tok := range t.tokens {

@@ -409,10 +409,17 @@ func TestDecode(t *testing.T) {
 	if err != nil || string(raw) != "\xf0\x9f" {
 		t.Errorf("DecodeBytes = %q, %v; want the raw bytes F0 9F", raw, err)
 	}
-	for _, bad := range [][]int{{-1}, {1024}, {39, 1 << 40}} {
-		if _, err := tok.Decode(bad); err == nil || !strings.Contains(err.Error(), "not in the vocabulary") {
-			t.Errorf("Decode(%v) error = %v, want an out-of-range error", bad, err)
+	// Ids beyond the tokenizer (a model's padding rows) are skipped, as
+	// Hugging Face does; a negative id cannot be a token id at all.
+	for _, ids := range [][]int{{1024, 39}, {39, 1 << 40}, {39, 5000, 1024}} {
+		got, err := tok.Decode(ids)
+		want, _ := tok.Decode([]int{39})
+		if err != nil || got != want {
+			t.Errorf("Decode(%v) = %q, %v; want %q (unknown ids skipped)", ids, got, err, want)
 		}
+	}
+	if _, err := tok.Decode([]int{39, -1}); err == nil || !strings.Contains(err.Error(), "negative") {
+		t.Errorf("Decode with a negative id: error = %v, want one saying negative", err)
 	}
 }
 
@@ -444,15 +451,20 @@ func TestVocabAndLookup(t *testing.T) {
 	if diff := cmp.Diff([]string{"<|endoftext|>", "<|im_start|>", "<|im_end|>"}, tok.SpecialTokens()); diff != "" {
 		t.Errorf("SpecialTokens mismatch:\n%s", diff)
 	}
-	// An added token above the vocab grows VocabSize; a hole has no token.
+	// An added token not in the vocab gets the next id after it, whatever
+	// id the file wrote (as in Hugging Face); a hole has no token.
 	tiny := mustParse(t, tinyJSON(t, nil, func(root, _ map[string]any) {
+		root["model"].(map[string]any)["vocab"].(map[string]any)["zz"] = 299
 		root["added_tokens"] = []any{map[string]any{"id": 300, "content": "<pad>", "special": true}}
 	}))
-	if got := tiny.VocabSize(); got != 301 {
-		t.Errorf("VocabSize with an added token at 300 = %d, want 301", got)
+	if got := tiny.VocabSize(); got != 300 {
+		t.Errorf("VocabSize with vocab up to 299 and one added token = %d, want 300", got)
 	}
-	if _, err := tiny.Decode([]int{280}); err == nil {
-		t.Error("Decode of an id without a token succeeded")
+	if id, _ := tiny.TokenID("<pad>"); id != 257 {
+		t.Errorf("added token <pad> got id %d, want 257 (the vocab's size)", id)
+	}
+	if got, err := tiny.Decode([]int{280, 'a'}); err != nil || got != "a" {
+		t.Errorf("Decode of a hole and 'a' = %q, %v; want %q (the hole skipped)", got, err, "a")
 	}
 }
 
@@ -491,32 +503,38 @@ func TestParseErrors(t *testing.T) {
 		edit func(root, model map[string]any)
 		want string // in the error
 	}{
-		{"normalizer", func(r, m map[string]any) { r["normalizer"] = map[string]any{"type": "Lowercase"} }, `normalizer "Lowercase"`},
+		{"normalizer", func(r, m map[string]any) { r["normalizer"] = map[string]any{"type": "BertNormalizer"} }, `normalizer "BertNormalizer" is not supported`},
 		{"normalizer in sequence", func(r, m map[string]any) {
-			r["normalizer"] = map[string]any{"type": "Sequence", "normalizers": []any{map[string]any{"type": "NFC"}, map[string]any{"type": "NFKC"}}}
-		}, `"NFKC"`},
+			r["normalizer"] = map[string]any{"type": "Sequence", "normalizers": []any{map[string]any{"type": "NFC"}, map[string]any{"type": "Precompiled"}}}
+		}, `"Precompiled"`},
 		{"WordPiece", func(r, m map[string]any) { m["type"] = "WordPiece" }, `model "WordPiece"`},
 		{"Unigram", func(r, m map[string]any) {
 			r["model"] = map[string]any{"type": "Unigram", "unk_id": 0, "vocab": [][]any{{"a", -1.0}}}
 		}, `model "Unigram"`},
-		{"byte_fallback", func(r, m map[string]any) { m["byte_fallback"] = true }, "byte_fallback"},
 		{"dropout", func(r, m map[string]any) { m["dropout"] = 0.1 }, "dropout"},
-		{"subword prefix", func(r, m map[string]any) { m["continuing_subword_prefix"] = "##" }, "continuing_subword_prefix"},
-		{"word suffix", func(r, m map[string]any) { m["end_of_word_suffix"] = "</w>" }, "end_of_word_suffix"},
-		{"pre-tokenizer", func(r, m map[string]any) { r["pre_tokenizer"] = map[string]any{"type": "Whitespace"} }, `pre-tokenizer "Whitespace"`},
-		{"no pre-tokenizer", func(r, m map[string]any) { r["pre_tokenizer"] = nil }, "no pre_tokenizer"},
-		{"GPT-2 ByteLevel", func(r, m map[string]any) {
-			r["pre_tokenizer"] = map[string]any{"type": "ByteLevel", "add_prefix_space": false, "use_regex": true}
-		}, "ByteLevel"},
-		{"other regex", func(r, m map[string]any) {
-			r["pre_tokenizer"].(map[string]any)["pretokenizers"].([]any)[0].(map[string]any)["pattern"] = map[string]any{"Regex": `\s+`}
+		{"pre-tokenizer", func(r, m map[string]any) { r["pre_tokenizer"] = map[string]any{"type": "BertPreTokenizer"} }, `pre-tokenizer "BertPreTokenizer" is not supported`},
+		{"ByteLevel not last", func(r, m map[string]any) {
+			p := r["pre_tokenizer"].(map[string]any)["pretokenizers"].([]any)
+			p[0], p[1] = p[1], p[0]
+		}, "ByteLevel before"},
+		{"bad regex", func(r, m map[string]any) {
+			r["pre_tokenizer"].(map[string]any)["pretokenizers"].([]any)[0].(map[string]any)["pattern"] = map[string]any{"Regex": `(\s+`}
 		}, "regex"},
+		{"no pattern", func(r, m map[string]any) {
+			r["pre_tokenizer"].(map[string]any)["pretokenizers"].([]any)[0].(map[string]any)["pattern"] = map[string]any{}
+		}, "without a pattern"},
 		{"behavior", func(r, m map[string]any) {
-			r["pre_tokenizer"].(map[string]any)["pretokenizers"].([]any)[0].(map[string]any)["behavior"] = "Removed"
-		}, `"Removed"`},
-		{"prefix space", func(r, m map[string]any) {
-			r["pre_tokenizer"].(map[string]any)["pretokenizers"].([]any)[1].(map[string]any)["add_prefix_space"] = true
-		}, "add_prefix_space"},
+			r["pre_tokenizer"].(map[string]any)["pretokenizers"].([]any)[0].(map[string]any)["behavior"] = "Sideways"
+		}, `"Sideways"`},
+		{"metaspace scheme", func(r, m map[string]any) {
+			r["pre_tokenizer"] = map[string]any{"type": "Metaspace", "replacement": "▁", "prepend_scheme": "sometimes"}
+		}, `prepend_scheme "sometimes"`},
+		{"post-processor", func(r, m map[string]any) { r["post_processor"] = map[string]any{"type": "Magic"} }, `post_processor "Magic" is not supported`},
+		{"template token", func(r, m map[string]any) {
+			r["post_processor"] = map[string]any{"type": "TemplateProcessing",
+				"single":         []any{map[string]any{"SpecialToken": map[string]any{"id": "<s>"}}, map[string]any{"Sequence": map[string]any{"id": "A"}}},
+				"special_tokens": map[string]any{}}
+		}, `special token "<s>"`},
 		{"decoder", func(r, m map[string]any) { r["decoder"] = map[string]any{"type": "WordPiece"} }, `decoder "WordPiece"`},
 		{"merge of unknown token", func(r, m map[string]any) { m["merges"] = []string{"a zz"} }, `"zz" is not in the vocab`},
 		{"merge product unknown", func(r, m map[string]any) {
@@ -650,6 +668,17 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"model":{"type":"WordPiece"}}`))
 	f.Add([]byte(`{"normalizer":{"type":"Sequence","normalizers":[{"type":"NFC"},{"type":"Lowercase"}]}}`))
 	f.Add([]byte(`null`))
+	// The other components: Metaspace, byte fallback, decoders, templates.
+	f.Add([]byte(`{"normalizer":{"type":"Sequence","normalizers":[{"type":"Prepend","prepend":"▁"},{"type":"Replace","pattern":{"String":" "},"content":"▁"}]},` +
+		`"pre_tokenizer":{"type":"Metaspace","replacement":"▁","prepend_scheme":"first","split":true},` +
+		`"post_processor":{"type":"TemplateProcessing","single":[{"SpecialToken":{"id":"<s>"}},{"Sequence":{"id":"A"}}],"special_tokens":{"<s>":{"id":"<s>","ids":[1]}}},` +
+		`"decoder":{"type":"Sequence","decoders":[{"type":"Replace","pattern":{"String":"▁"},"content":" "},{"type":"ByteFallback"},{"type":"Fuse"},{"type":"Strip","content":" ","start":1,"stop":0}]},` +
+		`"added_tokens":[{"id":1,"content":"<s>","special":true}],` +
+		`"model":{"type":"BPE","unk_token":"<unk>","byte_fallback":true,"fuse_unk":true,"vocab":{"<unk>":0,"<s>":1,"<0x61>":2,"▁":3,"b":4,"▁b":5},"merges":["▁ b"]}}`))
+	f.Add([]byte(`{"pre_tokenizer":{"type":"Sequence","pretokenizers":[{"type":"Digits","individual_digits":true},{"type":"Punctuation"},{"type":"Whitespace"},` +
+		`{"type":"Split","pattern":{"Regex":"(?<=a)b|\p{L}+"},"behavior":"MergedWithNext","invert":true},{"type":"ByteLevel","add_prefix_space":true}]},` +
+		`"normalizer":{"type":"Sequence","normalizers":[{"type":"NFKD"},{"type":"Lowercase"},{"type":"Strip"}]},` +
+		`"model":{"type":"BPE","continuing_subword_prefix":"##","end_of_word_suffix":"</w>","vocab":{"a":0,"##b":1,"ab":2,"b</w>":3},"merges":["a ##b"]}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		tok, err := Parse(data)
 		if err != nil {
@@ -659,6 +688,10 @@ func FuzzParse(f *testing.F) {
 			ids := tok.Encode(s)
 			if _, err := tok.Decode(ids); err != nil {
 				t.Fatalf("Decode(Encode(%q)): %v", s, err)
+			}
+			tok.EncodeWithSpecialTokens(s)
+			if _, err := tok.DecodeBytes(append(ids, 0, 5, 1<<20)); err != nil {
+				t.Fatalf("DecodeBytes: %v", err)
 			}
 		}
 		tok.VocabSize()

@@ -32,7 +32,7 @@ func openWithTokenizer(dir, tokPath string) (*model.Model, *tokenizer.Tokenizer,
 	if tokPath == "" {
 		tokPath = dir
 	}
-	tok, err := tokenizer.Load(tokPath)
+	tok, err := loadTokenizer(tokPath)
 	if err != nil {
 		m.Close()
 		return nil, nil, err

@@ -98,12 +98,16 @@ func newConvertUpcycleCmd() *cobra.Command {
 		moeLayers  string
 		pad        string
 		sparseStep int
+		cf         carveFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "upcycle --in DENSE --out DIR --init MODE [options]",
-		Short: "Turn a dense qwen2 checkpoint into a fine-grained qwen2_moe checkpoint",
+		Short: "Turn a dense qwen2/qwen3 checkpoint into a fine-grained qwen2_moe/qwen3_moe checkpoint",
 		Long: `upcycle cuts each dense FFN (width F) into pieces of --expert-size I neurons and builds a
-Qwen2-MoE model from them (ALGORITHMS.md §1). G = F/I pieces per FFN. Modes (--init):
+Qwen2-MoE model from them (ALGORITHMS.md §1), or a Qwen3-MoE model from a qwen3 input. G = F/I
+pieces per FFN. qwen3_moe has no shared expert: the modes that put FFN neurons there
+(shared-exact, hybrid-exact, qwen2-report) are refused for it, and virtual-group and
+megatron-scaled leave out their silent one. Modes (--init):
 
   shared-exact     the whole FFN becomes the shared expert (shared_expert_gate 0, so sigmoid = 1/2,
                    and down_proj x2); routed experts are FFN pieces with a zero down_proj (silent).
@@ -119,6 +123,13 @@ Qwen2-MoE model from them (ALGORITHMS.md §1). G = F/I pieces per FFN. Modes (--
   qwen2-report     ceil((E*I+S)/F) copies of the FFN, each shuffled, sliced into E experts and the
                    shared expert; --reinit-fraction (default 0.5) of each one's parameters redrawn.
                    Approximate, training-oriented.
+  carve            activation-aware carving (docs/carve.md): from --calib text, per layer, the
+                   neurons of largest activation mass form the shared expert (gate 0, down x2),
+                   the rest are clustered into E equal experts of co-activated neurons (balanced
+                   k-means, then swaps raising each token's top-K mass), and a least-squares
+                   router predicts each expert's log activation mass; norm_topk_prob true, routed
+                   down xK. S + E*I must equal F (defaults: I = F/16, S = F/4, K for half of the
+                   FFN active). Approximate: only S + K*I neurons run per token.
 
 Defaults: --expert-size F/4; --experts 4x the routed pieces of one FFN (4 replicas); --top-k the
 routed pieces of one FFN (one replica: a token uses one FFN's worth of routed parameters);
@@ -180,13 +191,19 @@ for exact modes a max relative logit difference above 1e-4 exits 1 (the output i
 			if o.DType, err = convert.ParseDType(f.dtype); err != nil {
 				return fmt.Errorf("--dtype: %w", err)
 			}
+			if err := cf.check(o.Mode); err != nil {
+				return err
+			}
 			return runConvert(cmd, &f, o.Seed, func(ck *hf.Checkpoint) (*convert.Plan, error) {
+				if err := cf.apply(ck, &o); err != nil {
+					return nil, err
+				}
 				return convert.Upcycle(ck, o)
 			})
 		},
 	}
 	fs := cmd.Flags()
-	f.register(fs, "dense qwen2 checkpoint directory")
+	f.register(fs, "dense qwen2 or qwen3 checkpoint directory")
 	fs.StringVar(&mode, "init", "", "initialization: "+convertModeList())
 	fs.IntVar(&o.Experts, "experts", 0, "routed experts E (default 4x the routed pieces per FFN)")
 	fs.IntVar(&o.TopK, "top-k", 0, "experts per token K (default: the routed pieces per FFN)")
@@ -199,6 +216,7 @@ for exact modes a max relative logit difference above 1e-4 exits 1 (the output i
 	fs.StringVar(&moeLayers, "moe-layers", "", "layers that become MoE, e.g. 0,2,4-7 (others keep their dense MLP)")
 	fs.IntVar(&sparseStep, "decoder-sparse-step", 0, "make layers i with (i+1) % n == 0 MoE (default 1: all)")
 	fs.StringVar(&pad, "pad", "none", "when F is not a multiple of --expert-size: none (refuse) or zero (pad every FFN with zero neurons)")
+	cf.register(fs)
 	cmd.MarkFlagsMutuallyExclusive("moe-layers", "decoder-sparse-step")
 	return cmd
 }
@@ -218,7 +236,7 @@ func newConvertSplitCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "split --in MOE --out DIR --factor g",
-		Short: "Cut every expert of a mixtral or qwen2_moe checkpoint into g finer experts, exactly",
+		Short: "Cut every expert of a mixtral, qwen2_moe or qwen3_moe checkpoint into g finer experts, exactly",
 		Long: `split turns each expert e of width I into experts e*g ... e*g+g-1 of width I/g (adjacent, so that
 their identical router logits select them together), copies e's router row to each, multiplies
 num_experts and num_experts_per_tok by g and each piece's down_proj by g (ALGORITHMS.md §2). Each
@@ -251,7 +269,7 @@ With --verify input and output run on the same tokens; a max relative logit diff
 			})
 		},
 	}
-	f.register(cmd.Flags(), "mixtral or qwen2_moe checkpoint directory")
+	f.register(cmd.Flags(), "mixtral, qwen2_moe or qwen3_moe checkpoint directory")
 	cmd.Flags().IntVar(&factor, "factor", 0, "g: every expert becomes g experts of width I/g")
 	return cmd
 }
@@ -410,7 +428,9 @@ func printConvertReport(w io.Writer, r *convertReport) {
 	}
 	p("  files     %s, %s of %s; copied %s", shards, convertBytes(r.Files.TensorBytes), strings.Join(dtypes, "+"), convertList(r.Files.Copied))
 	p("  layers    MoE %s (%d), dense %s", convert.FormatLayers(s.MoELayers), len(s.MoELayers), convert.FormatLayers(s.DenseLayers))
-	if u := s.Upcycle; u != nil {
+	if s.Carve != nil {
+		printCarve(p, s)
+	} else if u := s.Upcycle; u != nil {
 		p("  experts   %d × %d, top-%d, norm_topk_prob %v", s.Experts, s.ExpertSize, s.TopK, s.NormTopKProb)
 		if u.Replicas > 0 {
 			p("            %d replicas × %d routed pieces, %d replica(s) selected per token", u.Replicas, u.RoutedPieces, u.SelectedReplicas)

@@ -6,12 +6,13 @@ import (
 	"io"
 	"slices"
 	"time"
-	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
 	"github.com/moeforge/moeforge/model"
+	"github.com/moeforge/moeforge/serve"
 	"github.com/moeforge/moeforge/tokenizer"
+	"github.com/moeforge/moeforge/tokenizer/chattemplate"
 )
 
 func init() { addCommand(newGenerateCmd) }
@@ -32,12 +33,23 @@ func newGenerateCmd() *cobra.Command {
 		maxNew        int
 		asJSON        bool
 		tokenizerPath string
+		chat          bool
+		system        string
+		sf            samplingFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "generate MODEL --prompt TEXT",
-		Short: "Greedy text generation with a KV cache, streamed to stdout",
-		Long: `generate continues --prompt with the checkpoint MODEL: greedy decoding (the most likely
-token every step) with a KV cache, so each new token costs one position of forward pass.
+		Short: "Text generation with a KV cache, streamed to stdout (greedy or sampled, plain or chat)",
+		Long: `generate continues --prompt with the checkpoint MODEL, decoding with a KV cache, so each
+new token costs one position of forward pass. Decoding follows generation_config.json
+(do_sample, temperature, top_p, top_k, repetition_penalty; greedy — the most likely token
+every step — when it says nothing); --temperature (0 = greedy, > 0 samples), --top-p, --top-k,
+--repetition-penalty override it and --seed fixes the draws.
+
+With --chat, the prompt is the user message of a conversation (after --system, if given)
+rendered with MODEL's chat template as transformers' apply_chat_template(...,
+add_generation_prompt=True) does; generation stops at the end-of-turn tokens (see
+"moeforge chat --help") and special tokens are not printed.
 
 The prompt is tokenized with MODEL's tokenizer.json (no special tokens added; write them in the
 prompt, e.g. <|im_start|>, if the model expects them). The continuation is printed on stdout as
@@ -48,8 +60,10 @@ sequence fills max_position_embeddings. A summary goes to stderr unless --quiet.
 
 With --json nothing is streamed: one JSON document with the ids, the text, why it stopped and
 the speed is printed at the end.`,
-		Example: `  moeforge generate testdata/models/qwen2_moe_small --prompt "ROMEO:" --max-new-tokens 64
-  moeforge generate testdata/models/qwen2_dense_small --prompt "First Citizen:" --json`,
+		Example: `  moeforge generate /tmp/mf/qwen2_moe_small --prompt "ROMEO:" --max-new-tokens 64
+  moeforge generate /tmp/mf/qwen2_dense_small --prompt "First Citizen:" --json
+  moeforge generate /tmp/mf/moe_gptq --chat --system "You are a helpful assistant." \
+      --prompt "Give me a short introduction to large language model." --temperature 0.7 --seed 1`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !cmd.Flags().Changed("prompt") {
@@ -63,37 +77,67 @@ the speed is printed at the end.`,
 				return err
 			}
 			defer m.Close()
-			ids := tok.Encode(prompt)
-			if len(ids) == 0 {
-				return errors.New("generate: the prompt is empty: nothing to continue")
-			}
-			eos, err := model.EOSTokens(args[0], m.Config)
+			gen, err := model.LoadGenerationConfig(args[0], m)
 			if err != nil {
 				return err
+			}
+			sampling, err := sf.apply(gen.Sampling)
+			if err != nil {
+				return err
+			}
+			eos := gen.EOS
+			text := prompt
+			skip := map[int]bool{}
+			if chat {
+				tmpl, err := chattemplate.Load(args[0])
+				if err != nil {
+					return err
+				}
+				var msgs []chattemplate.Message
+				if system != "" {
+					msgs = append(msgs, chattemplate.Message{Role: "system", Content: system})
+				}
+				msgs = append(msgs, chattemplate.Message{Role: "user", Content: prompt})
+				if text, err = tmpl.Render(chattemplate.Messages(msgs), chattemplate.Options{AddGenerationPrompt: true}); err != nil {
+					return err
+				}
+				eos = tmpl.StopIDs(tok, gen.EOS)
+				for _, sp := range tok.SpecialTokens() {
+					if id, ok := tok.TokenID(sp); ok {
+						skip[id] = true
+					}
+				}
+			} else if cmd.Flags().Changed("system") {
+				return errors.New("generate: --system needs --chat")
+			}
+			ids := tok.Encode(text)
+			if len(ids) == 0 {
+				return errors.New("generate: the prompt is empty: nothing to continue")
 			}
 
 			out := cmd.OutOrStdout()
 			stream := &textStream{tok: tok, w: out}
 			emit := func(id int) error {
-				if asJSON || slices.Contains(eos, id) {
+				if asJSON || slices.Contains(eos, id) || skip[id] {
 					return nil
 				}
 				return stream.add(id)
 			}
 			start := time.Now()
-			g, err := m.Generate(cmd.Context(), ids, model.GenerateOptions{MaxNewTokens: maxNew, EOS: eos}, emit)
+			g, err := m.Generate(cmd.Context(), ids, model.GenerateOptions{MaxNewTokens: maxNew, EOS: eos, Sampler: model.NewSampler(sampling)}, emit)
 			if err != nil {
 				return err
 			}
 			elapsed := time.Since(start)
-			text := g.IDs
+			textIDs := g.IDs
 			if g.Stop == model.StopEOS {
-				text = text[:len(text)-1]
+				textIDs = textIDs[:len(textIDs)-1]
 			}
+			textIDs = slices.DeleteFunc(slices.Clone(textIDs), func(id int) bool { return skip[id] })
 			res := generateResult{Prompt: prompt, PromptTokens: len(ids), IDs: g.IDs, Stop: string(g.Stop),
 				Seconds: elapsed.Seconds(), TokensPerSecond: float64(len(g.IDs)) / elapsed.Seconds()}
 			if asJSON {
-				if res.Text, err = tok.Decode(text); err != nil {
+				if res.Text, err = tok.Decode(textIDs); err != nil {
 					return err
 				}
 				return writeJSON(out, res)
@@ -113,6 +157,9 @@ the speed is printed at the end.`,
 	f.IntVar(&maxNew, "max-new-tokens", 128, "most tokens to generate")
 	f.StringVar(&tokenizerPath, "tokenizer", "", "tokenizer.json or a directory holding it (default: MODEL's)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON document at the end instead of streaming text")
+	f.BoolVar(&chat, "chat", false, "treat --prompt as a user message and render it with MODEL's chat template")
+	f.StringVar(&system, "system", "", "system prompt (with --chat)")
+	sf.register(f)
 	return cmd
 }
 
@@ -123,6 +170,7 @@ the speed is printed at the end.`,
 // decoder does, so the streamed text equals decoding all the ids at once.
 type textStream struct {
 	tok     *tokenizer.Tokenizer
+	ids     []int // the tokens so far: a decoder may depend on more than the newest
 	w       io.Writer
 	pending []byte
 	last    byte // last byte written
@@ -131,7 +179,8 @@ type textStream struct {
 
 // add writes what token id completes.
 func (s *textStream) add(id int) error {
-	b, err := s.tok.DecodeBytes([]int{id})
+	s.ids = append(s.ids, id)
+	b, err := s.tok.DecodeBytesFrom(s.ids, len(s.ids)-1)
 	if err != nil {
 		return err
 	}
@@ -141,7 +190,7 @@ func (s *textStream) add(id int) error {
 // addBytes writes what the bytes b of the next token complete.
 func (s *textStream) addBytes(b []byte) error {
 	s.pending = append(s.pending, b...)
-	n := len(s.pending) - incompleteTail(s.pending)
+	n := len(s.pending) - serve.IncompleteTail(s.pending)
 	if err := s.write(s.pending[:n]); err != nil {
 		return err
 	}
@@ -167,91 +216,7 @@ func (s *textStream) write(b []byte) error {
 	if len(b) == 0 {
 		return nil
 	}
-	_, err := s.w.Write(lossyUTF8(b))
+	_, err := s.w.Write(serve.LossyUTF8(b))
 	s.last, s.wrote = b[len(b)-1], true
 	return err
-}
-
-// incompleteTail returns the length of the trailing bytes of b that begin a
-// UTF-8 character whose remaining bytes have not arrived yet.
-func incompleteTail(b []byte) int {
-	for n := 1; n <= 3 && n <= len(b); n++ {
-		c := b[len(b)-n]
-		if c < 0x80 {
-			return 0
-		}
-		if c >= 0xC0 { // a lead byte: does the tail start a valid, unfinished character?
-			if need := seqLen(c); need > n && validPrefix(b[len(b)-n:]) == n {
-				return n
-			}
-			return 0
-		}
-	}
-	return 0
-}
-
-// lossyUTF8 returns b with every maximal invalid subsequence replaced by
-// U+FFFD (the Unicode "substitution of maximal subparts" practice).
-func lossyUTF8(b []byte) []byte {
-	if utf8.Valid(b) {
-		return b
-	}
-	out := make([]byte, 0, len(b)+8)
-	for len(b) > 0 {
-		r, size := utf8.DecodeRune(b)
-		if r == utf8.RuneError && size <= 1 {
-			out = utf8.AppendRune(out, utf8.RuneError)
-			b = b[max(validPrefix(b), 1):]
-			continue
-		}
-		out = append(out, b[:size]...)
-		b = b[size:]
-	}
-	return out
-}
-
-// seqLen is the length of the UTF-8 sequence lead byte c starts (0: not a
-// lead byte).
-func seqLen(c byte) int {
-	switch {
-	case c >= 0xC2 && c <= 0xDF:
-		return 2
-	case c >= 0xE0 && c <= 0xEF:
-		return 3
-	case c >= 0xF0 && c <= 0xF4:
-		return 4
-	}
-	return 0
-}
-
-// validPrefix returns how many leading bytes of b are a prefix of some valid
-// UTF-8 sequence (0 when b[0] cannot start one).
-func validPrefix(b []byte) int {
-	need := seqLen(b[0])
-	if need == 0 {
-		return 0
-	}
-	lo, hi := byte(0x80), byte(0xBF) // allowed range of the second byte
-	switch b[0] {
-	case 0xE0:
-		lo = 0xA0
-	case 0xED:
-		hi = 0x9F
-	case 0xF0:
-		lo = 0x90
-	case 0xF4:
-		hi = 0x8F
-	}
-	n := 1
-	for n < need && n < len(b) {
-		c := b[n]
-		if n > 1 {
-			lo, hi = 0x80, 0xBF
-		}
-		if c < lo || c > hi {
-			break
-		}
-		n++
-	}
-	return n
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/moeforge/moeforge/convert"
 	"github.com/moeforge/moeforge/formats/hf"
+	"github.com/moeforge/moeforge/formats/mlx"
 )
 
 func init() { addCommand(newInspectCmd) }
@@ -22,13 +23,14 @@ func newInspectCmd() *cobra.Command {
 		Use:   "inspect PATH",
 		Short: "Describe a checkpoint: architecture, experts, parameters, dtypes, shards, quantization",
 		Long: `inspect describes a Hugging Face checkpoint directory (model.safetensors, or shards with
-model.safetensors.index.json): architecture, layers, attention heads, experts (routed, per token,
+model.safetensors.index.json) or an MLX directory (what moeforge export mlx writes): architecture, layers, attention heads, experts (routed, per token,
 widths, which layers are MoE), parameters in total and active per token (embeddings and lm_head
 counted), dtypes, shards, GPTQ quantization and tensors the config does not account for.
 
 Every tensor is checked against config.json (presence and shape); any problem is an error.
 PATH may also be a config.json file, or a directory holding only a config.json: the counts are
-then computed from the config and no weights are read.`,
+then computed from the config and no weights are read. A GGUF file (llama.cpp) is validated and
+described too: architecture, hyperparameters, tokenizer, tensor types and parameters.`,
 		Example: `  moeforge inspect path/to/Qwen1.5-MoE-A2.7B
   moeforge inspect --json path/to/checkpoint | jq .params_active
   moeforge inspect testdata/fixtures/configs/qwen1.5-moe-a2.7b.json`,
@@ -40,7 +42,14 @@ then computed from the config and no weights are read.`,
 			return nil, cobra.ShellCompDirectiveDefault // directories and config files
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, err := hf.Inspect(args[0])
+			if isGGUF(args[0]) {
+				return inspectGGUF(cmd, args[0], asJSON)
+			}
+			inspect := hf.Inspect
+			if mlx.IsDir(args[0]) {
+				inspect = mlx.Report
+			}
+			r, err := inspect(args[0])
 			if err != nil {
 				return err
 			}
@@ -69,6 +78,9 @@ func writeInspectTable(w io.Writer, r *hf.Report) error {
 	yesNo := map[bool]string{true: "yes", false: "no"}
 
 	row("path", "%s", r.Path)
+	if r.Format != "" {
+		row("format", "%s", r.Format)
+	}
 	if r.Class != "" {
 		row("architecture", "%s (%s)", r.Architecture, r.Class)
 	} else {
@@ -76,7 +88,14 @@ func writeInspectTable(w io.Writer, r *hf.Report) error {
 	}
 	row("layers", "%d", r.Layers)
 	row("hidden size", "%d", r.HiddenSize)
-	row("attention", "%d heads, %d kv heads, head_dim %d", r.Heads, r.KVHeads, r.HeadDim)
+	attn := fmt.Sprintf("%d heads, %d kv heads, head_dim %d, bias %s", r.Heads, r.KVHeads, r.HeadDim, r.AttentionBias)
+	if r.QKNorm {
+		attn += ", q/k norm"
+	}
+	if len(r.SlidingWindowLayers) > 0 {
+		attn += fmt.Sprintf(", sliding window %d on %d layers", r.SlidingWindow, len(r.SlidingWindowLayers))
+	}
+	row("attention", "%s", attn)
 	if e := r.Experts; e != nil {
 		row("experts", "%d routed × %d, %d per token", e.Routed, e.Width, e.PerToken)
 		if e.SharedWidth > 0 {
@@ -107,6 +126,9 @@ func writeInspectTable(w io.Writer, r *hf.Report) error {
 	}
 	if q := r.Quantization; q != nil {
 		desc := fmt.Sprintf("%s %d-bit, group %d, desc_act %t, sym %t, checkpoint_format %s", q.Method, q.Bits, q.GroupSize, q.DescAct, q.Sym, q.CheckpointFormat)
+		if r.Format != "" {
+			desc = q.Method
+		}
 		if q.Bits == 0 {
 			desc = q.Method
 		}

@@ -149,7 +149,7 @@ func TestInspectTable(t *testing.T) {
 		"architecture        qwen2_moe (Qwen2MoeForCausalLM)",
 		"layers              3",
 		"hidden size         64",
-		"attention           4 heads, 4 kv heads, head_dim 16",
+		"attention           4 heads, 4 kv heads, head_dim 16, bias q/k/v",
 		"experts             16 routed × 32, 4 per token",
 		"shared expert       128 (sigmoid gate)",
 		"norm_topk_prob      false",

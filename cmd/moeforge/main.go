@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -40,6 +41,11 @@ func failed(err error) error { return failure{err} }
 // errSilentFailure exits with code 1 without printing anything more: the
 // command has already reported what failed.
 var errSilentFailure = errors.New("check failed")
+
+// signalDrains is set by a command that shuts down by itself when its
+// context is cancelled (serve drains its requests): the first SIGINT or
+// SIGTERM then only cancels the context, a second one exits at once.
+var signalDrains atomic.Bool
 
 type globalOptions struct {
 	quiet   bool
@@ -86,6 +92,12 @@ func run(args []string) int {
 	go func() {
 		if _, ok := <-sigs; ok {
 			cancel()
+			if signalDrains.Load() {
+				// the command shuts down by itself; a second signal exits now
+				if _, ok := <-sigs; !ok {
+					return
+				}
+			}
 			outdir.RemovePending()
 			fmt.Fprintln(os.Stderr, "moeforge: interrupted; unfinished outputs removed")
 			os.Exit(130)

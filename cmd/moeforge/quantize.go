@@ -17,6 +17,7 @@ import (
 	"github.com/moeforge/moeforge/internal/progress"
 	"github.com/moeforge/moeforge/quantize"
 	"github.com/moeforge/moeforge/tokenizer"
+	"github.com/moeforge/moeforge/tokenizer/chattemplate"
 )
 
 func init() { addCommand(newQuantizeCmd) }
@@ -38,6 +39,7 @@ type quantizeFlags struct {
 	trueSequential bool
 	calib          string
 	calibIDs       string
+	calibChat      string
 	seqlen         int
 	splitAt        float64
 	nsamples       int
@@ -49,13 +51,14 @@ type quantizeFlags struct {
 	maxShard       string
 	report         string
 	asJSON         bool
+	resume         bool
 }
 
 func newQuantizeCmd() *cobra.Command {
 	var f quantizeFlags
 	def := quantize.DefaultOptions()
 	cmd := &cobra.Command{
-		Use:   "quantize --in DIR --out DIR (--calib FILE | --calib-ids FILE | --method rtn) [options]",
+		Use:   "quantize --in DIR --out DIR (--calib FILE | --calib-ids FILE | --calib-chat FILE.jsonl | --method rtn) [options]",
 		Short: "Quantize a checkpoint to GPTQ 2/3/4/8-bit (AutoGPTQ layout), MoE-aware",
 		Long: `quantize writes a GPTQ copy (--bits 2, 3, 4 or 8; default 4) of a float checkpoint (qwen2,
 qwen2_moe, mixtral) in the AutoGPTQ "gptq" (v1) layout that transformers/optimum and vLLM load
@@ -77,7 +80,10 @@ layers are stored as float16.
 Calibration: --calib FILE is text, tokenized with the checkpoint's tokenizer.json; --nsamples
 random windows of --seqlen tokens (capped at max_position_embeddings) are drawn (--seed) from
 its first --split-at fraction. --calib-ids FILE.safetensors gives the token ids directly
-(input_ids [N, T]). --method rtn needs no calibration.
+(input_ids [N, T]). --calib-chat FILE.jsonl holds conversations, one {"messages": [...]} per
+line, rendered with the checkpoint's chat template (as apply_chat_template does, without a
+generation prompt) so that a chat model is calibrated on the format it serves: the first
+--nsamples, each cut at --seqlen tokens. --method rtn needs no calibration.
 
 The summary lists every module (routed experts summed per layer and projection) with its
 method, calibration tokens, GPTQ loss, damping and time, then every starved expert with its
@@ -107,6 +113,7 @@ token count and fallback, and any raised damping; --report FILE.json records eve
 	fs.BoolVar(&f.trueSequential, "true-sequential", def.Config.TrueSequential, "quantize a layer's linears group by group, each on inputs from the quantized earlier groups")
 	fs.StringVar(&f.calib, "calib", "", "calibration text file (tokenized with the checkpoint's tokenizer)")
 	fs.StringVar(&f.calibIDs, "calib-ids", "", "calibration token ids: safetensors file with input_ids [N, T]")
+	fs.StringVar(&f.calibChat, "calib-chat", "", `calibration conversations: JSONL, one {"messages": [...]} per line, rendered with the chat template (the first --nsamples, each cut at --seqlen tokens)`)
 	fs.IntVar(&f.seqlen, "seqlen", 2048, "with --calib: tokens per calibration window (capped at max_position_embeddings)")
 	fs.Float64Var(&f.splitAt, "split-at", corpus.DefaultSplitAt, "with --calib: windows come from this first fraction of the text")
 	fs.IntVar(&f.nsamples, "nsamples", 128, "with --calib: number of calibration windows")
@@ -120,6 +127,7 @@ token count and fallback, and any raised damping; --report FILE.json records eve
 	fs.StringVar(&f.maxShard, "max-shard-size", "5GB", "largest output shard, e.g. 5GB, 500MB")
 	fs.StringVar(&f.report, "report", "", "write the per-module report as JSON to this file")
 	fs.BoolVar(&f.asJSON, "json", false, "print the report as one JSON document instead of the summary")
+	fs.BoolVar(&f.resume, "resume", false, "continue a killed run of the same command after its last finished layer (state kept in the temporary output directory)")
 	return cmd
 }
 
@@ -147,10 +155,10 @@ func (f *quantizeFlags) options(cmd *cobra.Command) (quantize.Options, error) {
 		return o, fmt.Errorf("quantize: --expert-fallback %q: want rtn or all-tokens", f.fallback)
 	case !(f.damp > 0 && f.damp < 1):
 		return o, fmt.Errorf("quantize: --damp %g: want a value in (0, 1)", f.damp)
-	case f.calib != "" && f.calibIDs != "":
-		return o, errors.New("quantize: give --calib or --calib-ids, not both")
-	case f.method == "gptq" && f.calib == "" && f.calibIDs == "":
-		return o, errors.New("quantize: GPTQ needs calibration data: --calib FILE (text) or --calib-ids FILE (token ids); or use --method rtn")
+	case btoi(f.calib != "")+btoi(f.calibIDs != "")+btoi(f.calibChat != "") > 1:
+		return o, errors.New("quantize: give one of --calib, --calib-ids and --calib-chat, not both")
+	case f.method == "gptq" && f.calib == "" && f.calibIDs == "" && f.calibChat == "":
+		return o, errors.New("quantize: GPTQ needs calibration data: --calib FILE (text), --calib-ids FILE (token ids) or --calib-chat FILE.jsonl (conversations); or use --method rtn")
 	case f.method == "gptq" && f.calibIDs != "" && (changed("seqlen") || changed("nsamples") || changed("split-at") || changed("seed")):
 		return o, errors.New("quantize: --seqlen, --nsamples, --split-at and --seed choose windows of --calib text; --calib-ids gives the sequences")
 	case f.seqlen < 2 || f.nsamples < 1:
@@ -165,7 +173,7 @@ func (f *quantizeFlags) options(cmd *cobra.Command) (quantize.Options, error) {
 	if f.method == "rtn" {
 		// One command line switches methods: what only GPTQ uses is ignored.
 		var ignored []string
-		for _, name := range []string{"calib", "calib-ids", "seqlen", "nsamples", "split-at", "seed", "desc-act", "static-groups",
+		for _, name := range []string{"calib", "calib-ids", "calib-chat", "seqlen", "nsamples", "split-at", "seed", "desc-act", "static-groups",
 			"damp", "true-sequential", "min-expert-tokens", "expert-fallback", "moe-calib", "spill", "chunk-tokens"} {
 			if changed(name) {
 				ignored = append(ignored, "--"+name)
@@ -174,7 +182,7 @@ func (f *quantizeFlags) options(cmd *cobra.Command) (quantize.Options, error) {
 		if len(ignored) > 0 && !global.quiet {
 			fmt.Fprintf(cmd.ErrOrStderr(), "moeforge: warning: --method rtn uses no calibration; ignoring %s\n", strings.Join(ignored, ", "))
 		}
-		f.calib, f.calibIDs = "", ""
+		f.calib, f.calibIDs, f.calibChat = "", "", ""
 		o.Config.DescAct, o.Config.StaticGroups = false, false
 	}
 	o.Config.Bits, o.Config.CheckpointFormat, o.Config.LMHead = f.bits, f.format, f.lmHead
@@ -218,6 +226,9 @@ func (f *quantizeFlags) calibration(cmd *cobra.Command, ck *hf.Checkpoint) ([][]
 		}
 		return seqs, &quantize.Calibration{Source: f.calibIDs, Sequences: len(seqs), SeqLen: len(seqs[0]), Tokens: len(seqs) * len(seqs[0])}, nil
 	}
+	if f.calibChat != "" {
+		return f.chatCalibration(ck)
+	}
 	text, err := os.ReadFile(f.calib)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--calib: %w", err)
@@ -240,6 +251,49 @@ func (f *quantizeFlags) calibration(cmd *cobra.Command, ck *hf.Checkpoint) ([][]
 	return seqs, &quantize.Calibration{Source: fmt.Sprintf("%s (first %g, seed %d)", f.calib, f.splitAt, f.seed), Sequences: len(seqs), SeqLen: seqlen, Tokens: len(seqs) * seqlen}, nil
 }
 
+// chatCalibration renders the conversations of --calib-chat with the
+// checkpoint's chat template: the first --nsamples, cut at --seqlen tokens.
+func (f *quantizeFlags) chatCalibration(ck *hf.Checkpoint) ([][]int, *quantize.Calibration, error) {
+	data, err := os.ReadFile(f.calibChat)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--calib-chat: %w", err)
+	}
+	chat, err := chattemplate.Load(ck.Dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--calib-chat: %w", err)
+	}
+	tok, err := tokenizer.Load(ck.Dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--calib-chat needs the checkpoint's tokenizer: %w", err)
+	}
+	texts, err := chat.RenderJSONL(f.calibChat, data)
+	if err != nil {
+		return nil, nil, err
+	}
+	seqlen := f.seqlen
+	if maxPos := ck.Config.MaxPositionEmbeddings; maxPos > 0 && seqlen > maxPos {
+		seqlen = maxPos
+	}
+	var seqs [][]int
+	longest, total := 0, 0
+	for _, t := range texts[:min(len(texts), f.nsamples)] {
+		ids := tok.Encode(t)
+		if len(ids) > seqlen {
+			ids = ids[:seqlen]
+		}
+		seqs = append(seqs, ids)
+		longest, total = max(longest, len(ids)), total+len(ids)
+	}
+	return seqs, &quantize.Calibration{Source: f.calibChat + " (chat template)", Sequences: len(seqs), SeqLen: longest, Tokens: total}, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 func runQuantize(cmd *cobra.Command, f *quantizeFlags) error {
 	opt, err := f.options(cmd)
 	if err != nil {
@@ -260,6 +314,20 @@ func runQuantize(cmd *cobra.Command, f *quantizeFlags) error {
 		return outputError(err)
 	}
 	defer w.Abort()
+	if opt.Method == quantize.MethodGPTQ {
+		opt.Checkpoint = filepath.Join(w.Dir(), quantize.CheckpointDir)
+		if f.resume {
+			from, err := quantize.AdoptState(f.out, opt.Checkpoint)
+			if err != nil {
+				return err
+			}
+			if from == "" && !global.quiet {
+				fmt.Fprintf(cmd.ErrOrStderr(), "moeforge: --resume: no interrupted run of %s found; starting from the first layer\n", f.out)
+			}
+		} else if left := quantize.LeftState(f.out); left != "" && !global.quiet {
+			fmt.Fprintf(cmd.ErrOrStderr(), "moeforge: %s holds an interrupted run; --resume continues it (or remove it)\n", left)
+		}
+	}
 	var bar *progress.Bar
 	opt.Progress = func(done, total int, label string) {
 		if bar == nil {

@@ -22,13 +22,19 @@ func newTokenizeCmd() *cobra.Command {
 		file   string
 		asJSON bool
 		decode bool
+		addSp  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "tokenize --tokenizer DIR (--file F | TEXT)",
 		Short: "Turn text into token ids, or ids back into text (--decode)",
-		Long: `tokenize encodes text with a checkpoint's byte-level BPE tokenizer (tokenizer.json), exactly as
-Hugging Face tokenizers does with add_special_tokens=False: special tokens written in the text
-(<|im_start|>, <|endoftext|>, ...) become their ids, and nothing is added around the text.
+		Long: `tokenize encodes text with a checkpoint's BPE tokenizer (tokenizer.json: Qwen, Llama 3,
+Mistral/Mixtral, DeepSeek-V3 and other files built from the same components), exactly as Hugging
+Face tokenizers does with add_special_tokens=False: special tokens written in the text
+(<|im_start|>, <s>, ...) become their ids, and nothing is added around the text.
+
+With --add-special-tokens the ids are what calling the tokenizer in transformers gives by
+default: the post-processor's tokens are added around the text (Mistral's and Mixtral's <s>
+first; DeepSeek-V3's <｜begin▁of▁sentence｜>, from tokenizer_config.json; nothing for Qwen).
 
 The text is the single TEXT argument, or the contents of --file (- for standard input). The ids
 are printed on one line separated by spaces, or as {"ids": [...]} with --json.
@@ -46,11 +52,14 @@ DIR is a checkpoint directory holding tokenizer.json, or the tokenizer.json file
 			if tokDir == "" {
 				return errors.New("tokenize: --tokenizer DIR is required (a checkpoint directory with tokenizer.json)")
 			}
+			if decode && addSp {
+				return errors.New("tokenize: --add-special-tokens applies to encoding, not to --decode")
+			}
 			input, err := tokenizeInput(cmd, file, args, decode)
 			if err != nil {
 				return err
 			}
-			tok, err := tokenizer.Load(tokDir)
+			tok, err := loadTokenizer(tokDir)
 			if err != nil {
 				return err
 			}
@@ -59,6 +68,9 @@ DIR is a checkpoint directory holding tokenizer.json, or the tokenizer.json file
 				return runDecode(out, tok, input, asJSON)
 			}
 			ids := tok.Encode(input)
+			if addSp {
+				ids = tok.EncodeWithSpecialTokens(input)
+			}
 			if asJSON {
 				return writeJSON(out, struct {
 					IDs []int `json:"ids"`
@@ -80,6 +92,7 @@ DIR is a checkpoint directory holding tokenizer.json, or the tokenizer.json file
 	cmd.Flags().StringVar(&file, "file", "", "read the input from this file (- for standard input) instead of the arguments")
 	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"ids": [...]} (or {"text": ...} with --decode)`)
 	cmd.Flags().BoolVar(&decode, "decode", false, "the input is token ids; print their text")
+	cmd.Flags().BoolVar(&addSp, "add-special-tokens", false, "add the special tokens transformers adds by default (e.g. Mistral's <s>)")
 	return cmd
 }
 

@@ -14,7 +14,6 @@ import (
 	"github.com/moeforge/moeforge/corpus"
 	"github.com/moeforge/moeforge/model"
 
-	"github.com/moeforge/moeforge/tokenizer"
 	"github.com/moeforge/moeforge/verify"
 )
 
@@ -267,7 +266,7 @@ func (o *verifyOptions) inputs(cmd *cobra.Command, vocab int) ([][]int, verify.I
 		if err := corpus.CheckSplit(o.splitAt); err != nil {
 			return nil, in, fmt.Errorf("--split-at: %w", err)
 		}
-		tok, err := tokenizer.Load(o.ref)
+		tok, err := loadTokenizer(o.ref)
 		if err != nil {
 			return nil, in, fmt.Errorf("--text needs the reference's tokenizer.json: %w", err)
 		}

@@ -99,8 +99,9 @@ func verifyF32Bytes(v []float32) []byte {
 }
 
 // verifyFusedCopy restacks every MoE layer's per-expert tensors of an f32
-// checkpoint into the fused layout (gate_up_proj [E, 2I, H], down_proj
-// [E, H, I]): the same numbers, another file layout.
+// checkpoint into the fused layout (mlp.experts.gate_up_proj [E, 2I, H],
+// down_proj [E, H, I]; Mixtral's router at mlp.gate): the same numbers,
+// another file layout.
 func verifyFusedCopy(t *testing.T, src string) string {
 	t.Helper()
 	cfg, err := hf.ReadConfig(src)
@@ -137,8 +138,16 @@ func verifyFusedCopy(t *testing.T, src string) string {
 			verifyTensor(t, gu, safetensors.F32, []int{E, 2 * I, H}, gateUp),
 			verifyTensor(t, dn, safetensors.F32, []int{E, H, I}, down))
 	}
+	// transformers 5 also moves Mixtral's router to mlp.gate in this layout.
+	routers := map[string]string{}
+	for _, layer := range cfg.MoELayers() {
+		routers[cfg.RouterLinear(layer)+".weight"] = cfg.FusedRouterLinear(layer) + ".weight"
+	}
 	added := false
 	dir := verifyVariant(t, src, func(ts *safetensors.Tensor) []*safetensors.Tensor {
+		if r, ok := routers[ts.Name]; ok && r != ts.Name {
+			return []*safetensors.Tensor{verifyTensor(t, r, ts.DType, ts.Shape, ts.Bytes())}
+		}
 		if experts[ts.Name] {
 			if added {
 				return nil

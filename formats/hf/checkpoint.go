@@ -76,13 +76,41 @@ func Open(dir string) (*Checkpoint, error) {
 // Close releases the memory maps.
 func (ck *Checkpoint) Close() error { return ck.Weights.Close() }
 
-// Tensor returns a tensor by name or an error naming it and the directory.
+// Tensor returns a tensor by its canonical name (the per-expert layout's)
+// or an error naming it and the directory. A router stored where the fused
+// layout keeps it (mixtral: mlp.gate for block_sparse_moe.gate) is found
+// under its canonical name.
 func (ck *Checkpoint) Tensor(name string) (*safetensors.Tensor, error) {
-	t, ok := ck.Weights.Tensor(name)
-	if !ok {
-		return nil, safetensors.Corrupt(ck.Dir, fmt.Sprintf("missing tensor %s", name))
+	if t, ok := ck.Weights.Tensor(name); ok {
+		return t, nil
 	}
-	return t, nil
+	if alias, ok := ck.alias(name); ok {
+		if t, ok := ck.Weights.Tensor(alias); ok {
+			return t, nil
+		}
+	}
+	return nil, safetensors.Corrupt(ck.Dir, fmt.Sprintf("missing tensor %s", name))
+}
+
+// alias returns the fused-layout name of a canonical tensor name, when the
+// two differ (only mixtral's router does).
+func (ck *Checkpoint) alias(name string) (string, bool) {
+	c := ck.Config
+	if !c.IsMoE() {
+		return "", false
+	}
+	for _, i := range c.MoELayers() {
+		canon, fused := c.RouterLinear(i), c.FusedRouterLinear(i)
+		if canon == fused {
+			return "", false
+		}
+		for _, suffix := range []string{".weight", ".qweight", ".qzeros", ".scales", ".g_idx", ".bias"} {
+			if name == canon+suffix {
+				return fused + suffix, true
+			}
+		}
+	}
+	return "", false
 }
 
 // Linear resolves the tensors of a linear layer by its canonical module path
@@ -90,9 +118,9 @@ func (ck *Checkpoint) Tensor(name string) (*safetensors.Tensor, error) {
 // returned as views into the fused tensors.
 func (ck *Checkpoint) Linear(l Linear) (*LinearWeights, error) {
 	lw := &LinearWeights{Name: l.Name}
-	if t, ok := ck.Weights.Tensor(l.Name + ".weight"); ok {
+	if t, err := ck.Tensor(l.Name + ".weight"); err == nil {
 		lw.Weight = t
-	} else if t, ok := ck.Weights.Tensor(l.Name + gptq.SuffixQWeight); ok {
+	} else if t, err := ck.Tensor(l.Name + gptq.SuffixQWeight); err == nil {
 		lw.QWeight = t
 		var err error
 		for _, p := range []struct {
@@ -122,7 +150,14 @@ func (ck *Checkpoint) Linear(l Linear) (*LinearWeights, error) {
 	return lw, nil
 }
 
-// fusedExpert returns a view of expert l.Expert's projection in the fused layout.
+// fusedExpert returns a view of expert l.Expert's projection in the fused
+// layout: gate_up_proj [E, 2I, H] holds per expert its I gate rows, then its
+// I up rows; down_proj is [E, H, I]. The transposed layout some exporters
+// write ([E, H, 2I] and [E, I, H], input features first) is refused: read as
+// if it were transformers' layout it would load and compute garbage, and
+// which half is the gate there is not recorded in the file. When H = 2I (or
+// H = I for down_proj) the two layouts have the same shape and the file is
+// read as transformers writes it.
 func (ck *Checkpoint) fusedExpert(l Linear) (*safetensors.Tensor, error) {
 	c := ck.Config
 	gateUp, down := c.FusedExpertTensors(l.Layer)
@@ -135,12 +170,19 @@ func (ck *Checkpoint) fusedExpert(l Linear) (*safetensors.Tensor, error) {
 		return nil, safetensors.Corrupt(ck.Dir, fmt.Sprintf("missing tensor %s.weight (and no fused %s)", l.Name, name))
 	}
 	E, H, I := c.NumExperts, c.HiddenSize, c.MoEIntermediateSize
-	want := []int{E, 2 * I, H}
+	want, transposed := []int{E, 2 * I, H}, []int{E, H, 2 * I}
 	if l.Proj == DownProj {
-		want = []int{E, H, I}
+		want, transposed = []int{E, H, I}, []int{E, I, H}
 	}
 	if !slices.Equal(t.Shape, want) {
+		if slices.Equal(t.Shape, transposed) {
+			return nil, safetensors.Corrupt(ck.Dir, fmt.Sprintf("tensor %s has shape %v, the transposed fused layout (input features first); moeforge reads the layout transformers 5 writes, %v (config %s=%d, hidden_size=%d, %s=%d): re-save the checkpoint with transformers or per expert",
+				name, t.Shape, want, c.expertsKey(), E, H, c.expertWidthKey(), I))
+		}
 		return nil, safetensors.Corrupt(ck.Dir, fmt.Sprintf("tensor %s has shape %v, want %v (config %s=%d, hidden_size=%d, %s=%d)", name, t.Shape, want, c.expertsKey(), E, H, c.expertWidthKey(), I))
+	}
+	if !t.DType.IsFloat() {
+		return nil, safetensors.Corrupt(ck.Dir, fmt.Sprintf("tensor %s has dtype %s, want a float type", name, t.DType))
 	}
 	switch l.Proj {
 	case GateProj:
@@ -182,7 +224,7 @@ func (ck *Checkpoint) validate() error {
 		if err != nil {
 			return err
 		}
-		used[name] = true
+		used[t.Name] = true
 		return check(t, want, hint)
 	}
 	h := c.HiddenSize
@@ -194,8 +236,12 @@ func (ck *Checkpoint) validate() error {
 		return err
 	}
 	for i := 0; i < c.NumHiddenLayers; i++ {
-		for _, n := range []string{InputNorm(i), PostAttentionNorm(i)} {
-			if err := plain(n, []int{h}, hiddenHint); err != nil {
+		for _, n := range c.LayerNorms(i) {
+			hint := hiddenHint
+			if n.Name == QNorm(i) || n.Name == KNorm(i) {
+				hint = fmt.Sprintf("config head_dim=%d", c.HeadDim)
+			}
+			if err := plain(n.Name, n.Shape, hint); err != nil {
 				return err
 			}
 		}
@@ -210,7 +256,7 @@ func (ck *Checkpoint) validate() error {
 		}
 		hint := linearHint(c, l)
 		if lw.Weight != nil {
-			used[l.Name+".weight"] = true
+			used[lw.Weight.Name] = true
 			if err := check(lw.Weight, []int{l.Out, l.In}, hint); err != nil {
 				return err
 			}
@@ -218,20 +264,16 @@ func (ck *Checkpoint) validate() error {
 			if err := checkGPTQ(ck.Dir, c, lw, l); err != nil {
 				return err
 			}
-			for _, s := range gptq.Suffixes {
-				used[l.Name+s] = true
+			for _, t := range []*safetensors.Tensor{lw.QWeight, lw.QZeros, lw.Scales, lw.GIdx} {
+				used[t.Name] = true
 			}
 		}
 		if lw.Bias != nil {
-			used[l.Name+".bias"] = true
+			used[lw.Bias.Name] = true
 			if err := check(lw.Bias, []int{l.Out}, hint); err != nil {
 				return err
 			}
 		}
-	}
-	for _, i := range c.MoELayers() {
-		gu, d := c.FusedExpertTensors(i)
-		used[gu], used[d] = true, true
 	}
 	for _, n := range ck.Weights.Names() {
 		if !used[n] {

@@ -262,7 +262,8 @@ func TestUnexpectedTensors(t *testing.T) {
 
 // fuse restacks a checkpoint's per-expert tensors into the fused layout
 // (mlp.experts.gate_up_proj [E, 2I, H], gate rows first, and
-// mlp.experts.down_proj [E, H, I]) and writes it with a DirWriter.
+// mlp.experts.down_proj [E, H, I]; Mixtral's router moves to mlp.gate, as
+// transformers 5 renames it) and writes it with a DirWriter.
 func fuse(t *testing.T, src string, maxShard int64) string {
 	t.Helper()
 	ck, err := Open(src)
@@ -297,12 +298,20 @@ func fuse(t *testing.T, src string, maxShard int64) string {
 			item{safetensors.Info{Name: gateUp, DType: dtype, Shape: []int{E, 2 * I, H}}, func() []byte { return gu }},
 			item{safetensors.Info{Name: down, DType: dtype, Shape: []int{E, H, I}}, func() []byte { return dn }})
 	}
+	renamed := map[string]string{}
+	for _, layer := range c.MoELayers() {
+		renamed[c.RouterLinear(layer)+".weight"] = c.FusedRouterLinear(layer) + ".weight"
+	}
 	for _, n := range ck.Weights.Names() {
 		if perExpert[n] {
 			continue
 		}
 		tt, _ := ck.Weights.Tensor(n)
-		items = append(items, item{safetensors.InfoOf(tt), tt.Bytes})
+		info := safetensors.InfoOf(tt)
+		if r, ok := renamed[n]; ok {
+			info.Name = r
+		}
+		items = append(items, item{info, tt.Bytes})
 	}
 	dst := t.TempDir()
 	plan := make([]safetensors.Info, len(items))
@@ -398,6 +407,20 @@ func TestFusedExpertErrors(t *testing.T) {
 	_, err := Open(bad)
 	if err == nil || !strings.Contains(err.Error(), "model.layers.1.mlp.experts.down_proj") || !strings.Contains(err.Error(), "moe_intermediate_size=32") {
 		t.Errorf("bad fused shape: %v", err)
+	}
+	// The transposed layout [E, H, 2I] is refused by name, not read as
+	// garbage (mixtral_tiny: H 64, I 96; in qwen2_moe_tiny H = 2I, where the
+	// two layouts cannot be told apart).
+	mixtral := fuse(t, materialized(t, "fixtures/mixtral_tiny/model"), 0)
+	transposed := rewriteCheckpoint(t, mixtral, replaceTensor(t, "model.layers.1.mlp.experts.gate_up_proj", []int{8, 64, 192}))
+	_, err = Open(transposed)
+	if err == nil || !strings.Contains(err.Error(), "model.layers.1.mlp.experts.gate_up_proj") || !strings.Contains(err.Error(), "transposed") {
+		t.Errorf("transposed gate_up_proj: %v", err)
+	}
+	transposed = rewriteCheckpoint(t, fused, replaceTensor(t, "model.layers.0.mlp.experts.down_proj", []int{16, 32, 64}))
+	_, err = Open(transposed)
+	if err == nil || !strings.Contains(err.Error(), "model.layers.0.mlp.experts.down_proj") || !strings.Contains(err.Error(), "transposed") {
+		t.Errorf("transposed down_proj: %v", err)
 	}
 	missing := rewriteCheckpoint(t, fused, replaceTensor(t, "model.layers.2.mlp.experts.gate_up_proj", nil))
 	_, err = Open(missing)

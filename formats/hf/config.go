@@ -24,6 +24,8 @@ const (
 	Qwen2    Arch = "qwen2"
 	Qwen2MoE Arch = "qwen2_moe"
 	Mixtral  Arch = "mixtral"
+	Qwen3    Arch = "qwen3"
+	Qwen3MoE Arch = "qwen3_moe"
 )
 
 // Config is a typed config.json. Fields hold the values transformers uses,
@@ -37,18 +39,19 @@ type Config struct {
 	NumHiddenLayers       int
 	NumAttentionHeads     int
 	NumKeyValueHeads      int // absent → NumAttentionHeads
-	HeadDim               int // absent or null → HiddenSize / NumAttentionHeads
+	HeadDim               int // absent or null → HiddenSize / NumAttentionHeads (qwen3: absent → 128, Qwen3Config's default)
 	RMSNormEps            float64
 	VocabSize             int
 	TieWordEmbeddings     bool
 	HiddenAct             string
 	RopeTheta             float64
 	MaxPositionEmbeddings int
-	QKVBias               bool   // q/k/v projections have a bias (qwen2: always; qwen2_moe: qkv_bias, default true; mixtral: never)
+	QKVBias               bool   // q/k/v projections have a bias (qwen2: always; qwen2_moe: qkv_bias, default true; mixtral: never; qwen3*: attention_bias, default false)
+	OProjBias             bool   // o_proj has a bias (qwen3*: attention_bias; never otherwise)
 	DType                 string // "dtype" (5.x) or "torch_dtype" (4.x), e.g. "bfloat16"
 	SlidingWindow         int    // 0 = none; applied only when the architecture uses it
 
-	// Mixture of experts (qwen2_moe, mixtral).
+	// Mixture of experts (qwen2_moe, mixtral, qwen3_moe).
 	NumExperts                   int // num_experts / num_local_experts
 	NumExpertsPerTok             int
 	MoEIntermediateSize          int // routed expert width (mixtral: intermediate_size)
@@ -60,10 +63,11 @@ type Config struct {
 	// Quantization is the parsed quantization_config, nil for float checkpoints.
 	Quantization *gptq.Config
 
-	raw         map[string]json.RawMessage
-	ropeNested  bool // rope theta lives in rope_parameters (transformers 5.x)
-	dtypeKey    string
-	headDimNull bool
+	raw            map[string]json.RawMessage
+	expertsKeyName string // the key NumExperts was read from
+	ropeNested     bool   // rope theta lives in rope_parameters (transformers 5.x)
+	dtypeKey       string
+	headDimNull    bool
 }
 
 // mergeQuantization overlays q's keys on the quantization_config read from
@@ -126,12 +130,12 @@ func ParseConfig(data []byte) (*Config, error) {
 		return nil, p.err
 	}
 	if mt == "" {
-		return nil, fmt.Errorf("config has no model_type (want one of qwen2, qwen2_moe, mixtral)")
+		return nil, fmt.Errorf("config has no model_type (want one of %s)", archNames)
 	}
 	c.ModelType = Arch(mt)
 	spec, ok := archs[c.ModelType]
 	if !ok {
-		return nil, fmt.Errorf("unsupported architecture model_type=%q (moeforge knows qwen2, qwen2_moe, mixtral)", mt)
+		return nil, fmt.Errorf("unsupported architecture model_type=%q (moeforge knows %s)", mt, archNames)
 	}
 	c.Architectures = p.strs("architectures")
 	c.HiddenSize = p.requiredInt("hidden_size")
@@ -260,24 +264,57 @@ func (c *Config) validate() error {
 	return nil
 }
 
-// expertsKey is the config key holding the number of routed experts.
+// expertsKey is the config key holding the number of routed experts: the
+// one it was read from, else the architecture's.
 func (c *Config) expertsKey() string {
-	if c.ModelType == Mixtral {
-		return "num_local_experts"
+	if c.expertsKeyName != "" {
+		return c.expertsKeyName
+	}
+	if k := archs[c.ModelType].expertsKey; k != "" {
+		return k
 	}
 	return "num_experts"
 }
 
 // expertWidthKey is the config key holding the routed experts' width.
 func (c *Config) expertWidthKey() string {
-	if c.ModelType == Mixtral {
-		return "intermediate_size"
+	if k := archs[c.ModelType].expertWidthKey; k != "" {
+		return k
 	}
 	return "moe_intermediate_size"
 }
 
 // IsMoE reports whether the architecture has routed experts.
-func (c *Config) IsMoE() bool { return c.ModelType == Qwen2MoE || c.ModelType == Mixtral }
+func (c *Config) IsMoE() bool { return archs[c.ModelType].moe }
+
+// HasQKNorm reports whether attention normalizes each head of q and k
+// (RMSNorm of width head_dim, weights QNorm/KNorm) before rope.
+func (c *Config) HasQKNorm() bool { return archs[c.ModelType].qkNorm }
+
+// HasSharedExpertSlot reports whether the architecture's MoE layers may
+// have a shared expert (qwen2_moe); Config.HasSharedExpert whether a config
+// fills it.
+func (a Arch) HasSharedExpertSlot() bool {
+	spec, ok := archs[a]
+	return ok && spec.sharedExpert
+}
+
+// UpcycleTarget is the MoE architecture a dense one is upcycled into:
+// qwen2 → qwen2_moe, qwen3 → qwen3_moe; false for MoE architectures.
+func (c *Config) UpcycleTarget() (Arch, bool) {
+	a := archs[c.ModelType].upcycleTo
+	return a, a != ""
+}
+
+// LayerWindow is the attention window of decoder layer i: the number of
+// most recent positions (its own included) a query sees, 0 for the whole
+// causal context. Each architecture's rule is in its spec.
+func (c *Config) LayerWindow(i int) int {
+	if c.SlidingWindow <= 0 {
+		return 0
+	}
+	return archs[c.ModelType].window(c, i)
+}
 
 // IsMoELayer reports whether decoder layer i has a sparse MoE block (else a
 // dense MLP of width IntermediateSize): i ∉ mlp_only_layers and
@@ -427,6 +464,9 @@ func (c *Config) ConvertTo(a Arch) error {
 	}
 	c.ModelType = a
 	c.Architectures = []string{spec.className}
+	if !spec.sharedExpert {
+		c.SharedExpertIntermediateSize = 0
+	}
 	if c.IsMoE() && c.DecoderSparseStep == 0 {
 		c.DecoderSparseStep = 1 // every layer sparse unless the caller says otherwise
 	}

@@ -611,9 +611,15 @@ func TestMixtralNames(t *testing.T) {
 	if got := c.RouterLinear(0); got != "model.layers.0.block_sparse_moe.gate" {
 		t.Error(got)
 	}
+	// transformers 5 renames the block when it fuses Mixtral's experts
+	// (conversion_mapping.py: block_sparse_moe.gate → mlp.gate, w1+w3 →
+	// mlp.experts.gate_up_proj, w2 → mlp.experts.down_proj).
 	gu, d := c.FusedExpertTensors(0)
-	if gu != "model.layers.0.block_sparse_moe.experts.gate_up_proj" || d != "model.layers.0.block_sparse_moe.experts.down_proj" {
+	if gu != "model.layers.0.mlp.experts.gate_up_proj" || d != "model.layers.0.mlp.experts.down_proj" {
 		t.Error(gu, d)
+	}
+	if got := c.FusedRouterLinear(0); got != "model.layers.0.mlp.gate" {
+		t.Error(got)
 	}
 }
 

@@ -14,7 +14,7 @@ import (
 // typed values.
 func FuzzParseConfig(f *testing.F) {
 	root := "../../testdata"
-	for _, rel := range append([]string{"fixtures/configs/qwen1.5-moe-a2.7b.json"}, checkpointConfigs()...) {
+	for _, rel := range append([]string{"fixtures/configs/qwen1.5-moe-a2.7b.json", "fixtures/configs/qwen3-30b-a3b.json"}, checkpointConfigs()...) {
 		data, err := os.ReadFile(filepath.Join(root, rel))
 		if err != nil {
 			f.Fatal(err)
@@ -24,6 +24,8 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(`{"model_type":"qwen2","hidden_size":8,"intermediate_size":8,"num_hidden_layers":1,"num_attention_heads":2,"vocab_size":4,"head_dim":null}`))
 	f.Add([]byte(`{"model_type":"mixtral","hidden_size":8,"intermediate_size":8,"num_hidden_layers":1,"num_attention_heads":2,"vocab_size":4,"num_local_experts":2,"num_experts_per_tok":1}`))
 	f.Add([]byte(`{"model_type":"qwen2_moe","hidden_size":8,"intermediate_size":8,"num_hidden_layers":2,"num_attention_heads":2,"vocab_size":4,"num_experts":2,"num_experts_per_tok":1,"moe_intermediate_size":4,"mlp_only_layers":[1],"quantization_config":{"quant_method":"gptq","bits":4,"group_size":-1,"x":[1]}}`))
+	f.Add([]byte(`{"model_type":"qwen3","hidden_size":8,"intermediate_size":8,"num_hidden_layers":2,"num_attention_heads":2,"vocab_size":4,"use_sliding_window":true,"sliding_window":3,"layer_types":["full_attention","sliding_attention"],"attention_bias":true}`))
+	f.Add([]byte(`{"model_type":"qwen3_moe","hidden_size":8,"intermediate_size":8,"num_hidden_layers":2,"num_attention_heads":2,"num_key_value_heads":1,"head_dim":4,"vocab_size":4,"num_local_experts":2,"num_experts":2,"num_experts_per_tok":1,"moe_intermediate_size":4,"mlp_only_layers":[0],"norm_topk_prob":true}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := ParseConfig(data)
 		if err != nil {

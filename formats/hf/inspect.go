@@ -20,6 +20,9 @@ type Report struct {
 	Path         string `json:"path"`
 	Architecture Arch   `json:"architecture"`
 	Class        string `json:"class,omitempty"` // architectures[0]
+	// Format is the on-disk format when it is not a Hugging Face
+	// checkpoint ("mlx"); empty otherwise.
+	Format string `json:"format,omitempty"`
 
 	Layers                int     `json:"layers"`
 	HiddenSize            int     `json:"hidden_size"`
@@ -27,6 +30,10 @@ type Report struct {
 	Heads                 int     `json:"heads"`
 	KVHeads               int     `json:"kv_heads"`
 	HeadDim               int     `json:"head_dim"`
+	QKNorm                bool    `json:"qk_norm"`        // RMSNorm of each q and k head before rope (qwen3, qwen3_moe)
+	AttentionBias         string  `json:"attention_bias"` // which attention projections have a bias: "q/k/v", "q/k/v/o" or "none"
+	SlidingWindowLayers   []int   `json:"sliding_window_layers"`
+	SlidingWindow         int     `json:"sliding_window"` // 0 = none
 	VocabSize             int     `json:"vocab_size"`
 	TiedEmbeddings        bool    `json:"tie_word_embeddings"`
 	RopeTheta             float64 `json:"rope_theta"`
@@ -129,7 +136,7 @@ func Inspect(path string) (*Report, error) {
 			}
 			return nil, err
 		}
-		return configReport(path, cfg), nil
+		return ConfigReport(path, cfg), nil
 	}
 	ck, err := Open(path)
 	if err != nil {
@@ -153,8 +160,9 @@ func hasWeights(dir string) bool {
 	return false
 }
 
-// configReport fills what a config alone tells.
-func configReport(path string, c *Config) *Report {
+// ConfigReport fills what a config alone tells (other formats' reports
+// start from it).
+func ConfigReport(path string, c *Config) *Report {
 	r := &Report{
 		Path:                  path,
 		Architecture:          c.ModelType,
@@ -164,6 +172,9 @@ func configReport(path string, c *Config) *Report {
 		Heads:                 c.NumAttentionHeads,
 		KVHeads:               c.NumKeyValueHeads,
 		HeadDim:               c.HeadDim,
+		QKNorm:                c.HasQKNorm(),
+		AttentionBias:         "none",
+		SlidingWindowLayers:   []int{},
 		VocabSize:             c.VocabSize,
 		TiedEmbeddings:        c.TieWordEmbeddings,
 		RopeTheta:             c.RopeTheta,
@@ -176,6 +187,18 @@ func configReport(path string, c *Config) *Report {
 	}
 	if len(c.Architectures) > 0 {
 		r.Class = c.Architectures[0]
+	}
+	switch {
+	case c.QKVBias && c.OProjBias:
+		r.AttentionBias = "q/k/v/o"
+	case c.QKVBias:
+		r.AttentionBias = "q/k/v"
+	}
+	for i := 0; i < c.NumHiddenLayers; i++ {
+		if w := c.LayerWindow(i); w > 0 {
+			r.SlidingWindow = w
+			r.SlidingWindowLayers = append(r.SlidingWindowLayers, i)
+		}
 	}
 	r.ParamsTotal, r.ParamsActive = c.ParamCounts()
 	if c.IsMoE() {
@@ -214,7 +237,7 @@ func configReport(path string, c *Config) *Report {
 // config does not account for.
 func (ck *Checkpoint) Report() (*Report, error) {
 	c := ck.Config
-	r := configReport(ck.Dir, c)
+	r := ConfigReport(ck.Dir, c)
 	r.WeightsRead = true
 	r.Tensors = ck.Weights.Len()
 	for _, n := range ck.Weights.Names() {

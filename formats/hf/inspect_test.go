@@ -105,7 +105,7 @@ func TestInspectConfigOnly(t *testing.T) {
 		}
 		want := Report{
 			Path: p, Architecture: Qwen2MoE, Class: "Qwen2MoeForCausalLM", Layers: 24, HiddenSize: 2048,
-			IntermediateSize: 5632, Heads: 16, KVHeads: 16, HeadDim: 128, VocabSize: 151936, RopeTheta: 1e6,
+			IntermediateSize: 5632, Heads: 16, KVHeads: 16, HeadDim: 128, AttentionBias: "q/k/v", SlidingWindowLayers: []int{}, VocabSize: 151936, RopeTheta: 1e6,
 			RMSNormEps: 1e-6, MaxPositionEmbeddings: 8192, ConfigDType: "bfloat16",
 			Experts: &ExpertsReport{Routed: 60, PerToken: 4, Width: 1408, SharedWidth: 5632,
 				MoELayers: r.Experts.MoELayers, DenseLayers: []int{}},

@@ -207,6 +207,22 @@ func (t *Tensor) Int32s() ([]int32, error) {
 	return out, nil
 }
 
+// Uint32s returns the values of a U32 tensor (a view of the file's memory
+// where alignment allows), e.g. MLX's packed quantized weights.
+func (t *Tensor) Uint32s() ([]uint32, error) {
+	if t.DType != U32 {
+		return nil, fmt.Errorf("tensor %q: dtype %s, want U32", t.Name, t.DType)
+	}
+	if v, ok := viewAs[uint32](t.data); ok {
+		return v, nil
+	}
+	out := make([]uint32, t.NumElements())
+	for i := range out {
+		out[i] = binary.LittleEndian.Uint32(t.data[4*i:])
+	}
+	return out, nil
+}
+
 // F32View returns the data of an F32 tensor as a []float32 sharing memory
 // with the file, when the host is little-endian and the data is aligned.
 func (t *Tensor) F32View() ([]float32, bool) {

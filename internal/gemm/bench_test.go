@@ -95,6 +95,18 @@ func BenchmarkExpertInt4(b *testing.B) {
 	}
 }
 
+// BenchmarkExpertAffine: the same expert shapes as MLX 4-bit affine
+// weights (group 64), dequantized by the portable Widen.
+func BenchmarkExpertAffine(b *testing.B) {
+	for _, s := range expertShapes {
+		r := rand.New(rand.NewPCG(uint64(s[0]), 1))
+		w := randAffine(r, s[0], s[1], 4, 64)
+		for _, m := range routedTokens {
+			b.Run(fmt.Sprintf("%dx%d/m=%d", s[0], s[1], m), func(b *testing.B) { benchMulT(b, w, m) })
+		}
+	}
+}
+
 func BenchmarkSharedExpert(b *testing.B) {
 	r := rand.New(rand.NewPCG(5632, 1))
 	wf := F32{Data: randF32(r, 5632*2048), N: 5632, K: 2048}

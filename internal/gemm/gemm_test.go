@@ -106,6 +106,15 @@ func refWeight(b Matrix) []float64 {
 				w[c*k+i] = s * float64(q-z)
 			}
 		}
+	case Affine:
+		per := 32 / m.Bits
+		for r := 0; r < n; r++ {
+			for i := 0; i < k; i++ {
+				q := m.Weight[r*(k/per)+i/per] >> (m.Bits * (i % per)) & (1<<m.Bits - 1)
+				g := r*(k/m.Group) + i/m.Group
+				w[r*k+i] = float64(m.Scales[g])*float64(q) + float64(m.Biases[g])
+			}
+		}
 	default:
 		panic("refWeight: unknown type")
 	}

@@ -55,6 +55,26 @@ func gemv(k *kernel, c, a []float32, b Matrix, acc bool) bool {
 		rows = func(ws *workspace, r0, r1 int) {
 			gemvGPTQ(c, a, m, r0, r1, acc)
 		}
+	case Affine:
+		if m.Check() != nil {
+			return false
+		}
+		// As MLX's own kernels: per group, scale·Σ a·q + bias·Σ a, the
+		// sums of a taken once for all rows.
+		groups := kk / m.Group
+		asum := make([]float32, groups)
+		for g := range asum {
+			var t float32
+			for _, x := range a[g*m.Group : (g+1)*m.Group] {
+				t += x
+			}
+			asum[g] = t
+		}
+		rows = func(_ *workspace, r0, r1 int) {
+			for j := r0; j < r1; j++ {
+				store(j, affineDot(a, asum, m, j))
+			}
+		}
 	default:
 		return false
 	}
@@ -263,4 +283,38 @@ func mustCheckGPTQ(m GPTQ) {
 	if err := m.Check(); err != nil {
 		panic("gemm: " + err.Error())
 	}
+}
+
+// affineDot is row j of an Affine matrix times a, with asum the per-group
+// sums of a.
+func affineDot(a, asum []float32, m Affine, j int) float32 {
+	per := 32 / m.Bits
+	mask := uint32(1)<<m.Bits - 1
+	wpg := m.Group / per // words per group
+	groups := m.K / m.Group
+	words := m.Weight[j*(m.K/per) : (j+1)*(m.K/per)]
+	var total float32
+	for g := 0; g < groups; g++ {
+		var dot float32
+		x := a[g*m.Group : (g+1)*m.Group]
+		ws := words[g*wpg : (g+1)*wpg]
+		if m.Bits == 4 {
+			var d0, d1 float32
+			for w, word := range ws {
+				xs := x[w*8 : w*8+8 : w*8+8]
+				d0 += xs[0]*float32(word&15) + xs[2]*float32(word>>8&15) + xs[4]*float32(word>>16&15) + xs[6]*float32(word>>24&15)
+				d1 += xs[1]*float32(word>>4&15) + xs[3]*float32(word>>12&15) + xs[5]*float32(word>>20&15) + xs[7]*float32(word>>28)
+			}
+			dot = d0 + d1
+		} else {
+			for w, word := range ws {
+				xs := x[w*per : (w+1)*per]
+				for i := range xs {
+					dot += xs[i] * float32(word>>(uint(i)*uint(m.Bits))&mask)
+				}
+			}
+		}
+		total += float32(m.Scales[j*groups+g]*dot) + m.Biases[j*groups+g]*asum[g]
+	}
+	return total
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 )
 
@@ -68,6 +69,35 @@ func Create(final string, force bool) (*Dir, error) {
 	pending[tmp] = true
 	mu.Unlock()
 	return &Dir{final: final, tmp: tmp, force: force}, nil
+}
+
+// Leftovers lists the temporary directories that earlier Creates of final
+// left behind (a killed process never renamed or removed them), newest
+// first; the temporary directories of this process are not included.
+func Leftovers(final string) ([]string, error) {
+	final = filepath.Clean(final)
+	matches, err := filepath.Glob(filepath.Join(filepath.Dir(final), "."+filepath.Base(final)+".tmp-*"))
+	if err != nil {
+		return nil, err
+	}
+	type dir struct {
+		path string
+		mod  int64
+	}
+	var dirs []dir
+	mu.Lock()
+	for _, m := range matches {
+		if st, err := os.Stat(m); err == nil && st.IsDir() && !pending[m] && filepath.Ext(m) != ".old" {
+			dirs = append(dirs, dir{m, st.ModTime().UnixNano()})
+		}
+	}
+	mu.Unlock()
+	sort.SliceStable(dirs, func(a, b int) bool { return dirs[a].mod > dirs[b].mod })
+	out := make([]string, len(dirs))
+	for i, d := range dirs {
+		out[i] = d.path
+	}
+	return out, nil
 }
 
 // Path is the temporary directory to write into.

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 func TestCommitAndAbort(t *testing.T) {
@@ -79,5 +80,33 @@ func TestWriteFile(t *testing.T) {
 	entries, _ := os.ReadDir(parent)
 	if len(entries) != 1 || entries[0].Name() != "f.bin" {
 		t.Errorf("parent holds %v after a failed write", entries)
+	}
+}
+
+// TestLeftovers lists the temporary directories a killed run left beside
+// an output, newest first, without this process's own or other outputs'.
+func TestLeftovers(t *testing.T) {
+	parent := t.TempDir()
+	final := filepath.Join(parent, "out")
+	old := filepath.Join(parent, ".out.tmp-1")
+	newer := filepath.Join(parent, ".out.tmp-2")
+	for _, d := range []string{old, newer, filepath.Join(parent, ".other.tmp-3")} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	past := time.Now().Add(-time.Hour)
+	os.Chtimes(old, past, past)
+	mine, err := Create(final, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mine.Abort()
+	got, err := Leftovers(final)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0] != newer || got[1] != old {
+		t.Errorf("Leftovers = %v, want [%s %s]", got, newer, old)
 	}
 }

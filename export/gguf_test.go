@@ -1,0 +1,41 @@
+package export
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/moeforge/moeforge/formats/gguf"
+)
+
+// TestRopePermutation: the row order llama.cpp's converter gives q/k of a
+// NORM-rope model (numpy: reshape(heads, 2, hd/2, in).swapaxes(1, 2)).
+func TestRopePermutation(t *testing.T) {
+	perm := ropePermutation(2, 4)
+	var got []int
+	for r := 0; r < 8; r++ {
+		got = append(got, perm(r))
+	}
+	if diff := cmp.Diff([]int{0, 2, 1, 3, 4, 6, 5, 7}, got); diff != "" {
+		t.Error(diff)
+	}
+	x := []float32{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
+	if diff := cmp.Diff([]float32{0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15}, permuteRows(x, 8, 2, perm)); diff != "" {
+		t.Error(diff)
+	}
+}
+
+// TestMatrixTypeFallback: a matrix whose rows are not whole Q4_0 blocks is
+// written F16 and listed.
+func TestMatrixTypeFallback(t *testing.T) {
+	b := &builder{p: &GGUFPlan{}, typ: gguf.Q4_0}
+	if got := b.matrixType("a", 64); got != gguf.Q4_0 {
+		t.Errorf("64 inputs: %s", got)
+	}
+	if got := b.matrixType("b", 48); got != gguf.F16 {
+		t.Errorf("48 inputs: %s", got)
+	}
+	if diff := cmp.Diff([]string{"b"}, b.p.summary.Fallback); diff != "" {
+		t.Error(diff)
+	}
+}

@@ -1,0 +1,238 @@
+package export
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/moeforge/moeforge/formats/gguf"
+	"github.com/moeforge/moeforge/formats/hf"
+	"github.com/moeforge/moeforge/tokenizer"
+)
+
+// GGUF token types (gguf-py's TokenType).
+const (
+	tokenNormal      int32 = 1
+	tokenControl     int32 = 3
+	tokenUserDefined int32 = 4
+	tokenUnused      int32 = 5
+)
+
+// tokenizerKVs returns the tokenizer.* metadata of the checkpoint in dir:
+// byte-level BPE as llama.cpp's "gpt2" model with the "qwen2"
+// pre-tokenizer (the only pipeline moeforge's tokenizer accepts), one token
+// per embedding row (ids the tokenizer lacks become unused [PADn] tokens, as
+// llama.cpp's converter writes them), the merges, the special ids and the
+// chat template.
+func tokenizerKVs(dir string, c *hf.Config) ([]gguf.KV, error) {
+	path := filepath.Join(dir, "tokenizer.json")
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, refuse("%s: no tokenizer.json: a GGUF file carries its tokenizer", dir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if sp := sentencePieceSign(raw); sp != "" {
+		return nil, refuse("%s: a SentencePiece-style tokenizer (%s): GGUF export writes byte-level BPE tokenizers only for now (tokenizer.ggml.model \"llama\" is not implemented)", path, sp)
+	}
+	tok, err := tokenizer.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	if tok.VocabSize() > c.VocabSize {
+		return nil, refuse("%s: the tokenizer has ids up to %d but config vocab_size=%d", path, tok.VocabSize()-1, c.VocabSize)
+	}
+	added := map[int]tokenizer.AddedToken{}
+	for _, a := range tok.AddedTokens() {
+		added[a.ID] = a
+	}
+	tokens := make([]string, c.VocabSize)
+	types := make([]int32, c.VocabSize)
+	for id := range tokens {
+		s, ok := tok.Token(id)
+		switch a, isAdded := added[id]; {
+		case !ok:
+			tokens[id], types[id] = fmt.Sprintf("[PAD%d]", id), tokenUnused
+		case isAdded && a.Special:
+			tokens[id], types[id] = s, tokenControl
+		case isAdded:
+			tokens[id], types[id] = s, tokenUserDefined
+		default:
+			tokens[id], types[id] = s, tokenNormal
+		}
+	}
+	kvs := []gguf.KV{
+		{Key: "tokenizer.ggml.model", Value: "gpt2"},
+		{Key: "tokenizer.ggml.pre", Value: "qwen2"},
+		{Key: "tokenizer.ggml.tokens", Value: tokens},
+		{Key: "tokenizer.ggml.token_type", Value: types},
+		{Key: "tokenizer.ggml.merges", Value: tok.Merges()},
+	}
+	tc, err := readJSONMap(filepath.Join(dir, "tokenizer_config.json"))
+	if err != nil {
+		return nil, err
+	}
+	id := func(key string) (uint32, bool, error) {
+		// tokenizer_config.json names the token ("eos_token"); config.json
+		// gives the id ("eos_token_id").
+		if raw, ok := tc[key]; ok {
+			if name, ok := tokenName(raw); ok {
+				n, found := tok.TokenID(name)
+				if !found {
+					return 0, false, fmt.Errorf("%s: tokenizer_config.json %s %q is not a token", dir, key, name)
+				}
+				return uint32(n), true, nil
+			}
+		}
+		n, ok := configID(c, key+"_id")
+		return n, ok, nil
+	}
+	// bos comes from config.json first (Qwen's tokenizer_config.json has no
+	// bos_token, and llama.cpp's gpt2 default would be 11); eos and pad
+	// prefer tokenizer_config.json.
+	for _, k := range []struct {
+		hfKey, gkey string
+		configFirst bool
+	}{
+		{"bos_token", "tokenizer.ggml.bos_token_id", true},
+		{"eos_token", "tokenizer.ggml.eos_token_id", false},
+		{"pad_token", "tokenizer.ggml.padding_token_id", false},
+	} {
+		n, ok := configID(c, k.hfKey+"_id")
+		if !ok || !k.configFirst {
+			m, found, err := id(k.hfKey)
+			if err != nil {
+				return nil, err
+			}
+			if found {
+				n, ok = m, true
+			}
+		}
+		if ok {
+			kvs = append(kvs, gguf.KV{Key: k.gkey, Value: n})
+		}
+	}
+	for _, k := range []string{"add_bos_token", "add_eos_token"} {
+		v := false
+		if raw, ok := tc[k]; ok {
+			json.Unmarshal(raw, &v)
+		}
+		kvs = append(kvs, gguf.KV{Key: "tokenizer.ggml." + k, Value: v})
+	}
+	tmpl, err := chatTemplate(dir, tc)
+	if err != nil {
+		return nil, err
+	}
+	if tmpl != "" {
+		kvs = append(kvs, gguf.KV{Key: "tokenizer.chat_template", Value: tmpl})
+	}
+	return kvs, nil
+}
+
+// sentencePieceSign names what marks a tokenizer.json as SentencePiece-style
+// (Mistral/Mixtral/Llama), or returns "".
+func sentencePieceSign(raw []byte) string {
+	var f struct {
+		PreTokenizer json.RawMessage `json:"pre_tokenizer"`
+		Normalizer   json.RawMessage `json:"normalizer"`
+		Decoder      json.RawMessage `json:"decoder"`
+		Model        struct {
+			ByteFallback bool `json:"byte_fallback"`
+		} `json:"model"`
+	}
+	if json.Unmarshal(raw, &f) != nil {
+		return ""
+	}
+	switch {
+	case f.Model.ByteFallback:
+		return "model.byte_fallback=true"
+	case strings.Contains(string(f.PreTokenizer), `"Metaspace"`):
+		return "a Metaspace pre_tokenizer"
+	case strings.Contains(string(f.Normalizer), `"Prepend"`) || strings.Contains(string(f.Normalizer), `"Replace"`):
+		return "a Prepend/Replace normalizer"
+	case strings.Contains(string(f.Decoder), `"ByteFallback"`) || strings.Contains(string(f.Decoder), `"Metaspace"`):
+		return "a ByteFallback/Metaspace decoder"
+	}
+	return ""
+}
+
+func readJSONMap(path string) (map[string]json.RawMessage, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return map[string]json.RawMessage{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	return m, nil
+}
+
+// tokenName reads a token given as a string or as {"content": ...}.
+func tokenName(raw json.RawMessage) (string, bool) {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s, true
+	}
+	var o struct {
+		Content *string `json:"content"`
+	}
+	if json.Unmarshal(raw, &o) == nil && o.Content != nil {
+		return *o.Content, true
+	}
+	return "", false
+}
+
+// chatTemplate returns the checkpoint's chat template: tokenizer_config.json
+// chat_template (a string, or the "default" entry of a list), else the
+// chat_template.jinja file transformers 4.43+ writes; "" when there is none.
+func chatTemplate(dir string, tc map[string]json.RawMessage) (string, error) {
+	if raw, ok := tc["chat_template"]; ok {
+		var s string
+		if json.Unmarshal(raw, &s) == nil {
+			return s, nil
+		}
+		var list []struct {
+			Name     string `json:"name"`
+			Template string `json:"template"`
+		}
+		if json.Unmarshal(raw, &list) == nil {
+			for _, t := range list {
+				if t.Name == "default" {
+					return t.Template, nil
+				}
+			}
+		}
+		return "", fmt.Errorf("%s: tokenizer_config.json chat_template is neither a string nor a list with a \"default\" entry", dir)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "chat_template.jinja"))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	return string(data), err
+}
+
+// configID reads a token id key of config.json (an id, or a list whose
+// first entry is taken), within the vocabulary.
+func configID(c *hf.Config, key string) (uint32, bool) {
+	raw, ok := c.Raw(key)
+	if !ok {
+		return 0, false
+	}
+	var n int
+	if json.Unmarshal(raw, &n) == nil && n >= 0 && n < c.VocabSize {
+		return uint32(n), true
+	}
+	var ns []int
+	if json.Unmarshal(raw, &ns) == nil && len(ns) > 0 && ns[0] >= 0 && ns[0] < c.VocabSize {
+		return uint32(ns[0]), true
+	}
+	return 0, false
+}

@@ -1,0 +1,406 @@
+package mlx_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/moeforge/moeforge/formats/gptq"
+	"github.com/moeforge/moeforge/formats/hf"
+	"github.com/moeforge/moeforge/formats/mlx"
+	"github.com/moeforge/moeforge/internal/fixture"
+	"github.com/moeforge/moeforge/internal/gemm"
+	"github.com/moeforge/moeforge/model"
+	"github.com/moeforge/moeforge/quantize"
+)
+
+// fixtureCopy materializes testdata/rel into a fresh temporary directory.
+func fixtureCopy(t *testing.T, rel string) string {
+	t.Helper()
+	root, err := fixture.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), filepath.Base(rel))
+	if err := fixture.Materialize(filepath.Join(root, rel), dst); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+func widen(m gemm.Matrix) []float32 {
+	d := make([]float32, m.Rows()*m.Cols())
+	m.Widen(d, m.Cols(), 0, m.Rows(), 0, m.Cols())
+	return d
+}
+
+// TestGPTQRepackExact: a GPTQ int4 checkpoint (group 64, so the expert
+// down_proj with 32 inputs has one group of 32 and needs an override)
+// exported to MLX dequantizes to the same float32 weights bit for bit.
+func TestGPTQRepackExact(t *testing.T) {
+	for _, sym := range []bool{true, false} {
+		src := fixtureCopy(t, "fixtures/qwen2_moe_tiny/model")
+		ck, err := hf.Open(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gdir := t.TempDir()
+		opt := quantize.DefaultOptions()
+		opt.Method = quantize.MethodRTN
+		opt.Config = gptq.NewConfig(64, sym, false, false, true, 0.01)
+		if _, err := quantize.Run(context.Background(), ck, gdir, nil, opt); err != nil {
+			t.Fatal(err)
+		}
+		ck.Close()
+		out := filepath.Join(t.TempDir(), "mlx")
+		s, err := mlx.Export(context.Background(), gdir, out, mlx.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := map[bool]string{true: "F16", false: "F32"}[sym]; s.ScalesDType != want {
+			t.Errorf("sym=%v: scales %s, want %s", sym, s.ScalesDType, want)
+		}
+		if s.Source != "gptq" || s.GroupSize != 64 || s.Overrides == 0 {
+			t.Errorf("summary %+v: want gptq, group 64, overrides for the 32-input down_proj", s)
+		}
+		g, err := hf.Open(gdir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer g.Close()
+		m, err := mlx.Open(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		quantized := 0
+		for _, l := range m.Linears() {
+			lw, err := g.Linear(l)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w, _, err := m.Linear(l)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !lw.Quantized() {
+				if w.Affine != nil {
+					t.Errorf("%s: float in GPTQ, quantized in MLX", l.Name)
+				}
+				continue
+			}
+			quantized++
+			p, err := gptq.V1Int4.Read(l.Name, l.Out, l.In, lw.GPTQ())
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref := widen(gemm.Int4{QWeight: p.QWeight, QZeros: p.QZeros, Scales: p.Scales, GIdx: p.GIdx, N: p.Out, K: p.In})
+			if w.Affine == nil {
+				t.Fatalf("%s: GPTQ layer exported as float", l.Name)
+			}
+			got := widen(*w.Affine)
+			for i := range ref {
+				if math.Float32bits(ref[i]) != math.Float32bits(got[i]) {
+					t.Fatalf("sym=%v %s element %d: MLX %g (%#x), GPTQ %g (%#x)", sym, l.Name, i, got[i], math.Float32bits(got[i]), ref[i], math.Float32bits(ref[i]))
+				}
+			}
+		}
+		if quantized == 0 {
+			t.Fatal("no quantized layer compared")
+		}
+	}
+}
+
+// TestExportFloatLayout checks the MLX layout of a float export: shard
+// metadata, stacked switch_mlp experts, uint32 words, scales/biases in the
+// model dtype, config keys and the router override, and that every weight
+// dequantizes within one step of the float weight.
+func TestExportFloatLayout(t *testing.T) {
+	src := fixtureCopy(t, "fixtures/qwen2_moe_tiny/model")
+	out := filepath.Join(t.TempDir(), "mlx")
+	if _, err := mlx.Export(context.Background(), src, out, mlx.Options{Bits: 4, GroupSize: 32, EmbeddingBits: 8}); err != nil {
+		t.Fatal(err)
+	}
+	if !mlx.IsDir(out) || mlx.IsDir(src) {
+		t.Fatal("IsDir does not tell MLX from Hugging Face")
+	}
+	m, err := mlx.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for _, f := range m.Weights.Files {
+		if f.Metadata["format"] != "mlx" {
+			t.Errorf("%s: metadata %v", f.Path, f.Metadata)
+		}
+	}
+	c := m.Config
+	sw, err := m.Tensor(mlx.SwitchModule(c, 0, hf.GateProj) + ".weight")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []int{c.NumExperts, c.MoEIntermediateSize, c.HiddenSize / 8}; sw.DType != "U32" || !equalInts(sw.Shape, want) {
+		t.Errorf("switch_mlp gate weight %s %v, want U32 %v", sw.DType, sw.Shape, want)
+	}
+	sc, _ := m.Tensor(mlx.SwitchModule(c, 0, hf.DownProj) + mlx.SuffixScales)
+	if want := []int{c.NumExperts, c.HiddenSize, c.MoEIntermediateSize / 32}; sc == nil || sc.DType != "F32" || !equalInts(sc.Shape, want) {
+		t.Errorf("down scales %v, want F32 %v", sc, want)
+	}
+	if _, ok := m.Weights.Tensor("model.layers.0.mlp.experts.0.gate_proj.weight"); ok {
+		t.Error("per-expert tensor written")
+	}
+	var cfg map[string]json.RawMessage
+	data, _ := os.ReadFile(filepath.Join(out, "config.json"))
+	json.Unmarshal(data, &cfg)
+	for _, k := range []string{"quantization", "quantization_config"} {
+		var q map[string]any
+		json.Unmarshal(cfg[k], &q)
+		if q["bits"] != 4.0 || q["group_size"] != 32.0 || q["mode"] != "affine" {
+			t.Errorf("%s = %s", k, cfg[k])
+		}
+		for _, module := range []string{"model.layers.0.mlp.gate", "model.layers.2.mlp.shared_expert_gate", "model.embed_tokens", "lm_head"} {
+			if r, ok := q[module].(map[string]any); !ok || r["bits"] != 8.0 {
+				t.Errorf("%s: 8-bit override of %s missing: %s", k, module, cfg[k])
+			}
+		}
+	}
+	ref, err := hf.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref.Close()
+	for _, l := range m.Linears() {
+		w, _, err := m.Linear(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lw, err := ref.Linear(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fw, _ := lw.Weight.Float32()
+		if w.Affine == nil {
+			t.Errorf("%s stayed float", l.Name)
+			continue
+		}
+		got := widen(*w.Affine)
+		a := w.Affine
+		for i := range fw {
+			s := a.Scales[(i/a.K)*(a.K/a.Group)+(i%a.K)/a.Group]
+			if d := math.Abs(float64(got[i] - fw[i])); d > math.Abs(float64(s))*1.01+1e-6 {
+				t.Fatalf("%s element %d: %g dequantizes to %g (step %g)", l.Name, i, fw[i], got[i], s)
+			}
+		}
+	}
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestExportRefusals: configs mlx-lm computes differently are refused,
+// naming the key, and nothing is left behind.
+func TestExportRefusals(t *testing.T) {
+	src := fixtureCopy(t, "fixtures/qwen2_moe_tiny/model")
+	cfgPath := filepath.Join(src, "config.json")
+	orig, _ := os.ReadFile(cfgPath)
+	for key, val := range map[string]any{"norm_topk_prob": true, "decoder_sparse_step": 3, "mlp_only_layers": []int{1}, "head_dim": 32} {
+		var c map[string]any
+		json.Unmarshal(orig, &c)
+		c[key] = val
+		b, _ := json.Marshal(c)
+		os.WriteFile(cfgPath, b, 0o644)
+		out := filepath.Join(t.TempDir(), "mlx")
+		_, err := mlx.Export(context.Background(), src, out, mlx.Options{Bits: 4, GroupSize: 32})
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%s=%v: error %v does not name the key", key, val, err)
+		}
+		if _, serr := os.Stat(out); serr == nil {
+			t.Errorf("%s: output left behind", key)
+		}
+	}
+	os.WriteFile(cfgPath, orig, 0o644)
+	if _, err := mlx.Export(context.Background(), src, filepath.Join(t.TempDir(), "x"), mlx.Options{Bits: 4, GroupSize: 48}); err == nil || !strings.Contains(err.Error(), "group_size") {
+		t.Errorf("group 48: %v", err)
+	}
+}
+
+// TestExportArchitectures: for each architecture, the MLX repack of a GPTQ
+// (RTN) checkpoint gives the forward pass the GPTQ logits (to float32
+// summation order), and
+// a float 8-bit export stays close to the float model; tied qwen2 writes no
+// lm_head (mlx-lm's qwen2 drops it), tied qwen2_moe writes one.
+func TestExportArchitectures(t *testing.T) {
+	for _, fx := range []string{"fixtures/mixtral_tiny/model", "fixtures/qwen2_dense_tiny/model", "fixtures/qwen2_moe_tiny/model"} {
+		src := fixtureCopy(t, fx)
+		ck, err := hf.Open(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tied := ck.Config.TieWordEmbeddings
+		gdir := t.TempDir()
+		opt := quantize.DefaultOptions()
+		opt.Method = quantize.MethodRTN
+		opt.Config = gptq.NewConfig(32, true, false, false, true, 0.01)
+		if _, err := quantize.Run(context.Background(), ck, gdir, nil, opt); err != nil {
+			t.Fatal(err)
+		}
+		ck.Close()
+		out := filepath.Join(t.TempDir(), "mlx")
+		if _, err := mlx.Export(context.Background(), gdir, out, mlx.Options{}); err != nil {
+			t.Fatalf("%s: %v", fx, err)
+		}
+		m, err := mlx.Open(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, has := m.Weights.Tensor("lm_head.weight"); tied && has != (m.Config.ModelType == hf.Qwen2MoE) {
+			t.Errorf("%s: tied input, lm_head written = %v", fx, has)
+		}
+		m.Close()
+		seqs := [][]int{{1, 5, 9, 200, 3, 77, 12, 0}, {4, 4, 8, 15, 16, 23, 42, 99}}
+		// The weights are equal bit for bit (TestGPTQRepackExact); the
+		// products may still sum in another order (GPTQ's int4 paths are
+		// specialized), so the logits are compared at float32 rounding.
+		ref := logits(t, gdir, seqs)
+		got := logits(t, out, seqs)
+		var maxRef, maxDiff float64
+		for i := range ref {
+			maxRef = max(maxRef, math.Abs(float64(ref[i])))
+			maxDiff = max(maxDiff, math.Abs(float64(ref[i]-got[i])))
+		}
+		if maxDiff > 1e-5*maxRef {
+			t.Errorf("%s: MLX repack logits differ from GPTQ by %g (max |logit| %g)", fx, maxDiff, maxRef)
+		}
+		f8 := filepath.Join(t.TempDir(), "mlx8")
+		if _, err := mlx.Export(context.Background(), src, f8, mlx.Options{Bits: 8, GroupSize: 32}); err != nil {
+			t.Fatalf("%s: %v", fx, err)
+		}
+		fl, q8 := logits(t, src, seqs), logits(t, f8, seqs)
+		maxRef, maxDiff = 0, 0
+		for i := range fl {
+			maxRef = max(maxRef, math.Abs(float64(fl[i])))
+			maxDiff = max(maxDiff, math.Abs(float64(fl[i]-q8[i])))
+		}
+		if maxDiff > 0.05*maxRef {
+			t.Errorf("%s: 8-bit MLX logits differ by %g (max |logit| %g)", fx, maxDiff, maxRef)
+		}
+		t.Logf("%s: 8-bit max |Δlogit| %.3g of %.3g", fx, maxDiff, maxRef)
+	}
+}
+
+func logits(t *testing.T, dir string, seqs [][]int) []float32 {
+	t.Helper()
+	m, err := model.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	l, err := m.Logits(context.Background(), &model.Batch{Seqs: seqs}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// TestExportGPTQWidths repacks GPTQ checkpoints of every width MLX packs
+// along words (2, 4, 8 bits, and 4-bit gptq_v2) and checks every
+// dequantized weight against the GPTQ reader's, bit for bit.
+func TestExportGPTQWidths(t *testing.T) {
+	for _, tc := range []struct {
+		bits   int
+		format string
+	}{{2, gptq.FormatV1}, {8, gptq.FormatV1}, {4, gptq.FormatV2}} {
+		t.Run(fmt.Sprintf("%d-bit-%s", tc.bits, tc.format), func(t *testing.T) {
+			exportGPTQWidthCase(t, tc.bits, tc.format)
+		})
+	}
+}
+
+func exportGPTQWidthCase(t *testing.T, bits int, format string) {
+	src := fixtureCopy(t, "fixtures/qwen2_moe_tiny/model")
+	ck, err := hf.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gdir := t.TempDir()
+	opt := quantize.DefaultOptions()
+	opt.Method = quantize.MethodRTN
+	opt.Config = gptq.NewConfig(32, true, false, false, true, 0.01)
+	opt.Config.Bits, opt.Config.CheckpointFormat = bits, format
+	if _, err := quantize.Run(context.Background(), ck, gdir, nil, opt); err != nil {
+		t.Fatal(err)
+	}
+	ck.Close()
+	out := filepath.Join(t.TempDir(), "mlx")
+	s, err := mlx.Export(context.Background(), gdir, out, mlx.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Bits != bits {
+		t.Errorf("summary bits %d, want %d", s.Bits, bits)
+	}
+	g, err := hf.Open(gdir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	lay, err := g.Config.Quantization.Layout()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := mlx.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	quantized := 0
+	for _, l := range m.Linears() {
+		lw, err := g.Linear(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !lw.Quantized() {
+			continue
+		}
+		p, err := lay.Read(l.Name, l.Out, l.In, lw.GPTQ())
+		if err != nil {
+			t.Fatal(err)
+		}
+		layer, err := p.Unpack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref := layer.Dequantize()
+		w, _, err := m.Linear(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w.Affine == nil {
+			t.Fatalf("%s: GPTQ layer exported as float", l.Name)
+		}
+		got := widen(*w.Affine)
+		for i := range ref {
+			if math.Float32bits(ref[i]) != math.Float32bits(got[i]) {
+				t.Fatalf("%s element %d: MLX %g, GPTQ %g", l.Name, i, got[i], ref[i])
+			}
+		}
+		quantized++
+	}
+	if quantized == 0 {
+		t.Fatal("no quantized layer compared")
+	}
+}
