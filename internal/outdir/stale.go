@@ -39,8 +39,9 @@ func (s Stale) String() string {
 
 // CleanStale looks for the temporary directories of earlier runs beside
 // final (.NAME.tmp-*, the names Create gives): those whose owner process is
-// gone are removed; the others (still being written, or made by a
-// moeforge that recorded no owner) are kept. Both are returned. Create
+// gone are removed; the others (still being written, holding a resume
+// state (ResumePattern), or made by a moeforge that recorded no owner) are
+// kept. Both are returned. Create
 // calls it and tells Report.
 func CleanStale(final string) []Stale {
 	final = filepath.Clean(final)
@@ -67,6 +68,8 @@ func CleanStale(final string) []Stale {
 			// The previous output, moved aside by Commit: it may be the only
 			// copy if the run died before the rename, so it is only reported.
 			s.Kept = "an output moved aside by a commit that did not finish"
+		case resumable(path):
+			s.PID, s.Kept = pid, "it holds a resume state: the same command with --resume continues it"
 		case !ok:
 			s.Kept = "no owner recorded"
 		case ownerAlive(pid, start):
@@ -82,6 +85,16 @@ func CleanStale(final string) []Stale {
 		out = append(out, s)
 	}
 	return out
+}
+
+// ResumePattern names the entries of a temporary directory that hold the
+// state a later run resumes from (quantize's .moeforge-quantize-resume): a
+// directory with one is never removed, whoever its owner was.
+const ResumePattern = ".moeforge-*-resume"
+
+func resumable(dir string) bool {
+	m, _ := filepath.Glob(filepath.Join(dir, ResumePattern))
+	return len(m) > 0
 }
 
 // writeOwner records this process as the owner of the temporary dir.

@@ -22,8 +22,9 @@ func deadPID(t *testing.T) int {
 // TestStaleDirs leaves the temporary directories of four earlier runs
 // beside an output: a killed one (owner gone), a running one (this
 // process, not through Create), one whose PID was reused (start time
-// differs) and one from a moeforge that recorded no owner. Create removes
-// the killed and reused ones and reports all four, with sizes.
+// differs), one from a moeforge that recorded no owner and a killed one
+// holding quantize's resume state. Create removes the killed and reused
+// ones and reports all five, with sizes.
 func TestStaleDirs(t *testing.T) {
 	parent := t.TempDir()
 	final := filepath.Join(parent, "out")
@@ -42,6 +43,8 @@ func TestStaleDirs(t *testing.T) {
 	running := mk("running", fmt.Sprintf("pid %d start %s\n", os.Getpid(), processStart(os.Getpid())), 2000)
 	reused := mk("reused", fmt.Sprintf("pid %d start 999999999999\n", os.Getpid()), 1000)
 	legacy := mk("legacy", "", 5_000_000)
+	resume := mk("resume", fmt.Sprintf("pid %d start 1\n", deadPID(t)), 10)
+	os.Mkdir(filepath.Join(resume, ".moeforge-quantize-resume"), 0o700)
 	other := filepath.Join(parent, ".other.tmp-1") // another output's: not looked at
 	os.Mkdir(other, 0o700)
 
@@ -56,7 +59,7 @@ func TestStaleDirs(t *testing.T) {
 	defer d.Abort()
 
 	exists := func(p string) bool { _, err := os.Stat(p); return err == nil }
-	for p, want := range map[string]bool{killed: false, reused: false, running: true, legacy: true, other: true} {
+	for p, want := range map[string]bool{killed: false, reused: false, running: true, legacy: true, resume: true, other: true} {
 		if exists(p) != want {
 			t.Errorf("%s exists = %v, want %v", filepath.Base(p), !want, want)
 		}
@@ -66,13 +69,14 @@ func TestStaleDirs(t *testing.T) {
 		"removed " + killed + " (3.0 kB)", "removed " + reused + " (1.0 kB)",
 		running + " (2.0 kB) is an unfinished output of another run (in use by PID",
 		legacy + " (5.0 MB) is an unfinished output of another run (no owner recorded)",
+		resume + " (28 B) is an unfinished output of another run (it holds a resume state: the same command with --resume continues it)",
 	} {
 		if !strings.Contains(report, want) {
 			t.Errorf("report lacks %q:\n%s", want, report)
 		}
 	}
-	if len(lines) != 4 {
-		t.Errorf("%d report lines, want 4:\n%s", len(lines), report)
+	if len(lines) != 5 {
+		t.Errorf("%d report lines, want 5:\n%s", len(lines), report)
 	}
 
 	// This run's own directory records its owner until Commit, and a second
