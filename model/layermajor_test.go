@@ -120,3 +120,41 @@ func TestLayerMajorCancel(t *testing.T) {
 		t.Errorf("err = %v, want context.Canceled", err)
 	}
 }
+
+// BenchmarkPass runs 8 windows of 64 tokens through qwen2_moe_tiny
+// batch-major (Logits per batch) and layer-major, printing tokens/s.
+func BenchmarkPass(b *testing.B) {
+	m, err := model.Open(filepath.Join(fixturetest.Dir(b, "fixtures/qwen2_moe_tiny"), "model"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	seqs := corpus.RandomIDs(8, 64, m.Config.VocabSize, 2)
+	run := map[string]func(){
+		"batch-major": func() {
+			for i := 0; i < len(seqs); i += 2 {
+				if _, err := m.Logits(context.Background(), &model.Batch{Seqs: seqs[i : i+2]}, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		},
+		"layer-major": func() {
+			opt := model.PassOptions{Batch: 2}
+			x, err := m.HiddenLayerMajor(context.Background(), seqs, opt)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := m.LogitsChunks(context.Background(), seqs, x, opt, func(int, int, []float32) error { return nil }); err != nil {
+				b.Fatal(err)
+			}
+		},
+	}
+	for _, name := range []string{"batch-major", "layer-major"} {
+		b.Run(name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				run[name]()
+			}
+			b.ReportMetric(float64(8*64*b.N)/b.Elapsed().Seconds(), "tokens/s")
+		})
+	}
+}
