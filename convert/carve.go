@@ -158,26 +158,9 @@ func carve(in *hf.Checkpoint, opts UpcycleOptions) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := c.Clone()
-	if err := out.ConvertTo(target.arch); err != nil {
+	out, err := moeConfig(in, target, moeShape{E: r.E, K: r.K, I: r.I, S: r.S, Norm: true}, moe, step, mlpOnly, opts.DType)
+	if err != nil {
 		return nil, err
-	}
-	out.QKVBias = true
-	out.NumExperts, out.NumExpertsPerTok = r.E, r.K
-	out.MoEIntermediateSize, out.SharedExpertIntermediateSize = r.I, r.S
-	out.NormTopKProb = true
-	out.DecoderSparseStep, out.MLPOnlyLayers = step, mlpOnly
-	if opts.DType != "" {
-		out.DType = configDType(opts.DType)
-	}
-	if _, ok := out.Raw("output_router_logits"); !ok {
-		out.SetRaw("output_router_logits", false)
-	}
-	if _, ok := out.Raw("router_aux_loss_coef"); !ok {
-		out.SetRaw("router_aux_loss_coef", 0.001)
-	}
-	if got, _ := layerSplit(out); !slices.Equal(got, moe) {
-		return nil, fmt.Errorf("internal error: config selects MoE layers %v, want %v", got, moe)
 	}
 	b := newBuilder(in, out, opts.DType)
 	downDType := b.outDType(safetensors.BF16)

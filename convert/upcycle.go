@@ -160,33 +160,9 @@ func Upcycle(in *hf.Checkpoint, opts UpcycleOptions) (*Plan, error) {
 		return nil, err
 	}
 
-	out := c.Clone()
-	if err := out.ConvertTo(target.arch); err != nil {
+	out, err := moeConfig(in, target, moeShape{E: u.E, K: u.K, I: u.I, S: u.S, Norm: u.norm}, moe, step, mlpOnly, opts.DType)
+	if err != nil {
 		return nil, err
-	}
-	// Attention biases carry over: qwen2's q/k/v always have one (so the
-	// qwen2_moe output says qkv_bias true), qwen3's follow attention_bias.
-	for i := 0; i < c.NumHiddenLayers; i++ {
-		if c.LayerWindow(i) != out.LayerWindow(i) {
-			return nil, fmt.Errorf("%s: layer %d attends to a window of %d in %s but would get %d in %s (its sliding-window rule differs): upcycling would not be exact", in.Dir, i, c.LayerWindow(i), c.ModelType, out.LayerWindow(i), target.arch)
-		}
-	}
-	out.NumExperts, out.NumExpertsPerTok = u.E, u.K
-	out.MoEIntermediateSize, out.SharedExpertIntermediateSize = u.I, u.S
-	out.NormTopKProb = u.norm
-	out.DecoderSparseStep, out.MLPOnlyLayers = step, mlpOnly
-	if opts.DType != "" {
-		out.DType = configDType(opts.DType)
-	}
-	// Keys Qwen2MoeConfig has that a qwen2 config lacks, at transformers' defaults.
-	if _, ok := out.Raw("output_router_logits"); !ok {
-		out.SetRaw("output_router_logits", false)
-	}
-	if _, ok := out.Raw("router_aux_loss_coef"); !ok {
-		out.SetRaw("router_aux_loss_coef", 0.001)
-	}
-	if got, _ := layerSplit(out); !slices.Equal(got, moe) {
-		return nil, fmt.Errorf("internal error: config selects MoE layers %v, want %v", got, moe)
 	}
 
 	b := newBuilder(in, out, opts.DType)
@@ -602,4 +578,47 @@ func multiplesHint(v, m int) string {
 		return fmt.Sprint(hi)
 	}
 	return fmt.Sprintf("%d or %d", lo, hi)
+}
+
+// moeShape is the MoE part of an upcycled config.
+type moeShape struct {
+	E, K, I, S int
+	Norm       bool // norm_topk_prob
+}
+
+// moeConfig is the config of an upcycled model: in's config converted to the
+// target architecture with the MoE shape given and the layer split planned,
+// transformers' defaults for the keys the MoE config adds, and a check that
+// every layer keeps its attention window (else the result would not be exact).
+func moeConfig(in *hf.Checkpoint, target upcycleTarget, sh moeShape, moe []int, step int, mlpOnly []int, dtype safetensors.DType) (*hf.Config, error) {
+	c := in.Config
+	out := c.Clone()
+	if err := out.ConvertTo(target.arch); err != nil {
+		return nil, err
+	}
+	// Attention biases carry over: qwen2's q/k/v always have one (so the
+	// qwen2_moe output says qkv_bias true), qwen3's follow attention_bias.
+	for i := 0; i < c.NumHiddenLayers; i++ {
+		if c.LayerWindow(i) != out.LayerWindow(i) {
+			return nil, fmt.Errorf("%s: layer %d attends to a window of %d in %s but would get %d in %s (its sliding-window rule differs): upcycling would not be exact", in.Dir, i, c.LayerWindow(i), c.ModelType, out.LayerWindow(i), target.arch)
+		}
+	}
+	out.NumExperts, out.NumExpertsPerTok = sh.E, sh.K
+	out.MoEIntermediateSize, out.SharedExpertIntermediateSize = sh.I, sh.S
+	out.NormTopKProb = sh.Norm
+	out.DecoderSparseStep, out.MLPOnlyLayers = step, mlpOnly
+	if dtype != "" {
+		out.DType = configDType(dtype)
+	}
+	// Keys Qwen2MoeConfig has that a qwen2 config lacks, at transformers' defaults.
+	if _, ok := out.Raw("output_router_logits"); !ok {
+		out.SetRaw("output_router_logits", false)
+	}
+	if _, ok := out.Raw("router_aux_loss_coef"); !ok {
+		out.SetRaw("router_aux_loss_coef", 0.001)
+	}
+	if got, _ := layerSplit(out); !slices.Equal(got, moe) {
+		return nil, fmt.Errorf("internal error: config selects MoE layers %v, want %v", got, moe)
+	}
+	return out, nil
 }

@@ -57,6 +57,10 @@ func LoadGenerationConfig(dir string, m *Model) (GenerationConfig, error) {
 	gc := GenerationConfig{Sampling: SamplingOptions{Temperature: 1, TopK: 50, TopP: 1, RepetitionPenalty: 1}}
 	path := filepath.Join(dir, "generation_config.json")
 	data, err := os.ReadFile(path)
+	if st, serr := os.Stat(dir); serr == nil && !st.IsDir() {
+		// A single-file model (GGUF) has no generation_config.json.
+		err = os.ErrNotExist
+	}
 	if err == nil {
 		var f struct {
 			DoSample          *bool    `json:"do_sample"`

@@ -115,7 +115,7 @@ func Open(path string) (*File, error) {
 	if st.Size() == 0 {
 		return nil, &FormatError{File: path, Msg: "empty file"}
 	}
-	data, unmap, err := mmap(fd, st.Size())
+	data, unmap, err := safetensors.Map(fd, st.Size())
 	if err != nil {
 		return nil, err
 	}

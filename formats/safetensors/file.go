@@ -262,5 +262,5 @@ func mmapFile(path string) ([]byte, func() error, error) {
 	if st.Size() == 0 {
 		return []byte{}, func() error { return nil }, nil
 	}
-	return mmap(fd, st.Size())
+	return Map(fd, st.Size())
 }

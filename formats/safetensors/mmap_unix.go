@@ -9,7 +9,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func mmap(fd *os.File, size int64) ([]byte, func() error, error) {
+// Map memory-maps the first size bytes of fd read-only and returns the
+// bytes and the function that unmaps them. Every format reader (safetensors,
+// GGUF) maps its files through it.
+func Map(fd *os.File, size int64) ([]byte, func() error, error) {
 	if int64(int(size)) != size {
 		return nil, nil, fmt.Errorf("%s: too large to map (%d bytes)", fd.Name(), size)
 	}
