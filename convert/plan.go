@@ -6,8 +6,8 @@
 // Both return a Plan: the output config, the ordered list of output tensors
 // and, for each, a function that computes its bytes from the memory-mapped
 // input just before it is written. Plan.Write streams the tensors into a
-// checkpoint directory one at a time, so peak memory is about one tensor
-// whatever the model size. Conversions are pure functions of the input, the
+// checkpoint directory in order, computed a few ahead on every core, so
+// peak memory is a few tensors whatever the model size. Conversions are pure functions of the input, the
 // options and the seed: the same inputs give byte-identical outputs.
 package convert
 
@@ -27,7 +27,7 @@ import (
 // Plan is a conversion ready to be written: the output config and, in write
 // order, every output tensor with the function that computes it. The input
 // checkpoint must stay open until the plan is written; a plan is written by
-// one goroutine at a time.
+// one WriteTo at a time (which computes its tensors on Workers goroutines).
 type Plan struct {
 	// Config is the output config.json.
 	Config *hf.Config
@@ -36,8 +36,13 @@ type Plan struct {
 	Tensors []safetensors.Info
 	// Summary describes what the conversion builds.
 	Summary *Summary
+	// Workers is the number of goroutines computing output tensors while
+	// they are written in order (0: GOMAXPROCS; 1: one at a time, when
+	// written). The output does not depend on it.
+	Workers int
 
 	src     *hf.Checkpoint
+	budget  int64 // bytes computed ahead of the writer (0: minBudget); tests shrink it
 	produce []func() ([]byte, error)
 	// release[i] lists the input tensors last read by output i: their
 	// mapped pages are released once it is written.
@@ -92,9 +97,20 @@ func (p *Plan) Write(ctx context.Context, dir string, opt WriteOptions) (*WriteR
 func (p *Plan) WriteTo(ctx context.Context, w *hf.Writer, progress func(done, total int)) (*WriteResult, error) {
 	tensors := make([]hf.Tensor, len(p.Tensors))
 	res := &WriteResult{}
+	n := p.Workers
+	if n <= 0 {
+		n = workers()
+	}
+	sizes := make([]int64, len(p.Tensors))
+	for i, info := range p.Tensors {
+		sizes[i] = info.ByteSize()
+	}
+	ahead := startProduceAhead(p.produce, sizes, n, p.budget)
+	defer ahead.close()
 	for i, info := range p.Tensors {
 		rel := p.release[i]
-		tensors[i] = hf.Tensor{Info: info, Produce: p.produce[i], Written: func() {
+		tensors[i] = hf.Tensor{Info: info, Produce: func() ([]byte, error) { return ahead.get(i) }, Written: func() {
+			ahead.written(i)
 			for _, t := range rel {
 				pages.Release(t.Bytes())
 			}

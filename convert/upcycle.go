@@ -11,6 +11,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/formats/safetensors"
@@ -89,12 +90,29 @@ type upcycler struct {
 	expertScale            float32 // megatron-scaled: on gate, up and down
 	initStd                float64 // router init std (config initializer_range)
 
-	// One layer's neuron sources, cached: producers run layer by layer.
-	cacheLayer int
-	cacheExp   [][]int32
-	cacheSh    []int32
-	stds       map[string]float64
+	// The neuron sources of the last few layers and the projections' stds,
+	// cached; outputs are computed on several goroutines (Plan.Workers),
+	// mostly layer by layer.
+	mu    sync.Mutex
+	cache map[int]layerNeurons
+	stds  map[string]*stdOnce
 }
+
+// layerNeurons are one layer's neuron sources (upcycler.neurons).
+type layerNeurons struct {
+	experts [][]int32
+	shared  []int32
+}
+
+// stdOnce is one projection's std, computed once.
+type stdOnce struct {
+	once sync.Once
+	std  float64
+}
+
+// neuronCacheLayers is how many layers' neuron sources stay cached: the
+// goroutines computing outputs ahead span at most a layer boundary.
+const neuronCacheLayers = 4
 
 // Upcycle plans the conversion of a dense qwen2 (qwen3) checkpoint into a
 // qwen2_moe (qwen3_moe) checkpoint by the recipe of opts.Mode (ALGORITHMS.md
@@ -130,7 +148,7 @@ func Upcycle(in *hf.Checkpoint, opts UpcycleOptions) (*Plan, error) {
 	if r.info().needsActivations && opts.Activations == nil {
 		return nil, fmt.Errorf("upcycle %s chooses neurons by their activations: it needs Activations (the dense model run on calibration text)", opts.Mode)
 	}
-	u := &upcycler{in: in, opts: opts, mode: opts.Mode, r: r, target: target, h: c.HiddenSize, cacheLayer: -1, stds: map[string]float64{}}
+	u := &upcycler{in: in, opts: opts, mode: opts.Mode, r: r, target: target, h: c.HiddenSize, cache: map[int]layerNeurons{}, stds: map[string]*stdOnce{}}
 	if err := u.resolve(c); err != nil {
 		return nil, fmt.Errorf("upcycle %s: %w", u.mode, err)
 	}
@@ -410,11 +428,15 @@ func (u *upcycler) ffn(layer, e int, p hf.Proj, name string) ([]float32, error) 
 	}
 	if reinit {
 		key := fmt.Sprintf("%d/%s", layer, p)
-		std, ok := u.stds[key]
+		u.mu.Lock()
+		so, ok := u.stds[key]
 		if !ok {
-			std = m.std()
-			u.stds[key] = std
+			so = &stdOnce{}
+			u.stds[key] = so
 		}
+		u.mu.Unlock()
+		so.once.Do(func() { so.std = m.std() })
+		std := so.std
 		r := newRNG(u.opts.Seed, "reinit/"+name)
 		for i := range v {
 			if uniform(r) < u.reinit {
@@ -430,8 +452,10 @@ func (u *upcycler) ffn(layer, e int, p hf.Proj, name string) ([]float32, error) 
 // every routed expert and of the shared expert (−1: a zero padding neuron),
 // as the recipe assigns them. Replicas share their slices.
 func (u *upcycler) neurons(layer int) (experts [][]int32, shared []int32, err error) {
-	if u.cacheLayer == layer {
-		return u.cacheExp, u.cacheSh, nil
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if c, ok := u.cache[layer]; ok {
+		return c.experts, c.shared, nil
 	}
 	perm := func(copy int) []int32 {
 		if !u.shuffle {
@@ -455,7 +479,16 @@ func (u *upcycler) neurons(layer int) (experts [][]int32, shared []int32, err er
 	if !u.target.shared {
 		shared = nil
 	}
-	u.cacheLayer, u.cacheExp, u.cacheSh = layer, experts, shared
+	if len(u.cache) >= neuronCacheLayers {
+		oldest := -1
+		for l := range u.cache {
+			if oldest < 0 || l < oldest {
+				oldest = l
+			}
+		}
+		delete(u.cache, oldest)
+	}
+	u.cache[layer] = layerNeurons{experts, shared}
 	return experts, shared, nil
 }
 

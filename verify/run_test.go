@@ -310,3 +310,81 @@ func TestAccumulatorNaN(t *testing.T) {
 		}
 	}
 }
+
+// TestRunLayerMajorEqualsBatchMajor checks that Run without PerLayer (one
+// layer-major pass per model, logits compared a chunk at a time) measures
+// exactly what the batch-major pass with PerLayer does on the same
+// batches, also when the logits cap makes chunks of one window.
+func TestRunLayerMajorEqualsBatchMajor(t *testing.T) {
+	ref := loadModel(t, "fixtures/qwen2_moe_tiny")
+	cand := loadModel(t, "fixtures/qwen2_moe_tiny")
+	scaleLinear(cand.Layers[1].MoE.Experts[0].Up, 1.02) // a heap copy: advice must keep it
+	seqs := corpus.RandomIDs(5, 20, ref.Config.VocabSize, 4)
+	for _, batch := range []int{1, 3} {
+		bm, err := Run(context.Background(), ref, cand, seqs, Options{BatchSize: batch, PerLayer: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var steps []int
+		lm, err := Run(context.Background(), ref, cand, seqs, Options{BatchSize: batch, Progress: func(d, total int) {
+			if total != 2*(len(ref.Layers)+1) {
+				t.Errorf("progress total %d", total)
+			}
+			steps = append(steps, d)
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(bm.Metrics, lm.Metrics); diff != "" {
+			t.Errorf("batch %d: layer-major vs batch-major (-batch +layer):\n%s", batch, diff)
+		}
+		if len(steps) != 2*(len(ref.Layers)+1) || steps[len(steps)-1] != len(steps) {
+			t.Errorf("progress %v", steps)
+		}
+		if lm.Metrics.MaxRelLogitDiff == 0 {
+			t.Errorf("the changed expert made no difference")
+		}
+	}
+	one, err := Run(context.Background(), ref, cand, seqs, Options{BatchSize: 1, logitsBytes: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bm, _ := Run(context.Background(), ref, cand, seqs, Options{BatchSize: 1, PerLayer: true})
+	if diff := cmp.Diff(bm.Metrics, one.Metrics); diff != "" {
+		t.Errorf("chunks of one window (-batch +layer):\n%s", diff)
+	}
+}
+
+// TestPerplexityLayerMajor checks Perplexity against the batch-major sum of
+// next-token NLLs on the same batches, exactly.
+func TestPerplexityLayerMajor(t *testing.T) {
+	m := loadModel(t, "fixtures/qwen2_moe_tiny")
+	seqs := corpus.RandomIDs(6, 20, m.Config.VocabSize, 5)
+	V := m.Config.VocabSize
+	for _, batch := range []int{1, 4} {
+		var sum float64
+		n := 0
+		for i := 0; i < len(seqs); i += batch {
+			b := seqs[i:min(i+batch, len(seqs))]
+			lg, err := m.Logits(context.Background(), &model.Batch{Seqs: b}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			row := 0
+			for _, s := range b {
+				for _, v := range model.NextTokenNLL(lg[row*V:(row+len(s))*V], V, s) {
+					sum += v
+					n++
+				}
+				row += len(s)
+			}
+		}
+		ppl, got, err := Perplexity(context.Background(), m, seqs, batch, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != n || ppl != expMean(sum, n) {
+			t.Errorf("batch %d: ppl %v over %d tokens, batch-major %v over %d", batch, ppl, got, expMean(sum, n), n)
+		}
+	}
+}

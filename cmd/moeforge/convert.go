@@ -382,7 +382,7 @@ func convertVerify(cmd *cobra.Command, f *convertFlags, ck *hf.Checkpoint, exact
 		rep.Tokens = "random ids"
 	}
 	rep.Windows = len(seqs)
-	bar := newBar("verify", len(seqs), "windows")
+	bar := newBar("verify", 2*(len(ref.Layers)+1), "layers") // a layer-major pass of each model
 	rep.Metrics, err = verify.Compare(cmd.Context(), ref, cand, seqs, 4, func(done, total int) { bar.Set(done) })
 	bar.Done()
 	if err != nil {

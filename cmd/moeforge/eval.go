@@ -87,7 +87,7 @@ tokens run through the model (windows × seqlen) over the time of the forward pa
 			if err := checkIDs(textPath+" (tokenized)", seqs, m); err != nil {
 				return err
 			}
-			bar := newBar("eval ppl", len(seqs), "windows")
+			bar := newBar("eval ppl", len(m.Layers)+1, "layers") // one layer-major pass
 			start := time.Now()
 			ppl, predicted, err := verify.Perplexity(cmd.Context(), m, seqs, batch, func(done, total int) { bar.Set(done) })
 			if err != nil {

@@ -148,7 +148,10 @@ func runVerify(cmd *cobra.Command, o *verifyOptions) error {
 		return fmt.Errorf("%s: %w", src, err)
 	}
 
-	bar := newBar("verify", len(seqs), "seq")
+	bar := newBar("verify", 2*(len(ref.Layers)+1), "layers") // a layer-major pass of each model
+	if o.perLayer {
+		bar = newBar("verify", len(seqs), "seq")
+	}
 	res, err := verify.Run(cmd.Context(), ref, cand, seqs, verify.Options{
 		BatchSize: o.batch, PerLayer: o.perLayer,
 		Progress: func(done, _ int) { bar.Set(done) },

@@ -69,10 +69,15 @@ func NewWriter(dir string, opt WriterOptions) *Writer { return &Writer{dir: dir,
 func (w *Writer) Dir() string { return w.dir }
 
 // Plan fixes the output tensors, in writing order, and their shards; the
-// shard file names are returned. It is called once, before WriteTensor.
+// shard file names are returned. It is called once, before WriteTensor. A
+// plan whose bytes exceed the free space of the output's file system is
+// refused (ErrNoSpace) before anything is written.
 func (w *Writer) Plan(plan []safetensors.Info) ([]string, error) {
 	if w.shards != nil {
 		return nil, fmt.Errorf("%s: tensors already planned", w.dir)
+	}
+	if err := checkSpace(w.dir, plan); err != nil {
+		return nil, err
 	}
 	dw, err := safetensors.NewDirWriter(w.dir, plan, safetensors.WriterOptions{
 		MaxShardSize: w.opt.MaxShardSize, ShardName: w.opt.ShardName,

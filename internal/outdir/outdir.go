@@ -31,7 +31,9 @@ var (
 
 // Create prepares an output directory for final. It refuses an existing
 // non-empty final unless force is set (the old content is replaced on Commit).
-// final's parent directory must exist.
+// final's parent directory must exist. Temporary directories of earlier
+// runs beside final are removed when their owner is gone, else reported
+// with their size (CleanStale, Report).
 func Create(final string, force bool) (*Dir, error) {
 	final = filepath.Clean(final)
 	if st, err := os.Stat(final); err == nil {
@@ -52,8 +54,15 @@ func Create(final string, force bool) (*Dir, error) {
 	if st, err := os.Stat(parent); err != nil || !st.IsDir() {
 		return nil, fmt.Errorf("output %s: parent directory %s does not exist", final, parent)
 	}
+	for _, s := range CleanStale(final) {
+		Report(s.String())
+	}
 	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(final)+".tmp-")
 	if err != nil {
+		return nil, err
+	}
+	if err := writeOwner(tmp); err != nil {
+		os.RemoveAll(tmp)
 		return nil, err
 	}
 	mu.Lock()
@@ -101,6 +110,9 @@ func (d *Dir) Final() string { return d.final }
 func (d *Dir) Commit() error {
 	if d.done {
 		return errors.New("output directory already committed or aborted")
+	}
+	if err := os.Remove(filepath.Join(d.tmp, OwnerFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
 	}
 	if f, err := os.Open(d.tmp); err == nil {
 		f.Sync()
