@@ -215,6 +215,7 @@ func gptqWith(w []float32, out, in int, f *factor, cfg gptq.Config, threads int)
 	eb := make([]float32, blockSize*out) // errors of the current block, one row per column
 	var shifted atomic.Int64
 	var wg sync.WaitGroup
+	var pr propagator
 	for b0 := 0; b0 < in; b0 += blockSize {
 		b1 := min(b0+blockSize, in)
 		for i0 := b0; i0 < b1; i0 += innerBlock {
@@ -267,11 +268,11 @@ func gptqWith(w []float32, out, in int, f *factor, cfg gptq.Config, threads int)
 				return nil, err
 			}
 			if i1 < b1 {
-				propagate(wt, ut, eb[(i0-b0)*out:], out, in, i0, i1, b1)
+				pr.propagate(wt, ut, eb[(i0-b0)*out:], out, in, i0, i1, b1)
 			}
 		}
 		if b1 < in {
-			propagate(wt, ut, eb, out, in, b0, b1, in)
+			pr.propagate(wt, ut, eb, out, in, b0, b1, in)
 		}
 	}
 	for _, l := range losses {
@@ -290,19 +291,26 @@ func gptqWith(w []float32, out, in int, f *factor, cfg gptq.Config, threads int)
 	return res, nil
 }
 
+// propagator holds the operand buffers of propagate, reused across the
+// calls of one matrix (a fresh pair per call was ~1 MB of garbage per
+// block).
+type propagator struct{ a, b []float32 }
+
 // propagate applies the errors e of columns [k0, k1) (rows of e, stride
 // out) to the columns [r0, r1) of wt: wt[r, :] −= Σ_k Hinv[k, r]·e[k, :].
-func propagate(wt, ut, e []float32, out, in, k0, k1, r1 int) {
+func (p *propagator) propagate(wt, ut, e []float32, out, in, k0, k1, r1 int) {
 	r0 := k1
 	m, kk := r1-r0, k1-k0
-	a := make([]float32, m*kk) // a[r, k] = −Hinv[k0+k, r0+r]
+	p.a = slices.Grow(p.a[:0], m*kk)[:m*kk] // a[r, k] = −Hinv[k0+k, r0+r]
+	a := p.a
 	for k := 0; k < kk; k++ {
 		src := ut[(k0+k)*in+r0 : (k0+k)*in+r1]
 		for r, v := range src {
 			a[r*kk+k] = -v
 		}
 	}
-	b := make([]float32, out*kk) // b[c, k] = e[k, c]
+	p.b = slices.Grow(p.b[:0], out*kk)[:out*kk] // b[c, k] = e[k, c]
+	b := p.b
 	for k := 0; k < kk; k++ {
 		for c, v := range e[k*out : (k+1)*out] {
 			b[c*kk+k] = v
@@ -355,15 +363,21 @@ func axpy(y, x []float32, a float32) {
 	}
 }
 
-// transpose returns the [cols, rows] transpose of the row-major m [rows, cols].
+// transpose returns the [cols, rows] transpose of the row-major m [rows, cols],
+// in tiles of 16×16 (read column by column from L1, written a cache line
+// at a time).
 func transpose(m []float32, rows, cols int) []float32 {
 	t := make([]float32, rows*cols)
-	const tile = 32
+	const tile = 16
 	for r0 := 0; r0 < rows; r0 += tile {
+		r1 := min(r0+tile, rows)
 		for c0 := 0; c0 < cols; c0 += tile {
-			for r := r0; r < min(r0+tile, rows); r++ {
-				for c := c0; c < min(c0+tile, cols); c++ {
-					t[c*rows+r] = m[r*cols+c]
+			c1 := min(c0+tile, cols)
+			for c := c0; c < c1; c++ {
+				dst := t[c*rows+r0 : c*rows+r1]
+				src := m[r0*cols+c:]
+				for i := range dst {
+					dst[i] = src[i*cols]
 				}
 			}
 		}

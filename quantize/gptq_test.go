@@ -6,11 +6,13 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/moeforge/moeforge/formats/gptq"
+	"github.com/moeforge/moeforge/internal/gemm"
 	"github.com/moeforge/moeforge/internal/half"
 	"github.com/moeforge/moeforge/internal/linalg"
 )
@@ -528,4 +530,58 @@ func BenchmarkGPTQExpert(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/op")
+}
+
+// BenchmarkGPTQExpertParts times the two halves of BenchmarkGPTQExpert
+// apart: the damped inverse's factor of the [2048, 2048] Hessian (shared by
+// gate and up in a run) and the column walk of W [1408, 2048] with it.
+func BenchmarkGPTQExpertParts(b *testing.B) {
+	const out, in, n = 1408, 2048, 512
+	rng := rand.New(rand.NewPCG(7, 7))
+	w := make([]float32, out*in)
+	for i := range w {
+		w[i] = float32(rng.NormFloat64() * 0.02)
+	}
+	x := make([]float32, n*in)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	h := hessianOf(x, n, in)
+	cfg := gptq.Config{GroupSize: 128, Sym: true, DampPercent: 0.01}
+	f, err := newFactor(slices.Clone(h), in, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("factor", func(b *testing.B) {
+		c0 := cpuSeconds()
+		hc := make([]float64, len(h))
+		for i := 0; i < b.N; i++ {
+			copy(hc, h)
+			if _, err := newFactor(hc, in, cfg); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(2*float64(in)*in*in/3/1e9/(b.Elapsed().Seconds()/float64(b.N)), "GFLOPS")
+		b.ReportMetric((cpuSeconds()-c0)*1e3/float64(b.N), "cpu-ms/op")
+	})
+	b.Run("columns", func(b *testing.B) {
+		c0 := cpuSeconds()
+		for i := 0; i < b.N; i++ {
+			if _, err := gptqWith(w, out, in, f, cfg, gemm.Threads()); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(out)*in*in/1e9/(b.Elapsed().Seconds()/float64(b.N)), "GFLOPS")
+		b.ReportMetric((cpuSeconds()-c0)*1e3/float64(b.N), "cpu-ms/op")
+	})
+}
+
+// cpuSeconds is the process's user + system CPU time (on a loaded machine
+// wall time stretches, CPU time much less).
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
