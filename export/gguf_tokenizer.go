@@ -142,7 +142,7 @@ func tokenizerKVs(dir string, c *hf.Config) ([]gguf.KV, error) {
 		hfKey, gkey string
 		configFirst bool
 	}{
-		{"bos_token", "tokenizer.ggml.bos_token_id", true},
+		{"bos_token", "tokenizer.ggml.bos_token_id", !spm},
 		{"eos_token", "tokenizer.ggml.eos_token_id", false},
 		{"pad_token", "tokenizer.ggml.padding_token_id", false},
 	} {
