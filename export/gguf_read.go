@@ -427,7 +427,9 @@ func (p rowPermuted) Widen(dst []float32, ld, r0, r1, c0, c1 int) {
 }
 
 // GGUFTokenizer builds the tokenizer a GGUF file's tokenizer.* metadata
-// describes (byte-level BPE, model "gpt2" with pre-tokenizer "qwen2").
+// describes: byte-level BPE (model "gpt2" with pre-tokenizer "qwen2"), or
+// the Llama 2 / Mistral SentencePiece-style BPE (model "llama" with the
+// merges moeforge's export writes beside the scores).
 func GGUFTokenizer(path string) (*tokenizer.Tokenizer, error) {
 	f, err := gguf.Open(path)
 	if err != nil {
@@ -436,8 +438,9 @@ func GGUFTokenizer(path string) (*tokenizer.Tokenizer, error) {
 	defer f.Close()
 	model, _ := f.String("tokenizer.ggml.model")
 	pre, _ := f.String("tokenizer.ggml.pre")
-	if model != "gpt2" || pre != "qwen2" {
-		return nil, fmt.Errorf("%s: tokenizer.ggml.model %q, pre %q: only byte-level BPE with the qwen2 pre-tokenizer is read", path, model, pre)
+	llama := model == "llama"
+	if !llama && (model != "gpt2" || pre != "qwen2") {
+		return nil, fmt.Errorf("%s: tokenizer.ggml.model %q, pre %q: only byte-level BPE with the qwen2 pre-tokenizer, or model \"llama\" with merges, is read", path, model, pre)
 	}
 	tv, _ := f.Get("tokenizer.ggml.tokens")
 	tokens, ok := tv.([]string)
@@ -456,17 +459,31 @@ func GGUFTokenizer(path string) (*tokenizer.Tokenizer, error) {
 	}
 	vocab := map[string]int{}
 	var added []tokenizer.AddedToken
+	unk := ""
 	for id, s := range tokens {
 		switch types[id] {
-		case tokenNormal:
+		case tokenNormal, tokenByte:
 			vocab[s] = id
+		case tokenUnknown:
+			vocab[s], unk = id, s
+			if llama {
+				added = append(added, tokenizer.AddedToken{ID: id, Content: s, Special: true})
+			}
 		case tokenControl:
+			if llama {
+				vocab[s] = id // tokenizer.json's Llama vocab holds its specials too
+			}
 			added = append(added, tokenizer.AddedToken{ID: id, Content: s, Special: true})
 		case tokenUserDefined:
 			added = append(added, tokenizer.AddedToken{ID: id, Content: s})
 		}
 	}
-	tok, err := tokenizer.NewQwen2BPE(vocab, merges, added)
+	var tok *tokenizer.Tokenizer
+	if llama {
+		tok, err = tokenizer.NewLlamaBPE(vocab, merges, unk, added)
+	} else {
+		tok, err = tokenizer.NewQwen2BPE(vocab, merges, added)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v", path, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 
 	"github.com/moeforge/moeforge/formats/gguf"
@@ -16,9 +17,11 @@ import (
 // GGUF token types (gguf-py's TokenType).
 const (
 	tokenNormal      int32 = 1
+	tokenUnknown     int32 = 2
 	tokenControl     int32 = 3
 	tokenUserDefined int32 = 4
 	tokenUnused      int32 = 5
+	tokenByte        int32 = 6
 )
 
 // tokenizerKVs returns the tokenizer.* metadata of the checkpoint in dir:
@@ -36,12 +39,32 @@ func tokenizerKVs(dir string, c *hf.Config) ([]gguf.KV, error) {
 	if err != nil {
 		return nil, err
 	}
+	spm := false
 	if sp := sentencePieceSign(raw); sp != "" {
-		return nil, refuse("%s: a SentencePiece-style tokenizer (%s): GGUF export writes byte-level BPE tokenizers only for now (tokenizer.ggml.model \"llama\" is not implemented)", path, sp)
+		if why := llamaPipeline(raw); why != "" {
+			return nil, refuse("%s: a SentencePiece-style tokenizer (%s) that llama.cpp's \"llama\" tokenizer cannot reproduce: %s", path, sp, why)
+		}
+		spm = true
 	}
 	tok, err := tokenizer.Parse(raw)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	unk := -1
+	if spm {
+		var m struct {
+			Model struct {
+				Unk *string `json:"unk_token"`
+			} `json:"model"`
+		}
+		json.Unmarshal(raw, &m)
+		if m.Model.Unk != nil {
+			n, ok := tok.TokenID(*m.Model.Unk)
+			if !ok {
+				return nil, fmt.Errorf("%s: model.unk_token %q is not a token", path, *m.Model.Unk)
+			}
+			unk = n
+		}
 	}
 	if tok.VocabSize() > c.VocabSize {
 		return nil, refuse("%s: the tokenizer has ids up to %d but config vocab_size=%d", path, tok.VocabSize()-1, c.VocabSize)
@@ -57,20 +80,41 @@ func tokenizerKVs(dir string, c *hf.Config) ([]gguf.KV, error) {
 		switch a, isAdded := added[id]; {
 		case !ok:
 			tokens[id], types[id] = fmt.Sprintf("[PAD%d]", id), tokenUnused
+		case spm && id == unk:
+			tokens[id], types[id] = s, tokenUnknown
 		case isAdded && a.Special:
 			tokens[id], types[id] = s, tokenControl
 		case isAdded:
 			tokens[id], types[id] = s, tokenUserDefined
+		case spm && isByteToken(s):
+			tokens[id], types[id] = s, tokenByte
 		default:
 			tokens[id], types[id] = s, tokenNormal
 		}
 	}
+	merges := tok.Merges()
 	kvs := []gguf.KV{
 		{Key: "tokenizer.ggml.model", Value: "gpt2"},
 		{Key: "tokenizer.ggml.pre", Value: "qwen2"},
 		{Key: "tokenizer.ggml.tokens", Value: tokens},
 		{Key: "tokenizer.ggml.token_type", Value: types},
-		{Key: "tokenizer.ggml.merges", Value: tok.Merges()},
+		{Key: "tokenizer.ggml.merges", Value: merges},
+	}
+	if spm {
+		// llama.cpp's "llama" (SentencePiece) tokenizer ignores the merges;
+		// moeforge reads them back to rebuild the BPE exactly.
+		kvs = []gguf.KV{
+			{Key: "tokenizer.ggml.model", Value: "llama"},
+			{Key: "tokenizer.ggml.pre", Value: "default"},
+			{Key: "tokenizer.ggml.tokens", Value: tokens},
+			{Key: "tokenizer.ggml.scores", Value: mergeScores(tokens, merges)},
+			{Key: "tokenizer.ggml.token_type", Value: types},
+			{Key: "tokenizer.ggml.merges", Value: merges},
+			{Key: "tokenizer.ggml.add_space_prefix", Value: true},
+		}
+		if unk >= 0 {
+			kvs = append(kvs, gguf.KV{Key: "tokenizer.ggml.unknown_token_id", Value: uint32(unk)})
+		}
 	}
 	tc, err := readJSONMap(filepath.Join(dir, "tokenizer_config.json"))
 	if err != nil {
@@ -98,7 +142,7 @@ func tokenizerKVs(dir string, c *hf.Config) ([]gguf.KV, error) {
 		hfKey, gkey string
 		configFirst bool
 	}{
-		{"bos_token", "tokenizer.ggml.bos_token_id", true},
+		{"bos_token", "tokenizer.ggml.bos_token_id", !spm},
 		{"eos_token", "tokenizer.ggml.eos_token_id", false},
 		{"pad_token", "tokenizer.ggml.padding_token_id", false},
 	} {
@@ -117,7 +161,8 @@ func tokenizerKVs(dir string, c *hf.Config) ([]gguf.KV, error) {
 		}
 	}
 	for _, k := range []string{"add_bos_token", "add_eos_token"} {
-		v := false
+		// LlamaTokenizer's defaults: a BOS, no EOS.
+		v := spm && k == "add_bos_token"
 		if raw, ok := tc[k]; ok {
 			json.Unmarshal(raw, &v)
 		}
@@ -160,6 +205,97 @@ func sentencePieceSign(raw []byte) string {
 	return ""
 }
 
+// llamaPipeline returns "" when tokenizer.json is exactly the Llama 2 /
+// Mistral pipeline (Prepend "▁" + Replace " " → "▁" normalizer, no
+// pre-tokenizer, BPE with byte_fallback, the Replace/ByteFallback/Fuse/Strip
+// decoder) — the one llama.cpp's SentencePiece tokenizer reproduces, since
+// it prefixes "▁" to every text run, also after a special token, as the
+// Prepend normalizer does — else what differs. A Metaspace pre-tokenizer
+// with prepend_scheme "first" prefixes only the start of the text, which
+// llama.cpp cannot express.
+func llamaPipeline(raw []byte) string {
+	var f struct {
+		Normalizer   any `json:"normalizer"`
+		PreTokenizer any `json:"pre_tokenizer"`
+		Decoder      any `json:"decoder"`
+		Model        struct {
+			Type           string  `json:"type"`
+			ByteFallback   bool    `json:"byte_fallback"`
+			ContinuingPref *string `json:"continuing_subword_prefix"`
+			EndOfWord      *string `json:"end_of_word_suffix"`
+			IgnoreMerges   bool    `json:"ignore_merges"`
+			Dropout        any     `json:"dropout"`
+		} `json:"model"`
+	}
+	if err := json.Unmarshal(raw, &f); err != nil {
+		return err.Error()
+	}
+	var want struct{ Normalizer, Decoder any }
+	json.Unmarshal([]byte(`{"Normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]},
+		"Decoder": {"type": "Sequence", "decoders": [{"type": "Replace", "pattern": {"String": "▁"}, "content": " "}, {"type": "ByteFallback"}, {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}}`), &want)
+	m := f.Model
+	switch {
+	case m.Type != "BPE" || !m.ByteFallback:
+		return fmt.Sprintf("model type %q byte_fallback=%v, want BPE with byte_fallback", m.Type, m.ByteFallback)
+	case m.ContinuingPref != nil && *m.ContinuingPref != "", m.EndOfWord != nil && *m.EndOfWord != "":
+		return "model has a continuing_subword_prefix or end_of_word_suffix"
+	case m.IgnoreMerges:
+		return "model.ignore_merges=true"
+	case m.Dropout != nil:
+		return "model.dropout is set"
+	case f.PreTokenizer != nil:
+		return "a pre_tokenizer is set (the Llama pipeline has none; Metaspace with prepend_scheme \"first\" differs from llama.cpp after special tokens)"
+	case !reflect.DeepEqual(f.Normalizer, want.Normalizer):
+		return "the normalizer is not Prepend \"▁\" + Replace \" \" → \"▁\""
+	case !reflect.DeepEqual(f.Decoder, want.Decoder):
+		return "the decoder is not Replace \"▁\" → \" \", ByteFallback, Fuse, Strip(1, 0)"
+	}
+	return ""
+}
+
+// isByteToken reports whether s is a byte_fallback token, "<0xXX>".
+func isByteToken(s string) bool {
+	if len(s) != 6 || s[:3] != "<0x" || s[5] != '>' {
+		return false
+	}
+	for _, c := range s[3:5] {
+		if !strings.ContainsRune("0123456789ABCDEF", c) {
+			return false
+		}
+	}
+	return true
+}
+
+// mergeScores derives the tokenizer.ggml.scores llama.cpp's SentencePiece
+// tokenizer merges by, from the BPE merges: a piece that merge rank r makes
+// scores −r (its first merge, the one BPE applies), so llama.cpp's
+// highest-score-first merging follows the merge ranks; every other piece
+// scores below all of them. (llama.cpp's own converter writes −1000 for
+// every piece of a tokenizer.json without tokenizer.model — a placeholder
+// under which its tokenizer merges left to right instead.)
+func mergeScores(tokens, merges []string) []float32 {
+	id := make(map[string]int, len(tokens))
+	for i, s := range tokens {
+		if _, dup := id[s]; !dup {
+			id[s] = i
+		}
+	}
+	scores := make([]float32, len(tokens))
+	set := make([]bool, len(tokens))
+	for r, m := range merges {
+		a, b, _ := strings.Cut(m, " ")
+		if i, ok := id[a+b]; ok && !set[i] {
+			scores[i], set[i] = -float32(r), true
+		}
+	}
+	for i := range scores {
+		if !set[i] {
+			scores[i] = -float32(len(merges) + i)
+		}
+	}
+	return scores
+}
+
 func readJSONMap(path string) (map[string]json.RawMessage, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -177,6 +313,9 @@ func readJSONMap(path string) (map[string]json.RawMessage, error) {
 
 // tokenName reads a token given as a string or as {"content": ...}.
 func tokenName(raw json.RawMessage) (string, bool) {
+	if strings.TrimSpace(string(raw)) == "null" {
+		return "", false // "pad_token": null, as Mistral's file has
+	}
 	var s string
 	if json.Unmarshal(raw, &s) == nil {
 		return s, true

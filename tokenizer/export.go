@@ -81,3 +81,48 @@ func NewQwen2BPE(vocab map[string]int, merges []string, added []AddedToken) (*To
 	}
 	return Parse(data)
 }
+
+// NewLlamaBPE builds the tokenizer of the Llama 2 / Mistral pipeline
+// (normalizer Prepend "▁" then Replace " " → "▁", no pre-tokenizer, BPE
+// with byte_fallback over "▁"-marked pieces and <0xXX> byte tokens, the
+// Replace/ByteFallback/Fuse/Strip decoder) from a vocabulary (piece → id),
+// merges in rank order ("left right"), the unknown piece and the added
+// tokens: what a GGUF file whose tokenizer.ggml.model is "llama" describes
+// when it also carries the merges. It goes through Parse, so it validates as
+// a tokenizer.json would.
+func NewLlamaBPE(vocab map[string]int, merges []string, unk string, added []AddedToken) (*Tokenizer, error) {
+	type addedJSON struct {
+		ID         int    `json:"id"`
+		Content    string `json:"content"`
+		Normalized bool   `json:"normalized"`
+		Special    bool   `json:"special"`
+	}
+	model := map[string]any{"type": "BPE", "vocab": vocab, "merges": merges, "byte_fallback": true, "fuse_unk": true}
+	if unk != "" {
+		model["unk_token"] = unk
+	}
+	doc := map[string]any{
+		"normalizer": map[string]any{"type": "Sequence", "normalizers": []any{
+			map[string]any{"type": "Prepend", "prepend": "▁"},
+			map[string]any{"type": "Replace", "pattern": map[string]any{"String": " "}, "content": "▁"},
+		}},
+		"pre_tokenizer": nil,
+		"decoder": map[string]any{"type": "Sequence", "decoders": []any{
+			map[string]any{"type": "Replace", "pattern": map[string]any{"String": "▁"}, "content": " "},
+			map[string]any{"type": "ByteFallback"},
+			map[string]any{"type": "Fuse"},
+			map[string]any{"type": "Strip", "content": " ", "start": 1, "stop": 0},
+		}},
+		"model": model,
+	}
+	as := make([]addedJSON, len(added))
+	for i, a := range added {
+		as[i] = addedJSON{ID: a.ID, Content: a.Content, Normalized: a.Normalized, Special: a.Special}
+	}
+	doc["added_tokens"] = as
+	data, err := json.Marshal(doc)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(data)
+}

@@ -28,7 +28,9 @@ func newExportGGUFCmd() *cobra.Command {
 		Use:   "gguf --in DIR --out FILE.gguf",
 		Short: "Write a Hugging Face checkpoint as one GGUF file for llama.cpp and ollama",
 		Long: `gguf writes a qwen2 (llama.cpp architecture qwen2), qwen2_moe (qwen2moe), qwen3 (qwen3),
-qwen3_moe (qwen3moe) or mixtral (llama) checkpoint as one GGUF file with its tokenizer (byte-level BPE) and chat template.
+qwen3_moe (qwen3moe) or mixtral (llama) checkpoint as one GGUF file with its tokenizer (byte-level
+BPE as "gpt2", or a Llama/Mistral SentencePiece-style BPE as "llama", scores from the merge ranks)
+and chat template.
 
 --type sets the type of the attention, MLP, shared-expert and routed-expert matrices: f32, f16,
 bf16, q8_0 or q4_0 (llama.cpp's reference round-to-nearest quantizers). token_embd and output keep
@@ -44,8 +46,8 @@ Refused, naming the config key or tensor, because llama.cpp would compute someth
 qwen2_moe with norm_topk_prob true, dense layers (mlp_only_layers, decoder_sparse_step > 1), no
 shared expert, or an all-zero shared_expert_gate (llama.cpp's silu(x)/x gate is NaN at 0);
 head_dim other than hidden/heads for qwen2/qwen2_moe; qwen3/qwen3_moe with attention_bias true;
-qwen3_moe with norm_topk_prob false or dense layers; sliding-window attention; SentencePiece
-tokenizers (not yet written).
+qwen3_moe with norm_topk_prob false or dense layers; sliding-window attention; SentencePiece-style
+tokenizers other than the Llama 2 / Mistral pipeline (e.g. a Metaspace pre-tokenizer).
 
 The file is written to a temporary sibling and renamed when complete.`,
 		Example: `  moeforge export gguf --in /tmp/mf/qwen2_moe_small --out moe.gguf --type f16

@@ -191,10 +191,32 @@ func TestMixtralTextCommands(t *testing.T) {
 		{"eval", "ppl", dir, "--text", text, "--windows", "2", "--seqlen", "32"},
 		{"verify", "--ref", dir, "--candidate", dir, "--text", text, "--expect", "exact"},
 		{"generate", dir, "--prompt", "ROMEO:", "--max-new-tokens", "4"},
+		// GGUF with the SentencePiece-style tokenizer ("llama"): exported,
+		// read back (tokenizer from the file's metadata) and verified.
+		{"export", "gguf", "--in", dir, "--out", filepath.Join(dir, "m.gguf"), "--type", "f32"},
+		{"verify", "--ref", dir, "--candidate", filepath.Join(dir, "m.gguf"), "--text", text, "--windows", "2", "--seqlen", "32", "--expect", "exact"},
 	} {
 		code, stdout, stderr := runMoeforge(t, args...)
 		if code != 0 {
 			t.Errorf("moeforge %s: exit %d\n%s%s", strings.Join(args, " "), code, stdout, stderr)
 		}
+	}
+	// The GGUF file's own tokenizer gives the same tokens, so the same
+	// perplexity as the source directory.
+	ppl := func(model string) string {
+		code, stdout, stderr := runMoeforge(t, "eval", "ppl", model, "--text", text, "--windows", "2", "--seqlen", "32")
+		if code != 0 {
+			t.Fatalf("eval ppl %s: exit %d\n%s%s", model, code, stdout, stderr)
+		}
+		for _, l := range strings.Split(stdout, "\n") {
+			if strings.HasPrefix(l, "perplexity") {
+				return l
+			}
+		}
+		t.Fatalf("eval ppl %s: no perplexity line in %q", model, stdout)
+		return ""
+	}
+	if a, b := ppl(dir), ppl(filepath.Join(dir, "m.gguf")); a != b {
+		t.Errorf("eval ppl: source %q, GGUF %q", a, b)
 	}
 }
