@@ -38,37 +38,7 @@ func TestGGUFGolden(t *testing.T) {
 	for _, c := range judgeCases {
 		t.Run(c.name, func(t *testing.T) {
 			dir := materialized(t, c.rel)
-			path, _ := exportFile(t, dir, GGUFOptions{Type: ggufF32, TypeSet: true})
-			sum := fileSHA256(t, path)
-			seqs := textIDs(t, dir, goldenSeqs, goldenLen)
-			if *updateJudge {
-				writeGolden(t, c.name, sum, seqs, llamaLogits(t, judge.Dir(t, "llamacpp"), path, seqs))
-			}
-			want, err := os.ReadFile(goldenPath(c.name, ".f32.sha256"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if strings.TrimSpace(string(want)) != sum {
-				t.Fatalf("F32 export changed (sha256 %s, llama.cpp judged %s): check it with the judge and rerun with -update-judge-goldens", sum, strings.TrimSpace(string(want)))
-			}
-			var gIDs [][]int
-			ids, err := os.ReadFile(goldenPath(c.name, ".ids.json"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := json.Unmarshal(ids, &gIDs); err != nil {
-				t.Fatal(err)
-			}
-			llama := readZstdF32(t, goldenPath(c.name, ".llama.f32.zst"))
-			ours := moeforgeLogits(t, dir, gIDs)
-			if len(ours) != len(llama) {
-				t.Fatalf("%d logits, llama.cpp golden has %d", len(ours), len(llama))
-			}
-			rel, top1 := logitStats(ours, llama, len(ours)/(goldenSeqs*goldenLen))
-			t.Logf("moeforge (HF source) vs llama.cpp (F32 GGUF): max rel Δlogit %.2g, top-1 %.1f%%", rel, 100*top1)
-			if rel > 1e-4 || top1 != 1 {
-				t.Errorf("max rel Δlogit %.2g (≤ 1e-4), top-1 %.1f%% (100%%)", rel, 100*top1)
-			}
+			checkGGUFGolden(t, c.name, dir)
 		})
 	}
 }
@@ -220,5 +190,45 @@ func TestGGUFJudgeQ8_0(t *testing.T) {
 	t.Logf("llama.cpp (F32, 8-bit GPTQ dequantized) vs moeforge: max rel Δlogit %.2g, top-1 %.1f%%; llama.cpp Q8_0 vs its F32: %.3g, %.1f%%", relF, 100*topF, relQ, 100*topQ)
 	if relF > 1e-4 || topF != 1 {
 		t.Errorf("F32: max rel Δlogit %.2g (≤ 1e-4), top-1 %.1f%% (100%%)", relF, 100*topF)
+	}
+}
+
+// checkGGUFGolden exports the checkpoint dir as F32 GGUF and checks it
+// against the goldens of case name: the file is byte for byte the one
+// llama.cpp judged, and moeforge's forward pass on dir matches the logits
+// llama.cpp computed from it (≤ 1e-4 of the largest |logit|, same top-1).
+// -update-judge-goldens rewrites the goldens from llama.cpp.
+func checkGGUFGolden(t *testing.T, name, dir string) {
+	t.Helper()
+	path, _ := exportFile(t, dir, GGUFOptions{Type: ggufF32, TypeSet: true})
+	sum := fileSHA256(t, path)
+	seqs := textIDs(t, dir, goldenSeqs, goldenLen)
+	if *updateJudge {
+		writeGolden(t, name, sum, seqs, llamaLogits(t, judge.Dir(t, "llamacpp"), path, seqs))
+	}
+	want, err := os.ReadFile(goldenPath(name, ".f32.sha256"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(string(want)) != sum {
+		t.Fatalf("F32 export changed (sha256 %s, llama.cpp judged %s): check it with the judge and rerun with -update-judge-goldens", sum, strings.TrimSpace(string(want)))
+	}
+	var gIDs [][]int
+	ids, err := os.ReadFile(goldenPath(name, ".ids.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(ids, &gIDs); err != nil {
+		t.Fatal(err)
+	}
+	llama := readZstdF32(t, goldenPath(name, ".llama.f32.zst"))
+	ours := moeforgeLogits(t, dir, gIDs)
+	if len(ours) != len(llama) {
+		t.Fatalf("%d logits, llama.cpp golden has %d", len(ours), len(llama))
+	}
+	rel, top1 := logitStats(ours, llama, len(ours)/(goldenSeqs*goldenLen))
+	t.Logf("moeforge (HF source) vs llama.cpp (F32 GGUF): max rel Δlogit %.2g, top-1 %.1f%%", rel, 100*top1)
+	if rel > 1e-4 || top1 != 1 {
+		t.Errorf("max rel Δlogit %.2g (≤ 1e-4), top-1 %.1f%% (100%%)", rel, 100*top1)
 	}
 }

@@ -242,37 +242,7 @@ func TestGGUFQwen3Golden(t *testing.T) {
 	for _, c := range qwen3Cases {
 		t.Run(c.name, func(t *testing.T) {
 			dir := writeQwen3Ckpt(t, c.moe, nil)
-			path, _ := exportFile(t, dir, GGUFOptions{Type: ggufF32, TypeSet: true})
-			sum := fileSHA256(t, path)
-			seqs := textIDs(t, dir, goldenSeqs, goldenLen)
-			if *updateJudge {
-				writeGolden(t, c.name, sum, seqs, llamaLogits(t, judge.Dir(t, "llamacpp"), path, seqs))
-			}
-			want, err := os.ReadFile(goldenPath(c.name, ".f32.sha256"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if strings.TrimSpace(string(want)) != sum {
-				t.Fatalf("F32 export changed (sha256 %s, llama.cpp judged %s): check it with the judge and rerun with -update-judge-goldens", sum, strings.TrimSpace(string(want)))
-			}
-			var gIDs [][]int
-			ids, err := os.ReadFile(goldenPath(c.name, ".ids.json"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := json.Unmarshal(ids, &gIDs); err != nil {
-				t.Fatal(err)
-			}
-			llama := readZstdF32(t, goldenPath(c.name, ".llama.f32.zst"))
-			ours := moeforgeLogits(t, dir, gIDs)
-			if len(ours) != len(llama) {
-				t.Fatalf("%d logits, llama.cpp golden has %d", len(ours), len(llama))
-			}
-			rel, top1 := logitStats(ours, llama, len(ours)/(goldenSeqs*goldenLen))
-			t.Logf("moeforge (HF source) vs llama.cpp (F32 GGUF): max rel Δlogit %.2g, top-1 %.1f%%", rel, 100*top1)
-			if rel > 1e-4 || top1 != 1 {
-				t.Errorf("max rel Δlogit %.2g (≤ 1e-4), top-1 %.1f%% (100%%)", rel, 100*top1)
-			}
+			checkGGUFGolden(t, c.name, dir)
 		})
 	}
 }
