@@ -68,51 +68,7 @@ func TestGPTQRepackExact(t *testing.T) {
 		if s.Source != "gptq" || s.GroupSize != 64 || s.Overrides == 0 {
 			t.Errorf("summary %+v: want gptq, group 64, overrides for the 32-input down_proj", s)
 		}
-		g, err := hf.Open(gdir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer g.Close()
-		m, err := mlx.Open(out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer m.Close()
-		quantized := 0
-		for _, l := range m.Linears() {
-			lw, err := g.Linear(l)
-			if err != nil {
-				t.Fatal(err)
-			}
-			w, _, err := m.Linear(l)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !lw.Quantized() {
-				if w.Affine != nil {
-					t.Errorf("%s: float in GPTQ, quantized in MLX", l.Name)
-				}
-				continue
-			}
-			quantized++
-			p, err := gptq.V1Int4.Read(l.Name, l.Out, l.In, lw.GPTQ())
-			if err != nil {
-				t.Fatal(err)
-			}
-			ref := widen(gemm.Int4{QWeight: p.QWeight, QZeros: p.QZeros, Scales: p.Scales, GIdx: p.GIdx, N: p.Out, K: p.In})
-			if w.Affine == nil {
-				t.Fatalf("%s: GPTQ layer exported as float", l.Name)
-			}
-			got := widen(*w.Affine)
-			for i := range ref {
-				if math.Float32bits(ref[i]) != math.Float32bits(got[i]) {
-					t.Fatalf("sym=%v %s element %d: MLX %g (%#x), GPTQ %g (%#x)", sym, l.Name, i, got[i], math.Float32bits(got[i]), ref[i], math.Float32bits(ref[i]))
-				}
-			}
-		}
-		if quantized == 0 {
-			t.Fatal("no quantized layer compared")
-		}
+		assertRepackExact(t, gdir, out)
 	}
 }
 
@@ -353,6 +309,14 @@ func exportGPTQWidthCase(t *testing.T, bits int, format string) {
 	if s.Bits != bits {
 		t.Errorf("summary bits %d, want %d", s.Bits, bits)
 	}
+	assertRepackExact(t, gdir, out)
+}
+
+// assertRepackExact checks that every GPTQ linear of gdir is quantized in
+// the MLX export out and dequantizes there to the GPTQ weights bit for bit,
+// and that every float linear stays float.
+func assertRepackExact(t *testing.T, gdir, out string) {
+	t.Helper()
 	g, err := hf.Open(gdir)
 	if err != nil {
 		t.Fatal(err)
@@ -373,7 +337,14 @@ func exportGPTQWidthCase(t *testing.T, bits int, format string) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		w, _, err := m.Linear(l)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if !lw.Quantized() {
+			if w.Affine != nil {
+				t.Errorf("%s: float in GPTQ, quantized in MLX", l.Name)
+			}
 			continue
 		}
 		p, err := lay.Read(l.Name, l.Out, l.In, lw.GPTQ())
@@ -385,10 +356,6 @@ func exportGPTQWidthCase(t *testing.T, bits int, format string) {
 			t.Fatal(err)
 		}
 		ref := layer.Dequantize()
-		w, _, err := m.Linear(l)
-		if err != nil {
-			t.Fatal(err)
-		}
 		if w.Affine == nil {
 			t.Fatalf("%s: GPTQ layer exported as float", l.Name)
 		}
