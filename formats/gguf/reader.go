@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
-	"os"
 	"slices"
 
 	"github.com/moeforge/moeforge/formats/safetensors"
@@ -100,24 +99,13 @@ type File struct {
 // Open memory-maps and parses the GGUF file at path. Close releases the map;
 // tensor views are invalid afterwards.
 func Open(path string) (*File, error) {
-	fd, err := os.Open(path)
+	data, unmap, err := safetensors.MapFile(path, "GGUF")
 	if err != nil {
 		return nil, err
 	}
-	defer fd.Close()
-	st, err := fd.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if st.IsDir() {
-		return nil, fmt.Errorf("%s: is a directory, not a GGUF file", path)
-	}
-	if st.Size() == 0 {
+	if len(data) == 0 {
+		unmap()
 		return nil, &FormatError{File: path, Msg: "empty file"}
-	}
-	data, unmap, err := safetensors.Map(fd, st.Size())
-	if err != nil {
-		return nil, err
 	}
 	f, err := Parse(path, data)
 	if err != nil {

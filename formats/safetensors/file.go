@@ -32,7 +32,7 @@ type File struct {
 
 // Open memory-maps and validates a safetensors file.
 func Open(path string) (*File, error) {
-	data, unmap, err := mmapFile(path)
+	data, unmap, err := MapFile(path, "safetensors")
 	if err != nil {
 		return nil, err
 	}
@@ -245,8 +245,10 @@ func decodeHeader(header []byte) ([]namedEntry, map[string]string, error) {
 	return entries, meta, nil
 }
 
-// mmapFile maps path read-only. Empty files are returned as an empty slice.
-func mmapFile(path string) ([]byte, func() error, error) {
+// MapFile maps the file at path read-only (kind names the format in the
+// error for a directory). Empty files are returned as an empty slice. The
+// format readers open their files through it.
+func MapFile(path, kind string) ([]byte, func() error, error) {
 	fd, err := os.Open(path)
 	if err != nil {
 		return nil, nil, err
@@ -257,7 +259,7 @@ func mmapFile(path string) ([]byte, func() error, error) {
 		return nil, nil, err
 	}
 	if st.IsDir() {
-		return nil, nil, fmt.Errorf("%s: is a directory, not a safetensors file", path)
+		return nil, nil, fmt.Errorf("%s: is a directory, not a %s file", path, kind)
 	}
 	if st.Size() == 0 {
 		return []byte{}, func() error { return nil }, nil
