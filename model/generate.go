@@ -128,11 +128,8 @@ func argmax(v []float32) int {
 // transformers' generate uses it), else from config.json. The key may hold
 // one id or a list; nil means the checkpoint names none.
 func EOSTokens(dir string, c *hf.Config) ([]int, error) {
-	path := filepath.Join(dir, "generation_config.json")
-	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
-		// A single-file model (GGUF) has no generation_config.json: its
-		// config carries the ids.
-	} else if data, err := os.ReadFile(path); err == nil {
+	path, data, err := readGenerationConfig(dir)
+	if err == nil {
 		var gc map[string]json.RawMessage
 		if err := json.Unmarshal(data, &gc); err != nil {
 			return nil, fmt.Errorf("%s: %v", path, err)
@@ -155,6 +152,19 @@ func EOSTokens(dir string, c *hf.Config) ([]int, error) {
 		return ids, nil
 	}
 	return nil, nil
+}
+
+// readGenerationConfig reads generation_config.json of the model at dir.
+// A model without one — a checkpoint that lacks it, or a single-file model
+// (GGUF), whose config carries what it needs — gives an error matching
+// os.ErrNotExist.
+func readGenerationConfig(dir string) (path string, data []byte, err error) {
+	path = filepath.Join(dir, "generation_config.json")
+	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
+		return path, nil, fmt.Errorf("%s: a single-file model has no generation_config.json: %w", dir, os.ErrNotExist)
+	}
+	data, err = os.ReadFile(path)
+	return path, data, err
 }
 
 // parseIDs reads a token id or a list of them.

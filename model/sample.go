@@ -7,7 +7,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"sort"
 )
 
@@ -55,12 +54,7 @@ type GenerationConfig struct {
 // 1). A missing file gives the defaults.
 func LoadGenerationConfig(dir string, m *Model) (GenerationConfig, error) {
 	gc := GenerationConfig{Sampling: SamplingOptions{Temperature: 1, TopK: 50, TopP: 1, RepetitionPenalty: 1}}
-	path := filepath.Join(dir, "generation_config.json")
-	data, err := os.ReadFile(path)
-	if st, serr := os.Stat(dir); serr == nil && !st.IsDir() {
-		// A single-file model (GGUF) has no generation_config.json.
-		err = os.ErrNotExist
-	}
+	path, data, err := readGenerationConfig(dir)
 	if err == nil {
 		var f struct {
 			DoSample          *bool    `json:"do_sample"`
