@@ -423,7 +423,7 @@ func TestCarveQuality(t *testing.T) {
 func TestRefineTopK(t *testing.T) {
 	const E, I, K, N = 6, 8, 2, 600
 	R := E * I
-	r := &carveRecipe{F: R, E: E, I: I, K: K}
+	r := &carveRun{F: R, E: E, I: I, K: K}
 	rng := newRNG(4, "refine")
 	c := make([]float32, N*R)
 	for tok := 0; tok < N; tok++ {

@@ -140,7 +140,6 @@ func TestUpcycleQwen3Refusals(t *testing.T) {
 		// The silent shared expert of virtual-group is left out; an explicit width is an error.
 		{UpcycleOptions{Mode: HybridExact}, []string{"hybrid-exact", "no shared expert"}},
 		{UpcycleOptions{Mode: Qwen2Report}, []string{"qwen2-report", "no shared expert"}},
-		{UpcycleOptions{Mode: Carve}, []string{"carve", "shared expert"}},
 		{UpcycleOptions{Mode: VirtualGroup, SharedSize: 64}, []string{"--shared-size 64", "no shared expert"}},
 	} {
 		_, err := Upcycle(dense, tc.opts)
