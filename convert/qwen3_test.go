@@ -18,7 +18,14 @@ import (
 // norm is not the identity; edit changes config keys.
 func qwen3FromDense(t *testing.T, edit map[string]any) string {
 	t.Helper()
-	src := denseTiny(t)
+	return qwen3From(t, denseTiny(t), edit)
+}
+
+// qwen3From writes the dense qwen2 checkpoint src as a qwen3 checkpoint the
+// way qwen3FromDense does, in float32, head_dim hidden/heads. No tokenizer
+// files are copied.
+func qwen3From(t *testing.T, src string, edit map[string]any) string {
+	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(src, "config.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -28,7 +35,7 @@ func qwen3FromDense(t *testing.T, edit map[string]any) string {
 		t.Fatal(err)
 	}
 	cfg["model_type"], cfg["architectures"], cfg["attention_bias"] = "qwen3", []string{"Qwen3ForCausalLM"}, false
-	cfg["head_dim"] = 16 // qwen2's hidden/heads; absent, Qwen3Config would mean 128
+	cfg["head_dim"] = cfg["hidden_size"].(float64) / cfg["num_attention_heads"].(float64) // qwen2's; absent, Qwen3Config would mean 128
 	for k, v := range edit {
 		cfg[k] = v
 	}
