@@ -114,8 +114,9 @@ type recipeInfo struct {
 	defaultReinit float64
 	// needsShared: the recipe puts part of the dense function into the
 	// shared expert, so the target architecture must have one (qwen2_moe
-	// does; qwen3_moe does not). A recipe without it leaves the shared
-	// expert silent where there is one and omits it where there is none.
+	// does; qwen3_moe does not). A recipe without it omits the shared
+	// expert where there is none and, where there is one, leaves it silent
+	// (carve: fills it with the neurons of largest activation mass).
 	needsShared bool
 	// partition: the recipe itself assigns every FFN neuron to the shared
 	// expert or to one routed expert (S + E·I = F), so the FFN is not cut

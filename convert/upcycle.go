@@ -22,20 +22,24 @@ import (
 type UpcycleOptions struct {
 	Mode Mode
 	// Experts is the number of routed experts E. Default: 4 × the number
-	// of distinct routed pieces of one FFN (4 replicas in grouped modes).
+	// of distinct routed pieces of one FFN (4 replicas in grouped modes);
+	// carve: (F − S)/I, the rest of the FFN.
 	Experts int
 	// TopK is num_experts_per_tok K. Default: the number of distinct routed
 	// pieces of one FFN (one replica), so that a token activates about one
-	// FFN's worth of routed parameters.
+	// FFN's worth of routed parameters; carve: half of the FFN active.
 	TopK int
-	// ExpertSize is moe_intermediate_size I. Default: F/4.
+	// ExpertSize is moe_intermediate_size I. Default: F/4 (carve: F/16).
 	ExpertSize int
 	// SharedSize is the shared expert's width in neurons. Default: F for
-	// shared-exact, half the pieces (⌊G/2⌋·I) for hybrid-exact, I otherwise.
+	// shared-exact, half the pieces (⌊G/2⌋·I) for hybrid-exact, F/4 (or
+	// F − E·I) for carve, I otherwise. A target without a shared expert
+	// (qwen3_moe) refuses a width.
 	SharedSize int
 	// NormTopKProb, when non-nil, is the requested norm_topk_prob. Modes
-	// that need a value (virtual-group, hybrid-exact: true; megatron-scaled:
-	// false) refuse a conflicting one; the others default to false.
+	// that need a value (virtual-group, hybrid-exact, carve: true;
+	// megatron-scaled: false) refuse a conflicting one; the others default
+	// to false.
 	NormTopKProb *bool
 	// ReinitFraction, when non-nil, is the share of each expert's parameters
 	// redrawn at random (default 0.5 for qwen2-report, 0 otherwise; exact
