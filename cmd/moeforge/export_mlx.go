@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/moeforge/moeforge/export"
 	"github.com/moeforge/moeforge/formats/mlx"
 	"github.com/moeforge/moeforge/formats/safetensors"
 	"github.com/moeforge/moeforge/internal/progress"
@@ -72,7 +73,7 @@ func runExportMLX(cmd *cobra.Command, f *exportMLXFlags) error {
 	if err != nil {
 		return fmt.Errorf("--max-shard-size: %w", err)
 	}
-	opt := mlx.Options{Bits: f.bits, GroupSize: f.groupSize, MaxShardSize: shard, Force: f.force, EmbeddingBits: embeddingBits(f.embBits)}
+	opt := export.MLXOptions{Bits: f.bits, GroupSize: f.groupSize, MaxShardSize: shard, Force: f.force, EmbeddingBits: embeddingBits(f.embBits)}
 	if err := (mlx.Params{Bits: f.bits, GroupSize: f.groupSize}).Validate(); err != nil {
 		return fmt.Errorf("--bits/--group-size: %w", err)
 	}
@@ -83,7 +84,7 @@ func runExportMLX(cmd *cobra.Command, f *exportMLXFlags) error {
 		}
 		bar.Set(done)
 	}
-	s, err := mlx.Export(cmd.Context(), f.in, f.out, opt)
+	s, err := export.MLX(cmd.Context(), f.in, f.out, opt)
 	if bar != nil {
 		bar.Done()
 	}
@@ -106,7 +107,7 @@ func runExportMLX(cmd *cobra.Command, f *exportMLXFlags) error {
 	return nil
 }
 
-// embeddingBits maps the flag (0 = float) to mlx.Options.EmbeddingBits
+// embeddingBits maps the flag (0 = float) to export.MLXOptions.EmbeddingBits
 // (−1 = float).
 func embeddingBits(flag int) int {
 	if flag == 0 {

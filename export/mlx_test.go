@@ -1,4 +1,4 @@
-package mlx_test
+package export
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -39,10 +40,10 @@ func widen(m gemm.Matrix) []float32 {
 	return d
 }
 
-// TestGPTQRepackExact: a GPTQ int4 checkpoint (group 64, so the expert
+// TestMLXGPTQRepackExact: a GPTQ int4 checkpoint (group 64, so the expert
 // down_proj with 32 inputs has one group of 32 and needs an override)
 // exported to MLX dequantizes to the same float32 weights bit for bit.
-func TestGPTQRepackExact(t *testing.T) {
+func TestMLXGPTQRepackExact(t *testing.T) {
 	for _, sym := range []bool{true, false} {
 		src := fixtureCopy(t, "fixtures/qwen2_moe_tiny/model")
 		ck, err := hf.Open(src)
@@ -58,7 +59,7 @@ func TestGPTQRepackExact(t *testing.T) {
 		}
 		ck.Close()
 		out := filepath.Join(t.TempDir(), "mlx")
-		s, err := mlx.Export(context.Background(), gdir, out, mlx.Options{})
+		s, err := MLX(context.Background(), gdir, out, MLXOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -68,18 +69,18 @@ func TestGPTQRepackExact(t *testing.T) {
 		if s.Source != "gptq" || s.GroupSize != 64 || s.Overrides == 0 {
 			t.Errorf("summary %+v: want gptq, group 64, overrides for the 32-input down_proj", s)
 		}
-		assertRepackExact(t, gdir, out)
+		assertMLXRepackExact(t, gdir, out)
 	}
 }
 
-// TestExportFloatLayout checks the MLX layout of a float export: shard
+// TestMLXFloatLayout checks the MLX layout of a float export: shard
 // metadata, stacked switch_mlp experts, uint32 words, scales/biases in the
 // model dtype, config keys and the router override, and that every weight
 // dequantizes within one step of the float weight.
-func TestExportFloatLayout(t *testing.T) {
+func TestMLXFloatLayout(t *testing.T) {
 	src := fixtureCopy(t, "fixtures/qwen2_moe_tiny/model")
 	out := filepath.Join(t.TempDir(), "mlx")
-	if _, err := mlx.Export(context.Background(), src, out, mlx.Options{Bits: 4, GroupSize: 32, EmbeddingBits: 8}); err != nil {
+	if _, err := MLX(context.Background(), src, out, MLXOptions{Bits: 4, GroupSize: 32, EmbeddingBits: 8}); err != nil {
 		t.Fatal(err)
 	}
 	if !mlx.IsDir(out) || mlx.IsDir(src) {
@@ -100,11 +101,11 @@ func TestExportFloatLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []int{c.NumExperts, c.MoEIntermediateSize, c.HiddenSize / 8}; sw.DType != "U32" || !equalInts(sw.Shape, want) {
+	if want := []int{c.NumExperts, c.MoEIntermediateSize, c.HiddenSize / 8}; sw.DType != "U32" || !slices.Equal(sw.Shape, want) {
 		t.Errorf("switch_mlp gate weight %s %v, want U32 %v", sw.DType, sw.Shape, want)
 	}
 	sc, _ := m.Tensor(mlx.SwitchModule(c, 0, hf.DownProj) + mlx.SuffixScales)
-	if want := []int{c.NumExperts, c.HiddenSize, c.MoEIntermediateSize / 32}; sc == nil || sc.DType != "F32" || !equalInts(sc.Shape, want) {
+	if want := []int{c.NumExperts, c.HiddenSize, c.MoEIntermediateSize / 32}; sc == nil || sc.DType != "F32" || !slices.Equal(sc.Shape, want) {
 		t.Errorf("down scales %v, want F32 %v", sc, want)
 	}
 	if _, ok := m.Weights.Tensor("model.layers.0.mlp.experts.0.gate_proj.weight"); ok {
@@ -155,21 +156,9 @@ func TestExportFloatLayout(t *testing.T) {
 	}
 }
 
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-// TestExportRefusals: configs mlx-lm computes differently are refused,
+// TestMLXRefusals: configs mlx-lm computes differently are refused,
 // naming the key, and nothing is left behind.
-func TestExportRefusals(t *testing.T) {
+func TestMLXRefusals(t *testing.T) {
 	src := fixtureCopy(t, "fixtures/qwen2_moe_tiny/model")
 	cfgPath := filepath.Join(src, "config.json")
 	orig, _ := os.ReadFile(cfgPath)
@@ -180,7 +169,7 @@ func TestExportRefusals(t *testing.T) {
 		b, _ := json.Marshal(c)
 		os.WriteFile(cfgPath, b, 0o644)
 		out := filepath.Join(t.TempDir(), "mlx")
-		_, err := mlx.Export(context.Background(), src, out, mlx.Options{Bits: 4, GroupSize: 32})
+		_, err := MLX(context.Background(), src, out, MLXOptions{Bits: 4, GroupSize: 32})
 		if err == nil || !strings.Contains(err.Error(), key) {
 			t.Errorf("%s=%v: error %v does not name the key", key, val, err)
 		}
@@ -189,17 +178,17 @@ func TestExportRefusals(t *testing.T) {
 		}
 	}
 	os.WriteFile(cfgPath, orig, 0o644)
-	if _, err := mlx.Export(context.Background(), src, filepath.Join(t.TempDir(), "x"), mlx.Options{Bits: 4, GroupSize: 48}); err == nil || !strings.Contains(err.Error(), "group_size") {
+	if _, err := MLX(context.Background(), src, filepath.Join(t.TempDir(), "x"), MLXOptions{Bits: 4, GroupSize: 48}); err == nil || !strings.Contains(err.Error(), "group_size") {
 		t.Errorf("group 48: %v", err)
 	}
 }
 
-// TestExportArchitectures: for each architecture, the MLX repack of a GPTQ
+// TestMLXArchitectures: for each architecture, the MLX repack of a GPTQ
 // (RTN) checkpoint gives the forward pass the GPTQ logits (to float32
 // summation order), and
 // a float 8-bit export stays close to the float model; tied qwen2 writes no
 // lm_head (mlx-lm's qwen2 drops it), tied qwen2_moe writes one.
-func TestExportArchitectures(t *testing.T) {
+func TestMLXArchitectures(t *testing.T) {
 	for _, fx := range []string{"fixtures/mixtral_tiny/model", "fixtures/qwen2_dense_tiny/model", "fixtures/qwen2_moe_tiny/model"} {
 		src := fixtureCopy(t, fx)
 		ck, err := hf.Open(src)
@@ -216,7 +205,7 @@ func TestExportArchitectures(t *testing.T) {
 		}
 		ck.Close()
 		out := filepath.Join(t.TempDir(), "mlx")
-		if _, err := mlx.Export(context.Background(), gdir, out, mlx.Options{}); err != nil {
+		if _, err := MLX(context.Background(), gdir, out, MLXOptions{}); err != nil {
 			t.Fatalf("%s: %v", fx, err)
 		}
 		m, err := mlx.Open(out)
@@ -228,7 +217,7 @@ func TestExportArchitectures(t *testing.T) {
 		}
 		m.Close()
 		seqs := [][]int{{1, 5, 9, 200, 3, 77, 12, 0}, {4, 4, 8, 15, 16, 23, 42, 99}}
-		// The weights are equal bit for bit (TestGPTQRepackExact); the
+		// The weights are equal bit for bit (TestMLXGPTQRepackExact); the
 		// products may still sum in another order (GPTQ's int4 paths are
 		// specialized), so the logits are compared at float32 rounding.
 		ref := logits(t, gdir, seqs)
@@ -242,7 +231,7 @@ func TestExportArchitectures(t *testing.T) {
 			t.Errorf("%s: MLX repack logits differ from GPTQ by %g (max |logit| %g)", fx, maxDiff, maxRef)
 		}
 		f8 := filepath.Join(t.TempDir(), "mlx8")
-		if _, err := mlx.Export(context.Background(), src, f8, mlx.Options{Bits: 8, GroupSize: 32}); err != nil {
+		if _, err := MLX(context.Background(), src, f8, MLXOptions{Bits: 8, GroupSize: 32}); err != nil {
 			t.Fatalf("%s: %v", fx, err)
 		}
 		fl, q8 := logits(t, src, seqs), logits(t, f8, seqs)
@@ -272,21 +261,21 @@ func logits(t *testing.T, dir string, seqs [][]int) []float32 {
 	return l
 }
 
-// TestExportGPTQWidths repacks GPTQ checkpoints of every width MLX packs
+// TestMLXGPTQWidths repacks GPTQ checkpoints of every width MLX packs
 // along words (2, 4, 8 bits, and 4-bit gptq_v2) and checks every
 // dequantized weight against the GPTQ reader's, bit for bit.
-func TestExportGPTQWidths(t *testing.T) {
+func TestMLXGPTQWidths(t *testing.T) {
 	for _, tc := range []struct {
 		bits   int
 		format string
 	}{{2, gptq.FormatV1}, {8, gptq.FormatV1}, {4, gptq.FormatV2}} {
 		t.Run(fmt.Sprintf("%d-bit-%s", tc.bits, tc.format), func(t *testing.T) {
-			exportGPTQWidthCase(t, tc.bits, tc.format)
+			mlxGPTQWidthCase(t, tc.bits, tc.format)
 		})
 	}
 }
 
-func exportGPTQWidthCase(t *testing.T, bits int, format string) {
+func mlxGPTQWidthCase(t *testing.T, bits int, format string) {
 	src := fixtureCopy(t, "fixtures/qwen2_moe_tiny/model")
 	ck, err := hf.Open(src)
 	if err != nil {
@@ -302,20 +291,20 @@ func exportGPTQWidthCase(t *testing.T, bits int, format string) {
 	}
 	ck.Close()
 	out := filepath.Join(t.TempDir(), "mlx")
-	s, err := mlx.Export(context.Background(), gdir, out, mlx.Options{})
+	s, err := MLX(context.Background(), gdir, out, MLXOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if s.Bits != bits {
 		t.Errorf("summary bits %d, want %d", s.Bits, bits)
 	}
-	assertRepackExact(t, gdir, out)
+	assertMLXRepackExact(t, gdir, out)
 }
 
-// assertRepackExact checks that every GPTQ linear of gdir is quantized in
+// assertMLXRepackExact checks that every GPTQ linear of gdir is quantized in
 // the MLX export out and dequantizes there to the GPTQ weights bit for bit,
 // and that every float linear stays float.
-func assertRepackExact(t *testing.T, gdir, out string) {
+func assertMLXRepackExact(t *testing.T, gdir, out string) {
 	t.Helper()
 	g, err := hf.Open(gdir)
 	if err != nil {
