@@ -2,6 +2,7 @@ package export
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -11,9 +12,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/moeforge/moeforge/formats/gptq"
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/formats/mlx"
+	"github.com/moeforge/moeforge/formats/safetensors"
 	"github.com/moeforge/moeforge/internal/fixture"
 	"github.com/moeforge/moeforge/internal/gemm"
 	"github.com/moeforge/moeforge/model"
@@ -126,6 +130,17 @@ func TestMLXFloatLayout(t *testing.T) {
 			}
 		}
 	}
+	if n := assertMLXNearFloat(t, src, m); n != 0 {
+		t.Errorf("%d linears stayed float", n)
+	}
+}
+
+// assertMLXNearFloat checks every linear of the MLX directory m against the
+// float checkpoint src it was exported from: an affine module dequantizes
+// within one step of the float weight, a float module equals it. It returns
+// the number of float modules.
+func assertMLXNearFloat(t *testing.T, src string, m *mlx.Checkpoint) (floats int) {
+	t.Helper()
 	ref, err := hf.Open(src)
 	if err != nil {
 		t.Fatal(err)
@@ -142,7 +157,11 @@ func TestMLXFloatLayout(t *testing.T) {
 		}
 		fw, _ := lw.Weight.Float32()
 		if w.Affine == nil {
-			t.Errorf("%s stayed float", l.Name)
+			got, _ := w.Float.Float32()
+			if !slices.Equal(got, fw) {
+				t.Errorf("%s: float module differs from the source", l.Name)
+			}
+			floats++
 			continue
 		}
 		got := widen(*w.Affine)
@@ -154,6 +173,7 @@ func TestMLXFloatLayout(t *testing.T) {
 			}
 		}
 	}
+	return floats
 }
 
 // TestMLXRefusals: configs mlx-lm computes differently are refused,
@@ -359,4 +379,211 @@ func assertMLXRepackExact(t *testing.T, gdir, out string) {
 	if quantized == 0 {
 		t.Fatal("no quantized layer compared")
 	}
+}
+
+// maxRelDiff is max |a−b| over max |a|.
+func maxRelDiff(a, b []float32) float64 {
+	var maxRef, maxDiff float64
+	for i := range a {
+		maxRef = max(maxRef, math.Abs(float64(a[i])))
+		maxDiff = max(maxDiff, math.Abs(float64(a[i]-b[i])))
+	}
+	return maxDiff / maxRef
+}
+
+// TestMLXQwen3 exports tiny qwen3 and qwen3_moe checkpoints (head_dim 16 ≠
+// hidden/heads; qwen3_moe with a dense layer and renormalized top-k): the
+// GPTQ (RTN) repack dequantizes to the GPTQ weights bit for bit and gives
+// the forward pass the GPTQ logits; a float 8-bit export keeps q_norm and
+// k_norm float, stacks the experts under mlp.switch_mlp, writes the
+// top-level keys mlx-lm's ModelArgs require, and stays close to the float
+// model; a tied qwen3 writes no lm_head (mlx-lm's sanitize drops it).
+func TestMLXQwen3(t *testing.T) {
+	seqs := [][]int{{1, 5, 9, 200, 3, 77, 12, 0}, {4, 4, 8, 15, 16, 23, 42, 99}}
+	for _, tc := range []struct {
+		name string
+		moe  bool
+		edit map[string]any
+	}{
+		{"qwen3", false, nil},
+		{"qwen3_tied", false, map[string]any{"tie_word_embeddings": true}},
+		{"qwen3_moe", true, map[string]any{"moe_intermediate_size": 32, "num_hidden_layers": 3, "mlp_only_layers": []int{1}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := writeQwen3Ckpt(t, tc.moe, tc.edit)
+			gdir := rtnCheckpoint(t, src, 32, true)
+			out := filepath.Join(t.TempDir(), "mlx")
+			s, err := MLX(context.Background(), gdir, out, MLXOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Source != "gptq" || s.ScalesDType != "F16" {
+				t.Errorf("summary %+v", s)
+			}
+			assertMLXRepackExact(t, gdir, out)
+			if d := maxRelDiff(logits(t, gdir, seqs), logits(t, out, seqs)); d > 1e-5 {
+				t.Errorf("MLX repack logits differ from GPTQ by %g relative", d)
+			}
+
+			f8 := filepath.Join(t.TempDir(), "mlx8")
+			if _, err := MLX(context.Background(), src, f8, MLXOptions{Bits: 8, GroupSize: 32}); err != nil {
+				t.Fatal(err)
+			}
+			m, err := mlx.Open(f8)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := m.Config
+			floats := assertMLXNearFloat(t, src, m)
+			if want := len(c.MoELayers()); floats != want { // the routers: 32 inputs, not a group of 64
+				t.Errorf("%d float linears, want %d", floats, want)
+			}
+			for _, n := range []string{hf.QNorm(0), hf.KNorm(0)} {
+				if w, err := m.Tensor(n); err != nil || w.DType != "F32" || !slices.Equal(w.Shape, []int{c.HeadDim}) {
+					t.Errorf("%s: %v %v", n, w, err)
+				}
+			}
+			if _, has := m.Weights.Tensor(hf.LMHead + ".weight"); has != !c.TieWordEmbeddings {
+				t.Errorf("lm_head written = %v with tie_word_embeddings %v", has, c.TieWordEmbeddings)
+			}
+			if tc.moe {
+				sw, err := m.Tensor(mlx.SwitchModule(c, 0, hf.DownProj) + ".weight")
+				if want := []int{c.NumExperts, c.HiddenSize, c.MoEIntermediateSize / 4}; err != nil || sw.DType != "U32" || !slices.Equal(sw.Shape, want) {
+					t.Errorf("switch_mlp down_proj %v %v, want U32 %v", sw, err, want)
+				}
+				if _, has := m.Weights.Tensor("model.layers.1.mlp.gate_proj.weight"); !has {
+					t.Error("dense layer 1 (mlp_only_layers) has no mlp.gate_proj")
+				}
+			}
+			m.Close()
+			var cfg map[string]any
+			data, _ := os.ReadFile(filepath.Join(f8, "config.json"))
+			json.Unmarshal(data, &cfg)
+			want := map[string]any{"head_dim": 16.0, "rope_theta": 1e6}
+			if tc.moe {
+				want["num_experts"], want["norm_topk_prob"], want["decoder_sparse_step"] = 8.0, true, 1.0
+			}
+			for k, v := range want {
+				if cfg[k] != v {
+					t.Errorf("config.json %s = %v, want %v", k, cfg[k], v)
+				}
+			}
+			// The MLX model is the one its dequantized weights make: same
+			// logits to float32 rounding, same expert choices.
+			deq := dequantizedCopy(t, src, f8)
+			ref, wantRoutes := logitsAndRoutes(t, deq, seqs)
+			got, gotRoutes := logitsAndRoutes(t, f8, seqs)
+			if d := maxRelDiff(ref, got); d > 1e-5 {
+				t.Errorf("8-bit MLX logits differ from its dequantized weights' by %g relative", d)
+			}
+			if diff := cmp.Diff(wantRoutes, gotRoutes); diff != "" {
+				t.Errorf("expert choices (-dequantized +MLX):\n%s", diff)
+			}
+			if tc.moe && len(gotRoutes) != 2 {
+				t.Errorf("routes of %d MoE layers, want 2", len(gotRoutes))
+			}
+			// Against the float model, only the dense qwen3 is compared:
+			// the tiny random qwen3_moe's near-tied routers flip under
+			// 8-bit noise (measured: up to 0.9 of max |logit| at a flipped
+			// position), which says nothing about the export.
+			if d := maxRelDiff(logits(t, src, seqs), logits(t, f8, seqs)); !tc.moe && d > 0.05 {
+				t.Errorf("8-bit MLX logits differ from the float model's by %g relative", d)
+			} else {
+				t.Logf("8-bit vs float: max |Δlogit| / max |logit| = %.3g", d)
+			}
+		})
+	}
+}
+
+// TestMLXQwen3Refusals: attention_bias (mlx-lm's Qwen3 has no biases) and
+// sliding-window attention are refused naming the key, nothing left behind.
+func TestMLXQwen3Refusals(t *testing.T) {
+	for _, tc := range []struct {
+		moe  bool
+		edit map[string]any
+		key  string
+	}{
+		{false, map[string]any{"attention_bias": true}, "attention_bias"},
+		{true, map[string]any{"attention_bias": true}, "attention_bias"},
+		{false, map[string]any{"use_sliding_window": true, "sliding_window": 4, "max_window_layers": 0}, "sliding_window"},
+	} {
+		src := writeQwen3Ckpt(t, tc.moe, tc.edit)
+		out := filepath.Join(t.TempDir(), "mlx")
+		if _, err := MLX(context.Background(), src, out, MLXOptions{Bits: 4, GroupSize: 32}); err == nil || !strings.Contains(err.Error(), tc.key) {
+			t.Errorf("%v: error %v does not name %s", tc.edit, err, tc.key)
+		}
+		if _, err := os.Stat(out); err == nil {
+			t.Errorf("%v: output left behind", tc.edit)
+		}
+	}
+}
+
+// dequantizedCopy writes, next to the MLX directory mdir exported from the
+// float checkpoint src, a float32 Hugging Face checkpoint of src's config
+// holding the weights mdir dequantizes to (norms and float modules as
+// mdir stores them): the model an MLX runtime computes, in the layout the
+// reference forward pass reads.
+func dequantizedCopy(t *testing.T, src, mdir string) string {
+	t.Helper()
+	m, err := mlx.Open(mdir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	c := m.Config
+	values := map[string][]float32{}
+	for _, l := range append(m.Linears(), hf.Linear{Name: strings.TrimSuffix(hf.EmbedTokens, ".weight"), Out: c.VocabSize, In: c.HiddenSize, Expert: -1}) {
+		module, e := m.ModuleOf(l)
+		w, err := m.Module(module, l.Out, l.In, e, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w.Affine != nil {
+			values[l.Name+".weight"] = widen(*w.Affine)
+		} else if values[l.Name+".weight"], err = w.Float.Float32(); err != nil {
+			t.Fatal(err)
+		}
+		if l.Bias {
+			b, err := m.Tensor(l.Name + ".bias")
+			if err != nil {
+				t.Fatal(err)
+			}
+			values[l.Name+".bias"], _ = b.Float32()
+		}
+	}
+	var plan []safetensors.Info
+	for _, spec := range c.Tensors() {
+		if _, ok := values[spec.Name]; !ok {
+			v, err := m.Tensor(spec.Name) // norms
+			if err != nil {
+				t.Fatal(err)
+			}
+			values[spec.Name], _ = v.Float32()
+		}
+		plan = append(plan, safetensors.Info{Name: spec.Name, DType: safetensors.F32, Shape: spec.Shape})
+	}
+	dir := filepath.Join(t.TempDir(), "dequantized")
+	if err := fixture.Materialize(src, dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{safetensors.SingleFile, safetensors.IndexFile} {
+		os.Remove(filepath.Join(dir, f))
+	}
+	w, err := safetensors.NewDirWriter(dir, plan, safetensors.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, info := range plan {
+		var b []byte
+		for _, v := range values[info.Name] {
+			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
+		}
+		if err := w.Write(info.Name, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
