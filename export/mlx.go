@@ -476,7 +476,8 @@ func encodeFloats(v []float32, dt safetensors.DType) []byte {
 }
 
 // config returns config.json: the input's keys (GPTQ quantization_config
-// dropped), the keys the architecture's mlx-lm ModelArgs need, and
+// dropped), the keys the architecture's mlx-lm ModelArgs need (rope_theta
+// for all), and
 // "quantization" with, as mlx-lm also writes it, "quantization_config".
 func (e *mlxExporter) config() ([]byte, error) {
 	c := e.c.Clone()
@@ -489,6 +490,10 @@ func (e *mlxExporter) config() ([]byte, error) {
 	if err := json.Unmarshal(base, &out); err != nil {
 		return nil, err
 	}
+	// mlx-lm's qwen2 and mixtral ModelArgs read only a top-level
+	// rope_theta (defaulting to 1e6), qwen3's require it: a transformers 5
+	// config keeps it in rope_parameters, so it is written at the top too.
+	out["rope_theta"] = e.c.RopeTheta
 	if e.arch.config != nil {
 		e.arch.config(e.c, func(k string, v any) { out[k] = v })
 	}

@@ -16,10 +16,10 @@ import (
 // norm_topk_prob, dense MLP layers where mlp_only_layers and
 // decoder_sparse_step say so — the transformers rules, so none is refused.
 //
-// Their ModelArgs require rope_theta, head_dim (and, for qwen3_moe,
-// num_experts) as top-level keys, which a transformers 5 config may keep
-// in rope_parameters, leave to a default, or spell num_local_experts:
-// config writes them.
+// Their ModelArgs require head_dim (and, for qwen3_moe, num_experts) as
+// top-level keys, which a transformers config may leave to a default or
+// spell num_local_experts: config writes them (and rope_theta, as for
+// every architecture).
 func init() {
 	mlxArchs[hf.Qwen3] = &mlxArch{check: checkMLXQwen3, config: mlxQwen3Keys}
 	mlxArchs[hf.Qwen3MoE] = &mlxArch{check: checkMLXQwen3, config: func(c *hf.Config, set func(string, any)) {
@@ -37,7 +37,4 @@ func checkMLXQwen3(c *hf.Config) error {
 	return nil
 }
 
-func mlxQwen3Keys(c *hf.Config, set func(string, any)) {
-	set("head_dim", c.HeadDim)
-	set("rope_theta", c.RopeTheta)
-}
+func mlxQwen3Keys(c *hf.Config, set func(string, any)) { set("head_dim", c.HeadDim) }

@@ -587,3 +587,38 @@ func dequantizedCopy(t *testing.T, src, mdir string) string {
 	}
 	return dir
 }
+
+// TestMLXRopeTheta: config.json carries rope_theta at the top level, where
+// mlx-lm's qwen2 and mixtral read it (they ignore rope_parameters and
+// default to 1e6), also when the input keeps it in rope_parameters.
+func TestMLXRopeTheta(t *testing.T) {
+	for _, fx := range []string{"fixtures/qwen2_dense_tiny/model", "fixtures/mixtral_tiny/model"} {
+		src := fixtureCopy(t, fx)
+		path := filepath.Join(src, "config.json")
+		var cfg map[string]any
+		data, _ := os.ReadFile(path)
+		json.Unmarshal(data, &cfg)
+		delete(cfg, "rope_theta")
+		cfg["rope_parameters"] = map[string]any{"rope_type": "default", "rope_theta": 12345.0}
+		data, _ = json.Marshal(cfg)
+		os.WriteFile(path, data, 0o644)
+		out := filepath.Join(t.TempDir(), "mlx")
+		if _, err := MLX(context.Background(), src, out, MLXOptions{Bits: 8, GroupSize: 32}); err != nil {
+			t.Fatal(err)
+		}
+		data, _ = os.ReadFile(filepath.Join(out, "config.json"))
+		cfg = nil
+		json.Unmarshal(data, &cfg)
+		if cfg["rope_theta"] != 12345.0 {
+			t.Errorf("%s: config.json rope_theta = %v, want 12345", fx, cfg["rope_theta"])
+		}
+		m, err := mlx.Open(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Config.RopeTheta != 12345 {
+			t.Errorf("%s: read back rope_theta %g", fx, m.Config.RopeTheta)
+		}
+		m.Close()
+	}
+}
