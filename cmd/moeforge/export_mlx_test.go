@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/moeforge/moeforge/formats/safetensors"
 )
 
 // TestExportMLX runs the command end to end on the tiny fixture: a GPTQ
@@ -88,7 +90,8 @@ func TestExportMLX(t *testing.T) {
 
 // TestExportMLXQwen3: Qwen3 and Qwen3-MoE (head_dim ≠ hidden/heads, q/k
 // norm; a dense layer among the MoE ones, config in transformers 5's
-// rope_parameters and num_local_experts spelling) export to MLX and read
+// rope_parameters and num_local_experts spelling; bf16 with fused
+// mlp.experts.gate_up_proj / down_proj) export to MLX and read
 // back: the GPTQ (RTN) repack verifies exact against the GPTQ checkpoint,
 // the float 8-bit export verifies as quantized against the float model,
 // inspect shows the stacked layout, and config.json carries the top-level
@@ -97,6 +100,7 @@ func TestExportMLXQwen3(t *testing.T) {
 	for _, o := range []qwen3Options{
 		{seed: 11},
 		{moe: true, seed: 12, edit: map[string]any{"moe_intermediate_size": 32, "num_local_experts": 8, "num_experts": nil}},
+		{moe: true, seed: 14, fused: true, dtype: safetensors.BF16, edit: map[string]any{"moe_intermediate_size": 32}},
 	} {
 		src := writeQwen3(t, o)
 		tmp := t.TempDir()
