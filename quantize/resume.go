@@ -222,6 +222,8 @@ func (r *runner) endLayer(i int) error {
 	if err := os.Rename(tmp, filepath.Join(dir, stateFile)); err != nil {
 		return err
 	}
+	// From now on an interrupt (Ctrl-C) keeps the state for --resume.
+	outdir.Preserve(dir)
 	// The previous layer's inputs are no longer needed.
 	os.Remove(filepath.Join(dir, fmt.Sprintf("acts-%05d.f32", i)))
 	return nil
