@@ -65,6 +65,9 @@ func TestCarveQwen3(t *testing.T) {
 					t.Errorf("layer %d: contiguous experts start at %d, %d", i, experts[0][0], experts[1][0])
 				}
 			}
+			if p.Summary.Carve.SharedBy != "" {
+				t.Errorf("summary says the shared neurons were ranked by %q, but there is no shared expert", p.Summary.Carve.SharedBy)
+			}
 			if !strings.Contains(strings.Join(p.Summary.Notes, "\n"), "no shared expert") {
 				t.Errorf("notes %q do not say there is no shared expert", p.Summary.Notes)
 			}

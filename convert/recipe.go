@@ -128,10 +128,9 @@ type recipeInfo struct {
 }
 
 // recipeContext is what Upcycle hands a recipe's neurons beyond the
-// layout: the layer and the input checkpoint.
+// layout: the layer.
 type recipeContext struct {
 	layer int
-	in    *hf.Checkpoint
 }
 
 // upcycleTarget is the MoE architecture a dense architecture upcycles

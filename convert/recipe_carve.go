@@ -352,9 +352,12 @@ func (carving) describe(u *upcycler, us *UpcycleSummary, s *Summary) {
 	cs.CalibrationWindows = len(r.co.Calibration)
 	switch r.co.Method {
 	case CarveActivation:
-		cs.SharedBy, cs.Features, cs.RouterTarget = r.co.SharedBy, r.co.Features, r.co.RouterTarget
+		cs.Features, cs.RouterTarget = r.co.Features, r.co.RouterTarget
+		if r.S > 0 {
+			cs.SharedBy = r.co.SharedBy // no shared expert: nothing was ranked
+		}
 		cs.RefineSweeps = max(r.co.RefineSweeps, 0)
-		if r.co.SharedBy == CarveByFrequency || r.co.Features == CarveBinary {
+		if cs.SharedBy == CarveByFrequency || r.co.Features == CarveBinary {
 			cs.MarkerSize = r.co.MarkerSize
 		}
 		if r.co.SharedBy == CarveByFrequency {

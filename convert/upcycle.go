@@ -480,7 +480,7 @@ func (u *upcycler) neurons(layer int) (experts [][]int32, shared []int32, err er
 		}
 		return permutation(newRNG(u.opts.Seed, key), u.F)
 	}
-	ctx := &recipeContext{layer: layer, in: u.in}
+	ctx := &recipeContext{layer: layer}
 	experts, shared, err = u.r.neurons(u, ctx, perm)
 	if err != nil {
 		return nil, nil, fmt.Errorf("upcycle %s, layer %d: %w", u.mode, layer, err)
