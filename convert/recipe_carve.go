@@ -89,7 +89,8 @@ type carvedLayer struct {
 type CarveSummary struct {
 	Method string `json:"method"`
 	// SharedBy, Features, RouterTarget and MarkerSize are the choices of
-	// CarveOptions (activation method).
+	// CarveOptions (activation method; SharedBy only where there is a
+	// shared expert).
 	SharedBy     string `json:"shared_by,omitempty"`
 	Features     string `json:"features,omitempty"`
 	RouterTarget string `json:"router_target,omitempty"`
@@ -111,7 +112,8 @@ type CarveSummary struct {
 // Σ over tokens of the mass of the neurons in question / Σ of all mass.
 type CarveLayerStats struct {
 	Layer int `json:"layer"`
-	// SharedMass is the share of all activation mass in the shared expert.
+	// SharedMass is the share of all activation mass in the shared expert
+	// (0 without one: then CoveredMass is RoutedCovered).
 	SharedMass float64 `json:"shared_mass"`
 	// CoveredMass is the share in the shared expert and the K experts the
 	// router chose: the part of the FFN's activation each token keeps.
