@@ -88,6 +88,8 @@ var requestSeeds = []struct {
 	{false, `{"prompt": {"x": 1}}`},
 	{false, `{"prompt": [-1]}`},
 	{false, `{"prompt": "a", "max_tokens": 100}`},
+	{false, `{"prompt": "a", "max_tokens": 9223372036854775807}`}, // was accepted (the sum with the prompt overflowed), then make(chan) panicked
+	{true, `{"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 9223372036854775800}`},
 	{false, `{"prompt": "a", "top_p": 1.5, "top_k": -3, "repetition_penalty": -2}`},
 }
 
@@ -107,7 +109,7 @@ func FuzzParseRequest(f *testing.F) {
 			}
 			return
 		}
-		if len(j.prompt) == 0 || j.maxTokens < 1 || len(j.prompt)+j.maxTokens > fuzzCtx || len(j.stops) > 4 {
+		if len(j.prompt) == 0 || j.maxTokens < 1 || j.maxTokens > fuzzCtx-len(j.prompt) || len(j.stops) > 4 { // no sum: it could overflow
 			t.Fatalf("accepted %q: prompt %d tokens, max_tokens %d, %d stops", body, len(j.prompt), j.maxTokens, len(j.stops))
 		}
 		for _, id := range j.prompt {

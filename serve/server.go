@@ -289,10 +289,10 @@ func (s *Server) parseRequest(chat bool, body []byte) (*job, *requestError) {
 		if ctxLen > 0 {
 			maxTok = min(maxTok, ctxLen-len(prompt))
 		}
-	} else if ctxLen > 0 && len(prompt)+maxTok > ctxLen {
+	} else if ctxLen > 0 && maxTok > ctxLen-len(prompt) { // not len(prompt)+maxTok: it can overflow
 		return nil, badRequest(param,
-			"this model's maximum context length is %d tokens; you requested %d tokens (%d in the prompt, %d in the completion)",
-			ctxLen, len(prompt)+maxTok, len(prompt), maxTok)
+			"this model's maximum context length is %d tokens; you requested %d tokens in the completion and the prompt has %d",
+			ctxLen, maxTok, len(prompt))
 	}
 	sampling, err := s.sampling(&req)
 	if err != nil {
