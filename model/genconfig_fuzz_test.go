@@ -37,8 +37,8 @@ func FuzzLoadGenerationConfig(f *testing.F) {
 	for i := range logits {
 		logits[i] = float32(math.Sin(float64(i))) * 30
 	}
+	dir := f.TempDir() // rewritten by each input: a worker runs one at a time
 	f.Fuzz(func(t *testing.T, data []byte) {
-		dir := t.TempDir()
 		if err := os.WriteFile(filepath.Join(dir, "generation_config.json"), data, 0o644); err != nil {
 			t.Fatal(err)
 		}
