@@ -3,6 +3,7 @@ package serve
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -187,4 +188,29 @@ func FuzzHandler(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestUnboundedContext: a model whose config sets no context length
+// (max_position_embeddings 0) takes any prompt, but max_tokens is still
+// bounded: the token buffer of a request holds max_tokens ids.
+func TestUnboundedContext(t *testing.T) {
+	dir := filepath.Join(fixturetest.Dir(t, "fixtures/qwen2_moe_tiny"), "model")
+	m, err := model.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	m.Config.MaxPositionEmbeddings = 0
+	base := tinyServer(t)
+	s := New(m, base.tok, base.chat, base.gen, Config{ModelID: "tiny"})
+	defer s.Shutdown(context.Background())
+	for _, body := range []string{`{"prompt": "a", "max_tokens": 1000000000000000}`, `{"prompt": "a", "max_tokens": 9223372036854775807}`} {
+		if _, rerr := s.parseRequest(false, []byte(body)); rerr == nil || rerr.status != http.StatusBadRequest || rerr.param != "max_tokens" {
+			t.Errorf("%s: %+v, want a 400 naming max_tokens", body, rerr)
+		}
+	}
+	j, rerr := s.parseRequest(false, []byte(`{"prompt": "a", "max_tokens": 1000}`))
+	if rerr != nil || j.maxTokens != 1000 {
+		t.Errorf("max_tokens 1000 without a context limit: %+v %+v", j, rerr)
+	}
 }

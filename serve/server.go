@@ -234,6 +234,11 @@ func badRequest(param, format string, args ...any) *requestError {
 	return &requestError{http.StatusBadRequest, param, fmt.Sprintf(format, args...)}
 }
 
+// maxUnboundedTokens caps max_tokens for a model whose config sets no
+// context length (max_position_embeddings 0): a request's token buffer
+// holds max_tokens ids.
+const maxUnboundedTokens = 1 << 20
+
 // parseRequest decodes and validates the body of a request to
 // /v1/chat/completions (chat) or /v1/completions: every problem is a
 // *requestError naming the field, never a panic.
@@ -293,6 +298,8 @@ func (s *Server) parseRequest(chat bool, body []byte) (*job, *requestError) {
 		return nil, badRequest(param,
 			"this model's maximum context length is %d tokens; you requested %d tokens in the completion and the prompt has %d",
 			ctxLen, maxTok, len(prompt))
+	} else if ctxLen <= 0 && maxTok > maxUnboundedTokens {
+		return nil, badRequest(param, "%s=%d is more than %d, the most this server generates for a model without a context length", param, maxTok, maxUnboundedTokens)
 	}
 	sampling, err := s.sampling(&req)
 	if err != nil {
