@@ -38,6 +38,10 @@ func FuzzTemplate(f *testing.F) {
 func FuzzFromJSON(f *testing.F) {
 	f.Add([]byte(`[{"role": "user", "content": "hi", "n": 1.5, "k": [1, null, true]}]`))
 	f.Add([]byte(`{"a": {"b": {}}, "c": -0, "d": 1e400}`))
+	// encoding/json's depth limit: 10000 nested arrays are valid, 10001 not
+	// (FromJSON accepted any depth, recursing once per level)
+	f.Add([]byte(strings.Repeat("[", 10000) + strings.Repeat("]", 10000)))
+	f.Add([]byte(`{"a":` + strings.Repeat("[", 10000) + strings.Repeat("]", 10000) + "}"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_, err := FromJSON(data)
 		if valid := json.Valid(data); valid != (err == nil) {
