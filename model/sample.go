@@ -171,6 +171,11 @@ func (s *Sampler) draw(logits []float32) int {
 	}
 	t := s.opt.Temperature
 	maxL := float64(logits[idx[0]]) / t
+	if math.IsInf(maxL, 0) {
+		// a temperature so small that the scaled logits overflow: the
+		// softmax is all on the largest (greedy), not NaN
+		return idx[0]
+	}
 	s.probs = s.probs[:0]
 	var sum float64
 	for _, id := range idx[:keep] {

@@ -184,78 +184,15 @@ func (s *Server) completions(chat bool) http.HandlerFunc {
 			apiError(w, http.StatusBadRequest, "invalid_request_error", "", "reading the request body: %v", err)
 			return
 		}
-		var req completionRequest
-		if err := json.Unmarshal(body, &req); err != nil {
-			apiError(w, http.StatusBadRequest, "invalid_request_error", "", "malformed JSON body: %v", err)
+		job, rerr := s.parseRequest(chat, body)
+		if rerr != nil {
+			apiError(w, rerr.status, "invalid_request_error", rerr.param, "%s", rerr.msg)
 			return
 		}
-		if req.Model != "" && req.Model != s.cfg.ModelID {
-			apiError(w, http.StatusNotFound, "invalid_request_error", "model", "the model %q does not exist; this server serves %q", req.Model, s.cfg.ModelID)
-			return
-		}
-		if req.N != nil && *req.N != 1 {
-			apiError(w, http.StatusBadRequest, "invalid_request_error", "n", "only n=1 is supported")
-			return
-		}
-		var prompt []int
-		var stopIDs []int
-		if chat {
-			prompt, err = s.chatPrompt(&req)
-			stopIDs = s.chatStop
-		} else {
-			prompt, err = s.textPrompt(&req)
-			stopIDs = s.gen.EOS
-		}
-		if err != nil {
-			var pe *paramError
-			if errors.As(err, &pe) {
-				apiError(w, http.StatusBadRequest, "invalid_request_error", pe.param, "%s", pe.msg)
-			} else {
-				apiError(w, http.StatusBadRequest, "invalid_request_error", "", "%v", err)
-			}
-			return
-		}
-		stops, err := parseStop(req.Stop)
-		if err != nil {
-			apiError(w, http.StatusBadRequest, "invalid_request_error", "stop", "%v", err)
-			return
-		}
-		ctxLen := s.m.Config.MaxPositionEmbeddings
-		maxTok := 0
-		param := "max_tokens"
-		switch {
-		case req.MaxCompletionTokens != nil:
-			maxTok, param = *req.MaxCompletionTokens, "max_completion_tokens"
-		case req.MaxTokens != nil:
-			maxTok = *req.MaxTokens
-		}
-		if maxTok < 0 || (maxTok == 0 && (req.MaxTokens != nil || req.MaxCompletionTokens != nil)) {
-			apiError(w, http.StatusBadRequest, "invalid_request_error", param, "%s must be at least 1, got %d", param, maxTok)
-			return
-		}
-		if ctxLen > 0 && len(prompt) >= ctxLen {
-			apiError(w, http.StatusBadRequest, "invalid_request_error", "messages", "this model's maximum context length is %d tokens; the prompt has %d", ctxLen, len(prompt))
-			return
-		}
-		if maxTok == 0 {
-			maxTok = s.cfg.DefaultMaxTokens
-			if ctxLen > 0 {
-				maxTok = min(maxTok, ctxLen-len(prompt))
-			}
-		} else if ctxLen > 0 && len(prompt)+maxTok > ctxLen {
-			apiError(w, http.StatusBadRequest, "invalid_request_error", param,
-				"this model's maximum context length is %d tokens; you requested %d tokens (%d in the prompt, %d in the completion)",
-				ctxLen, len(prompt)+maxTok, len(prompt), maxTok)
-			return
-		}
-		sampling, err := s.sampling(&req)
-		if err != nil {
-			apiError(w, http.StatusBadRequest, "invalid_request_error", "", "%v", err)
-			return
-		}
+		prompt, maxTok, stopIDs := job.prompt, job.maxTokens, job.stopIDs
 		ctx, cancel := context.WithCancel(r.Context())
 		defer cancel()
-		greq := &Request{Prompt: prompt, MaxTokens: maxTok, EOS: stopIDs, Sampler: model.NewSampler(sampling), Tokens: make(chan int, maxTok+1)}
+		greq := &Request{Prompt: prompt, MaxTokens: maxTok, EOS: stopIDs, Sampler: model.NewSampler(job.sampling), Tokens: make(chan int, maxTok+1)}
 		if err := s.engine.Submit(ctx, greq); err != nil {
 			if errors.Is(err, ErrQueueFull) {
 				apiError(w, http.StatusTooManyRequests, "rate_limit_error", "", "%v; retry later", err)
@@ -264,15 +201,112 @@ func (s *Server) completions(chat bool) http.HandlerFunc {
 			}
 			return
 		}
-		dec := &TextDecoder{Tok: s.tok, Stop: stops, Skip: s.special}
+		dec := &TextDecoder{Tok: s.tok, Stop: job.stops, Skip: s.special}
 		x := &exchange{s: s, w: w, chat: chat, id: newID(map[bool]string{true: "chatcmpl-", false: "cmpl-"}[chat]),
-			created: time.Now().Unix(), promptTokens: len(prompt), includeUsage: req.StreamOptions != nil && req.StreamOptions.IncludeUsage}
-		if req.Stream {
+			created: time.Now().Unix(), promptTokens: len(prompt), includeUsage: job.includeUsage}
+		if job.stream {
 			x.stream(greq, dec, cancel)
 		} else {
 			x.whole(greq, dec, cancel)
 		}
 	}
+}
+
+// job is a validated request: what the engine and the response need.
+type job struct {
+	prompt       []int
+	maxTokens    int
+	stopIDs      []int    // token ids that end the completion
+	stops        []string // stop strings
+	sampling     model.SamplingOptions
+	stream       bool
+	includeUsage bool
+}
+
+// requestError is a request that cannot be served: an HTTP status (4xx)
+// and the OpenAI-style param and message.
+type requestError struct {
+	status     int
+	param, msg string
+}
+
+func badRequest(param, format string, args ...any) *requestError {
+	return &requestError{http.StatusBadRequest, param, fmt.Sprintf(format, args...)}
+}
+
+// maxUnboundedTokens caps max_tokens for a model whose config sets no
+// context length (max_position_embeddings 0): a request's token buffer
+// holds max_tokens ids.
+const maxUnboundedTokens = 1 << 20
+
+// parseRequest decodes and validates the body of a request to
+// /v1/chat/completions (chat) or /v1/completions: every problem is a
+// *requestError naming the field, never a panic.
+func (s *Server) parseRequest(chat bool, body []byte) (*job, *requestError) {
+	var req completionRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		return nil, badRequest("", "malformed JSON body: %v", err)
+	}
+	if req.Model != "" && req.Model != s.cfg.ModelID {
+		return nil, &requestError{http.StatusNotFound, "model", fmt.Sprintf("the model %q does not exist; this server serves %q", req.Model, s.cfg.ModelID)}
+	}
+	if req.N != nil && *req.N != 1 {
+		return nil, badRequest("n", "only n=1 is supported")
+	}
+	var prompt, stopIDs []int
+	var err error
+	if chat {
+		prompt, err = s.chatPrompt(&req)
+		stopIDs = s.chatStop
+	} else {
+		prompt, err = s.textPrompt(&req)
+		stopIDs = s.gen.EOS
+	}
+	if err != nil {
+		var pe *paramError
+		if errors.As(err, &pe) {
+			return nil, badRequest(pe.param, "%s", pe.msg)
+		}
+		return nil, badRequest("", "%v", err)
+	}
+	stops, err := parseStop(req.Stop)
+	if err != nil {
+		return nil, badRequest("stop", "%v", err)
+	}
+	ctxLen := s.m.Config.MaxPositionEmbeddings
+	maxTok := 0
+	param := "max_tokens"
+	switch {
+	case req.MaxCompletionTokens != nil:
+		maxTok, param = *req.MaxCompletionTokens, "max_completion_tokens"
+	case req.MaxTokens != nil:
+		maxTok = *req.MaxTokens
+	}
+	if maxTok < 0 || (maxTok == 0 && (req.MaxTokens != nil || req.MaxCompletionTokens != nil)) {
+		return nil, badRequest(param, "%s must be at least 1, got %d", param, maxTok)
+	}
+	if ctxLen > 0 && len(prompt) >= ctxLen {
+		return nil, badRequest(map[bool]string{true: "messages", false: "prompt"}[chat],
+			"this model's maximum context length is %d tokens; the prompt has %d", ctxLen, len(prompt))
+	}
+	if maxTok == 0 {
+		maxTok = s.cfg.DefaultMaxTokens
+		if ctxLen > 0 {
+			maxTok = min(maxTok, ctxLen-len(prompt))
+		}
+	} else if ctxLen > 0 && maxTok > ctxLen-len(prompt) { // not len(prompt)+maxTok: it can overflow
+		return nil, badRequest(param,
+			"this model's maximum context length is %d tokens; you requested %d tokens in the completion and the prompt has %d",
+			ctxLen, maxTok, len(prompt))
+	} else if ctxLen <= 0 && maxTok > maxUnboundedTokens {
+		return nil, badRequest(param, "%s=%d is more than %d, the most this server generates for a model without a context length", param, maxTok, maxUnboundedTokens)
+	}
+	sampling, err := s.sampling(&req)
+	if err != nil {
+		return nil, badRequest("", "%v", err)
+	}
+	return &job{prompt: prompt, maxTokens: maxTok, stopIDs: stopIDs, stops: stops, sampling: sampling,
+		stream: req.Stream, includeUsage: req.StreamOptions != nil && req.StreamOptions.IncludeUsage}, nil
 }
 
 type paramError struct{ param, msg string }

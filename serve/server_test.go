@@ -360,6 +360,7 @@ func TestErrors(t *testing.T) {
 		{"unknown model", "/v1/chat/completions", `{"model": "gpt-4", "messages": ` + seedMessages + `}`, 404, "model"},
 		{"max_tokens beyond context", "/v1/chat/completions", fmt.Sprintf(`{"messages": %s, "max_tokens": %d}`, seedMessages, ctxLen), 400, "max_tokens"},
 		{"max_completion_tokens beyond context", "/v1/chat/completions", fmt.Sprintf(`{"messages": %s, "max_completion_tokens": %d}`, seedMessages, ctxLen), 400, "max_completion_tokens"},
+		{"max_tokens overflowing the context check", "/v1/completions", `{"prompt": "a", "max_tokens": 9223372036854775807}`, 400, "max_tokens"},
 		{"max_tokens 0", "/v1/completions", `{"prompt": "a", "max_tokens": 0}`, 400, "max_tokens"},
 		{"negative temperature", "/v1/completions", `{"prompt": "a", "temperature": -1}`, 400, ""},
 		{"bad stop", "/v1/completions", `{"prompt": "a", "stop": 5}`, 400, "stop"},

@@ -2,6 +2,9 @@ package gptq
 
 import (
 	"encoding/binary"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -150,6 +153,52 @@ func FuzzParseDynamic(f *testing.F) {
 				!cmp.Equal(d[i].Sym, back[i].Sym) || !cmp.Equal(d[i].DescAct, back[i].DescAct) {
 				t.Fatalf("rule %d: %s became %s", i, d[i].Key(), back[i].Key())
 			}
+		}
+	})
+}
+
+// FuzzReadConfig feeds arbitrary quantize_config.json files to ReadConfig.
+// It must never panic; what it accepts survives WriteFile and ReadConfig
+// unchanged, and its checks and per-module lookups answer without
+// panicking.
+func FuzzReadConfig(f *testing.F) {
+	f.Add([]byte(`{"bits": 4, "group_size": 128, "damp_percent": 0.01, "desc_act": false, "static_groups": false, "sym": true, "true_sequential": true, "lm_head": false, "model_name_or_path": null, "model_file_base_name": "model", "quant_method": "gptq", "checkpoint_format": "gptq"}`))
+	f.Add([]byte(`{"bits": 8, "group_size": -1, "damp_percent": 0.1, "desc_act": true, "sym": false, "quant_method": "gptq", "checkpoint_format": "gptq_v2", "dynamic": {"-:model\\.layers\\.0\\..*": {}, "+:.*self_attn.*": {"bits": 4, "group_size": 64}}}`))
+	f.Add([]byte(`{"bits": 3, "group_size": 0, "damp_percent": 1}`))
+	f.Add([]byte(`null`))
+	modules := []string{"model.layers.0.self_attn.q_proj", "model.layers.1.mlp.experts.3.down_proj", "lm_head"}
+	in, out := f.TempDir(), f.TempDir() // rewritten by each input: a worker runs one at a time
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if err := os.WriteFile(filepath.Join(in, ConfigFile), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c, err := ReadConfig(in)
+		if err != nil {
+			if !strings.Contains(err.Error(), ConfigFile) {
+				t.Fatalf("error does not name the file: %v", err)
+			}
+			return
+		}
+		c.Validate()
+		c.Layout()
+		for _, m := range modules {
+			c.Module(m)
+			c.LayoutFor(m)
+		}
+		first, err := c.Marshal()
+		if err != nil {
+			t.Fatalf("Marshal of an accepted config: %v", err)
+		}
+		if err := c.WriteFile(out); err != nil {
+			t.Fatal(err)
+		}
+		back, err := ReadConfig(out)
+		if err != nil {
+			t.Fatalf("re-reading %s: %v", first, err)
+		}
+		second, err := back.Marshal()
+		if err != nil || string(first) != string(second) {
+			t.Fatalf("round trip changed the config (%v):\n%s\n%s", err, first, second)
 		}
 	})
 }

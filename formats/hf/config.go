@@ -242,6 +242,13 @@ func (c *Config) validate() error {
 	if c.RMSNormEps <= 0 {
 		return fmt.Errorf("rms_norm_eps=%g must be positive", c.RMSNormEps)
 	}
+	if !(c.RopeTheta > 0) { // 0 or less: every rotary frequency is Inf or NaN, and so are the logits
+		key := "rope_theta"
+		if c.ropeNested {
+			key = "rope_parameters.rope_theta"
+		}
+		return fmt.Errorf("%s=%g must be positive", key, c.RopeTheta)
+	}
 	if c.IsMoE() {
 		if c.NumExperts <= 0 || c.NumExpertsPerTok <= 0 || c.NumExpertsPerTok > c.NumExperts {
 			return fmt.Errorf("num_experts_per_tok=%d must be in [1, %s=%d]", c.NumExpertsPerTok, c.expertsKey(), c.NumExperts)

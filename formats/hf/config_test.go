@@ -485,6 +485,10 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bool tie", edit(tinyQwen2, func(m map[string]any) { m["tie_word_embeddings"] = "yes" }), []string{"tie_word_embeddings", "true or false"}},
 		{"eps string", edit(tinyQwen2, func(m map[string]any) { m["rms_norm_eps"] = "1e-6" }), []string{"rms_norm_eps", "number"}},
 		{"eps zero", edit(tinyQwen2, func(m map[string]any) { m["rms_norm_eps"] = 0 }), []string{"rms_norm_eps"}},
+		{"rope_theta zero", edit(tinyQwen2, func(m map[string]any) { m["rope_theta"] = 0 }), []string{"rope_theta=0", "positive"}},
+		{"nested rope_theta negative", edit(tinyQwen2, func(m map[string]any) {
+			m["rope_parameters"] = map[string]any{"rope_theta": -5, "rope_type": "default"}
+		}), []string{"rope_parameters.rope_theta=-5", "positive"}},
 		{"architectures", edit(tinyQwen2, func(m map[string]any) { m["architectures"] = "Qwen2ForCausalLM" }), []string{"architectures"}},
 		{"head_dim", edit(tinyQwen2, func(m map[string]any) { m["head_dim"] = 1.5 }), []string{"head_dim"}},
 		{"odd head_dim", edit(tinyQwen2, func(m map[string]any) { m["head_dim"] = 15 }), []string{"head_dim=15"}},

@@ -66,12 +66,17 @@ func (d *Dict) Len() int {
 	return len(d.keys)
 }
 
+// maxJSONDepth is the deepest nesting of arrays and objects FromJSON
+// accepts: encoding/json's limit, so that both accept the same documents
+// and a hostile one cannot exhaust the stack.
+const maxJSONDepth = 10000
+
 // FromJSON decodes a JSON document into template values, keeping the order
 // of object keys. Integers become int64, other numbers float64.
 func FromJSON(data []byte) (Value, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
-	v, err := decodeJSON(dec)
+	v, err := decodeJSON(dec, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -81,18 +86,21 @@ func FromJSON(data []byte) (Value, error) {
 	return v, nil
 }
 
-func decodeJSON(dec *json.Decoder) (Value, error) {
+func decodeJSON(dec *json.Decoder, depth int) (Value, error) {
 	t, err := dec.Token()
 	if err != nil {
 		return nil, err
 	}
 	switch t := t.(type) {
 	case json.Delim:
+		if depth++; depth > maxJSONDepth {
+			return nil, fmt.Errorf("arrays and objects nested more than %d deep", maxJSONDepth)
+		}
 		switch t {
 		case '[':
 			list := []Value{}
 			for dec.More() {
-				v, err := decodeJSON(dec)
+				v, err := decodeJSON(dec, depth)
 				if err != nil {
 					return nil, err
 				}
@@ -108,7 +116,7 @@ func decodeJSON(dec *json.Decoder) (Value, error) {
 					return nil, err
 				}
 				k, _ := kt.(string)
-				v, err := decodeJSON(dec)
+				v, err := decodeJSON(dec, depth)
 				if err != nil {
 					return nil, err
 				}
