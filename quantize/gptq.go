@@ -63,8 +63,9 @@ type Result struct {
 //  1. dead inputs (H_ii = 0) get H_ii = 1 and a zero weight column;
 //  2. with static groups, every natural group's grid is computed now;
 //  3. with act-order, inputs are permuted by descending diag(H) (stable);
-//  4. H += λ·mean(diag H)·I, and Hinv = upper Cholesky factor of H⁻¹
-//     (λ ×10 and retry when the factorization fails);
+//  4. H += λ·mean(diag H)·I, and Hinv = upper Cholesky factor of H⁻¹,
+//     factored in float32 as the reference does (again in float64 when
+//     float32 fails; λ ×10 and retry when that fails too);
 //  5. columns are walked in blocks of 128: at each group start the grid is
 //     computed from the current (already error-updated) weights of the
 //     group, w is quantized to q = clamp(round(w/s)+z, 0, 15), the error
@@ -153,11 +154,7 @@ func newFactor(h []float64, in int, cfg gptq.Config) (*factor, error) {
 	if err != nil {
 		return nil, err
 	}
-	f.damp, f.raises = lam, raises
-	f.ut = make([]float32, in*in)
-	for i, v := range u {
-		f.ut[i] = float32(v)
-	}
+	f.ut, f.damp, f.raises = u, lam, raises
 	return f, nil
 }
 
@@ -322,7 +319,7 @@ func (p *propagator) propagate(wt, ut, e []float32, out, in, k0, k1, r1 int) {
 // inverseFactor dampens H (in place: H_ii = H_ii + λ·mean(diag H)) and
 // returns the upper Cholesky factor of its inverse, raising λ ×10 (at most
 // maxDampRaises times) while the factorization fails.
-func inverseFactor(H []float64, n int, damp float64) (u []float64, lam float64, raises int, err error) {
+func inverseFactor(H []float64, n int, damp float64) (u []float32, lam float64, raises int, err error) {
 	diag := make([]float64, n)
 	var mean float64
 	for i := range diag {
@@ -335,7 +332,7 @@ func inverseFactor(H []float64, n int, damp float64) (u []float64, lam float64, 
 		for i, d := range diag {
 			H[i*n+i] = d + lam*mean
 		}
-		u, err = linalg.CholeskyInverseUpper(H, n)
+		u, err = upperInverseFactor(H, n)
 		if err == nil {
 			return u, lam, raises, nil
 		}
@@ -346,6 +343,33 @@ func inverseFactor(H []float64, n int, damp float64) (u []float64, lam float64, 
 		lam *= 10
 		raises++
 	}
+}
+
+// upperInverseFactor returns the upper Cholesky factor U of H⁻¹ (H⁻¹ =
+// Uᵀ·U) in float32. It is computed in float32 (linalg.CholeskyInverseUpper32,
+// as the reference factors on a GPU, at twice the float64 rate); only when
+// float32 finds H not positive definite is it computed again in float64,
+// whose error, if any, the caller answers by raising the damping.
+func upperInverseFactor(H []float64, n int) ([]float32, error) {
+	u := make([]float32, n*n)
+	for i := 0; i < n; i++ { // only the upper triangle is read
+		for k, x := range H[i*n+i : (i+1)*n] {
+			u[i*n+i+k] = float32(x)
+		}
+	}
+	err := linalg.CholeskyInverseUpper32(u, n)
+	var npd *linalg.NotPositiveDefiniteError
+	if !errors.As(err, &npd) {
+		return u, err
+	}
+	u64, err := linalg.CholeskyInverseUpper(H, n)
+	if err != nil {
+		return nil, err
+	}
+	for i, v := range u64 {
+		u[i] = float32(v)
+	}
+	return u, nil
 }
 
 // axpy computes y += a·x.

@@ -133,3 +133,28 @@ func BenchmarkUpperCholesky(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCholeskyInverseUpper32 is BenchmarkCholeskyInverseUpper for the
+// float32 factor (products in internal/gemm), GFLOPS counting 2n³/3.
+func BenchmarkCholeskyInverseUpper32(b *testing.B) {
+	for _, n := range []int{512, 1408, 2048, 5632} {
+		if n > 2048 && testing.Short() {
+			continue
+		}
+		h := benchSPD(n)
+		h32 := make([]float32, len(h))
+		for i, v := range h {
+			h32[i] = float32(v)
+		}
+		u := make([]float32, len(h))
+		nf := float64(n)
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			kerneltest.Impls(b, gemmImpls(n <= 512), gemm.SetImpl, 2*nf*nf*nf/3, func(b *testing.B) {
+				copy(u, h32)
+				if err := CholeskyInverseUpper32(u, n); err != nil {
+					b.Fatal(err)
+				}
+			})
+		})
+	}
+}

@@ -98,6 +98,97 @@ func triInv32(x, l []float32, n, jb int, col []float32) {
 	}
 }
 
+// triRows32 is the height of the row blocks TriInverseLower32 multiplies
+// by the already inverted trailing triangle: each block's product stops at
+// the triangle's diagonal.
+const triRows32 = 192
+
+// TriInverseLower32 is TriInverseLower in float32: the lower-triangular
+// l[n, n] is replaced by its inverse, in place, bottom-up in blocks of
+// blockSize32 with float32 products (gemm.MulTStrided); the strict upper
+// triangle is not read and is zeroed. It returns a *SingularError for a
+// zero or non-finite diagonal entry.
+func TriInverseLower32(l []float32, n int) error {
+	if n == 0 {
+		return nil
+	}
+	_ = l[n*n-1]
+	for i := 0; i < n; i++ {
+		d := l[i*n+i]
+		if d == 0 || math.IsNaN(float64(d)) || math.IsInf(float64(d), 0) {
+			return &SingularError{Index: i, Value: float64(d)}
+		}
+		clear(l[i*n+i+1 : i*n+n])
+	}
+	bs := blockSize32
+	x11 := make([]float32, bs*bs)
+	x11t := make([]float32, bs*bs)
+	col := make([]float32, bs)
+	var l21t, t []float32
+	for j := (n - 1) / bs * bs; j >= 0; j -= bs {
+		jb := min(bs, n-j)
+		// X11 = L11⁻¹ (written over L11 once X21 is done).
+		xi := x11[:jb*jb]
+		triInv32(xi, l[j*n+j:], n, jb, col)
+		rest := n - j - jb
+		if rest > 0 {
+			// With X22 = L22⁻¹ already in place: X21 = −X22·L21·X11.
+			// T = X22·L21, row block by row block (X22 is lower
+			// triangular: block [i0, i1) needs depth [0, i1) only).
+			r0 := j + jb
+			l21t = slices.Grow(l21t[:0], jb*rest)[:jb*rest] // L21ᵀ [jb, rest]
+			for i := 0; i < rest; i++ {
+				for c, v := range l[(r0+i)*n+j : (r0+i)*n+j+jb] {
+					l21t[c*rest+i] = v
+				}
+			}
+			t = slices.Grow(t[:0], rest*jb)[:rest*jb]
+			for i0 := 0; i0 < rest; i0 += triRows32 {
+				i1 := min(i0+triRows32, rest)
+				gemm.MulTStrided(t[i0*jb:], jb, l[(r0+i0)*n+r0:], n, l21t, rest, i1-i0, jb, i1, false, false)
+			}
+			// X21 = (−T)·X11, B[c, p] = X11[p, c].
+			for i := range t {
+				t[i] = -t[i]
+			}
+			xt := x11t[:jb*jb]
+			for p := 0; p < jb; p++ {
+				for c, v := range xi[p*jb : p*jb+p+1] {
+					xt[c*jb+p] = v
+				}
+			}
+			for c := 0; c < jb; c++ {
+				clear(xt[c*jb : c*jb+c])
+			}
+			gemm.MulTStrided(l[r0*n+j:], n, t, jb, xt, jb, rest, jb, jb, false, false)
+		}
+		for i := 0; i < jb; i++ {
+			copy(l[(j+i)*n+j:(j+i)*n+j+i+1], xi[i*jb:i*jb+i+1])
+		}
+	}
+	return nil
+}
+
+// CholeskyInverseUpper32 is CholeskyInverseUpper in float32, in place: h
+// (only its upper triangle read) is overwritten with the upper-triangular U
+// with H⁻¹ = Uᵀ·U, strict lower triangle zero, by one Cholesky32 and one
+// TriInverseLower32 of the reversed matrix.
+func CholeskyInverseUpper32(h []float32, n int) error {
+	h = h[:n*n]
+	slices.Reverse(h)
+	if err := Cholesky32(h, n); err != nil {
+		if e, ok := err.(*NotPositiveDefiniteError); ok {
+			e.Pivot = n - 1 - e.Pivot
+		}
+		return err
+	}
+	if err := TriInverseLower32(h, n); err != nil {
+		return err
+	}
+	slices.Reverse(h)
+	return nil
+}
+
 // UpperCholesky32 overwrites the symmetric positive definite h[n, n]
 // (float32; only its upper triangle is read) with the upper-triangular V
 // with H = V·Vᵀ (strict lower triangle zeroed): the inverse of the factor

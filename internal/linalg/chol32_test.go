@@ -180,3 +180,63 @@ func TestNotPositiveDefinite32(t *testing.T) {
 		}
 	})
 }
+
+// TestCholeskyInverseUpper32 compares the float32 U (H⁻¹ = Uᵀ·U) with the
+// float64 one, and checks L·L⁻¹ = I for TriInverseLower32 inside guard
+// bands with garbage in the unread upper triangle.
+func TestCholeskyInverseUpper32(t *testing.T) {
+	forEachGemm(t, func(t *testing.T) {
+		for _, n := range sizes {
+			r := rand.New(rand.NewPCG(uint64(n), 13))
+			h := randSPD(r, n)
+			u, err := CholeskyInverseUpper(h, n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			u32 := to32(h)
+			for i := 0; i < n; i++ {
+				for j := 0; j < i; j++ {
+					u32[i*n+j] = float32(math.NaN())
+				}
+			}
+			if err := CholeskyInverseUpper32(u32, n); err != nil {
+				t.Fatalf("n=%d: %v", n, err)
+			}
+			got := to64(u32)
+			for i := 0; i < n; i++ {
+				for j := 0; j < i; j++ {
+					if got[i*n+j] != 0 {
+						t.Fatalf("n=%d: U[%d,%d] = %g below the diagonal", n, i, j, got[i*n+j])
+					}
+				}
+			}
+			if d := maxAbsDiff(got, u); d > tolFactor32*maxAbs(u) {
+				t.Errorf("n=%d: U differs from the float64 one by %g (max |U| %g)", n, d, maxAbs(u))
+			}
+
+			l := naiveChol(h, n)
+			g := kerneltest.New[float32](n*n, 0)
+			copy(g.S, to32(l))
+			for i := 0; i < n; i++ {
+				for j := i + 1; j < n; j++ {
+					g.S[i*n+j] = float32(math.NaN())
+				}
+			}
+			if err := TriInverseLower32(g.S, n); err != nil {
+				t.Fatal(err)
+			}
+			if err := g.Check(); err != nil {
+				t.Fatalf("n=%d: %v", n, err)
+			}
+			if d := maxAbsDiff(naiveMul(l, to64(g.S), n, false, false), identity(n)); d > tolFactor32 {
+				t.Errorf("n=%d: ‖L·L⁻¹ − I‖ = %g", n, d)
+			}
+		}
+	})
+	l := to32(identity(5))
+	l[3*5+3] = 0
+	var se *SingularError
+	if err := TriInverseLower32(l, 5); !errors.As(err, &se) || se.Index != 3 {
+		t.Fatalf("TriInverseLower32: %v", err)
+	}
+}
