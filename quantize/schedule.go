@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"runtime/pprof"
 	"sync"
 	"time"
 
@@ -43,6 +44,13 @@ func Run(ctx context.Context, ck *hf.Checkpoint, dir string, calib [][]int, opt 
 func RunTo(ctx context.Context, ck *hf.Checkpoint, w *hf.Writer, calib [][]int, opt Options) (*Report, error) {
 	if os.Getenv("GOGC") == "" {
 		defer debug.SetGCPercent(debug.SetGCPercent(gcPercent))
+	}
+	if path := os.Getenv("MOEFORGE_QUANTIZE_CPUPROFILE"); path != "" {
+		// A developer's hook: a CPU profile of the whole run (go tool pprof).
+		if f, err := os.Create(path); err == nil && pprof.StartCPUProfile(f) == nil {
+			defer f.Close()
+			defer pprof.StopCPUProfile()
+		}
 	}
 	opt.calibSeqs = len(calib)
 	start := time.Now()
