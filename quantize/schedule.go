@@ -102,8 +102,11 @@ type runner struct {
 	layerFile   *bufio.Writer // the current layer's resume file
 	layerFileOS *os.File
 
-	mu          sync.Mutex // guards rep.Modules and done
+	mu          sync.Mutex // guards rep.Modules, done and packed
 	done, total int
+	// packed holds the packed tensors of installed modules until
+	// writeQuantized writes them.
+	packed map[*gptq.Layer]*gptq.Packed
 }
 
 func (r *runner) run(calib [][]int) error {
