@@ -107,6 +107,7 @@ type runner struct {
 	// packed holds the packed tensors of installed modules until
 	// writeQuantized writes them.
 	packed map[*gptq.Layer]*gptq.Packed
+	saving chan error // the resume save in progress (endLayer), or nil
 }
 
 func (r *runner) run(calib [][]int) error {
@@ -123,6 +124,7 @@ func (r *runner) run(calib [][]int) error {
 		if r.layerFileOS != nil {
 			r.layerFileOS.Close()
 		}
+		r.waitSave() // an error return already has its error
 	}()
 	var st *resumeState
 	if r.opt.Checkpoint != "" {
@@ -244,6 +246,9 @@ func (r *runner) run(calib [][]int) error {
 	}
 	if r.opt.Checkpoint != "" {
 		// The run is complete: its resume state is not part of the output.
+		if err := r.waitSave(); err != nil {
+			return err
+		}
 		return os.RemoveAll(r.opt.Checkpoint)
 	}
 	return nil
