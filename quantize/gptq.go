@@ -209,10 +209,15 @@ func gptqWith(w []float32, out, in int, f *factor, cfg gptq.Config, threads int)
 	chunk := (out/threads + 7) / 8 * 8
 	losses := make([]float64, threads)
 	errs := make([]error, threads)
-	eb := make([]float32, blockSize*out) // errors of the current block, one row per column
+	// The negated errors −e of the current block, one row per column: the
+	// updates are then sums of products (AxpyRows, MulAtB).
+	eb := make([]float32, blockSize*out)
+	hcol := make([][]float32, threads) // per thread: Hinv[i0:j, j]
+	for t := range hcol {
+		hcol[t] = make([]float32, innerBlock)
+	}
 	var shifted atomic.Int64
 	var wg sync.WaitGroup
-	var pr propagator
 	for b0 := 0; b0 < in; b0 += blockSize {
 		b1 := min(b0+blockSize, in)
 		for i0 := b0; i0 < b1; i0 += innerBlock {
@@ -231,6 +236,15 @@ func gptqWith(w []float32, out, in int, f *factor, cfg gptq.Config, threads int)
 					d := ut[j*in+j]
 					row := wt[j*out : (j+1)*out]
 					e := eb[(j-b0)*out : (j-b0+1)*out]
+					if j > i0 {
+						// This column's updates from the earlier columns of
+						// the inner block: Σ_i Hinv[i, j]·(−e_i).
+						p := hcol[t][:j-i0]
+						for i := range p {
+							p[i] = ut[(i0+i)*in+j]
+						}
+						gemm.AxpyRows(row[c0:c1], p, eb[(i0-b0)*out+c0:], out)
+					}
 					codes := layer.Codes[perm[j]*out : (perm[j]+1)*out]
 					s, z := sf[g*out:(g+1)*out], layer.Zeros[g*out:(g+1)*out]
 					var loss float64
@@ -238,14 +252,10 @@ func gptqWith(w []float32, out, in int, f *factor, cfg gptq.Config, threads int)
 						q := code(row[c], s[c], z[c], gr.maxq)
 						codes[c] = q
 						ec := (row[c] - s[c]*float32(int32(q)-int32(z[c]))) / d
-						e[c] = ec
+						e[c] = -ec
 						loss += float64(ec) * float64(ec)
 					}
 					losses[t] += loss / 2
-					for k := j + 1; k < i1; k++ {
-						f := ut[j*in+k]
-						axpy(wt[k*out+c0:k*out+c1], e[c0:c1], -f)
-					}
 				}
 			}
 			if threads == 1 {
@@ -265,11 +275,11 @@ func gptqWith(w []float32, out, in int, f *factor, cfg gptq.Config, threads int)
 				return nil, err
 			}
 			if i1 < b1 {
-				pr.propagate(wt, ut, eb[(i0-b0)*out:], out, in, i0, i1, b1)
+				propagate(wt, ut, eb[(i0-b0)*out:], out, in, i0, i1, b1)
 			}
 		}
 		if b1 < in {
-			pr.propagate(wt, ut, eb, out, in, b0, b1, in)
+			propagate(wt, ut, eb, out, in, b0, b1, in)
 		}
 	}
 	for _, l := range losses {
@@ -288,32 +298,12 @@ func gptqWith(w []float32, out, in int, f *factor, cfg gptq.Config, threads int)
 	return res, nil
 }
 
-// propagator holds the operand buffers of propagate, reused across the
-// calls of one matrix (a fresh pair per call was ~1 MB of garbage per
-// block).
-type propagator struct{ a, b []float32 }
-
-// propagate applies the errors e of columns [k0, k1) (rows of e, stride
-// out) to the columns [r0, r1) of wt: wt[r, :] −= Σ_k Hinv[k, r]·e[k, :].
-func (p *propagator) propagate(wt, ut, e []float32, out, in, k0, k1, r1 int) {
-	r0 := k1
-	m, kk := r1-r0, k1-k0
-	p.a = slices.Grow(p.a[:0], m*kk)[:m*kk] // a[r, k] = −Hinv[k0+k, r0+r]
-	a := p.a
-	for k := 0; k < kk; k++ {
-		src := ut[(k0+k)*in+r0 : (k0+k)*in+r1]
-		for r, v := range src {
-			a[r*kk+k] = -v
-		}
-	}
-	p.b = slices.Grow(p.b[:0], out*kk)[:out*kk] // b[c, k] = e[k, c]
-	b := p.b
-	for k := 0; k < kk; k++ {
-		for c, v := range e[k*out : (k+1)*out] {
-			b[c*kk+k] = v
-		}
-	}
-	gemm.MulTF32(wt[r0*out:r1*out], a, b, m, out, kk, true)
+// propagate applies the negated errors ne of columns [k0, k1) (rows of ne,
+// stride out) to the columns [k1, r1) of wt: wt[r, :] += Σ_k Hinv[k, r]·
+// ne[k, :], one product reading both factors in place (Hinv's rows k0…k1−1
+// from column k1 on, and ne).
+func propagate(wt, ut, ne []float32, out, in, k0, k1, r1 int) {
+	gemm.MulAtB(wt[k1*out:], out, ut[k0*in+k1:], in, ne, out, r1-k1, out, k1-k0, true)
 }
 
 // inverseFactor dampens H (in place: H_ii = H_ii + λ·mean(diag H)) and
@@ -370,21 +360,6 @@ func upperInverseFactor(H []float64, n int) ([]float32, error) {
 		u[i] = float32(v)
 	}
 	return u, nil
-}
-
-// axpy computes y += a·x.
-func axpy(y, x []float32, a float32) {
-	x = x[:len(y)]
-	i := 0
-	for ; i+4 <= len(y); i += 4 {
-		y[i] += a * x[i]
-		y[i+1] += a * x[i+1]
-		y[i+2] += a * x[i+2]
-		y[i+3] += a * x[i+3]
-	}
-	for ; i < len(y); i++ {
-		y[i] += a * x[i]
-	}
 }
 
 // transpose returns the [cols, rows] transpose of the row-major m [rows, cols],

@@ -49,6 +49,33 @@ func MulTStrided(c []float32, ldc int, a []float32, lda int, b []float32, ldb in
 	lowerProduct(kern, c, ldc, A, B, n, k, accumulate)
 }
 
+// MulAtB computes C[m, n] (+)= Aᵀ·B (C += … when accumulate is set) for
+// row-major float32 A [k, m] and B [k, n] with row strides lda ≥ m and
+// ldb ≥ n, C with row stride ldc ≥ n: the product MulTStrided would give
+// for the transposes, without forming them (the products of GPTQ's error
+// propagation, whose factors are stored one row per summed index). The
+// elements of c between its rows are neither read nor written.
+func MulAtB(c []float32, ldc int, a []float32, lda int, b []float32, ldb int, m, n, k int, accumulate bool) {
+	if ldc < n || lda < m || ldb < n {
+		panic(fmt.Sprintf("gemm: MulAtB strides ldc %d, lda %d, ldb %d below m %d, n %d", ldc, lda, ldb, m, n))
+	}
+	if m == 0 || n == 0 {
+		return
+	}
+	_ = c[(m-1)*ldc+n-1]
+	if k == 0 {
+		if !accumulate {
+			for i := 0; i < m; i++ {
+				clear(c[i*ldc : i*ldc+n])
+			}
+		}
+		return
+	}
+	_ = a[(k-1)*lda+m-1]
+	_ = b[(k-1)*ldb+n-1]
+	product(active.Load(), c, ldc, colsF32{a, lda}, colsF32{b, ldb}, m, n, k, accumulate)
+}
+
 // lowerProduct is MulTStrided's lower case: square tiles (ti ≥ tj) of a side
 // that is a multiple of both register dimensions, taken by the workers in
 // turn.
