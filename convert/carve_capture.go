@@ -16,7 +16,7 @@ import (
 // carved from them, and the carved layer (in memory, with the weights the
 // output will hold) replaces the dense MLP before the windows move on, so
 // that later layers are carved on the inputs the carved model gives them.
-func (r *carveRecipe) calibrate(moe []int, dtype safetensors.DType) error {
+func (r *carveRun) calibrate(moe []int, dtype safetensors.DType) error {
 	m, err := model.Load(r.in)
 	if err != nil {
 		return err
@@ -76,7 +76,7 @@ func widenAll(w gemm.Matrix) []float32 {
 // carveLayer computes the activations of the dense FFN on its calibration
 // inputs xin [N, hidden] and carves it: shared neurons, balanced clusters,
 // router, and the coverage statistics.
-func (r *carveRecipe) carveLayer(layer int, dense *model.FFN, xin []float32, dtype safetensors.DType) (*carvedLayer, error) {
+func (r *carveRun) carveLayer(layer int, dense *model.FFN, xin []float32, dtype safetensors.DType) (*carvedLayer, error) {
 	H, F := r.h, r.F
 	N := len(xin) / H
 	if N == 0 {
@@ -205,8 +205,9 @@ func topK(v []float32, K int, idx []int) []int {
 }
 
 // moeOf builds carved layer cl as an in-memory model.MoE over the dense
-// FFN's weights, exactly as the output checkpoint will hold it.
-func (r *carveRecipe) moeOf(dense *model.FFN, cl *carvedLayer, dtype safetensors.DType) *model.MoE {
+// FFN's weights, exactly as the output checkpoint will hold it (without a
+// shared expert when S = 0, as for qwen3_moe).
+func (r *carveRun) moeOf(dense *model.FFN, cl *carvedLayer, dtype safetensors.DType) *model.MoE {
 	H := r.h
 	gate, up, down := widenAll(dense.Gate.W), widenAll(dense.Up.W), widenAll(dense.Down.W)
 	F := r.F
@@ -230,11 +231,13 @@ func (r *carveRecipe) moeOf(dense *model.FFN, cl *carvedLayer, dtype safetensors
 		}
 	}
 	moe := &model.MoE{
-		Router:     &model.Linear{Name: "carve.router", W: gemm.F32{Data: cl.router, N: r.E, K: H}},
-		TopK:       r.K,
-		NormTopK:   true,
-		Shared:     ffn(cl.shared, 2),
-		SharedGate: &model.Linear{Name: "carve.shared_expert_gate", W: gemm.F32{Data: make([]float32, H), N: 1, K: H}},
+		Router:   &model.Linear{Name: "carve.router", W: gemm.F32{Data: cl.router, N: r.E, K: H}},
+		TopK:     r.K,
+		NormTopK: true,
+	}
+	if r.S > 0 {
+		moe.Shared = ffn(cl.shared, 2)
+		moe.SharedGate = &model.Linear{Name: "carve.shared_expert_gate", W: gemm.F32{Data: make([]float32, H), N: 1, K: H}}
 	}
 	for _, src := range cl.experts {
 		moe.Experts = append(moe.Experts, ffn(src, float32(r.K)))

@@ -13,7 +13,7 @@ import (
 // frequency) those most often among a token's MarkerSize largest
 // contributions (ties: larger total contribution, then lower index). It
 // returns the shared and the routed neurons, each in increasing order.
-func (r *carveRecipe) pickShared(c []float32, N int) (shared, routed []int32) {
+func (r *carveRun) pickShared(c []float32, N int) (shared, routed []int32) {
 	F, m := r.F, r.co.MarkerSize
 	count := make([]int, F)
 	mass := make([]float64, F)
@@ -96,7 +96,7 @@ const maxClusterTokens = 8192
 // CarveOptions.Features), seeded k-means++ start, capacity-constrained
 // assignment (greedy by distance, then improving swaps). It returns each
 // routed neuron's cluster and the number of iterations run.
-func (r *carveRecipe) cluster(layer int, c []float32, N int, routed []int32) ([]int, int) {
+func (r *carveRun) cluster(layer int, c []float32, N int, routed []int32) ([]int, int) {
 	F, R, E, I := r.F, len(routed), r.E, r.I
 	D := min(N, maxClusterTokens)
 	f := make([]float32, R*D)
@@ -134,7 +134,7 @@ func (r *carveRecipe) cluster(layer int, c []float32, N int, routed []int32) ([]
 	for k := range norms {
 		norms[k] = sqNorm(f[k*D : (k+1)*D])
 	}
-	rng := newRNG(r.opts.Seed, fmt.Sprintf("carve/kmeans/%d", layer))
+	rng := newRNG(r.seed, fmt.Sprintf("carve/kmeans/%d", layer))
 
 	// k-means++ start.
 	mu := make([]float32, E*D)
@@ -289,7 +289,7 @@ func improveSwaps(assign []int, dist []float64, R, E int) {
 // state, tries the most promising swaps (a move a → b paired with one
 // b → a) in order of estimated gain, re-evaluates each exactly and keeps
 // it when J rises. It returns the number of swaps made.
-func (r *carveRecipe) refineTopK(c []float32, N int, routed []int32, assign []int, sweeps int) int {
+func (r *carveRun) refineTopK(c []float32, N int, routed []int32, assign []int, sweeps int) int {
 	F, R, E, K := r.F, len(routed), r.E, r.K
 	if K+2 > E || sweeps <= 0 {
 		return 0

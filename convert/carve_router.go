@@ -20,7 +20,7 @@ const routerRidge = 1e-3
 // RouterSpread across experts: top-K picks the experts with the largest
 // predicted mass and their renormalized weights are ≈ 1/K. The result is
 // rounded to dtype.
-func (r *carveRecipe) fitRouter(layer int, xin []float32, N int, M []float64, dtype safetensors.DType) ([]float32, error) {
+func (r *carveRun) fitRouter(layer int, xin []float32, N int, M []float64, dtype safetensors.DType) ([]float32, error) {
 	H, E := r.h, r.E
 	hs := gemm.NewHessian(H, 0)
 	hs.Add(xin, N)

@@ -88,16 +88,18 @@ func carvedNeurons(t *testing.T, dense, out *hf.Checkpoint, i int) (shared []int
 		return src
 	}
 	S, I, K := c.SharedExpertIntermediateSize, c.MoEIntermediateSize, c.NumExpertsPerTok
-	shared = check("shared", tensorF32(t, out, c.SharedExpertLinear(i, hf.GateProj)+".weight"),
-		tensorF32(t, out, c.SharedExpertLinear(i, hf.UpProj)+".weight"),
-		tensorF32(t, out, c.SharedExpertLinear(i, hf.DownProj)+".weight"), S, 2)
+	if c.HasSharedExpert() {
+		shared = check("shared", tensorF32(t, out, c.SharedExpertLinear(i, hf.GateProj)+".weight"),
+			tensorF32(t, out, c.SharedExpertLinear(i, hf.UpProj)+".weight"),
+			tensorF32(t, out, c.SharedExpertLinear(i, hf.DownProj)+".weight"), S, 2)
+		if g := tensorF32(t, out, c.SharedExpertGateLinear(i)+".weight"); slices.ContainsFunc(g, func(v float32) bool { return v != 0 }) {
+			t.Errorf("layer %d: shared_expert_gate is not zero", i)
+		}
+	}
 	for e := 0; e < c.NumExperts; e++ {
 		experts = append(experts, check("expert", tensorF32(t, out, c.ExpertLinear(i, e, hf.GateProj)+".weight"),
 			tensorF32(t, out, c.ExpertLinear(i, e, hf.UpProj)+".weight"),
 			tensorF32(t, out, c.ExpertLinear(i, e, hf.DownProj)+".weight"), I, float32(K)))
-	}
-	if g := tensorF32(t, out, c.SharedExpertGateLinear(i)+".weight"); slices.ContainsFunc(g, func(v float32) bool { return v != 0 }) {
-		t.Errorf("layer %d: shared_expert_gate is not zero", i)
 	}
 	// A partition: every dense neuron exactly once.
 	all := slices.Clone(shared)
@@ -209,6 +211,13 @@ func TestCarveAllExpertsIsDense(t *testing.T) {
 func TestCarveSequentialStats(t *testing.T) {
 	calib := carveCalib(1024)
 	dense, p, dir := carveTiny(t, CarveOptions{Calibration: calib}, UpcycleOptions{})
+	checkCarveStats(t, dense, p, dir, calib)
+}
+
+// checkCarveStats is TestCarveSequentialStats for the carving p of dense,
+// written to dir, from calibration windows calib.
+func checkCarveStats(t *testing.T, dense *hf.Checkpoint, p *Plan, dir string, calib [][]int) {
+	t.Helper()
 	out := openCheckpoint(t, dir)
 	m, err := model.Load(out)
 	if err != nil {
@@ -217,7 +226,7 @@ func TestCarveSequentialStats(t *testing.T) {
 	c := out.Config
 	E, K, H, F := c.NumExperts, c.NumExpertsPerTok, c.HiddenSize, dense.Config.IntermediateSize
 	owner := map[int][]int{} // layer → dense neuron → expert (−1 shared)
-	for i := 0; i < c.NumHiddenLayers; i++ {
+	for _, i := range p.Summary.MoELayers {
 		_, experts := carvedNeurons(t, dense, out, i)
 		own := make([]int, F)
 		for n := range own {
@@ -247,7 +256,8 @@ func TestCarveSequentialStats(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for li, s := range p.Summary.Carve.Layers {
+	for _, s := range p.Summary.Carve.Layers {
+		li := s.Layer
 		x := inputs[li]
 		N := len(x) / H
 		if N == 0 || len(chosen[li]) != N*K {
@@ -423,7 +433,7 @@ func TestCarveQuality(t *testing.T) {
 func TestRefineTopK(t *testing.T) {
 	const E, I, K, N = 6, 8, 2, 600
 	R := E * I
-	r := &carveRecipe{F: R, E: E, I: I, K: K}
+	r := &carveRun{F: R, E: E, I: I, K: K}
 	rng := newRNG(4, "refine")
 	c := make([]float32, N*R)
 	for tok := 0; tok < N; tok++ {

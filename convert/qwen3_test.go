@@ -18,7 +18,14 @@ import (
 // norm is not the identity; edit changes config keys.
 func qwen3FromDense(t *testing.T, edit map[string]any) string {
 	t.Helper()
-	src := denseTiny(t)
+	return qwen3From(t, denseTiny(t), edit)
+}
+
+// qwen3From writes the dense qwen2 checkpoint src as a qwen3 checkpoint the
+// way qwen3FromDense does, in float32, head_dim hidden/heads. No tokenizer
+// files are copied.
+func qwen3From(t *testing.T, src string, edit map[string]any) string {
+	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(src, "config.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -28,7 +35,7 @@ func qwen3FromDense(t *testing.T, edit map[string]any) string {
 		t.Fatal(err)
 	}
 	cfg["model_type"], cfg["architectures"], cfg["attention_bias"] = "qwen3", []string{"Qwen3ForCausalLM"}, false
-	cfg["head_dim"] = 16 // qwen2's hidden/heads; absent, Qwen3Config would mean 128
+	cfg["head_dim"] = cfg["hidden_size"].(float64) / cfg["num_attention_heads"].(float64) // qwen2's; absent, Qwen3Config would mean 128
 	for k, v := range edit {
 		cfg[k] = v
 	}
@@ -140,7 +147,6 @@ func TestUpcycleQwen3Refusals(t *testing.T) {
 		// The silent shared expert of virtual-group is left out; an explicit width is an error.
 		{UpcycleOptions{Mode: HybridExact}, []string{"hybrid-exact", "no shared expert"}},
 		{UpcycleOptions{Mode: Qwen2Report}, []string{"qwen2-report", "no shared expert"}},
-		{UpcycleOptions{Mode: Carve}, []string{"carve", "shared expert"}},
 		{UpcycleOptions{Mode: VirtualGroup, SharedSize: 64}, []string{"--shared-size 64", "no shared expert"}},
 	} {
 		_, err := Upcycle(dense, tc.opts)

@@ -5,7 +5,6 @@ import (
 	"strings"
 
 	"github.com/moeforge/moeforge/formats/hf"
-	"github.com/moeforge/moeforge/formats/safetensors"
 )
 
 // Mode is an upcycling initialization (ALGORITHMS.md §1), the --init
@@ -21,6 +20,7 @@ var recipes = []recipe{
 	hybridExact{},
 	megatronScaled{},
 	qwen2Report{},
+	carving{},
 }
 
 // Modes lists every mode.
@@ -29,41 +29,68 @@ var Modes = func() []Mode {
 	for i, r := range recipes {
 		m[i] = r.info().mode
 	}
-	return append(m, Carve) // carve.go: its own planner, not a recipe
+	return m
 }()
 
 // recipe is one upcycling initialization: how a dense FFN's neurons become
-// routed experts and a shared expert, with which scale factors. Upcycle does
-// everything that is not the recipe's (validating sizes, padding, layer
-// selection, router rows, shuffling, re-initialization, the output config
-// and tensors); the recipe fills in its part of the layout in two steps and
-// says which dense neurons each expert holds.
+// routed experts and a shared expert, with which scale factors and router.
+// Upcycle does everything that is not the recipe's (validating sizes,
+// padding, layer selection, shuffling, re-initialization, the output config
+// and tensors, the summary); the recipe fills in its part of the layout in
+// two steps, may compute per-layer choices from data once before anything
+// is planned, and says which dense neurons each expert holds and what each
+// layer's router is. Recipes that derive everything from the layout embed
+// fromLayout (no preparation, random router rows).
 type recipe interface {
 	// info states the recipe's fixed properties.
 	info() recipeInfo
-	// resolveShared sets the shared expert's width u.S (u.opts.SharedSize,
+	// resolveSizes sets the shared expert's width u.S (u.opts.SharedSize,
 	// 0 = the recipe's default) and the number of FFN pieces it takes,
 	// u.s (0 unless the shared expert is made of whole pieces), refusing
-	// invalid widths. It runs after the expert width and the pieces (u.I,
-	// u.G, u.pad) are known and before the routed experts (u.gr, u.E,
-	// u.K, u.R, u.k) are.
-	resolveShared(u *upcycler) error
+	// invalid widths and options that do not apply. It runs after the
+	// expert width and the pieces (u.I, u.G, u.pad) are known; u.E and
+	// u.K hold the request (0 = not given) and a recipe with its own
+	// defaults fills them in here (Upcycle fills the rest and derives the
+	// routed pieces u.gr and replicas u.R, u.k afterwards).
+	resolveSizes(u *upcycler) error
 	// resolveRouting sets norm_topk_prob (u.norm, from the request
 	// u.opts.NormTopKProb) and the scale factors u.routedDown,
 	// u.sharedDown (0 = silent) and u.expertScale (preset to 1), once the
 	// routed experts are known.
 	resolveRouting(u *upcycler) error
+	// prepare runs once, after the layout and the output config are
+	// known and before any tensor is planned, with the MoE layers in
+	// order and the builder that will plan them (for the output dtypes).
+	// A data-driven recipe computes its per-layer choices here — carve
+	// runs calibration text through the model, carving each layer on the
+	// outputs of the already-carved layers before it — and returns them;
+	// Upcycle keeps the result in u.prepared for neurons, router and
+	// describe.
+	prepare(u *upcycler, b *builder, moe []int) (any, error)
 	// neurons returns, for one layer, the dense FFN neuron behind every
 	// neuron of every routed expert (len u.E, each len u.I) and of the
 	// shared expert (len u.S; nil when the target has none); -1 is a zero
 	// padding neuron. perm(c) is the seeded neuron order of the layer's
 	// FFN copy c (the identity unless shuffling); u.pieces cuts one into
-	// the G pieces of I neurons. The layout is final; ctx carries what a
-	// data-driven recipe needs.
+	// the G pieces of I neurons. The layout is final.
 	neurons(u *upcycler, ctx *recipeContext, perm func(copy int) []int32) (experts [][]int32, shared []int32, err error)
+	// router returns layer's router weight [E, hidden].
+	router(u *upcycler, layer int) ([]float32, error)
 	// describe fills the recipe's part of the summary (what the shared
-	// expert holds, recipe-specific counts and notes).
+	// expert holds, how the router was made, recipe-specific counts,
+	// per-layer statistics and notes).
 	describe(u *upcycler, us *UpcycleSummary, s *Summary)
+}
+
+// fromLayout is embedded by the recipes whose experts follow from the
+// layout alone: nothing to prepare, router rows drawn at random
+// (upcycler.randomRouter).
+type fromLayout struct{}
+
+func (fromLayout) prepare(*upcycler, *builder, []int) (any, error) { return nil, nil }
+
+func (fromLayout) router(u *upcycler, layer int) ([]float32, error) {
+	return u.randomRouter(layer), nil
 }
 
 // recipeInfo are a recipe's fixed properties.
@@ -87,41 +114,23 @@ type recipeInfo struct {
 	defaultReinit float64
 	// needsShared: the recipe puts part of the dense function into the
 	// shared expert, so the target architecture must have one (qwen2_moe
-	// does; qwen3_moe does not). A recipe without it leaves the shared
-	// expert silent where there is one and omits it where there is none.
+	// does; qwen3_moe does not). A recipe without it omits the shared
+	// expert where there is none and, where there is one, leaves it silent
+	// (carve: fills it with the neurons of largest activation mass).
 	needsShared bool
-	// needsActivations: the recipe is data-driven (e.g. activation
-	// carving) and needs UpcycleOptions.Activations.
-	needsActivations bool
+	// partition: the recipe itself assigns every FFN neuron to the shared
+	// expert or to one routed expert (S + E·I = F), so the FFN is not cut
+	// into pieces of I and I need not divide F (no padding).
+	partition bool
+	// defaultPieces: the default expert width is F / defaultPieces
+	// (0 = 4).
+	defaultPieces int
 }
 
 // recipeContext is what Upcycle hands a recipe's neurons beyond the
-// layout: the layer and, for data-driven recipes, the activation hook.
+// layout: the layer.
 type recipeContext struct {
 	layer int
-	in    *hf.Checkpoint
-	// acts is UpcycleOptions.Activations (non-nil when the recipe's info
-	// says needsActivations).
-	acts Activations
-}
-
-// dense returns the layer's dense projection p ([F, H] or, for down_proj,
-// [H, F]), memory-mapped; read it with newMatrix.
-func (c *recipeContext) dense(p hf.Proj) (*safetensors.Tensor, error) {
-	return c.in.Tensor(hf.MLPLinear(c.layer, p) + ".weight")
-}
-
-// Activations is the hook through which a data-driven recipe (one that
-// chooses or orders neurons by how the dense model uses them on calibration
-// text, as activation carving does) sees the dense model at work. convert
-// runs no model itself: the caller implements it, typically with package
-// model on windows from corpus.Calibration, running the earlier layers to
-// produce a layer's input. No current recipe uses it.
-type Activations interface {
-	// FFNInputs returns the inputs of layer's MLP (the post-attention
-	// RMSNorm output) for every calibration token, row-major [tokens,
-	// hidden_size], computed with the dense model's layers before it.
-	FFNInputs(layer int) (x []float32, tokens int, err error)
 }
 
 // upcycleTarget is the MoE architecture a dense architecture upcycles
@@ -154,7 +163,7 @@ func recipeOf(m Mode) (recipe, bool) {
 
 // ParseMode checks a --init value.
 func ParseMode(s string) (Mode, error) {
-	if _, ok := recipeOf(Mode(s)); ok || Mode(s) == Carve {
+	if _, ok := recipeOf(Mode(s)); ok {
 		return Mode(s), nil
 	}
 	names := make([]string, len(Modes))
@@ -174,5 +183,5 @@ func (m Mode) Exact() bool {
 // whose MoE layers have a shared expert.
 func (m Mode) NeedsSharedExpert() bool {
 	r, ok := recipeOf(m)
-	return ok && r.info().needsShared || m == Carve
+	return ok && r.info().needsShared
 }

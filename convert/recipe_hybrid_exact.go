@@ -7,13 +7,13 @@ import "fmt"
 // (down × (G−s)). Exact.
 const HybridExact Mode = "hybrid-exact"
 
-type hybridExact struct{}
+type hybridExact struct{ fromLayout }
 
 func (hybridExact) info() recipeInfo {
 	return recipeInfo{mode: HybridExact, exact: true, grouped: true, needsShared: true}
 }
 
-func (hybridExact) resolveShared(u *upcycler) error {
+func (hybridExact) resolveSizes(u *upcycler) error {
 	F, I, G := u.F, u.I, u.G
 	if G < 2 {
 		return fmt.Errorf("hybrid-exact needs at least 2 pieces per FFN, but intermediate_size %d / --expert-size %d gives %d: use a smaller expert size, e.g. %d", F, I, G, max(F/4, 1))

@@ -10,13 +10,13 @@ import (
 // (arXiv 2410.07524). Approximate.
 const MegatronScaled Mode = "megatron-scaled"
 
-type megatronScaled struct{}
+type megatronScaled struct{ fromLayout }
 
 func (megatronScaled) info() recipeInfo {
 	return recipeInfo{mode: MegatronScaled, grouped: true}
 }
 
-func (megatronScaled) resolveShared(u *upcycler) error { return silentSharedWidth(u) }
+func (megatronScaled) resolveSizes(u *upcycler) error { return silentSharedWidth(u) }
 
 func (megatronScaled) resolveRouting(u *upcycler) error {
 	if req := u.opts.NormTopKProb; req != nil && *req {

@@ -7,13 +7,13 @@ import "fmt"
 // Approximate.
 const Qwen2Report Mode = "qwen2-report"
 
-type qwen2Report struct{}
+type qwen2Report struct{ fromLayout }
 
 func (qwen2Report) info() recipeInfo {
 	return recipeInfo{mode: Qwen2Report, slices: true, defaultReinit: 0.5, needsShared: true}
 }
 
-func (qwen2Report) resolveShared(u *upcycler) error {
+func (qwen2Report) resolveSizes(u *upcycler) error {
 	if u.S == 0 {
 		u.S = u.I
 	}

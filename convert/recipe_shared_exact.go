@@ -7,13 +7,13 @@ import "fmt"
 // with a zero down_proj, silent until trained. Exact.
 const SharedExact Mode = "shared-exact"
 
-type sharedExact struct{}
+type sharedExact struct{ fromLayout }
 
 func (sharedExact) info() recipeInfo {
 	return recipeInfo{mode: SharedExact, exact: true, needsShared: true}
 }
 
-func (sharedExact) resolveShared(u *upcycler) error {
+func (sharedExact) resolveSizes(u *upcycler) error {
 	F := u.F
 	if u.S == 0 {
 		u.S = F

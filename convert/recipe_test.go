@@ -3,10 +3,9 @@ package convert
 import (
 	"fmt"
 	"slices"
-	"strings"
 	"testing"
 
-	"github.com/moeforge/moeforge/formats/hf"
+	"github.com/google/go-cmp/cmp"
 )
 
 // TestRecipeRegistry: every registered recipe parses by its name, names are
@@ -35,60 +34,65 @@ func TestRecipeRegistry(t *testing.T) {
 	}
 }
 
-// activationsRecipe is a data-driven test recipe: virtual-group's layout,
-// with the neurons of each layer read through the activation hook.
-type activationsRecipe struct {
+// preparedRecipe is a test recipe with virtual-group's layout whose
+// prepare records the MoE layers it is given and whose router comes from
+// what it prepared: constant rows, the layer's index + 1.
+type preparedRecipe struct {
 	virtualGroup
-	seen map[int]int // layer → tokens seen
+	calls *[][]int
 }
 
-const testActivations Mode = "test-activations"
+const testPrepared Mode = "test-prepared"
 
-func (r activationsRecipe) info() recipeInfo {
+func (r preparedRecipe) info() recipeInfo {
 	i := r.virtualGroup.info()
-	i.mode, i.needsActivations = testActivations, true
+	i.mode = testPrepared
 	return i
 }
 
-func (r activationsRecipe) neurons(u *upcycler, ctx *recipeContext, perm func(int) []int32) ([][]int32, []int32, error) {
-	x, tokens, err := ctx.acts.FFNInputs(ctx.layer)
-	if err != nil {
-		return nil, nil, err
+func (r preparedRecipe) prepare(u *upcycler, _ *builder, moe []int) (any, error) {
+	*r.calls = append(*r.calls, slices.Clone(moe))
+	rows := map[int]float32{}
+	for _, l := range moe {
+		rows[l] = float32(l + 1)
 	}
-	if len(x) != tokens*u.h {
-		return nil, nil, fmt.Errorf("FFNInputs gave %d values for %d tokens", len(x), tokens)
-	}
-	if _, err := ctx.dense(hf.UpProj); err != nil {
-		return nil, nil, err
-	}
-	r.seen[ctx.layer] = tokens
-	return r.virtualGroup.neurons(u, ctx, perm)
+	return rows, nil
 }
 
-type fakeActivations struct{ hidden, tokens int }
-
-func (f fakeActivations) FFNInputs(layer int) ([]float32, int, error) {
-	return make([]float32, f.tokens*f.hidden), f.tokens, nil
+func (r preparedRecipe) router(u *upcycler, layer int) ([]float32, error) {
+	v, ok := u.prepared.(map[int]float32)[layer]
+	if !ok {
+		return nil, fmt.Errorf("layer %d was not prepared", layer)
+	}
+	w := make([]float32, u.E*u.h)
+	for i := range w {
+		w[i] = v
+	}
+	return w, nil
 }
 
-// TestRecipeActivationsHook: a recipe that needs activations is refused
-// without the hook and gets it, per layer, with it.
-func TestRecipeActivationsHook(t *testing.T) {
-	r := activationsRecipe{seen: map[int]int{}}
+// TestRecipePrepareAndRouter: Upcycle calls a recipe's prepare once, with
+// the MoE layers in order, before planning, and writes the router the
+// recipe returns from what it prepared.
+func TestRecipePrepareAndRouter(t *testing.T) {
+	var calls [][]int
 	saved := recipes
-	recipes = append(slices.Clip(recipes), r)
+	recipes = append(slices.Clip(recipes), preparedRecipe{calls: &calls})
 	defer func() { recipes = saved }()
 
 	ck := openCheckpoint(t, denseTiny(t))
-	if _, err := Upcycle(ck, UpcycleOptions{Mode: testActivations}); err == nil || !strings.Contains(err.Error(), "calibration") {
-		t.Fatalf("without activations: err = %v, want a refusal", err)
-	}
-	p, err := Upcycle(ck, UpcycleOptions{Mode: testActivations, Activations: fakeActivations{ck.Config.HiddenSize, 5}})
+	p, err := Upcycle(ck, UpcycleOptions{Mode: testPrepared, MoELayers: []int{2, 0}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	writePlan(t, p, 0)
-	if len(r.seen) != ck.Config.NumHiddenLayers || r.seen[0] != 5 {
-		t.Errorf("layers seen through the hook: %v, want all %d with 5 tokens", r.seen, ck.Config.NumHiddenLayers)
+	if diff := cmp.Diff([][]int{{0, 2}}, calls); diff != "" {
+		t.Errorf("prepare calls (-want +got):\n%s", diff)
+	}
+	out := openCheckpoint(t, writePlan(t, p, 0))
+	for _, l := range []int{0, 2} {
+		w := tensorF32(t, out, out.Config.RouterLinear(l)+".weight")
+		if len(w) != out.Config.NumExperts*out.Config.HiddenSize || slices.ContainsFunc(w, func(v float32) bool { return v != float32(l+1) }) {
+			t.Errorf("layer %d: router is not the recipe's (all %d): %v…", l, l+1, w[:4])
+		}
 	}
 }

@@ -7,13 +7,13 @@ import "fmt"
 // norm_topk_prob, down_proj × G. Exact.
 const VirtualGroup Mode = "virtual-group"
 
-type virtualGroup struct{}
+type virtualGroup struct{ fromLayout }
 
 func (virtualGroup) info() recipeInfo {
 	return recipeInfo{mode: VirtualGroup, exact: true, grouped: true}
 }
 
-func (virtualGroup) resolveShared(u *upcycler) error { return silentSharedWidth(u) }
+func (virtualGroup) resolveSizes(u *upcycler) error { return silentSharedWidth(u) }
 
 func (virtualGroup) resolveRouting(u *upcycler) error {
 	if err := requireNorm(u); err != nil {

@@ -22,20 +22,24 @@ import (
 type UpcycleOptions struct {
 	Mode Mode
 	// Experts is the number of routed experts E. Default: 4 × the number
-	// of distinct routed pieces of one FFN (4 replicas in grouped modes).
+	// of distinct routed pieces of one FFN (4 replicas in grouped modes);
+	// carve: (F − S)/I, the rest of the FFN.
 	Experts int
 	// TopK is num_experts_per_tok K. Default: the number of distinct routed
 	// pieces of one FFN (one replica), so that a token activates about one
-	// FFN's worth of routed parameters.
+	// FFN's worth of routed parameters; carve: half of the FFN active.
 	TopK int
-	// ExpertSize is moe_intermediate_size I. Default: F/4.
+	// ExpertSize is moe_intermediate_size I. Default: F/4 (carve: F/16).
 	ExpertSize int
 	// SharedSize is the shared expert's width in neurons. Default: F for
-	// shared-exact, half the pieces (⌊G/2⌋·I) for hybrid-exact, I otherwise.
+	// shared-exact, half the pieces (⌊G/2⌋·I) for hybrid-exact, F/4 (or
+	// F − E·I) for carve, I otherwise. A target without a shared expert
+	// (qwen3_moe) refuses a width.
 	SharedSize int
 	// NormTopKProb, when non-nil, is the requested norm_topk_prob. Modes
-	// that need a value (virtual-group, hybrid-exact: true; megatron-scaled:
-	// false) refuse a conflicting one; the others default to false.
+	// that need a value (virtual-group, hybrid-exact, carve: true;
+	// megatron-scaled: false) refuse a conflicting one; the others default
+	// to false.
 	NormTopKProb *bool
 	// ReinitFraction, when non-nil, is the share of each expert's parameters
 	// redrawn at random (default 0.5 for qwen2-report, 0 otherwise; exact
@@ -59,10 +63,8 @@ type UpcycleOptions struct {
 	PadZeros bool
 	// DType is the output dtype ("" = the input's).
 	DType safetensors.DType
-	// Activations is the dense model at work on calibration text, for
-	// data-driven recipes (see Activations); the others ignore it.
-	Activations Activations
-	// Carve holds the choices of Mode Carve (carve.go).
+	// Carve holds the choices of Mode Carve (recipe_carve.go), among them
+	// its calibration windows.
 	Carve CarveOptions
 }
 
@@ -85,6 +87,10 @@ type upcycler struct {
 	reinit  float64
 	shuffle bool
 	copies  int // FFN copies sliced (recipes that slice)
+
+	// prepared is what the recipe's prepare returned (nil for the recipes
+	// that derive everything from the layout).
+	prepared any
 
 	routedDown, sharedDown float32 // down_proj factors; 0 = silent
 	expertScale            float32 // megatron-scaled: on gate, up and down
@@ -117,7 +123,8 @@ const neuronCacheLayers = 4
 // Upcycle plans the conversion of a dense qwen2 (qwen3) checkpoint into a
 // qwen2_moe (qwen3_moe) checkpoint by the recipe of opts.Mode (ALGORITHMS.md
 // §1). qwen3_moe has no shared expert: the recipes that put dense neurons
-// there (shared-exact, hybrid-exact) are refused, the others have none.
+// there (shared-exact, hybrid-exact, qwen2-report) are refused, carve puts
+// every neuron into a routed expert, the others leave their silent one out.
 // Invalid combinations are refused with an error that proposes a valid one.
 func Upcycle(in *hf.Checkpoint, opts UpcycleOptions) (*Plan, error) {
 	c := in.Config
@@ -135,18 +142,12 @@ func Upcycle(in *hf.Checkpoint, opts UpcycleOptions) (*Plan, error) {
 	if _, err := ParseMode(string(opts.Mode)); err != nil {
 		return nil, err
 	}
-	if opts.Mode == Carve {
-		return carve(in, opts)
-	}
 	r, _ := recipeOf(opts.Mode)
 	if r.info().needsShared && !target.shared {
 		return nil, fmt.Errorf("upcycle %s puts part of the FFN into a shared expert, and %s has no shared expert: use a recipe without one, e.g. %s (exact)", opts.Mode, target.arch, VirtualGroup)
 	}
 	if opts.SharedSize != 0 && !target.shared {
 		return nil, fmt.Errorf("upcycle: --shared-size %d, but %s has no shared expert; drop the flag", opts.SharedSize, target.arch)
-	}
-	if r.info().needsActivations && opts.Activations == nil {
-		return nil, fmt.Errorf("upcycle %s chooses neurons by their activations: it needs Activations (the dense model run on calibration text)", opts.Mode)
 	}
 	u := &upcycler{in: in, opts: opts, mode: opts.Mode, r: r, target: target, h: c.HiddenSize, cache: map[int]layerNeurons{}, stds: map[string]*stdOnce{}}
 	if err := u.resolve(c); err != nil {
@@ -166,6 +167,9 @@ func Upcycle(in *hf.Checkpoint, opts UpcycleOptions) (*Plan, error) {
 	}
 
 	b := newBuilder(in, out, opts.DType)
+	if u.prepared, err = r.prepare(u, b, moe); err != nil {
+		return nil, err
+	}
 	for _, i := range moe {
 		if err := u.planLayer(b, i); err != nil {
 			return nil, err
@@ -197,23 +201,27 @@ func (u *upcycler) resolve(c *hf.Config) error {
 	o := u.opts
 	u.F = c.IntermediateSize
 	F := u.F
+	info := u.r.info()
 	u.I = o.ExpertSize
 	if u.I == 0 {
-		if F%4 != 0 {
-			return fmt.Errorf("intermediate_size %d is not a multiple of 4: pass --expert-size (e.g. %s)", F, divisorHint(F, F/4))
+		d := info.defaultPieces
+		if d == 0 {
+			d = 4
 		}
-		u.I = F / 4
+		if F%d != 0 {
+			return fmt.Errorf("intermediate_size %d is not a multiple of %d: pass --expert-size (e.g. %s)", F, d, divisorHint(F, max(F/d, 1)))
+		}
+		u.I = F / d
 	}
 	I := u.I
 	if I < 1 {
 		return fmt.Errorf("--expert-size %d must be positive", I)
 	}
-	info := u.r.info()
 	if I > F && !info.slices {
 		return fmt.Errorf("--expert-size %d is wider than the FFN (intermediate_size %d): use at most %d", I, F, F)
 	}
 	u.G = ceilDiv(F, I)
-	if F%I != 0 && !info.slices {
+	if F%I != 0 && !info.slices && !info.partition {
 		if !o.PadZeros {
 			return fmt.Errorf("intermediate_size %d is not a multiple of --expert-size %d (%d = %d×%d + %d): pass --pad zero to append %d zero neurons to every FFN (%d pieces of %d), or use an expert size that divides %d, e.g. %s",
 				F, I, F, F/I, I, F%I, u.G*I-F, u.G, I, F, divisorHint(F, I))
@@ -243,13 +251,13 @@ func (u *upcycler) resolve(c *hf.Config) error {
 		return fmt.Errorf("--shared-size %d must be positive", o.SharedSize)
 	}
 	u.S = o.SharedSize
-	if err := u.r.resolveShared(u); err != nil {
+	u.E, u.K = o.Experts, o.TopK
+	if err := u.r.resolveSizes(u); err != nil {
 		return err
 	}
 
 	// Routed experts.
 	u.gr = u.G - u.s
-	u.E, u.K = o.Experts, o.TopK
 	if u.E == 0 {
 		u.E = 4 * u.gr
 	}
@@ -342,7 +350,7 @@ func (u *upcycler) planLayer(b *builder, i int) error {
 		}
 	}
 	h := u.h
-	b.compute(out.RouterLinear(i)+".weight", dense[hf.GateProj], []int{u.E, h}, func() ([]float32, error) { return u.router(i), nil })
+	b.compute(out.RouterLinear(i)+".weight", dense[hf.GateProj], []int{u.E, h}, func() ([]float32, error) { return u.r.router(u, i) })
 	if u.target.shared {
 		b.compute(out.SharedExpertGateLinear(i)+".weight", dense[hf.GateProj], []int{1, h}, func() ([]float32, error) {
 			return make([]float32, h), nil // sigmoid(0) = ½
@@ -369,10 +377,11 @@ func (u *upcycler) planLayer(b *builder, i int) error {
 	return nil
 }
 
-// router draws the router of layer i: rows ~ N(0, initializer_range²). In
-// the grouped modes one row is drawn per replica and repeated for its
-// adjacent pieces, so that they tie exactly and are selected together.
-func (u *upcycler) router(layer int) []float32 {
+// randomRouter draws the router of layer i: rows ~ N(0,
+// initializer_range²). In the grouped modes one row is drawn per replica
+// and repeated for its adjacent pieces, so that they tie exactly and are
+// selected together.
+func (u *upcycler) randomRouter(layer int) []float32 {
 	r := newRNG(u.opts.Seed, fmt.Sprintf("router/%d", layer))
 	if !u.r.info().grouped {
 		return normalRows(r, u.E, u.h, u.initStd)
@@ -471,7 +480,7 @@ func (u *upcycler) neurons(layer int) (experts [][]int32, shared []int32, err er
 		}
 		return permutation(newRNG(u.opts.Seed, key), u.F)
 	}
-	ctx := &recipeContext{layer: layer, in: u.in, acts: u.opts.Activations}
+	ctx := &recipeContext{layer: layer}
 	experts, shared, err = u.r.neurons(u, ctx, perm)
 	if err != nil {
 		return nil, nil, fmt.Errorf("upcycle %s, layer %d: %w", u.mode, layer, err)

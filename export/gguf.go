@@ -1,5 +1,19 @@
-// Package export turns Hugging Face checkpoints into the files other
-// runtimes load. GGUF (llama.cpp, ollama): PlanGGUF checks a checkpoint
+package export
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+
+	"github.com/moeforge/moeforge/formats/gguf"
+	"github.com/moeforge/moeforge/formats/hf"
+	"github.com/moeforge/moeforge/internal/outdir"
+)
+
+// GGUF export (llama.cpp, ollama): PlanGGUF checks a checkpoint
 // against what llama.cpp's graph computes and lists every tensor it will
 // write; (*GGUFPlan).Write streams the file one tensor at a time. The
 // inverse mapping (gguf_read.go) registers a model.Source so the forward
@@ -18,17 +32,6 @@
 // g_idx in order), Q4_0 (4-bit) and Q8_0 (8-bit) are repacks, bit for bit:
 // each 32-element block takes its group's f16 scale as d and GPTQ's codes
 // as its values.
-package export
-
-import (
-	"errors"
-	"fmt"
-	"io"
-	"strings"
-
-	"github.com/moeforge/moeforge/formats/gguf"
-	"github.com/moeforge/moeforge/formats/hf"
-)
 
 // GGUFOptions controls a GGUF export.
 type GGUFOptions struct {
@@ -43,10 +46,17 @@ type GGUFOptions struct {
 	Requantize bool
 	// Name is general.name; empty: the input directory's base name.
 	Name string
+	// Force replaces an existing output file (GGUF only; PlanGGUF ignores it).
+	Force bool
+	// Progress, when set, is told after each tensor how many are written
+	// (GGUF only).
+	Progress func(done, total int)
 }
 
 // GGUFSummary describes a planned or written export.
 type GGUFSummary struct {
+	// Out is the file written (set by GGUF).
+	Out          string         `json:"out,omitempty"`
 	Architecture string         `json:"architecture"`
 	Type         string         `json:"type"`
 	FileType     uint32         `json:"file_type"`
@@ -187,6 +197,11 @@ func (p *GGUFPlan) Summary() GGUFSummary { return p.summary }
 // Write streams the GGUF file to out, computing one tensor at a time;
 // progress, when set, is called after each tensor.
 func (p *GGUFPlan) Write(out io.Writer, progress func(done, total int, tensor string)) (GGUFSummary, error) {
+	return p.write(context.Background(), out, progress)
+}
+
+// write is Write, stopping between tensors when ctx is done.
+func (p *GGUFPlan) write(ctx context.Context, out io.Writer, progress func(done, total int, tensor string)) (GGUFSummary, error) {
 	w := gguf.NewWriter(out)
 	for _, e := range p.kvs {
 		if err := w.AddKV(e.Key, e.Value); err != nil {
@@ -203,6 +218,9 @@ func (p *GGUFPlan) Write(out io.Writer, progress func(done, total int, tensor st
 	}
 	var buf []byte
 	for i, t := range p.tensors {
+		if err := ctx.Err(); err != nil {
+			return p.summary, err
+		}
 		n, err := gguf.EncodedSize(t.typ, numElements(t.ne))
 		if err != nil {
 			return p.summary, err
@@ -223,6 +241,50 @@ func (p *GGUFPlan) Write(out io.Writer, progress func(done, total int, tensor st
 		}
 	}
 	return p.summary, w.Close()
+}
+
+// GGUF writes the Hugging Face checkpoint in (float or GPTQ) as the GGUF
+// file out: CheckGGUF on config.json before the weights are opened, then
+// PlanGGUF and Write. The file is written to a temporary sibling, after a
+// check that its directory has room, and renamed when complete; on error
+// nothing is left behind. Refusals match ErrUnsupported.
+func GGUF(ctx context.Context, in, out string, opt GGUFOptions) (*GGUFSummary, error) {
+	// Refuse from config.json alone before the weights are validated.
+	if c, err := hf.ReadConfig(in); err == nil {
+		if err := CheckGGUF(c); err != nil {
+			return nil, fmt.Errorf("%s: %w", in, err)
+		}
+	}
+	ck, err := hf.Open(in)
+	if err != nil {
+		return nil, err
+	}
+	defer ck.Close()
+	plan, err := PlanGGUF(ck, opt)
+	if err != nil {
+		return nil, err
+	}
+	f, err := outdir.CreateFile(out, opt.Force)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Abort()
+	if err := outdir.CheckFree(filepath.Dir(f.Final()), plan.Size()); err != nil {
+		return nil, err
+	}
+	var progress func(done, total int, tensor string)
+	if opt.Progress != nil {
+		progress = func(done, total int, _ string) { opt.Progress(done, total) }
+	}
+	sum, err := plan.write(ctx, f, progress)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", out, err)
+	}
+	if err := f.Commit(); err != nil {
+		return nil, err
+	}
+	sum.Out = f.Final()
+	return &sum, nil
 }
 
 func numElements(ne []int) int {

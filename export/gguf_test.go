@@ -1,6 +1,10 @@
 package export
 
 import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -37,5 +41,39 @@ func TestMatrixTypeFallback(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"b"}, b.p.summary.Fallback); diff != "" {
 		t.Error(diff)
+	}
+}
+
+// TestGGUFEntryPoint: GGUF writes the bytes PlanGGUF and Write produce,
+// refuses an existing output without Force, stops on a cancelled context,
+// and leaves nothing behind when it fails.
+func TestGGUFEntryPoint(t *testing.T) {
+	src := materialized(t, "fixtures/mixtral_tiny/model")
+	want, _ := exportFile(t, src, GGUFOptions{Type: gguf.F16, TypeSet: true})
+	dir := t.TempDir()
+	out := filepath.Join(dir, "m.gguf")
+	calls := 0
+	opt := GGUFOptions{Type: gguf.F16, TypeSet: true, Progress: func(done, total int) { calls++ }}
+	sum, err := GGUF(context.Background(), src, out, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Out != out || calls != sum.Tensors || fileSHA256(t, out) != fileSHA256(t, want) {
+		t.Errorf("summary out %q, %d progress calls for %d tensors; same bytes as PlanGGUF+Write: %v", sum.Out, calls, sum.Tensors, fileSHA256(t, out) == fileSHA256(t, want))
+	}
+	if _, err := GGUF(context.Background(), src, out, GGUFOptions{}); err == nil || !contains(err.Error(), "--force") {
+		t.Errorf("existing output without Force: %v", err)
+	}
+	if _, err := GGUF(context.Background(), src, out, GGUFOptions{Force: true}); err != nil {
+		t.Errorf("Force: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := GGUF(ctx, src, filepath.Join(dir, "c.gguf"), GGUFOptions{}); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: %v", err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Errorf("left in %s: %v, want only m.gguf", dir, entries)
 	}
 }

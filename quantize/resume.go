@@ -249,6 +249,8 @@ func (r *runner) endLayer(i int) error {
 			err = os.Rename(tmp, filepath.Join(dir, stateFile))
 		}
 		if err == nil {
+			// From now on an interrupt (Ctrl-C) keeps the state for --resume.
+			outdir.Preserve(dir)
 			// The previous layer's inputs are no longer needed.
 			os.Remove(filepath.Join(dir, fmt.Sprintf("acts-%05d.f32", i)))
 		}

@@ -106,8 +106,9 @@ func newConvertUpcycleCmd() *cobra.Command {
 		Long: `upcycle cuts each dense FFN (width F) into pieces of --expert-size I neurons and builds a
 Qwen2-MoE model from them (ALGORITHMS.md §1), or a Qwen3-MoE model from a qwen3 input. G = F/I
 pieces per FFN. qwen3_moe has no shared expert: the modes that put FFN neurons there
-(shared-exact, hybrid-exact, qwen2-report) are refused for it, and virtual-group and
-megatron-scaled leave out their silent one. Modes (--init):
+(shared-exact, hybrid-exact, qwen2-report) are refused for it, virtual-group and
+megatron-scaled leave out their silent one, and carve clusters every neuron into routed
+experts. Modes (--init):
 
   shared-exact     the whole FFN becomes the shared expert (shared_expert_gate 0, so sigmoid = 1/2,
                    and down_proj x2); routed experts are FFN pieces with a zero down_proj (silent).
@@ -129,7 +130,8 @@ megatron-scaled leave out their silent one. Modes (--init):
                    k-means, then swaps raising each token's top-K mass), and a least-squares
                    router predicts each expert's log activation mass; norm_topk_prob true, routed
                    down xK. S + E*I must equal F (defaults: I = F/16, S = F/4, K for half of the
-                   FFN active). Approximate: only S + K*I neurons run per token.
+                   FFN active). Into qwen3_moe (no shared expert): S = 0, all F neurons are
+                   clustered into E = F/I experts. Approximate: only S + K*I neurons run per token.
 
 Defaults: --expert-size F/4; --experts 4x the routed pieces of one FFN (4 replicas); --top-k the
 routed pieces of one FFN (one replica: a token uses one FFN's worth of routed parameters);

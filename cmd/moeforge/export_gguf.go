@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
@@ -10,8 +9,7 @@ import (
 
 	"github.com/moeforge/moeforge/export"
 	"github.com/moeforge/moeforge/formats/gguf"
-	"github.com/moeforge/moeforge/formats/hf"
-	"github.com/moeforge/moeforge/internal/outdir"
+	"github.com/moeforge/moeforge/internal/progress"
 )
 
 func init() { addExportCommand(newExportGGUFCmd) }
@@ -70,13 +68,12 @@ The file is written to a temporary sibling and renamed when complete.`,
 }
 
 type exportGGUFResult struct {
-	In  string `json:"in"`
-	Out string `json:"out"`
-	export.GGUFSummary
+	In string `json:"in"`
+	*export.GGUFSummary
 }
 
 func runExportGGUF(cmd *cobra.Command, f exportGGUFFlags) error {
-	opt := export.GGUFOptions{Requantize: f.requantize, Name: f.name}
+	opt := export.GGUFOptions{Requantize: f.requantize, Name: f.name, Force: f.force}
 	if f.typ != "" {
 		t, ok := gguf.ParseType(f.typ)
 		if _, known := gguf.FileTypeOf(t); !ok || !known {
@@ -84,39 +81,21 @@ func runExportGGUF(cmd *cobra.Command, f exportGGUFFlags) error {
 		}
 		opt.Type, opt.TypeSet = t, true
 	}
-	// Refuse from config.json alone before the weights are validated.
-	if c, err := hf.ReadConfig(f.in); err == nil {
-		if err := export.CheckGGUF(c); err != nil {
-			return fmt.Errorf("%s: %w", f.in, err)
+	var bar *progress.Bar
+	opt.Progress = func(done, total int) {
+		if bar == nil {
+			bar = newBar("export gguf", total, "tensors")
 		}
+		bar.Set(done)
 	}
-	ck, err := hf.Open(f.in)
+	sum, err := export.GGUF(cmd.Context(), f.in, f.out, opt)
+	if bar != nil {
+		bar.Done()
+	}
 	if err != nil {
 		return err
 	}
-	defer ck.Close()
-	plan, err := export.PlanGGUF(ck, opt)
-	if err != nil {
-		return err
-	}
-	out, err := outdir.CreateFile(f.out, f.force)
-	if err != nil {
-		return err
-	}
-	defer out.Abort()
-	if err := outdir.CheckFree(filepath.Dir(out.Final()), plan.Size()); err != nil {
-		return err
-	}
-	bar := newBar("export gguf", plan.Summary().Tensors, "tensors")
-	sum, err := plan.Write(out, func(done, total int, tensor string) { bar.Set(done) })
-	bar.Done()
-	if err != nil {
-		return fmt.Errorf("%s: %w", f.out, err)
-	}
-	if err := out.Commit(); err != nil {
-		return err
-	}
-	res := exportGGUFResult{In: f.in, Out: out.Final(), GGUFSummary: sum}
+	res := exportGGUFResult{In: f.in, GGUFSummary: sum}
 	if f.asJSON {
 		return writeJSON(cmd.OutOrStdout(), res)
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/moeforge/moeforge/export"
 	"github.com/moeforge/moeforge/formats/mlx"
 	"github.com/moeforge/moeforge/formats/safetensors"
 	"github.com/moeforge/moeforge/internal/progress"
@@ -28,8 +29,8 @@ func newExportMLXCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "mlx --in DIR --out DIR [--bits 4|8] [--group-size 64]",
 		Short: "Write an MLX directory (mlx-lm layout, affine quantization)",
-		Long: `export mlx writes the Hugging Face checkpoint --in (qwen2, qwen2_moe, mixtral) as a directory
-that mlx-lm loads: safetensors shards with metadata {"format": "mlx"}, routed experts stacked per
+		Long: `export mlx writes the Hugging Face checkpoint --in (qwen2, qwen2_moe, qwen3, qwen3_moe, mixtral)
+as a directory that mlx-lm loads: safetensors shards with metadata {"format": "mlx"}, routed experts stacked per
 layer under switch_mlp, every quantized linear as weight (uint32 codes packed along the inputs,
 least significant first), scales and biases with w = scale·q + bias, and config.json's
 "quantization" (also written as "quantization_config") with per-module overrides.
@@ -39,13 +40,14 @@ A float input is quantized by MLX's own affine round-to-nearest definition with 
 embeddings and lm_head at --embedding-bits (default 8; 0 keeps them float; mlx-lm's default
 conversion uses --bits, which on the shipped models costs the quantized preset its top-1
 agreement), the routers and shared-expert gates at 8 bits (group 64), each a per-module override;
-scales and biases are in the input's dtype. A GPTQ int4 input (without
+scales and biases are in the input's dtype. A GPTQ 2/4/8-bit input (without
 act-order reordering) is repacked exactly, keeping its group size: the float16 scales are kept and
 bias = −zero·scale, both float16 for a symmetric checkpoint (zero 8: exact), float32 for an
 asymmetric one, so every dequantized weight equals the GPTQ one bit for bit.
 
 Configs mlx-lm would compute differently are refused, naming the key: norm_topk_prob,
-decoder_sparse_step, mlp_only_layers (qwen2_moe), head_dim ≠ hidden_size/num_attention_heads.
+decoder_sparse_step, mlp_only_layers (qwen2_moe), head_dim ≠ hidden_size/num_attention_heads
+(qwen2, qwen2_moe, mixtral), attention_bias (qwen3, qwen3_moe), sliding-window attention.
 moeforge reads the result back (inspect, verify, eval ppl, logits). See docs/mlx.md.`,
 		Example: `  moeforge export mlx --in /tmp/mf/moe_gptq --out /tmp/moe-mlx
   moeforge export mlx --in /tmp/mf/qwen2_moe_small --out /tmp/moe-mlx4 --bits 4 --group-size 64`,
@@ -72,7 +74,7 @@ func runExportMLX(cmd *cobra.Command, f *exportMLXFlags) error {
 	if err != nil {
 		return fmt.Errorf("--max-shard-size: %w", err)
 	}
-	opt := mlx.Options{Bits: f.bits, GroupSize: f.groupSize, MaxShardSize: shard, Force: f.force, EmbeddingBits: embeddingBits(f.embBits)}
+	opt := export.MLXOptions{Bits: f.bits, GroupSize: f.groupSize, MaxShardSize: shard, Force: f.force, EmbeddingBits: embeddingBits(f.embBits)}
 	if err := (mlx.Params{Bits: f.bits, GroupSize: f.groupSize}).Validate(); err != nil {
 		return fmt.Errorf("--bits/--group-size: %w", err)
 	}
@@ -83,7 +85,7 @@ func runExportMLX(cmd *cobra.Command, f *exportMLXFlags) error {
 		}
 		bar.Set(done)
 	}
-	s, err := mlx.Export(cmd.Context(), f.in, f.out, opt)
+	s, err := export.MLX(cmd.Context(), f.in, f.out, opt)
 	if bar != nil {
 		bar.Done()
 	}
@@ -106,7 +108,7 @@ func runExportMLX(cmd *cobra.Command, f *exportMLXFlags) error {
 	return nil
 }
 
-// embeddingBits maps the flag (0 = float) to mlx.Options.EmbeddingBits
+// embeddingBits maps the flag (0 = float) to export.MLXOptions.EmbeddingBits
 // (−1 = float).
 func embeddingBits(flag int) int {
 	if flag == 0 {

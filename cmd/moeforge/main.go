@@ -85,21 +85,28 @@ func run(args []string) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	// On SIGINT/SIGTERM remove every unfinished output directory and exit:
-	// outputs are only ever renamed into place when complete.
+	// outputs are only ever renamed into place when complete. A resume
+	// state (quantize's finished layers) stays for --resume.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 	go func() {
 		if _, ok := <-sigs; ok {
-			cancel()
 			if signalDrains.Load() {
+				cancel()
 				// the command shuts down by itself; a second signal exits now
 				if _, ok := <-sigs; !ok {
 					return
 				}
 			}
-			outdir.RemovePending()
+			// Before cancel: the command's deferred Abort must find the
+			// resume state already kept.
+			kept := outdir.Interrupt()
+			cancel()
 			fmt.Fprintln(os.Stderr, "moeforge: interrupted; unfinished outputs removed")
+			for _, dir := range kept {
+				fmt.Fprintf(os.Stderr, "moeforge: the finished layers are kept in %s: the same command with --resume continues from there\n", dir)
+			}
 			os.Exit(130)
 		}
 	}()

@@ -371,6 +371,38 @@ func TestQwen3Commands(t *testing.T) {
 			t.Errorf("--shared-size for qwen3_moe: exit %d, %v", code, err)
 		}
 	})
+
+	t.Run("convert upcycle carve", func(t *testing.T) {
+		root, err := fixture.Root()
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := filepath.Join(root, "tinyshakespeare.txt")
+		out := filepath.Join(tmp, "carved")
+		s, code, err := runConvertCmd(t, "upcycle", "--in", dense, "--out", out, "--init", "carve", "--calib", text,
+			"--nsamples", "4", "--calib-seqlen", "32", "--expert-size", "8", "--verify", "--random", "2", "--seqlen", "24")
+		if code != 0 {
+			t.Fatalf("exit %d: %v\n%s", code, err, s)
+		}
+		for _, want := range []string{"upcycle carve (approximate): qwen3 → qwen3_moe", "experts   8 × 8, top-4, norm_topk_prob true",
+			"shared    0: none (qwen3_moe has no shared expert)", "32 of 64 FFN neurons active per token (50.0%): top-4 × 8, no shared expert"} {
+			if !strings.Contains(s, want) {
+				t.Errorf("carve output lacks %q:\n%s", want, s)
+			}
+		}
+		ck, err := hf.Open(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ck.Close()
+		if c := ck.Config; c.ModelType != hf.Qwen3MoE || c.HasSharedExpert() || c.NumExperts != 8 || !c.NormTopKProb {
+			t.Errorf("carved config %+v", c)
+		}
+		_, code, err = runConvertCmd(t, "upcycle", "--in", dense, "--out", filepath.Join(tmp, "y"), "--init", "carve", "--calib", text, "--shared-size", "16")
+		if code != 2 || !strings.Contains(err.Error(), "no shared expert") {
+			t.Errorf("carve --shared-size for qwen3_moe: exit %d, %v", code, err)
+		}
+	})
 }
 
 // TestFusedMixtralCommands: a Mixtral checkpoint in transformers 5's fused

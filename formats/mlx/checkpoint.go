@@ -24,7 +24,8 @@ const (
 )
 
 // SwitchModule is the module path of the stacked routed experts' projection
-// p in MoE layer layer: model.layers.L.mlp.switch_mlp.P (qwen2_moe) or
+// p in MoE layer layer: model.layers.L.mlp.switch_mlp.P (qwen2_moe,
+// qwen3_moe) or
 // model.layers.L.block_sparse_moe.switch_mlp.P (mixtral), P in gate_proj,
 // up_proj, down_proj — the names mlx-lm's sanitize gives the experts it
 // stacks. Its tensors carry a leading expert dimension.
@@ -287,19 +288,19 @@ func (ck *Checkpoint) validate() error {
 		return err
 	}
 	mark(strings.TrimSuffix(hf.EmbedTokens, ".weight"))
-	vectors := []string{hf.FinalNorm}
+	vectors := []hf.TensorSpec{{Name: hf.FinalNorm, Shape: []int{c.HiddenSize}}}
 	for i := 0; i < c.NumHiddenLayers; i++ {
-		vectors = append(vectors, hf.InputNorm(i), hf.PostAttentionNorm(i))
+		vectors = append(vectors, c.LayerNorms(i)...) // q_norm, k_norm [head_dim] included
 	}
-	for _, n := range vectors {
-		t, err := ck.Tensor(n)
+	for _, v := range vectors {
+		t, err := ck.Tensor(v.Name)
 		if err != nil {
 			return err
 		}
-		if !t.DType.IsFloat() || !slices.Equal(t.Shape, []int{c.HiddenSize}) {
-			return ck.corrupt("tensor %s is %s %v, want a float [%d]", n, t.DType, t.Shape, c.HiddenSize)
+		if !t.DType.IsFloat() || !slices.Equal(t.Shape, v.Shape) {
+			return ck.corrupt("tensor %s is %s %v, want a float %v", v.Name, t.DType, t.Shape, v.Shape)
 		}
-		used[n] = true
+		used[v.Name] = true
 	}
 	for _, l := range ck.Linears() {
 		module, e := ck.ModuleOf(l)

@@ -2,9 +2,9 @@
 // and loads them (docs/mlx.md cites the code each rule comes from): tensor
 // names with routed experts stacked per layer under switch_mlp, affine
 // quantization (mlx.core.quantize, mode "affine") with its config keys and
-// per-module overrides, the reader that maps an MLX directory back to the
-// Hugging Face names moeforge's forward pass asks for, and the exporter from
-// Hugging Face float or GPTQ checkpoints.
+// per-module overrides, and the reader that maps an MLX directory back to
+// the Hugging Face names moeforge's forward pass asks for. The conversion
+// from Hugging Face float or GPTQ checkpoints is export.MLX.
 package mlx
 
 import (

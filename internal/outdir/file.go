@@ -8,7 +8,7 @@ import (
 )
 
 // File is an output file being written: a temporary sibling that Commit
-// renames into place and Abort (or an interrupt, via RemovePending) removes.
+// renames into place and Abort (or an interrupt, via Interrupt) removes.
 type File struct {
 	*os.File
 	final string

@@ -35,12 +35,12 @@ func TestCreateFile(t *testing.T) {
 	}
 	f.WriteString("two")
 	f.Abort()
-	// Interrupted: RemovePending removes the temporary file.
+	// Interrupted: Interrupt removes the temporary file.
 	f, err = CreateFile(final, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	RemovePending()
+	Interrupt()
 	if entries, _ := os.ReadDir(parent); len(entries) != 1 {
 		t.Fatalf("%d entries left in the parent, want only the committed file", len(entries))
 	}
@@ -48,7 +48,7 @@ func TestCreateFile(t *testing.T) {
 		t.Fatalf("aborted writes changed the committed file: %q", b)
 	}
 	if err := f.Commit(); err == nil {
-		t.Error("Commit after RemovePending succeeded")
+		t.Error("Commit after Interrupt succeeded")
 	}
 	if _, err := CreateFile(filepath.Join(parent, "missing", "x"), false); err == nil {
 		t.Error("missing parent accepted")

@@ -27,6 +27,10 @@ type Dir struct {
 var (
 	mu      sync.Mutex
 	pending = map[string]bool{}
+	// preserved maps a pending directory to its resume state (Preserve);
+	// interrupted is set by Interrupt.
+	preserved   = map[string]string{}
+	interrupted bool
 )
 
 // Create prepares an output directory for final. It refuses an existing
@@ -147,12 +151,19 @@ func (d *Dir) Commit() error {
 }
 
 // Abort removes the temporary directory. It is safe to call after Commit
-// (it then does nothing), so callers can defer it.
+// (it then does nothing), so callers can defer it. After Interrupt, a
+// directory holding a preserved resume state keeps that state (only).
 func (d *Dir) Abort() {
 	if d.done {
 		return
 	}
-	os.RemoveAll(d.tmp)
+	mu.Lock()
+	keep := ""
+	if interrupted {
+		keep = preserved[d.tmp]
+	}
+	mu.Unlock()
+	removeExcept(d.tmp, keep)
 	d.finish()
 }
 
@@ -160,23 +171,69 @@ func (d *Dir) finish() {
 	d.done = true
 	mu.Lock()
 	delete(pending, d.tmp)
+	delete(preserved, d.tmp)
 	mu.Unlock()
 }
 
-// RemovePending removes every temporary directory not yet committed or
-// aborted. The command line calls it when interrupted.
-func RemovePending() {
+// Preserve marks path, an entry of a pending temporary directory whose name
+// matches ResumePattern, as the state a later run resumes from: when the
+// command is interrupted (Interrupt), the rest of the directory is removed
+// and path is kept, so that the same command with --resume continues. A
+// path outside every pending directory is ignored. Commit and an Abort
+// without Interrupt remove it like everything else.
+func Preserve(path string) {
+	path = filepath.Clean(path)
+	dir := filepath.Dir(path)
+	if ok, _ := filepath.Match(ResumePattern, filepath.Base(path)); !ok {
+		return
+	}
 	mu.Lock()
 	defer mu.Unlock()
+	if pending[dir] {
+		preserved[dir] = path
+	}
+}
+
+// Interrupt is what the command line calls on SIGINT/SIGTERM before it
+// exits: every temporary directory not yet committed or aborted is
+// removed, except the preserved resume states (Preserve), which stay in
+// their temporary directory for a later --resume; their directories are
+// returned. From then on Abort keeps them too.
+func Interrupt() (kept []string) {
+	mu.Lock()
+	defer mu.Unlock()
+	interrupted = true
 	for tmp := range pending {
-		os.RemoveAll(tmp)
+		if keep := preserved[tmp]; keep != "" {
+			removeExcept(tmp, keep)
+			kept = append(kept, tmp)
+		} else {
+			os.RemoveAll(tmp)
+		}
 		delete(pending, tmp)
+	}
+	sort.Strings(kept)
+	return kept
+}
+
+// removeExcept removes dir, or, when keep (an entry of dir) is set,
+// everything in dir but keep and the owner file.
+func removeExcept(dir, keep string) {
+	if keep == "" {
+		os.RemoveAll(dir)
+		return
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		p := filepath.Join(dir, e.Name())
+		if p != keep && e.Name() != OwnerFile {
+			os.RemoveAll(p)
+		}
 	}
 }
 
 // TempDir creates a scratch directory under the system temporary directory
-// that is removed by the returned function, and by RemovePending when the
-// command is interrupted.
+// that is removed by the returned function, and by Interrupt.
 func TempDir(prefix string) (string, func(), error) {
 	dir, err := os.MkdirTemp("", prefix)
 	if err != nil {

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 func TestCommitAndAbort(t *testing.T) {
@@ -52,9 +54,9 @@ func TestCommitAndAbort(t *testing.T) {
 	}
 
 	d, _ = Create(filepath.Join(parent, "other"), false)
-	RemovePending()
+	Interrupt()
 	if _, err := os.Stat(d.Path()); !os.IsNotExist(err) {
-		t.Fatal("RemovePending left the temporary directory")
+		t.Fatal("Interrupt left the temporary directory")
 	}
 	if _, err := Create(filepath.Join(parent, "missing", "x"), false); err == nil {
 		t.Fatal("missing parent accepted")
@@ -108,5 +110,65 @@ func TestLeftovers(t *testing.T) {
 	}
 	if len(got) != 2 || got[0] != newer || got[1] != old {
 		t.Errorf("Leftovers = %v, want [%s %s]", got, newer, old)
+	}
+}
+
+// TestInterruptKeepsResumeState: an interrupt removes a pending directory
+// except the resume state Preserve marked in it (and the owner file, so a
+// later run knows whose it was); an Abort racing with the interrupt keeps
+// it too; a state that was never preserved, a name that is not a resume
+// state and a directory that is not pending are not kept.
+func TestInterruptKeepsResumeState(t *testing.T) {
+	parent := t.TempDir()
+	write := func(path string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kept, _ := Create(filepath.Join(parent, "gptq"), false)
+	state := filepath.Join(kept.Path(), ".moeforge-quantize-resume")
+	write(filepath.Join(state, "state.json"))
+	write(filepath.Join(kept.Path(), "model-00001-of-00002.safetensors"))
+	Preserve(state)
+	plain, _ := Create(filepath.Join(parent, "other"), false)
+	write(filepath.Join(plain.Path(), ".moeforge-quantize-resume", "state.json"))
+	wrong, _ := Create(filepath.Join(parent, "third"), false)
+	write(filepath.Join(wrong.Path(), "notes", "state.json"))
+	Preserve(filepath.Join(wrong.Path(), "notes"))
+	Preserve(filepath.Join(parent, "elsewhere", ".moeforge-quantize-resume"))
+
+	got := Interrupt()
+	if want := []string{kept.Path()}; !cmp.Equal(got, want) {
+		t.Errorf("Interrupt kept %v, want %v", got, want)
+	}
+	kept.Abort() // the command returning with the context's error
+	entries, err := os.ReadDir(kept.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if want := []string{".moeforge-owner", ".moeforge-quantize-resume"}; !cmp.Equal(names, want) {
+		t.Errorf("left in the interrupted directory: %v, want %v", names, want)
+	}
+	if _, err := os.Stat(filepath.Join(state, "state.json")); err != nil {
+		t.Errorf("resume state: %v", err)
+	}
+	for _, d := range []*Dir{plain, wrong} {
+		if _, err := os.Stat(d.Path()); !os.IsNotExist(err) {
+			t.Errorf("%s: not removed (%v)", d.Path(), err)
+		}
+	}
+	// A later run finds it as a resumable leftover and leaves it alone.
+	for _, s := range CleanStale(filepath.Join(parent, "gptq")) {
+		if s.Removed {
+			t.Errorf("CleanStale removed %s", s.Path)
+		}
 	}
 }

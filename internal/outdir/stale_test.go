@@ -43,7 +43,8 @@ func TestStaleDirs(t *testing.T) {
 	running := mk("running", fmt.Sprintf("pid %d start %s\n", os.Getpid(), processStart(os.Getpid())), 2000)
 	reused := mk("reused", fmt.Sprintf("pid %d start 999999999999\n", os.Getpid()), 1000)
 	legacy := mk("legacy", "", 5_000_000)
-	resume := mk("resume", fmt.Sprintf("pid %d start 1\n", deadPID(t)), 10)
+	resumeOwner := fmt.Sprintf("pid %d start 1\n", deadPID(t))
+	resume := mk("resume", resumeOwner, 10)
 	os.Mkdir(filepath.Join(resume, ".moeforge-quantize-resume"), 0o700)
 	other := filepath.Join(parent, ".other.tmp-1") // another output's: not looked at
 	os.Mkdir(other, 0o700)
@@ -69,7 +70,7 @@ func TestStaleDirs(t *testing.T) {
 		"removed " + killed + " (3.0 kB)", "removed " + reused + " (1.0 kB)",
 		running + " (2.0 kB) is an unfinished output of another run (in use by PID",
 		legacy + " (5.0 MB) is an unfinished output of another run (no owner recorded)",
-		resume + " (28 B) is an unfinished output of another run (it holds a resume state: the same command with --resume continues it)",
+		fmt.Sprintf("%s (%d B) is an unfinished output of another run (it holds a resume state: the same command with --resume continues it)", resume, 10+len(resumeOwner)),
 	} {
 		if !strings.Contains(report, want) {
 			t.Errorf("report lacks %q:\n%s", want, report)

@@ -1,4 +1,4 @@
-package mlx
+package export
 
 import (
 	"context"
@@ -11,18 +11,28 @@ import (
 
 	"github.com/moeforge/moeforge/formats/gptq"
 	"github.com/moeforge/moeforge/formats/hf"
+	"github.com/moeforge/moeforge/formats/mlx"
 	"github.com/moeforge/moeforge/formats/safetensors"
 	"github.com/moeforge/moeforge/internal/half"
 )
 
-// Options tune Export.
-type Options struct {
+// MLX export (docs/mlx.md): MLX writes the directory mlx-lm loads, in the
+// layout of formats/mlx — routed experts stacked per layer under
+// switch_mlp, every quantized linear as uint32 codes with scales and biases,
+// config.json's "quantization" with per-module overrides. A float input is
+// quantized by MLX's affine definition (mlx.Quantize); a GPTQ input is
+// repacked exactly (mlx_gptq.go). What differs per architecture (refusals,
+// lm_head, config keys mlx-lm needs) lives in mlx_ARCH.go.
+
+// MLXOptions controls an MLX export.
+type MLXOptions struct {
 	// Bits and GroupSize quantize a float input (mlx-lm's defaults: 4, 64).
 	// A GPTQ input keeps its own bits and group size.
 	Bits, GroupSize int
 	// MaxShardSize caps the bytes per shard (0 = 5 GB, mlx-lm's size).
 	MaxShardSize int64
-	Force        bool
+	// Force replaces an existing output directory.
+	Force bool
 	// EmbeddingBits quantizes embed_tokens and lm_head of a float input
 	// with that many bits (group GroupSize, a per-module override); 0 means
 	// Bits, as mlx-lm's default conversion does, −1 keeps them float.
@@ -31,13 +41,13 @@ type Options struct {
 	Progress func(done, total int)
 }
 
-// RouterParams are the settings of the routers (mlp.gate) and shared-expert
-// gates of a float input: 8 bits, group 64, as mlx-lm's qwen3_moe and
-// qwen3_next quant_predicate keep them.
-var RouterParams = Params{GroupSize: 64, Bits: 8}
+// mlxRouterParams are the settings of the routers (mlp.gate) and
+// shared-expert gates of a float input: 8 bits, group 64, as mlx-lm's
+// qwen3_moe and qwen3_next quant_predicate keep them.
+var mlxRouterParams = mlx.Params{GroupSize: 64, Bits: 8}
 
-// Summary describes a finished export.
-type Summary struct {
+// MLXSummary describes a finished MLX export.
+type MLXSummary struct {
 	Out          string   `json:"out"`
 	Arch         string   `json:"architecture"`
 	Source       string   `json:"source"` // "float" or "gptq"
@@ -54,45 +64,56 @@ type Summary struct {
 	StackedLayer int      `json:"stacked_moe_layers"`
 }
 
-// CheckSupported refuses configs that mlx-lm's model files would compute
-// differently from transformers, naming the key.
-func CheckSupported(c *hf.Config) error {
+// mlxArch is what differs per architecture in an MLX export.
+type mlxArch struct {
+	// check refuses what mlx-lm's model file would compute differently
+	// from transformers, naming the config key.
+	check func(c *hf.Config) error
+	// tiedHead: mlx-lm's model always builds lm_head, so tied embeddings
+	// are written under its name too.
+	tiedHead bool
+	// config, when set, adds the keys mlx-lm's ModelArgs require and
+	// transformers may leave out.
+	config func(c *hf.Config, set func(string, any))
+}
+
+var mlxArchs = map[hf.Arch]*mlxArch{}
+
+// checkMLXHeadDim refuses a head_dim other than hidden_size /
+// num_attention_heads, which mlx-lm's qwen2, qwen2_moe and mixtral compute
+// whatever the config says.
+func checkMLXHeadDim(c *hf.Config) error {
 	if h := c.HiddenSize / c.NumAttentionHeads; c.HeadDim != h || c.HiddenSize%c.NumAttentionHeads != 0 {
 		return fmt.Errorf("head_dim=%d: mlx-lm's %s assumes head_dim = hidden_size/num_attention_heads = %d", c.HeadDim, c.ModelType, h)
-	}
-	switch c.ModelType {
-	case hf.Qwen2MoE:
-		switch {
-		case c.NormTopKProb:
-			return fmt.Errorf("norm_topk_prob=true: mlx-lm's qwen2_moe ignores it (it never renormalizes the top-k routing weights)")
-		case c.DecoderSparseStep != 1:
-			return fmt.Errorf("decoder_sparse_step=%d: mlx-lm's qwen2_moe ignores it (every layer is MoE there)", c.DecoderSparseStep)
-		case len(c.MLPOnlyLayers) > 0:
-			return fmt.Errorf("mlp_only_layers=%v: mlx-lm's qwen2_moe ignores it (every layer is MoE there)", c.MLPOnlyLayers)
-		case c.SharedExpertIntermediateSize <= 0:
-			return fmt.Errorf("shared_expert_intermediate_size=%d: mlx-lm's qwen2_moe always builds a shared expert", c.SharedExpertIntermediateSize)
-		}
-		fallthrough
-	case hf.Qwen2:
-		if !c.QKVBias {
-			return fmt.Errorf("qkv_bias=false: mlx-lm's %s always has q/k/v biases", c.ModelType)
-		}
-	case hf.Mixtral:
-	default:
-		return fmt.Errorf("model_type=%q: no MLX export", c.ModelType)
 	}
 	return nil
 }
 
-// Export writes an MLX directory at out from the Hugging Face checkpoint
-// in: a float input is quantized by MLX's affine definition (Quantize) with
-// opt.Bits and opt.GroupSize; a GPTQ int4 input (symmetric or not, without
-// act-order reordering) is repacked exactly (see repack).
-func Export(ctx context.Context, in, out string, opt Options) (*Summary, error) {
+// CheckMLX refuses, from the config alone, what mlx-lm's model file for
+// the architecture would compute differently from transformers, naming the
+// config key.
+func CheckMLX(c *hf.Config) error {
+	a, ok := mlxArchs[c.ModelType]
+	if !ok {
+		return fmt.Errorf("model_type=%q: no MLX export (supported: qwen2, qwen2_moe, qwen3, qwen3_moe, mixtral)", c.ModelType)
+	}
+	if c.SlidingWindow > 0 {
+		return fmt.Errorf("sliding_window=%d (use_sliding_window): mlx-lm's %s has no sliding-window attention", c.SlidingWindow, c.ModelType)
+	}
+	return a.check(c)
+}
+
+// MLX writes an MLX directory at out from the Hugging Face checkpoint in:
+// a float input is quantized by MLX's affine definition (mlx.Quantize) with
+// opt.Bits and opt.GroupSize; a GPTQ input of 2, 4 or 8 bits (symmetric or
+// not, without act-order reordering) is repacked exactly. The directory is
+// written under a temporary name and renamed on success; on error nothing
+// is left behind.
+func MLX(ctx context.Context, in, out string, opt MLXOptions) (*MLXSummary, error) {
 	// The config is checked before the weights: a refused model is refused
 	// for what mlx-lm would do with it, whatever its tensors.
 	if c, err := hf.ReadConfig(in); err == nil {
-		if err := CheckSupported(c); err != nil {
+		if err := CheckMLX(c); err != nil {
 			return nil, fmt.Errorf("%s: %w", in, err)
 		}
 	}
@@ -102,10 +123,10 @@ func Export(ctx context.Context, in, out string, opt Options) (*Summary, error) 
 	}
 	defer ck.Close()
 	c := ck.Config
-	if err := CheckSupported(c); err != nil {
+	if err := CheckMLX(c); err != nil {
 		return nil, fmt.Errorf("%s: %w", in, err)
 	}
-	e := &exporter{ck: ck, c: c, opt: opt, q: &Quantization{Mode: ModeAffine, Modules: map[string]*Params{}}}
+	e := &mlxExporter{ck: ck, c: c, arch: mlxArchs[c.ModelType], opt: opt, q: &mlx.Quantization{Mode: mlx.ModeAffine, Modules: map[string]*mlx.Params{}}}
 	if c.Quantization != nil {
 		lay, err := c.Quantization.Layout()
 		if err != nil {
@@ -114,12 +135,12 @@ func Export(ctx context.Context, in, out string, opt Options) (*Summary, error) 
 		if len(c.Quantization.Dynamic) > 0 {
 			return nil, fmt.Errorf("%s: quantization_config.dynamic: per-module GPTQ overrides are not repacked into MLX yet; export the float checkpoint instead", in)
 		}
-		if !slices.Contains(BitWidths, lay.Bits) {
-			return nil, fmt.Errorf("%s: quantization_config.bits=%d: MLX's packing is repacked here only for %v-bit GPTQ", in, lay.Bits, BitWidths)
+		if !slices.Contains(mlx.BitWidths, lay.Bits) {
+			return nil, fmt.Errorf("%s: quantization_config.bits=%d: MLX's packing is repacked here only for %v-bit GPTQ", in, lay.Bits, mlx.BitWidths)
 		}
 		e.layout = lay
 		e.gptq = true
-		e.q.Params = Params{Bits: c.Quantization.Bits, GroupSize: c.Quantization.GroupSize}
+		e.q.Params = mlx.Params{Bits: c.Quantization.Bits, GroupSize: c.Quantization.GroupSize}
 		// GPTQ scales are float16: kept as they are, and for the symmetric
 		// zero 8 the bias −8·scale is a float16 too. An asymmetric zero
 		// makes −zero·scale need up to 16 significant bits: float32 then.
@@ -128,7 +149,7 @@ func Export(ctx context.Context, in, out string, opt Options) (*Summary, error) 
 			e.scaleDT = safetensors.F32
 		}
 	} else {
-		e.q.Params = Params{Bits: opt.Bits, GroupSize: opt.GroupSize}
+		e.q.Params = mlx.Params{Bits: opt.Bits, GroupSize: opt.GroupSize}
 		if err := e.q.Params.Validate(); err != nil {
 			return nil, err
 		}
@@ -148,11 +169,11 @@ func Export(ctx context.Context, in, out string, opt Options) (*Summary, error) 
 	if e.gptq {
 		// A GPTQ checkpoint whose every layer overrides the default (in ≤
 		// group_size everywhere) still needs a valid default.
-		if !containsInt(GroupSizes, e.q.GroupSize) {
+		if !slices.Contains(mlx.GroupSizes, e.q.GroupSize) {
 			e.q.GroupSize = e.firstGroup
 		}
 	}
-	w, err := hf.Create(out, opt.Force, hf.WriterOptions{MaxShardSize: opt.MaxShardSize, Metadata: map[string]string{"format": FormatMetadata}})
+	w, err := hf.Create(out, opt.Force, hf.WriterOptions{MaxShardSize: opt.MaxShardSize, Metadata: map[string]string{"format": mlx.FormatMetadata}})
 	if err != nil {
 		return nil, err
 	}
@@ -175,7 +196,7 @@ func Export(ctx context.Context, in, out string, opt Options) (*Summary, error) 
 	if err := w.Commit(); err != nil {
 		return nil, err
 	}
-	s := &Summary{Out: out, Arch: string(c.ModelType), Source: "float", Bits: e.q.Bits, GroupSize: e.q.GroupSize,
+	s := &MLXSummary{Out: out, Arch: string(c.ModelType), Source: "float", Bits: e.q.Bits, GroupSize: e.q.GroupSize,
 		ScalesDType: string(e.scaleDT), Quantized: e.nQuant, Float: e.nFloat, Overrides: len(e.q.Modules),
 		Tensors: len(tensors), Shards: shards, CopiedFiles: copied, StackedLayer: len(c.MoELayers())}
 	if e.gptq {
@@ -187,11 +208,12 @@ func Export(ctx context.Context, in, out string, opt Options) (*Summary, error) 
 	return s, nil
 }
 
-type exporter struct {
+type mlxExporter struct {
 	ck             *hf.Checkpoint
 	c              *hf.Config
-	opt            Options
-	q              *Quantization
+	arch           *mlxArch
+	opt            MLXOptions
+	q              *mlx.Quantization
 	gptq           bool
 	layout         gptq.Layout // of a GPTQ input
 	scaleDT        safetensors.DType
@@ -199,27 +221,18 @@ type exporter struct {
 	firstGroup     int
 }
 
-func containsInt(s []int, v int) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
-}
-
-// modulePlan is one output module: its MLX path, shape, and the source
+// mlxModule is one output module: its MLX path, shape, and the source
 // linears (one, or every expert of a stacked projection).
-type modulePlan struct {
+type mlxModule struct {
 	name    string
 	out, in int
 	src     []hf.Linear
 }
 
 // plan lists the output tensors in the order of the input checkpoint's
-// naming: embeddings, per layer norms, attention, MLP (router, shared
-// expert, its gate, stacked experts), final norm, lm_head.
-func (e *exporter) plan() ([]hf.Tensor, error) {
+// naming: embeddings, per layer norms (q/k norms included), attention, MLP
+// (router, shared expert, its gate, stacked experts), final norm, lm_head.
+func (e *mlxExporter) plan() ([]hf.Tensor, error) {
 	c := e.c
 	var ts []hf.Tensor
 	copyT := func(name string) error {
@@ -231,15 +244,14 @@ func (e *exporter) plan() ([]hf.Tensor, error) {
 		return nil
 	}
 	embed := hf.Linear{Name: strings.TrimSuffix(hf.EmbedTokens, ".weight"), Out: c.VocabSize, In: c.HiddenSize, Kind: hf.KindLMHead, Layer: -1, Expert: -1}
-	if err := e.module(&ts, modulePlan{embed.Name, embed.Out, embed.In, []hf.Linear{embed}}); err != nil {
+	if err := e.module(&ts, mlxModule{embed.Name, embed.Out, embed.In, []hf.Linear{embed}}); err != nil {
 		return nil, err
 	}
 	for i := 0; i < c.NumHiddenLayers; i++ {
-		if err := copyT(hf.InputNorm(i)); err != nil {
-			return nil, err
-		}
-		if err := copyT(hf.PostAttentionNorm(i)); err != nil {
-			return nil, err
+		for _, n := range c.LayerNorms(i) {
+			if err := copyT(n.Name); err != nil {
+				return nil, err
+			}
 		}
 		var experts [3][]hf.Linear
 		for _, l := range c.LayerLinears(i) {
@@ -248,7 +260,7 @@ func (e *exporter) plan() ([]hf.Tensor, error) {
 				experts[k] = append(experts[k], l)
 				continue
 			}
-			if err := e.module(&ts, modulePlan{l.Name, l.Out, l.In, []hf.Linear{l}}); err != nil {
+			if err := e.module(&ts, mlxModule{l.Name, l.Out, l.In, []hf.Linear{l}}); err != nil {
 				return nil, err
 			}
 			if l.Bias {
@@ -262,7 +274,7 @@ func (e *exporter) plan() ([]hf.Tensor, error) {
 				continue
 			}
 			l0 := experts[k][0]
-			if err := e.module(&ts, modulePlan{SwitchModule(c, i, p), l0.Out, l0.In, experts[k]}); err != nil {
+			if err := e.module(&ts, mlxModule{mlx.SwitchModule(c, i, p), l0.Out, l0.In, experts[k]}); err != nil {
 				return nil, err
 			}
 		}
@@ -273,13 +285,11 @@ func (e *exporter) plan() ([]hf.Tensor, error) {
 	head := hf.Linear{Name: hf.LMHead, Out: c.VocabSize, In: c.HiddenSize, Kind: hf.KindLMHead, Layer: -1, Expert: -1}
 	switch {
 	case !c.TieWordEmbeddings:
-		if err := e.module(&ts, modulePlan{head.Name, head.Out, head.In, []hf.Linear{head}}); err != nil {
+		if err := e.module(&ts, mlxModule{head.Name, head.Out, head.In, []hf.Linear{head}}); err != nil {
 			return nil, err
 		}
-	case c.ModelType == hf.Qwen2MoE:
-		// mlx-lm's qwen2_moe always builds lm_head: write the tied
-		// embeddings under its name.
-		if err := e.module(&ts, modulePlan{head.Name, head.Out, head.In, []hf.Linear{embed}}); err != nil {
+	case e.arch.tiedHead:
+		if err := e.module(&ts, mlxModule{head.Name, head.Out, head.In, []hf.Linear{embed}}); err != nil {
 			return nil, err
 		}
 	}
@@ -288,7 +298,7 @@ func (e *exporter) plan() ([]hf.Tensor, error) {
 
 // linearWeights returns the stored tensors of a source linear (embed_tokens
 // included, as a float weight).
-func (e *exporter) linearWeights(l hf.Linear) (*hf.LinearWeights, error) {
+func (e *mlxExporter) linearWeights(l hf.Linear) (*hf.LinearWeights, error) {
 	if l.Name+".weight" == hf.EmbedTokens {
 		t, err := e.ck.Tensor(hf.EmbedTokens)
 		if err != nil {
@@ -300,7 +310,7 @@ func (e *exporter) linearWeights(l hf.Linear) (*hf.LinearWeights, error) {
 }
 
 // module plans the tensors of one output module.
-func (e *exporter) module(ts *[]hf.Tensor, m modulePlan) error {
+func (e *mlxExporter) module(ts *[]hf.Tensor, m mlxModule) error {
 	lead := []int{}
 	if len(m.src) > 1 || m.src[0].Kind == hf.KindExpert {
 		lead = []int{len(m.src)}
@@ -310,7 +320,7 @@ func (e *exporter) module(ts *[]hf.Tensor, m modulePlan) error {
 	if err != nil {
 		return err
 	}
-	var p Params
+	var p mlx.Params
 	quantize := false
 	if e.gptq {
 		if first.Quantized() {
@@ -321,7 +331,7 @@ func (e *exporter) module(ts *[]hf.Tensor, m modulePlan) error {
 			if groups < 1 || m.in%groups != 0 {
 				return fmt.Errorf("%s: %s.scales has shape %v: not whole groups of %d inputs", e.ck.Dir, m.src[0].Name, first.Scales.Shape, m.in)
 			}
-			p = Params{Bits: e.q.Bits, GroupSize: m.in / groups}
+			p = mlx.Params{Bits: e.q.Bits, GroupSize: m.in / groups}
 			if err := p.Validate(); err != nil {
 				return fmt.Errorf("%s: %s: GPTQ group of %d inputs cannot be repacked: %v", e.ck.Dir, m.src[0].Name, p.GroupSize, err)
 			}
@@ -336,8 +346,8 @@ func (e *exporter) module(ts *[]hf.Tensor, m modulePlan) error {
 	} else {
 		switch m.src[0].Kind {
 		case hf.KindRouter, hf.KindSharedExpertGate:
-			if RouterParams.Fits(m.in) {
-				p, quantize = RouterParams, true
+			if mlxRouterParams.Fits(m.in) {
+				p, quantize = mlxRouterParams, true
 				if p != e.q.Params {
 					e.q.Modules[m.name] = &p
 				}
@@ -406,9 +416,9 @@ func (e *exporter) module(ts *[]hf.Tensor, m modulePlan) error {
 				}
 				return words, nil
 			}},
-		hf.Tensor{Info: safetensors.Info{Name: m.name + SuffixScales, DType: e.scaleDT, Shape: shape(m.out, groups)},
+		hf.Tensor{Info: safetensors.Info{Name: m.name + mlx.SuffixScales, DType: e.scaleDT, Shape: shape(m.out, groups)},
 			Produce: func() ([]byte, error) { s := scales; scales = nil; return s, nil }},
-		hf.Tensor{Info: safetensors.Info{Name: m.name + SuffixBiases, DType: e.scaleDT, Shape: shape(m.out, groups)},
+		hf.Tensor{Info: safetensors.Info{Name: m.name + mlx.SuffixBiases, DType: e.scaleDT, Shape: shape(m.out, groups)},
 			Produce: func() ([]byte, error) { b := biases; biases = nil; return b, nil }},
 	)
 	return nil
@@ -416,7 +426,7 @@ func (e *exporter) module(ts *[]hf.Tensor, m modulePlan) error {
 
 // quantizeLinear returns the packed words and the encoded scales and biases
 // of one source linear.
-func (e *exporter) quantizeLinear(l hf.Linear, out, in int, p Params) ([]uint32, []byte, []byte, error) {
+func (e *mlxExporter) quantizeLinear(l hf.Linear, out, in int, p mlx.Params) ([]uint32, []byte, []byte, error) {
 	lw, err := e.linearWeights(l)
 	if err != nil {
 		return nil, nil, nil, err
@@ -433,54 +443,8 @@ func (e *exporter) quantizeLinear(l hf.Linear, out, in int, p Params) ([]uint32,
 			return nil, nil, nil, fmt.Errorf("%s: tensor %s holds %g at element %d", e.ck.Dir, lw.Weight.Name, v, i)
 		}
 	}
-	codes, s, b := Quantize(w, out, in, p)
-	return Pack(codes, out, in, p), encode(s, e.scaleDT), encode(b, e.scaleDT), nil
-}
-
-// repack turns a GPTQ layer into MLX's affine layout exactly: the codes
-// are transposed to [out, in] and packed along the inputs, the float16
-// scale is kept, and bias = −zero·scale, which float16 holds exactly for the
-// symmetric zero 8 (a multiplication by a power of two; checked anyway);
-// asymmetric checkpoints get float32 scales and biases, which hold every
-// −zero·scale exactly.
-func (e *exporter) repack(l hf.Linear, lw *hf.LinearWeights, out, in int, p Params) ([]uint32, []byte, []byte, error) {
-	pk, err := e.layout.Read(l.Name, out, in, lw.GPTQ())
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("%s: %w", e.ck.Dir, err)
-	}
-	layer, err := pk.Unpack()
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("%s: %s: %w", e.ck.Dir, l.Name, err)
-	}
-	for i, g := range layer.GIdx {
-		if int(g) != i/p.GroupSize {
-			return nil, nil, nil, fmt.Errorf("%s: %s.g_idx[%d] = %d, not %d: act-order (desc_act) reordering cannot be repacked into MLX's contiguous groups",
-				e.ck.Dir, l.Name, i, g, i/p.GroupSize)
-		}
-	}
-	codes := make([]uint8, out*in)
-	for i := 0; i < in; i++ {
-		for c := 0; c < out; c++ {
-			codes[c*in+i] = layer.Codes[i*out+c]
-		}
-	}
-	groups := in / p.GroupSize
-	scales := make([]float32, out*groups)
-	biases := make([]float32, out*groups)
-	for g := 0; g < groups; g++ {
-		for c := 0; c < out; c++ {
-			s := half.F16ToF32(layer.Scales[g*out+c])
-			z := layer.Zeros[g*out+c]
-			// Exact in float32: z has at most 5 significant bits, s 11.
-			b := -float32(z) * s
-			if e.scaleDT == safetensors.F16 && half.F16ToF32(half.F32ToF16(b)) != b {
-				return nil, nil, nil, fmt.Errorf("%s: %s: bias −zero·scale = %g (zero %d, group %d, output %d) is not a float16 value: the repack would not be exact",
-					e.ck.Dir, l.Name, b, z, g, c)
-			}
-			scales[c*groups+g], biases[c*groups+g] = s, b
-		}
-	}
-	return Pack(codes, out, in, p), encode(scales, e.scaleDT), encode(biases, e.scaleDT), nil
+	codes, s, b := mlx.Quantize(w, out, in, p)
+	return mlx.Pack(codes, out, in, p), encodeFloats(s, e.scaleDT), encodeFloats(b, e.scaleDT), nil
 }
 
 func u16Bytes(v []uint16) []byte {
@@ -491,9 +455,9 @@ func u16Bytes(v []uint16) []byte {
 	return b
 }
 
-// encode rounds float32 values to dt (round to nearest even) and returns
-// their bytes.
-func encode(v []float32, dt safetensors.DType) []byte {
+// encodeFloats rounds float32 values to dt (round to nearest even) and
+// returns their bytes.
+func encodeFloats(v []float32, dt safetensors.DType) []byte {
 	switch dt {
 	case safetensors.BF16:
 		u := make([]uint16, len(v))
@@ -512,9 +476,10 @@ func encode(v []float32, dt safetensors.DType) []byte {
 }
 
 // config returns config.json: the input's keys (GPTQ quantization_config
-// dropped) with "quantization" and, as mlx-lm also writes it,
-// "quantization_config".
-func (e *exporter) config() ([]byte, error) {
+// dropped), the keys the architecture's mlx-lm ModelArgs need (rope_theta
+// for all), and
+// "quantization" with, as mlx-lm also writes it, "quantization_config".
+func (e *mlxExporter) config() ([]byte, error) {
 	c := e.c.Clone()
 	c.Quantization = nil
 	base, err := c.Marshal()
@@ -524,6 +489,13 @@ func (e *exporter) config() ([]byte, error) {
 	var out map[string]any
 	if err := json.Unmarshal(base, &out); err != nil {
 		return nil, err
+	}
+	// mlx-lm's qwen2 and mixtral ModelArgs read only a top-level
+	// rope_theta (defaulting to 1e6), qwen3's require it: a transformers 5
+	// config keeps it in rope_parameters, so it is written at the top too.
+	out["rope_theta"] = e.c.RopeTheta
+	if e.arch.config != nil {
+		e.arch.config(e.c, func(k string, v any) { out[k] = v })
 	}
 	q, err := e.q.MarshalJSON()
 	if err != nil {
