@@ -587,9 +587,9 @@ func cpuSeconds() float64 {
 	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
 
-// TestFactorFloat64Fallback: a Hessian that float32 cannot factor (rank 4
-// of 64 plus 1e-8·mean(diag)·I) but float64 can gets the float64 factor, without
-// raising the damping.
+// TestFactorFloat64Fallback: for a Hessian that float32 cannot factor (rank
+// 4 of 64 plus 1e-8·mean(diag)·I) but float64 can, upperInverseFactor
+// returns the float64 factor, so the damping need not be raised.
 func TestFactorFloat64Fallback(t *testing.T) {
 	const in, n = 64, 4
 	_, x := calibProblem(9, 1, in, n, nil)
