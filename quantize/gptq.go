@@ -63,8 +63,9 @@ type Result struct {
 //  1. dead inputs (H_ii = 0) get H_ii = 1 and a zero weight column;
 //  2. with static groups, every natural group's grid is computed now;
 //  3. with act-order, inputs are permuted by descending diag(H) (stable);
-//  4. H += λ·mean(diag H)·I, and Hinv = upper Cholesky factor of H⁻¹
-//     (λ ×10 and retry when the factorization fails);
+//  4. H += λ·mean(diag H)·I, and Hinv = upper Cholesky factor of H⁻¹,
+//     factored in float32 as the reference does (again in float64 when
+//     float32 fails; λ ×10 and retry when that fails too);
 //  5. columns are walked in blocks of 128: at each group start the grid is
 //     computed from the current (already error-updated) weights of the
 //     group, w is quantized to q = clamp(round(w/s)+z, 0, 15), the error
@@ -153,11 +154,7 @@ func newFactor(h []float64, in int, cfg gptq.Config) (*factor, error) {
 	if err != nil {
 		return nil, err
 	}
-	f.damp, f.raises = lam, raises
-	f.ut = make([]float32, in*in)
-	for i, v := range u {
-		f.ut[i] = float32(v)
-	}
+	f.ut, f.damp, f.raises = u, lam, raises
 	return f, nil
 }
 
@@ -212,10 +209,15 @@ func gptqWith(w []float32, out, in int, f *factor, cfg gptq.Config, threads int)
 	chunk := (out/threads + 7) / 8 * 8
 	losses := make([]float64, threads)
 	errs := make([]error, threads)
-	eb := make([]float32, blockSize*out) // errors of the current block, one row per column
+	// The negated errors −e of the current block, one row per column: the
+	// updates are then sums of products (AxpyRows, MulAtB).
+	eb := make([]float32, blockSize*out)
+	hcol := make([][]float32, threads) // per thread: Hinv[i0:j, j]
+	for t := range hcol {
+		hcol[t] = make([]float32, innerBlock)
+	}
 	var shifted atomic.Int64
 	var wg sync.WaitGroup
-	var pr propagator
 	for b0 := 0; b0 < in; b0 += blockSize {
 		b1 := min(b0+blockSize, in)
 		for i0 := b0; i0 < b1; i0 += innerBlock {
@@ -234,6 +236,15 @@ func gptqWith(w []float32, out, in int, f *factor, cfg gptq.Config, threads int)
 					d := ut[j*in+j]
 					row := wt[j*out : (j+1)*out]
 					e := eb[(j-b0)*out : (j-b0+1)*out]
+					if j > i0 {
+						// This column's updates from the earlier columns of
+						// the inner block: Σ_i Hinv[i, j]·(−e_i).
+						p := hcol[t][:j-i0]
+						for i := range p {
+							p[i] = ut[(i0+i)*in+j]
+						}
+						gemm.AxpyRows(row[c0:c1], p, eb[(i0-b0)*out+c0:], out)
+					}
 					codes := layer.Codes[perm[j]*out : (perm[j]+1)*out]
 					s, z := sf[g*out:(g+1)*out], layer.Zeros[g*out:(g+1)*out]
 					var loss float64
@@ -241,14 +252,10 @@ func gptqWith(w []float32, out, in int, f *factor, cfg gptq.Config, threads int)
 						q := code(row[c], s[c], z[c], gr.maxq)
 						codes[c] = q
 						ec := (row[c] - s[c]*float32(int32(q)-int32(z[c]))) / d
-						e[c] = ec
+						e[c] = -ec
 						loss += float64(ec) * float64(ec)
 					}
 					losses[t] += loss / 2
-					for k := j + 1; k < i1; k++ {
-						f := ut[j*in+k]
-						axpy(wt[k*out+c0:k*out+c1], e[c0:c1], -f)
-					}
 				}
 			}
 			if threads == 1 {
@@ -268,11 +275,11 @@ func gptqWith(w []float32, out, in int, f *factor, cfg gptq.Config, threads int)
 				return nil, err
 			}
 			if i1 < b1 {
-				pr.propagate(wt, ut, eb[(i0-b0)*out:], out, in, i0, i1, b1)
+				propagate(wt, ut, eb[(i0-b0)*out:], out, in, i0, i1, b1)
 			}
 		}
 		if b1 < in {
-			pr.propagate(wt, ut, eb, out, in, b0, b1, in)
+			propagate(wt, ut, eb, out, in, b0, b1, in)
 		}
 	}
 	for _, l := range losses {
@@ -291,38 +298,18 @@ func gptqWith(w []float32, out, in int, f *factor, cfg gptq.Config, threads int)
 	return res, nil
 }
 
-// propagator holds the operand buffers of propagate, reused across the
-// calls of one matrix (a fresh pair per call was ~1 MB of garbage per
-// block).
-type propagator struct{ a, b []float32 }
-
-// propagate applies the errors e of columns [k0, k1) (rows of e, stride
-// out) to the columns [r0, r1) of wt: wt[r, :] −= Σ_k Hinv[k, r]·e[k, :].
-func (p *propagator) propagate(wt, ut, e []float32, out, in, k0, k1, r1 int) {
-	r0 := k1
-	m, kk := r1-r0, k1-k0
-	p.a = slices.Grow(p.a[:0], m*kk)[:m*kk] // a[r, k] = −Hinv[k0+k, r0+r]
-	a := p.a
-	for k := 0; k < kk; k++ {
-		src := ut[(k0+k)*in+r0 : (k0+k)*in+r1]
-		for r, v := range src {
-			a[r*kk+k] = -v
-		}
-	}
-	p.b = slices.Grow(p.b[:0], out*kk)[:out*kk] // b[c, k] = e[k, c]
-	b := p.b
-	for k := 0; k < kk; k++ {
-		for c, v := range e[k*out : (k+1)*out] {
-			b[c*kk+k] = v
-		}
-	}
-	gemm.MulTF32(wt[r0*out:r1*out], a, b, m, out, kk, true)
+// propagate applies the negated errors ne of columns [k0, k1) (rows of ne,
+// stride out) to the columns [k1, r1) of wt: wt[r, :] += Σ_k Hinv[k, r]·
+// ne[k, :], one product reading both factors in place (Hinv's rows k0…k1−1
+// from column k1 on, and ne).
+func propagate(wt, ut, ne []float32, out, in, k0, k1, r1 int) {
+	gemm.MulAtB(wt[k1*out:], out, ut[k0*in+k1:], in, ne, out, r1-k1, out, k1-k0, true)
 }
 
 // inverseFactor dampens H (in place: H_ii = H_ii + λ·mean(diag H)) and
 // returns the upper Cholesky factor of its inverse, raising λ ×10 (at most
 // maxDampRaises times) while the factorization fails.
-func inverseFactor(H []float64, n int, damp float64) (u []float64, lam float64, raises int, err error) {
+func inverseFactor(H []float64, n int, damp float64) (u []float32, lam float64, raises int, err error) {
 	diag := make([]float64, n)
 	var mean float64
 	for i := range diag {
@@ -335,7 +322,7 @@ func inverseFactor(H []float64, n int, damp float64) (u []float64, lam float64, 
 		for i, d := range diag {
 			H[i*n+i] = d + lam*mean
 		}
-		u, err = linalg.CholeskyInverseUpper(H, n)
+		u, err = upperInverseFactor(H, n)
 		if err == nil {
 			return u, lam, raises, nil
 		}
@@ -348,19 +335,31 @@ func inverseFactor(H []float64, n int, damp float64) (u []float64, lam float64, 
 	}
 }
 
-// axpy computes y += a·x.
-func axpy(y, x []float32, a float32) {
-	x = x[:len(y)]
-	i := 0
-	for ; i+4 <= len(y); i += 4 {
-		y[i] += a * x[i]
-		y[i+1] += a * x[i+1]
-		y[i+2] += a * x[i+2]
-		y[i+3] += a * x[i+3]
+// upperInverseFactor returns the upper Cholesky factor U of H⁻¹ (H⁻¹ =
+// Uᵀ·U) in float32. It is computed in float32 (linalg.CholeskyInverseUpper32,
+// as the reference factors on a GPU, at twice the float64 rate); only when
+// float32 finds H not positive definite is it computed again in float64,
+// whose error, if any, the caller answers by raising the damping.
+func upperInverseFactor(H []float64, n int) ([]float32, error) {
+	u := make([]float32, n*n)
+	for i := 0; i < n; i++ { // only the upper triangle is read
+		for k, x := range H[i*n+i : (i+1)*n] {
+			u[i*n+i+k] = float32(x)
+		}
 	}
-	for ; i < len(y); i++ {
-		y[i] += a * x[i]
+	err := linalg.CholeskyInverseUpper32(u, n)
+	var npd *linalg.NotPositiveDefiniteError
+	if !errors.As(err, &npd) {
+		return u, err
 	}
+	u64, err := linalg.CholeskyInverseUpper(H, n)
+	if err != nil {
+		return nil, err
+	}
+	for i, v := range u64 {
+		u[i] = float32(v)
+	}
+	return u, nil
 }
 
 // transpose returns the [cols, rows] transpose of the row-major m [rows, cols],

@@ -1,6 +1,7 @@
 package quantize
 
 import (
+	"errors"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -584,4 +585,48 @@ func cpuSeconds() float64 {
 		return 0
 	}
 	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+}
+
+// TestFactorFloat64Fallback: for a Hessian that float32 cannot factor (rank
+// 4 of 64 plus 1e-8·mean(diag)·I) but float64 can, upperInverseFactor
+// returns the float64 factor, so the damping need not be raised.
+func TestFactorFloat64Fallback(t *testing.T) {
+	const in, n = 64, 4
+	_, x := calibProblem(9, 1, in, n, nil)
+	h := make([]float64, in*in) // Σ xxᵀ in float64: PSD to float64 rounding
+	for p := 0; p < n; p++ {
+		for i := 0; i < in; i++ {
+			for j := 0; j < in; j++ {
+				h[i*in+j] += float64(x[p*in+i]) * float64(x[p*in+j])
+			}
+		}
+	}
+	var mean float64
+	for i := 0; i < in; i++ {
+		mean += h[i*in+i] / in
+	}
+	for i := 0; i < in; i++ {
+		h[i*in+i] += 1e-8 * mean
+	}
+	h32 := make([]float32, len(h))
+	for i, v := range h {
+		h32[i] = float32(v)
+	}
+	var npd *linalg.NotPositiveDefiniteError
+	if err := linalg.CholeskyInverseUpper32(h32, in); !errors.As(err, &npd) {
+		t.Fatalf("float32 factored the matrix (err %v): the test needs one it cannot", err)
+	}
+	want, err := linalg.CholeskyInverseUpper(h, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := upperInverseFactor(slices.Clone(h), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range want {
+		if got[i] != float32(v) {
+			t.Fatalf("U[%d, %d] = %v, float64 gives %v", i/in, i%in, got[i], float32(v))
+		}
+	}
 }

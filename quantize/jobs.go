@@ -97,11 +97,19 @@ func (r *runner) runJobs(jobs []*job, layer int) error {
 // its bias for the float16-rounded one the output stores), so that later
 // passes see what the output computes, and shows the result to observe.
 func (r *runner) install(jb *job) error {
-	m, err := int4Matrix(jb.result)
+	p, err := jb.result.Packed()
 	if err != nil {
 		return fmt.Errorf("%s: %w", jb.mod.lin.Name, err)
 	}
-	jb.mod.lin.W = m
+	jb.mod.lin.W = model.MatrixOf(p)
+	// The forward pass holds these packed tensors until the layer is
+	// written: writeQuantized writes them instead of packing again.
+	r.mu.Lock()
+	if r.packed == nil {
+		r.packed = map[*gptq.Layer]*gptq.Packed{}
+	}
+	r.packed[jb.result] = p
+	r.mu.Unlock()
 	if b := jb.mod.lin.Bias; b != nil {
 		// The output stores the bias as float16: later passes use that.
 		r16 := make([]float32, len(b))

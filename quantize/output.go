@@ -181,9 +181,15 @@ func (r *runner) writeQuantized(spec hf.Linear, lin *model.Linear, ql *gptq.Laye
 		if ql == nil {
 			return fmt.Errorf("internal error: %s was not quantized", spec.Name)
 		}
-		p, err := ql.Packed()
-		if err != nil {
-			return fmt.Errorf("%s: %w", spec.Name, err)
+		r.mu.Lock()
+		p := r.packed[ql]
+		delete(r.packed, ql)
+		r.mu.Unlock()
+		if p == nil {
+			var err error
+			if p, err = ql.Packed(); err != nil {
+				return fmt.Errorf("%s: %w", spec.Name, err)
+			}
 		}
 		for _, t := range []struct {
 			suffix string

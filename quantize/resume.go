@@ -12,6 +12,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/formats/safetensors"
@@ -180,53 +181,93 @@ func (r *runner) beginLayer(i int) error {
 }
 
 // endLayer completes layer i's resume state: its tensors, the next layer's
-// inputs, then the manifest.
+// inputs, then the manifest. The writing and syncing run in the background
+// (overlapping the next layer's work) in that order, after the previous
+// layer's save has finished; waitSave waits for them and returns their
+// error. The state is taken now: the report so far and a copy of the next
+// layer's inputs, which that layer modifies in place (with --spill the
+// inputs are saved before endLayer returns, since the next layer's stores
+// replace their files).
 func (r *runner) endLayer(i int) error {
 	if r.opt.Checkpoint == "" {
 		return nil
 	}
+	if err := r.waitSave(); err != nil {
+		return err
+	}
 	dir := r.opt.Checkpoint
-	err := r.layerFile.Flush()
-	if err == nil {
-		err = r.layerFileOS.Sync()
-	}
-	if cerr := r.layerFileOS.Close(); err == nil {
-		err = cerr
-	}
+	lf, lfOS := r.layerFile, r.layerFileOS
 	r.layerFile, r.layerFileOS = nil, nil
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(filepath.Join(dir, fmt.Sprintf("layer-%05d.bin.tmp", i)), filepath.Join(dir, fmt.Sprintf("layer-%05d.bin", i))); err != nil {
-		return err
-	}
+	actsPath := ""
+	var acts [][]float32
 	if r.acts != nil && (i+1 < len(r.m.Layers) || r.lmHeadNeedsActs()) {
-		if err := r.saveActs(filepath.Join(dir, fmt.Sprintf("acts-%05d.f32", i+1))); err != nil {
-			return err
+		actsPath = filepath.Join(dir, fmt.Sprintf("acts-%05d.f32", i+1))
+		if r.acts.spill != "" {
+			if err := saveActs(actsPath, r.acts.load, len(r.acts.chunks)); err != nil {
+				lfOS.Close()
+				return err
+			}
+			actsPath = ""
+		} else {
+			for _, c := range r.acts.chunks {
+				acts = append(acts, slices.Clone(c.data))
+			}
 		}
 	}
 	r.mu.Lock()
-	st := resumeState{Fingerprint: r.fp, Layers: i + 1, Starved: r.rep.Starved, Done: r.done}
+	st := resumeState{Fingerprint: r.fp, Layers: i + 1, Starved: slices.Clone(r.rep.Starved), Done: r.done}
 	for _, m := range r.rep.Modules {
 		st.Modules = append(st.Modules, savedModule{m, m.order})
 	}
 	r.mu.Unlock()
 	data, err := json.Marshal(st)
 	if err != nil {
+		lfOS.Close()
 		return err
 	}
-	tmp := filepath.Join(dir, stateFile+".tmp")
-	if err := writeSynced(tmp, data); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, stateFile)); err != nil {
-		return err
-	}
-	// From now on an interrupt (Ctrl-C) keeps the state for --resume.
-	outdir.Preserve(dir)
-	// The previous layer's inputs are no longer needed.
-	os.Remove(filepath.Join(dir, fmt.Sprintf("acts-%05d.f32", i)))
+	done := make(chan error, 1)
+	r.saving = done
+	go func() {
+		err := lf.Flush()
+		if err == nil {
+			err = lfOS.Sync()
+		}
+		if cerr := lfOS.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = os.Rename(filepath.Join(dir, fmt.Sprintf("layer-%05d.bin.tmp", i)), filepath.Join(dir, fmt.Sprintf("layer-%05d.bin", i)))
+		}
+		if err == nil && actsPath != "" {
+			err = saveActs(actsPath, func(k int) ([]float32, error) { return acts[k], nil }, len(acts))
+		}
+		tmp := filepath.Join(dir, stateFile+".tmp")
+		if err == nil {
+			err = writeSynced(tmp, data)
+		}
+		if err == nil {
+			err = os.Rename(tmp, filepath.Join(dir, stateFile))
+		}
+		if err == nil {
+			// From now on an interrupt (Ctrl-C) keeps the state for --resume.
+			outdir.Preserve(dir)
+			// The previous layer's inputs are no longer needed.
+			os.Remove(filepath.Join(dir, fmt.Sprintf("acts-%05d.f32", i)))
+		}
+		done <- err
+	}()
 	return nil
+}
+
+// waitSave waits for the resume save endLayer started, if any, and returns
+// its error.
+func (r *runner) waitSave() error {
+	if r.saving == nil {
+		return nil
+	}
+	err := <-r.saving
+	r.saving = nil
+	return err
 }
 
 func writeSynced(path string, data []byte) error {
@@ -245,16 +286,17 @@ func writeSynced(path string, data []byte) error {
 	return f.Close()
 }
 
-// saveActs writes every chunk's hidden states to path (atomically).
-func (r *runner) saveActs(path string) error {
+// saveActs writes the hidden states of chunks 0 … n−1 (from load) to path
+// (atomically).
+func saveActs(path string, load func(int) ([]float32, error), n int) error {
 	f, err := os.Create(path + ".tmp")
 	if err != nil {
 		return err
 	}
 	w := bufio.NewWriterSize(f, 1<<20)
 	buf := make([]byte, 4<<10)
-	for i := range r.acts.chunks {
-		x, err := r.acts.load(i)
+	for i := range n {
+		x, err := load(i)
 		if err != nil {
 			f.Close()
 			return err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"runtime/pprof"
 	"sync"
 	"time"
 
@@ -43,6 +44,13 @@ func Run(ctx context.Context, ck *hf.Checkpoint, dir string, calib [][]int, opt 
 func RunTo(ctx context.Context, ck *hf.Checkpoint, w *hf.Writer, calib [][]int, opt Options) (*Report, error) {
 	if os.Getenv("GOGC") == "" {
 		defer debug.SetGCPercent(debug.SetGCPercent(gcPercent))
+	}
+	if path := os.Getenv("MOEFORGE_QUANTIZE_CPUPROFILE"); path != "" {
+		// A developer's hook: a CPU profile of the whole run (go tool pprof).
+		if f, err := os.Create(path); err == nil && pprof.StartCPUProfile(f) == nil {
+			defer f.Close()
+			defer pprof.StopCPUProfile()
+		}
 	}
 	opt.calibSeqs = len(calib)
 	start := time.Now()
@@ -94,8 +102,12 @@ type runner struct {
 	layerFile   *bufio.Writer // the current layer's resume file
 	layerFileOS *os.File
 
-	mu          sync.Mutex // guards rep.Modules and done
+	mu          sync.Mutex // guards rep.Modules, done and packed
 	done, total int
+	// packed holds the packed tensors of installed modules until
+	// writeQuantized writes them.
+	packed map[*gptq.Layer]*gptq.Packed
+	saving chan error // the resume save in progress (endLayer), or nil
 }
 
 func (r *runner) run(calib [][]int) error {
@@ -112,6 +124,7 @@ func (r *runner) run(calib [][]int) error {
 		if r.layerFileOS != nil {
 			r.layerFileOS.Close()
 		}
+		r.waitSave() // an error return already has its error
 	}()
 	var st *resumeState
 	if r.opt.Checkpoint != "" {
@@ -233,6 +246,9 @@ func (r *runner) run(calib [][]int) error {
 	}
 	if r.opt.Checkpoint != "" {
 		// The run is complete: its resume state is not part of the output.
+		if err := r.waitSave(); err != nil {
+			return err
+		}
 		return os.RemoveAll(r.opt.Checkpoint)
 	}
 	return nil

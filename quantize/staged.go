@@ -432,25 +432,54 @@ func (e *expertRun) run() error {
 		if err := e.gather(batch); err != nil {
 			return err
 		}
-		if err := e.parallel(batch, e.gateUp); err != nil {
+		// An expert goes through gate/up and down on one worker, unless its
+		// down Hessian needs every token (allTokensDown, a sweep over the
+		// chunks once the batch's gate/up are quantized).
+		if err := e.parallel(batch, func(w *expertWork, weight float64) error {
+			if err := e.gateUp(w, weight); err != nil || w.downStarve {
+				return err
+			}
+			return e.downStep(w, weight)
+		}); err != nil {
 			return err
 		}
-		if err := e.allTokensDown(batch); err != nil {
+		var starved []*expertWork
+		for _, w := range batch {
+			if w.downStarve {
+				starved = append(starved, w)
+			}
+		}
+		if err := e.allTokensDown(starved); err != nil {
 			return err
 		}
-		if err := e.parallel(batch, e.downStep); err != nil {
+		if err := e.parallel(starved, e.downStep); err != nil {
 			return err
 		}
-		// Outputs in expert order, as the forward pass adds them.
+		// Outputs in expert order, as the forward pass adds them: each
+		// chunk's rows by one worker.
+		workers := min(gemm.Threads(), len(e.moeOut))
 		r.clock.timed(PhaseForward, 1, 0, func() {
-			for _, w := range batch {
-				for k, rc := range e.rows[w.e] {
-					wt := e.weight[w.e][k]
-					dst := e.moeOut[rc[0]][int(rc[1])*h : (int(rc[1])+1)*h]
-					for d, v := range w.y[k*h : (k+1)*h] {
-						dst[d] += wt * v
+			var wg sync.WaitGroup
+			for t := range workers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for _, w := range batch {
+						for k, rc := range e.rows[w.e] {
+							if int(rc[0])%workers != t {
+								continue
+							}
+							wt := e.weight[w.e][k]
+							dst := e.moeOut[rc[0]][int(rc[1])*h : (int(rc[1])+1)*h]
+							for d, v := range w.y[k*h : (k+1)*h] {
+								dst[d] += wt * v
+							}
+						}
 					}
-				}
+				}()
+			}
+			wg.Wait()
+			for _, w := range batch {
 				w.y = nil
 			}
 		})
@@ -480,23 +509,39 @@ func (e *expertRun) gather(batch []*expertWork) error {
 	for _, w := range batch {
 		w.x = make([]float32, len(e.rows[w.e])*h)
 	}
-	var err error
+	// In memory the experts are split over the workers; spilled, one sweep
+	// decompresses each chunk once.
+	workers := 1
+	if e.normed.spill == "" {
+		workers = min(gemm.Threads(), len(batch))
+	}
+	errs := make([]error, workers)
 	r.clock.timed(PhaseOther, 1, 0, func() {
-		for i := range r.acts.chunks {
-			var n2 []float32
-			if n2, err = e.normed.view(i); err != nil {
-				return
-			}
-			for _, w := range batch {
-				for k, rc := range e.rows[w.e] {
-					if int(rc[0]) == i {
-						copy(w.x[k*h:(k+1)*h], n2[int(rc[1])*h:(int(rc[1])+1)*h])
+		var wg sync.WaitGroup
+		for t := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range r.acts.chunks {
+					n2, err := e.normed.view(i)
+					if err != nil {
+						errs[t] = err
+						return
+					}
+					for b := t; b < len(batch); b += workers {
+						w := batch[b]
+						for k, rc := range e.rows[w.e] {
+							if int(rc[0]) == i {
+								copy(w.x[k*h:(k+1)*h], n2[int(rc[1])*h:(int(rc[1])+1)*h])
+							}
+						}
 					}
 				}
-			}
+			}()
 		}
+		wg.Wait()
 	})
-	return err
+	return errors.Join(errs...)
 }
 
 // parallel runs step on every expert of the batch on gemm.Threads()
@@ -594,15 +639,9 @@ func (e *expertRun) gateUp(w *expertWork, weight float64) error {
 // allTokensDown computes, for the batch's starved experts, Σaaᵀ of their
 // down inputs over every token (their quantized gate and up applied to
 // every normed row), one sweep over the chunks.
-func (e *expertRun) allTokensDown(batch []*expertWork) error {
+func (e *expertRun) allTokensDown(starved []*expertWork) error {
 	r := e.r
 	h := e.moe.Router.In()
-	var starved []*expertWork
-	for _, w := range batch {
-		if w.downStarve {
-			starved = append(starved, w)
-		}
-	}
 	if len(starved) == 0 {
 		return nil
 	}

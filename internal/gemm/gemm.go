@@ -150,9 +150,10 @@ func ceilDiv(x, m int) int { return (x + m - 1) / m }
 
 // tile computes C[i0:i1, j0:j1] (+)= A[i0:i1, :]·B[j0:j1, :]ᵀ over depth
 // [0, depth). c holds element (i0, j0) at c[0] with row stride ldc. With
-// upper set, register tiles entirely below the diagonal (j < i) are skipped
-// and their part of c is left as it was.
-func (ws *workspace) tile(k *kernel, c []float32, ldc int, a, b operand, i0, i1, j0, j1, depth int, acc, upper bool) {
+// tri = triUpper, register tiles entirely below the diagonal (j < i) are
+// skipped and their part of c is left as it was; with triLower, those
+// entirely above it (j > i).
+func (ws *workspace) tile(k *kernel, c []float32, ldc int, a, b operand, i0, i1, j0, j1, depth int, acc bool, tri triangle) {
 	mr, nr := k.mr, k.nr
 	for p0 := 0; p0 < depth; p0 += k.kc {
 		p1 := min(p0+k.kc, depth)
@@ -168,7 +169,7 @@ func (ws *workspace) tile(k *kernel, c []float32, ldc int, a, b operand, i0, i1,
 				for ir := ic; ir < ie; ir += mr {
 					apanel := &ws.ap[(ir-ic)*kc]
 					rows := min(mr, ie-ir)
-					if upper && jr+cols <= ir {
+					if tri == triUpper && jr+cols <= ir || tri == triLower && ir+rows <= jr {
 						continue
 					}
 					off := (ir-i0)*ldc + jr - j0
@@ -193,6 +194,15 @@ func (ws *workspace) tile(k *kernel, c []float32, ldc int, a, b operand, i0, i1,
 		}
 	}
 }
+
+// triangle selects the register tiles of C that tile computes.
+type triangle int
+
+const (
+	triNone  triangle = iota // all of them
+	triUpper                 // those meeting the upper triangle (j ≥ i)
+	triLower                 // those meeting the lower triangle (j ≤ i)
+)
 
 // grid splits C[m, n] into tm × tn tiles of rows × cols (multiples of the
 // register tile) so that the workers have enough, evenly sized work.
@@ -238,7 +248,7 @@ func product(k *kernel, c []float32, ldc int, a, b operand, m, n, kk int, acc bo
 		ti, tj := t/tn, t%tn
 		i0, j0 := ti*rows, tj*cols
 		i1, j1 := min(i0+rows, m), min(j0+cols, n)
-		ws.tile(k, c[i0*ldc+j0:], ldc, a, b, i0, i1, j0, j1, kk, acc, false)
+		ws.tile(k, c[i0*ldc+j0:], ldc, a, b, i0, i1, j0, j1, kk, acc, triNone)
 	}
 	if workers <= 1 {
 		ws := getWorkspace(k, cols)

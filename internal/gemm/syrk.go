@@ -55,7 +55,11 @@ func SyrkAdd(h []float64, x []float32, n, k int) {
 			for r0 := 0; r0 < n; r0 += syrkChunk {
 				r1 := min(r0+syrkChunk, n)
 				rows := colsF32{x[r0*k:], k}
-				ws.tile(kern, ct, w, rows, rows, i0, i1, j0, j1, r1-r0, false, i0 == j0)
+				tri := triNone
+				if i0 == j0 {
+					tri = triUpper
+				}
+				ws.tile(kern, ct, w, rows, rows, i0, i1, j0, j1, r1-r0, false, tri)
 				addTile(h, k, ct, w, i0, i1, j0, j1)
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/moeforge/moeforge/internal/gemm"
 	"github.com/moeforge/moeforge/internal/gemm/kerneltest"
 )
 
@@ -80,6 +81,80 @@ func BenchmarkMulAdd(b *testing.B) {
 		nf := float64(n)
 		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
 			kerneltest.Impls(b, impls(true), SetImpl, 2*nf*nf*nf, func(*testing.B) { MulAdd(c, n, h, n, h, n, n, n, n, 1) })
+		})
+	}
+}
+
+// gemmImpls are the float32 kernels of internal/gemm to time the float32
+// factorizations with: the best SIMD one, and Go for small sizes.
+func gemmImpls(all bool) []kerneltest.Impl {
+	var ims []kerneltest.Impl
+	for _, name := range gemm.Impls() {
+		if all || name != "go" {
+			ims = append(ims, kerneltest.Impl{Sub: name, Name: name})
+		}
+	}
+	return ims
+}
+
+// BenchmarkUpperCholesky reports GFLOPS counting the n³/6 multiply-adds
+// (n³/3 operations) of one Cholesky, for the factor GPTQ uses (V with
+// H = V·Vᵀ) in float32 (prec=32, products in internal/gemm) and float64
+// (prec=64, this package's products).
+func BenchmarkUpperCholesky(b *testing.B) {
+	for _, n := range []int{512, 1408, 2048, 5632} {
+		if n > 2048 && testing.Short() {
+			continue
+		}
+		h := benchSPD(n)
+		h32 := make([]float32, len(h))
+		for i, v := range h {
+			h32[i] = float32(v)
+		}
+		nf := float64(n)
+		flops := nf * nf * nf / 3
+		v := make([]float64, len(h))
+		v32 := make([]float32, len(h))
+		b.Run(fmt.Sprintf("prec=64/n=%d", n), func(b *testing.B) {
+			kerneltest.Impls(b, impls(n <= 512), SetImpl, flops, func(b *testing.B) {
+				copy(v, h)
+				if err := UpperCholesky(v, n); err != nil {
+					b.Fatal(err)
+				}
+			})
+		})
+		b.Run(fmt.Sprintf("prec=32/n=%d", n), func(b *testing.B) {
+			kerneltest.Impls(b, gemmImpls(n <= 512), gemm.SetImpl, flops, func(b *testing.B) {
+				copy(v32, h32)
+				if err := UpperCholesky32(v32, n); err != nil {
+					b.Fatal(err)
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkCholeskyInverseUpper32 is BenchmarkCholeskyInverseUpper for the
+// float32 factor (products in internal/gemm), GFLOPS counting 2n³/3.
+func BenchmarkCholeskyInverseUpper32(b *testing.B) {
+	for _, n := range []int{512, 1408, 2048, 5632} {
+		if n > 2048 && testing.Short() {
+			continue
+		}
+		h := benchSPD(n)
+		h32 := make([]float32, len(h))
+		for i, v := range h {
+			h32[i] = float32(v)
+		}
+		u := make([]float32, len(h))
+		nf := float64(n)
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			kerneltest.Impls(b, gemmImpls(n <= 512), gemm.SetImpl, 2*nf*nf*nf/3, func(b *testing.B) {
+				copy(u, h32)
+				if err := CholeskyInverseUpper32(u, n); err != nil {
+					b.Fatal(err)
+				}
+			})
 		})
 	}
 }

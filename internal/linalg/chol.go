@@ -1,10 +1,13 @@
-// Package linalg holds the dense float64 factorizations GPTQ needs: Cholesky,
-// triangular and SPD inverses, and the upper Cholesky factor of an inverse.
+// Package linalg holds the dense factorizations GPTQ needs: Cholesky,
+// triangular and SPD inverses, and the upper Cholesky factor of an inverse,
+// in float64 and (the ones GPTQ uses, as the reference does on a GPU) in
+// float32.
 //
 // Matrices are row-major n×n slices. The algorithms are blocked and
 // right-looking (or bottom-up for inverses) so that almost all the work is in
-// float64 matrix products (MulAdd) run by an AVX2 micro-kernel on amd64, or a
-// portable Go one, over gemm.Threads() goroutines.
+// matrix products: float64 ones (MulAdd) run by an AVX2 micro-kernel on
+// amd64, or a portable Go one, and float32 ones by internal/gemm's kernels
+// (gemm.MulTStrided), over gemm.Threads() goroutines.
 package linalg
 
 import (
