@@ -250,8 +250,15 @@ func product(k *kernel, c []float32, ldc int, a, b operand, m, n, kk int, acc bo
 		i1, j1 := min(i0+rows, m), min(j0+cols, n)
 		ws.tile(k, c[i0*ldc+j0:], ldc, a, b, i0, i1, j0, j1, kk, acc, triNone)
 	}
+	runTiles(k, cols, tiles, workers, run)
+}
+
+// runTiles calls run for tiles 0…tiles-1, on workers goroutines that take
+// the next tile as they finish one (each with its own workspace for panels
+// up to wsCols wide), or on this goroutine when workers ≤ 1.
+func runTiles(k *kernel, wsCols, tiles, workers int, run func(ws *workspace, t int)) {
 	if workers <= 1 {
-		ws := getWorkspace(k, cols)
+		ws := getWorkspace(k, wsCols)
 		for t := 0; t < tiles; t++ {
 			run(ws, t)
 		}
@@ -264,7 +271,7 @@ func product(k *kernel, c []float32, ldc int, a, b operand, m, n, kk int, acc bo
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ws := getWorkspace(k, cols)
+			ws := getWorkspace(k, wsCols)
 			for {
 				t := int(next.Add(1)) - 1
 				if t >= tiles {

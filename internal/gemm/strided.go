@@ -2,8 +2,6 @@ package gemm
 
 import (
 	"fmt"
-	"sync"
-	"sync/atomic"
 )
 
 // MulTStrided computes C[m, n] (+)= A[m, k] · B[n, k]ᵀ (C += … when
@@ -105,30 +103,5 @@ func lowerProduct(kern *kernel, c []float32, ldc int, a, b operand, n, k int, ac
 		}
 		ws.tile(kern, c[i0*ldc+j0:], ldc, a, b, i0, i1, j0, j1, k, acc, tri)
 	}
-	if workers <= 1 {
-		ws := getWorkspace(kern, side)
-		for t := 0; t < tiles; t++ {
-			run(ws, t)
-		}
-		workspaces.Put(ws)
-		return
-	}
-	var next atomic.Int32
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ws := getWorkspace(kern, side)
-			for {
-				t := int(next.Add(1)) - 1
-				if t >= tiles {
-					break
-				}
-				run(ws, t)
-			}
-			workspaces.Put(ws)
-		}()
-	}
-	wg.Wait()
+	runTiles(kern, side, tiles, workers, run)
 }
