@@ -12,6 +12,7 @@ import (
 	"github.com/moeforge/moeforge/formats/gguf"
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/tokenizer"
+	"github.com/moeforge/moeforge/tokenizer/chattemplate"
 )
 
 // GGUF token types (gguf-py's TokenType).
@@ -168,7 +169,7 @@ func tokenizerKVs(dir string, c *hf.Config) ([]gguf.KV, error) {
 		}
 		kvs = append(kvs, gguf.KV{Key: "tokenizer.ggml." + k, Value: v})
 	}
-	tmpl, err := chatTemplate(dir, tc)
+	tmpl, err := chatTemplate(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -329,33 +330,16 @@ func tokenName(raw json.RawMessage) (string, bool) {
 	return "", false
 }
 
-// chatTemplate returns the checkpoint's chat template: tokenizer_config.json
-// chat_template (a string, or the "default" entry of a list), else the
-// chat_template.jinja file transformers 4.43+ writes; "" when there is none.
-func chatTemplate(dir string, tc map[string]json.RawMessage) (string, error) {
-	if raw, ok := tc["chat_template"]; ok {
-		var s string
-		if json.Unmarshal(raw, &s) == nil {
-			return s, nil
-		}
-		var list []struct {
-			Name     string `json:"name"`
-			Template string `json:"template"`
-		}
-		if json.Unmarshal(raw, &list) == nil {
-			for _, t := range list {
-				if t.Name == "default" {
-					return t.Template, nil
-				}
-			}
-		}
-		return "", fmt.Errorf("%s: tokenizer_config.json chat_template is neither a string nor a list with a \"default\" entry", dir)
-	}
-	data, err := os.ReadFile(filepath.Join(dir, "chat_template.jinja"))
-	if errors.Is(err, os.ErrNotExist) {
+// chatTemplate returns the checkpoint's chat template by the rule every
+// command uses (chattemplate.Source: chat_template.jinja first, as
+// transformers prefers it, else tokenizer_config.json's); "" when there is
+// none. The text is copied, not compiled.
+func chatTemplate(dir string) (string, error) {
+	src, _, err := chattemplate.Source(dir)
+	if errors.Is(err, chattemplate.ErrNoTemplate) {
 		return "", nil
 	}
-	return string(data), err
+	return src, err
 }
 
 // configID reads a token id key of config.json (an id, or a list whose

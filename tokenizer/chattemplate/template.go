@@ -116,37 +116,64 @@ func Load(dir string) (*Chat, error) {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
-	var src string
-	jinjaPath := filepath.Join(dir, "chat_template.jinja")
-	if data, err := os.ReadFile(jinjaPath); err == nil {
-		src, c.Path = string(data), jinjaPath
-	} else if !errors.Is(err, os.ErrNotExist) {
+	src, path, err := source(dir, cfg)
+	if err != nil {
 		return nil, err
-	} else if raw, ok := cfg["chat_template"]; ok && string(raw) != "null" {
-		c.Path = cfgPath
-		if err := json.Unmarshal(raw, &src); err != nil {
-			var named []struct{ Name, Template string }
-			if err2 := json.Unmarshal(raw, &named); err2 != nil {
-				return nil, fmt.Errorf("%s: chat_template is neither a string nor a list of named templates", cfgPath)
-			}
-			for _, n := range named {
-				if n.Name == "default" {
-					src = n.Template
-				}
-			}
-			if src == "" {
-				return nil, fmt.Errorf("%s: chat_template has no template named \"default\"", cfgPath)
-			}
-		}
-	} else {
-		return nil, fmt.Errorf("%s: %w (neither chat_template.jinja nor a chat_template in tokenizer_config.json)", dir, ErrNoTemplate)
 	}
+	c.Path = path
 	t, err := Compile(src)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v", c.Path, err)
 	}
 	c.Template = t
 	return c, nil
+}
+
+// Source returns the chat template text of the model or tokenizer directory
+// dir and the file it is in, by Load's rule (chat_template.jinja first, as
+// transformers prefers it, else tokenizer_config.json's chat_template),
+// without compiling it; an error matching ErrNoTemplate when there is none.
+// Exporters that copy the template (GGUF's tokenizer.chat_template) use it.
+func Source(dir string) (src, path string, err error) {
+	cfgPath := filepath.Join(dir, "tokenizer_config.json")
+	var cfg map[string]json.RawMessage
+	if data, err := os.ReadFile(cfgPath); err == nil {
+		if err := json.Unmarshal(data, &cfg); err != nil {
+			return "", "", fmt.Errorf("%s: %v", cfgPath, err)
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", "", err
+	}
+	return source(dir, cfg)
+}
+
+// source is Source with tokenizer_config.json already parsed (cfg; nil
+// when there is none).
+func source(dir string, cfg map[string]json.RawMessage) (src, path string, err error) {
+	cfgPath := filepath.Join(dir, "tokenizer_config.json")
+	jinjaPath := filepath.Join(dir, "chat_template.jinja")
+	if data, err := os.ReadFile(jinjaPath); err == nil {
+		return string(data), jinjaPath, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", "", err
+	}
+	raw, ok := cfg["chat_template"]
+	if !ok || string(raw) == "null" {
+		return "", "", fmt.Errorf("%s: %w (neither chat_template.jinja nor a chat_template in tokenizer_config.json)", dir, ErrNoTemplate)
+	}
+	if err := json.Unmarshal(raw, &src); err == nil {
+		return src, cfgPath, nil
+	}
+	var named []struct{ Name, Template string }
+	if err := json.Unmarshal(raw, &named); err != nil {
+		return "", "", fmt.Errorf("%s: chat_template is neither a string nor a list of named templates", cfgPath)
+	}
+	for _, n := range named {
+		if n.Name == "default" && n.Template != "" {
+			return n.Template, cfgPath, nil
+		}
+	}
+	return "", "", fmt.Errorf("%s: chat_template has no template named \"default\"", cfgPath)
 }
 
 // tokenString reads a special token written as a string or as an
