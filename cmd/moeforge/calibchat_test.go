@@ -79,3 +79,23 @@ func TestQuantizeCalibChat(t *testing.T) {
 		t.Errorf("two sources: exit %d, %q", code, stderr)
 	}
 }
+
+// TestQuantizeCalibChatEmpty: a conversation the template renders to no
+// tokens is refused naming it, before any work (exit 2, no output).
+func TestQuantizeCalibChatEmpty(t *testing.T) {
+	in := checkpointCopy(t, "fixtures/qwen2_moe_tiny/model")
+	if err := os.WriteFile(filepath.Join(in, "chat_template.jinja"), []byte("{% for m in messages %}{{ m.content }}{% endfor %}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	jsonl := filepath.Join(tmp, "chats.jsonl")
+	os.WriteFile(jsonl, []byte(`{"messages": [{"role": "user", "content": "Hello there"}]}`+"\n"+`{"messages": [{"role": "user", "content": ""}]}`+"\n"), 0o644)
+	out := filepath.Join(tmp, "q")
+	code, _, stderr := runMoeforge(t, "quantize", "--in", in, "--out", out, "--calib-chat", jsonl, "--nsamples", "4", "--seqlen", "48")
+	if code != 2 || !strings.Contains(stderr, "conversation 2 renders to no tokens") {
+		t.Fatalf("exit %d, stderr %q; want 2 naming conversation 2", code, stderr)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("output left behind: %v", err)
+	}
+}

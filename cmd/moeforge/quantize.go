@@ -276,8 +276,11 @@ func (f *quantizeFlags) chatCalibration(ck *hf.Checkpoint) ([][]int, *quantize.C
 	}
 	var seqs [][]int
 	longest, total := 0, 0
-	for _, t := range texts[:min(len(texts), f.nsamples)] {
+	for i, t := range texts[:min(len(texts), f.nsamples)] {
 		ids := tok.Encode(t)
+		if len(ids) == 0 {
+			return nil, nil, fmt.Errorf("--calib-chat %s: conversation %d renders to no tokens", f.calibChat, i+1)
+		}
 		if len(ids) > seqlen {
 			ids = ids[:seqlen]
 		}
