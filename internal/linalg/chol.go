@@ -236,18 +236,15 @@ func CholeskyInverseUpper(h []float64, n int) ([]float64, error) {
 	if n == 0 {
 		return nil, nil
 	}
-	// Reversing both indices of a row-major matrix reverses its storage.
 	a := slices.Clone(h[:n*n])
-	slices.Reverse(a)
-	if err := Cholesky(a, n); err != nil {
-		if e, ok := err.(*NotPositiveDefiniteError); ok {
-			e.Pivot = n - 1 - e.Pivot
+	err := reversed(a, n, func(a []float64, n int) error {
+		if err := Cholesky(a, n); err != nil {
+			return err
 		}
+		return TriInverseLower(a, n)
+	})
+	if err != nil {
 		return nil, err
 	}
-	if err := TriInverseLower(a, n); err != nil {
-		return nil, err
-	}
-	slices.Reverse(a)
 	return a, nil
 }

@@ -174,19 +174,12 @@ func TriInverseLower32(l []float32, n int) error {
 // with H⁻¹ = Uᵀ·U, strict lower triangle zero, by one Cholesky32 and one
 // TriInverseLower32 of the reversed matrix.
 func CholeskyInverseUpper32(h []float32, n int) error {
-	h = h[:n*n]
-	slices.Reverse(h)
-	if err := Cholesky32(h, n); err != nil {
-		if e, ok := err.(*NotPositiveDefiniteError); ok {
-			e.Pivot = n - 1 - e.Pivot
+	return reversed(h, n, func(h []float32, n int) error {
+		if err := Cholesky32(h, n); err != nil {
+			return err
 		}
-		return err
-	}
-	if err := TriInverseLower32(h, n); err != nil {
-		return err
-	}
-	slices.Reverse(h)
-	return nil
+		return TriInverseLower32(h, n)
+	})
 }
 
 // UpperCholesky32 overwrites the symmetric positive definite h[n, n]
@@ -196,25 +189,19 @@ func CholeskyInverseUpper32(h []float32, n int) error {
 // permutation, J·H·J = L·Lᵀ gives V = J·L·J; a *NotPositiveDefiniteError
 // names the pivot as an index of h (the factorization runs from the last row
 // up).
-func UpperCholesky32(h []float32, n int) error {
-	// Reversing both indices of a row-major matrix reverses its storage.
-	h = h[:n*n]
-	slices.Reverse(h)
-	if err := Cholesky32(h, n); err != nil {
-		if e, ok := err.(*NotPositiveDefiniteError); ok {
-			e.Pivot = n - 1 - e.Pivot
-		}
-		return err
-	}
-	slices.Reverse(h)
-	return nil
-}
+func UpperCholesky32(h []float32, n int) error { return reversed(h, n, Cholesky32) }
 
 // UpperCholesky is UpperCholesky32 in float64 (with Cholesky).
-func UpperCholesky(h []float64, n int) error {
+func UpperCholesky(h []float64, n int) error { return reversed(h, n, Cholesky) }
+
+// reversed applies f to J·H·J, J the reversal permutation — reversing both
+// indices of a row-major matrix reverses its storage —, and reverses the
+// result back; a *NotPositiveDefiniteError from f gets its pivot as an index
+// of h. On error h is left reversed and partly overwritten.
+func reversed[T float32 | float64](h []T, n int, f func([]T, int) error) error {
 	h = h[:n*n]
 	slices.Reverse(h)
-	if err := Cholesky(h, n); err != nil {
+	if err := f(h, n); err != nil {
 		if e, ok := err.(*NotPositiveDefiniteError); ok {
 			e.Pivot = n - 1 - e.Pivot
 		}
