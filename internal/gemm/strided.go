@@ -30,9 +30,7 @@ func MulTStrided(c []float32, ldc int, a []float32, lda int, b []float32, ldb in
 	_ = c[(m-1)*ldc+n-1]
 	if k == 0 {
 		if !accumulate {
-			for i := 0; i < m; i++ {
-				clear(c[i*ldc : i*ldc+n])
-			}
+			clearRows(c, ldc, m, n)
 		}
 		return
 	}
@@ -63,9 +61,7 @@ func MulAtB(c []float32, ldc int, a []float32, lda int, b []float32, ldb int, m,
 	_ = c[(m-1)*ldc+n-1]
 	if k == 0 {
 		if !accumulate {
-			for i := 0; i < m; i++ {
-				clear(c[i*ldc : i*ldc+n])
-			}
+			clearRows(c, ldc, m, n)
 		}
 		return
 	}
@@ -104,4 +100,12 @@ func lowerProduct(kern *kernel, c []float32, ldc int, a, b operand, n, k int, ac
 		ws.tile(kern, c[i0*ldc+j0:], ldc, a, b, i0, i1, j0, j1, k, acc, tri)
 	}
 	runTiles(kern, side, tiles, workers, run)
+}
+
+// clearRows zeroes the first n elements of m rows of c (row stride ldc): an
+// empty sum.
+func clearRows(c []float32, ldc, m, n int) {
+	for i := 0; i < m; i++ {
+		clear(c[i*ldc : i*ldc+n])
+	}
 }
