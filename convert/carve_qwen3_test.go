@@ -2,18 +2,13 @@ package convert
 
 import (
 	"math"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/moeforge/moeforge/corpus"
 	"github.com/moeforge/moeforge/formats/hf"
-	"github.com/moeforge/moeforge/internal/fixture"
 	"github.com/moeforge/moeforge/model"
-	"github.com/moeforge/moeforge/tokenizer"
 )
 
 // TestCarveQwen3 carves the qwen3 test checkpoint (qwen2_dense_tiny's
@@ -130,22 +125,7 @@ func TestCarveQwen3Quality(t *testing.T) {
 	}
 	small := denseSmall(t)
 	dense := openCheckpoint(t, qwen3From(t, small, nil))
-	root, err := fixture.Root()
-	if err != nil {
-		t.Fatal(err)
-	}
-	text, err := os.ReadFile(filepath.Join(root, "tinyshakespeare.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := tokenizer.Load(small)
-	if err != nil {
-		t.Fatal(err)
-	}
-	calib, err := corpus.Calibration(string(text), tok.Encode, 0.9, 16, 256, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	calib := calibSeqs(t, small, 16, 256)
 	ref, err := model.Load(dense)
 	if err != nil {
 		t.Fatal(err)

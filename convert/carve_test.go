@@ -3,8 +3,6 @@ package convert
 import (
 	"context"
 	"math"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -14,11 +12,9 @@ import (
 	"github.com/moeforge/moeforge/corpus"
 	"github.com/moeforge/moeforge/formats/hf"
 	"github.com/moeforge/moeforge/formats/safetensors"
-	"github.com/moeforge/moeforge/internal/fixture"
 	"github.com/moeforge/moeforge/internal/fixture/fixturetest"
 	"github.com/moeforge/moeforge/internal/gemm"
 	"github.com/moeforge/moeforge/model"
-	"github.com/moeforge/moeforge/tokenizer"
 )
 
 // carveCalib is a calibration set of random ids for the tiny fixture.
@@ -389,22 +385,7 @@ func TestCarveQuality(t *testing.T) {
 	}
 	dir := denseSmall(t)
 	in := openCheckpoint(t, dir)
-	root, err := fixture.Root()
-	if err != nil {
-		t.Fatal(err)
-	}
-	text, err := os.ReadFile(filepath.Join(root, "tinyshakespeare.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := tokenizer.Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	calib, err := corpus.Calibration(string(text), tok.Encode, 0.9, 16, 256, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	calib := calibSeqs(t, dir, 16, 256)
 	ref, err := model.Load(in)
 	if err != nil {
 		t.Fatal(err)

@@ -98,19 +98,8 @@ func randomSeqs(vocab int) [][]int { return corpus.RandomIDs(3, 40, vocab, 7) }
 // the checkpoint's tokenizer: realistic inputs for the trained models.
 func textSeqs(t *testing.T, dir string, n, seqlen int) [][]int {
 	t.Helper()
-	root, err := fixture.Root()
-	if err != nil {
-		t.Fatal(err)
-	}
-	text, err := os.ReadFile(filepath.Join(root, "tinyshakespeare.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, eval, err := corpus.SplitText(string(text), 0.9)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := tokenizer.Load(dir)
+	text, tok := shakespeare(t, dir)
+	_, eval, err := corpus.SplitText(text, 0.9)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,6 +109,37 @@ func textSeqs(t *testing.T, dir string, n, seqlen int) [][]int {
 		t.Fatal(err)
 	}
 	return seqs
+}
+
+// calibSeqs returns n calibration windows of seqlen tokens of
+// tinyshakespeare (its first 90%, the evaluation protocol's calibration
+// split, seed 0) in dir's tokenizer.
+func calibSeqs(t *testing.T, dir string, n, seqlen int) [][]int {
+	t.Helper()
+	text, tok := shakespeare(t, dir)
+	calib, err := corpus.Calibration(text, tok.Encode, 0.9, n, seqlen, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return calib
+}
+
+// shakespeare returns testdata's tinyshakespeare.txt and dir's tokenizer.
+func shakespeare(t *testing.T, dir string) (string, *tokenizer.Tokenizer) {
+	t.Helper()
+	root, err := fixture.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := os.ReadFile(filepath.Join(root, "tinyshakespeare.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := tokenizer.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(text), tok
 }
 
 // checkGroups runs m on seqs and fails the test when a token selects only
